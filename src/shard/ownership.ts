@@ -1,0 +1,24 @@
+import type { Sql } from './connection.ts'
+
+/** The SQLSTATE `switchyard.enter()` raises when a route is stale (invariant 2). */
+export const STALE_ROUTE_SQLSTATE = 'SY001'
+
+export type OwnershipState = 'owner' | 'frozen' | 'moved' | 'incoming'
+
+/**
+ * Records on the shard that it owns `tenant` at `epoch`. An existing row is overwritten: it can only be
+ * the leftover of an add that failed before the directory committed, never a tenant the directory knows.
+ */
+export async function claimOwnership(sql: Sql, tenant: string, epoch: number): Promise<void> {
+  await sql`
+    insert into switchyard.tenant_ownership (tenant_id, epoch, state)
+    values (${tenant}, ${epoch}, 'owner')
+    on conflict (tenant_id) do update set epoch = excluded.epoch, state = 'owner', updated_at = now()`
+}
+
+export async function releaseOwnership(sql: Sql, tenant: string): Promise<void> {
+  await sql`delete from switchyard.tenant_ownership where tenant_id = ${tenant}`
+}
+
+/** SQL a router transaction runs first: enter the tenant on this shard. */
+export const ENTER_SQL = 'select switchyard.enter($1, $2, $3)'
