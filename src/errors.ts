@@ -13,7 +13,8 @@ export class SwitchyardError extends Error {
   }
 }
 
-export const isSwitchyardError = (error: unknown): error is SwitchyardError => error instanceof SwitchyardError
+export const isSwitchyardError = (error: unknown): error is SwitchyardError =>
+  error instanceof SwitchyardError
 
 /** Formats a zod issue list as "field.path: message; …" so an operator sees which field is wrong. */
 export function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {

@@ -132,7 +132,10 @@ export const appointments = pgTable(
     foreignKey({ columns: [t.tenantId, t.serviceId], foreignColumns: [services.tenantId, services.id] }),
     foreignKey({ columns: [t.tenantId, t.staffId], foreignColumns: [staff.tenantId, staff.id] }),
     foreignKey({ columns: [t.tenantId, t.customerId], foreignColumns: [customers.tenantId, customers.id] }),
-    check('appointments_status_known', sql`${t.status} in ('scheduled', 'confirmed', 'completed', 'cancelled', 'no_show')`),
+    check(
+      'appointments_status_known',
+      sql`${t.status} in ('scheduled', 'confirmed', 'completed', 'cancelled', 'no_show')`,
+    ),
     check('appointments_ends_after_start', sql`${t.endTime} > ${t.startTime}`),
     // The seed's indexes for frequent queries and reports.
     index('idx_appointments_tenant_status_date').on(t.tenantId, t.status, t.startTime),

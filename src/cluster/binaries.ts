@@ -18,7 +18,8 @@ export function postgresBinaries(env: NodeJS.ProcessEnv = process.env): Postgres
   const initdb = path.join(bin, 'initdb')
   const pgCtl = path.join(bin, 'pg_ctl')
   for (const tool of [initdb, pgCtl]) {
-    if (!existsSync(tool)) throw new SwitchyardError('postgres_missing', `no ${path.basename(tool)} in ${bin}`)
+    if (!existsSync(tool))
+      throw new SwitchyardError('postgres_missing', `no ${path.basename(tool)} in ${bin}`)
   }
   const pgBasebackup = path.join(bin, 'pg_basebackup')
   return { bin, initdb, pgCtl, ...(existsSync(pgBasebackup) ? { pgBasebackup } : {}) }

@@ -31,7 +31,12 @@ export const defaultHome = (env: NodeJS.ProcessEnv = process.env) =>
   path.resolve(env.SWITCHYARD_HOME ?? '.switchyard')
 
 function context(options: LaunchOptions): NodeContext {
-  return { home: options.home, binaries: postgresBinaries(), user: serverUser(), durable: options.durable ?? true }
+  return {
+    home: options.home,
+    binaries: postgresBinaries(),
+    user: serverUser(),
+    durable: options.durable ?? true,
+  }
 }
 
 /** Starts whatever is not running yet: directory and primaries, then replicas from them, then Redis. */
@@ -59,12 +64,18 @@ export async function clusterUp(topology: Topology, options: LaunchOptions): Pro
   await Promise.all(
     replicas.map(async (node) => {
       await ensureReplicaData(ctx, node)
-      report(`${node.name}: ${await startNode(ctx, node)} on port ${node.port}, streaming from ${node.primary?.name}`)
+      report(
+        `${node.name}: ${await startNode(ctx, node)} on port ${node.port}, streaming from ${node.primary?.name}`,
+      )
     }),
   )
   if (plan.redis) {
     const redis = await startRedis(ctx.home, plan.redis)
-    report(redis === 'missing' ? `redis: not started. ${REDIS_INSTALL_HINT}` : `redis: ${redis} on port ${plan.redis.port}`)
+    report(
+      redis === 'missing'
+        ? `redis: not started. ${REDIS_INSTALL_HINT}`
+        : `redis: ${redis} on port ${plan.redis.port}`,
+    )
   }
 }
 
@@ -124,7 +135,12 @@ export async function clusterStatus(topology: Topology): Promise<{ nodes: NodeSt
 }
 
 async function postgresStatus(node: PostgresNode): Promise<NodeStatus> {
-  const base = { name: node.name, role: node.role, ...(node.shard ? { shard: node.shard } : {}), url: node.url }
+  const base = {
+    name: node.name,
+    role: node.role,
+    ...(node.shard ? { shard: node.shard } : {}),
+    url: node.url,
+  }
   const up = await answers(node.url)
   if (node.role !== 'replica') return { ...base, up }
   return { ...base, up, lagBytes: up ? await replicaLag(node) : null }
@@ -139,7 +155,9 @@ async function replicaLag(node: PostgresNode): Promise<number | null> {
     })
     if (!replayed || !node.primary) return null
     return await withAdmin(node.primary.url, async (sql) => {
-      const [row] = await sql<{ lag: string }[]>`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${replayed}::pg_lsn)::bigint::text as lag`
+      const [row] = await sql<
+        { lag: string }[]
+      >`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${replayed}::pg_lsn)::bigint::text as lag`
       return Math.max(0, Number(row?.lag ?? 0))
     })
   } catch {

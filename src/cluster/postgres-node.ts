@@ -81,10 +81,14 @@ export async function writeServerConfig(ctx: NodeContext, data: string, node: Po
     settings.primary_slot_name = `'${replicaSlot(node)}'`
   }
   const lines = Object.entries(settings).map(([key, value]) => `${key} = ${value}`)
-  await writeFile(path.join(data, 'switchyard.conf'), `# written by switchyard cluster\n${lines.join('\n')}\n`)
+  await writeFile(
+    path.join(data, 'switchyard.conf'),
+    `# written by switchyard cluster\n${lines.join('\n')}\n`,
+  )
   const main = path.join(data, 'postgresql.conf')
   const text = await readFile(main, 'utf8')
-  if (!text.includes("include = 'switchyard.conf'")) await writeFile(main, `${text}\ninclude = 'switchyard.conf'\n`)
+  if (!text.includes("include = 'switchyard.conf'"))
+    await writeFile(main, `${text}\ninclude = 'switchyard.conf'\n`)
 }
 
 export const replicaSlot = (node: PostgresNode) => `switchyard_${node.name.replaceAll('-', '_')}`
@@ -104,9 +108,14 @@ export async function startNode(ctx: NodeContext, node: PostgresNode): Promise<'
     )
   }
   const log = path.join(nodeDir(ctx, node), 'postgres.log')
-  await runChecked('node_start_failed', ctx.binaries.pgCtl, ['start', '-D', dataDir(ctx, node), '-l', log, '-w', '-t', '120'], {
-    user: ctx.user,
-  }).catch(async (error: SwitchyardError) => {
+  await runChecked(
+    'node_start_failed',
+    ctx.binaries.pgCtl,
+    ['start', '-D', dataDir(ctx, node), '-l', log, '-w', '-t', '120'],
+    {
+      user: ctx.user,
+    },
+  ).catch(async (error: SwitchyardError) => {
     const tail = (await readFile(log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join(' | ')
     throw new SwitchyardError(error.code, `${node.name} did not start: ${tail || error.message}`)
   })
@@ -115,9 +124,14 @@ export async function startNode(ctx: NodeContext, node: PostgresNode): Promise<'
 
 export async function stopNode(ctx: NodeContext, node: PostgresNode): Promise<'stopped' | 'not running'> {
   if (!(await isRunning(ctx, node))) return 'not running'
-  await runChecked('node_stop_failed', ctx.binaries.pgCtl, ['stop', '-D', dataDir(ctx, node), '-m', 'fast', '-w', '-t', '120'], {
-    user: ctx.user,
-  })
+  await runChecked(
+    'node_stop_failed',
+    ctx.binaries.pgCtl,
+    ['stop', '-D', dataDir(ctx, node), '-m', 'fast', '-w', '-t', '120'],
+    {
+      user: ctx.user,
+    },
+  )
   return 'stopped'
 }
 

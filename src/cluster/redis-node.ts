@@ -26,7 +26,10 @@ export async function startRedis(home: string, node: RedisNode): Promise<'starte
   const server = redisServerPath()
   if (!server) return 'missing'
   if (await portTaken(node.port)) {
-    throw new SwitchyardError('port_in_use', `redis: port ${node.port} is taken by a process that is not this cluster's`)
+    throw new SwitchyardError(
+      'port_in_use',
+      `redis: port ${node.port} is taken by a process that is not this cluster's`,
+    )
   }
   const dir = path.dirname(pidFile(home))
   await mkdir(dir, { recursive: true })
@@ -83,7 +86,9 @@ export function redisAnswers(url: string, timeoutMs = 1000): Promise<boolean> {
     socket.once('error', () => done(false))
     socket.once('connect', () => {
       if (parsed.password) {
-        socket.write(`AUTH ${decodeURIComponent(parsed.username) || 'default'} ${decodeURIComponent(parsed.password)}\r\n`)
+        socket.write(
+          `AUTH ${decodeURIComponent(parsed.username) || 'default'} ${decodeURIComponent(parsed.password)}\r\n`,
+        )
       }
       socket.write('PING\r\n')
     })

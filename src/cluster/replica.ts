@@ -1,5 +1,16 @@
 import { existsSync } from 'node:fs'
-import { chown, copyFile, lstat, mkdir, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import {
+  chown,
+  copyFile,
+  lstat,
+  mkdir,
+  readdir,
+  readlink,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises'
 import path from 'node:path'
 import { withAdmin } from '../shard/connection.ts'
 import type { PostgresNode } from './nodes.ts'
@@ -37,7 +48,20 @@ async function pgBasebackup(ctx: NodeContext, node: PostgresNode, target: string
   await runChecked(
     'replica_backup_failed',
     ctx.binaries.pgBasebackup as string,
-    ['-D', target, '-h', '127.0.0.1', '-p', String(primary.port), '-U', primary.user, '-X', 'stream', '-S', slot],
+    [
+      '-D',
+      target,
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(primary.port),
+      '-U',
+      primary.user,
+      '-X',
+      'stream',
+      '-S',
+      slot,
+    ],
     { user: ctx.user, env: { PGPASSWORD: primary.password } },
   )
 }
@@ -60,7 +84,8 @@ async function lowLevelBackup(ctx: NodeContext, node: PostgresNode, target: stri
       if (!stopped) await sql`select pg_backup_stop(false)`.catch(() => {})
     }
   })
-  for (const dir of ['pg_wal/archive_status', 'pg_wal/summaries']) await mkdir(path.join(target, dir), { recursive: true })
+  for (const dir of ['pg_wal/archive_status', 'pg_wal/summaries'])
+    await mkdir(path.join(target, dir), { recursive: true })
 }
 
 /** What a base backup leaves out (PostgreSQL docs, "Making a Base Backup Using the Low Level API"). */

@@ -23,7 +23,11 @@ export async function loadTopology(env: NodeJS.ProcessEnv = process.env): Promis
   return parseTopology(await readConfigFile(file), file, env)
 }
 
-export function parseTopology(input: unknown, source: string, env: NodeJS.ProcessEnv = process.env): Topology {
+export function parseTopology(
+  input: unknown,
+  source: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Topology {
   const { merged, fromEnv } = applyEnv(input, source, env)
   const result = topologySchema.safeParse(merged)
   if (result.success) return result.data
@@ -44,7 +48,10 @@ async function readConfigFile(file: string): Promise<unknown> {
     if (module.default === undefined) throw new Error('it has no default export')
     return module.default
   } catch (error) {
-    throw new SwitchyardError('config_unreadable', `cannot load topology from ${file}: ${(error as Error).message}`)
+    throw new SwitchyardError(
+      'config_unreadable',
+      `cannot load topology from ${file}: ${(error as Error).message}`,
+    )
   }
 }
 
@@ -66,7 +73,10 @@ function parseEnvValue(variable: string, raw: string, source: string): unknown {
   try {
     return JSON.parse(raw)
   } catch {
-    throw new SwitchyardError('config_invalid', `invalid topology in ${source}: SWITCHYARD_SHARDS is not JSON`)
+    throw new SwitchyardError(
+      'config_invalid',
+      `invalid topology in ${source}: SWITCHYARD_SHARDS is not JSON`,
+    )
   }
 }
 

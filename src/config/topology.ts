@@ -54,7 +54,11 @@ export const topologySchema = z
     const seen = new Set<string>()
     topology.shards.forEach((shard, index) => {
       if (seen.has(shard.id)) {
-        ctx.addIssue({ code: 'custom', path: ['shards', index, 'id'], message: `duplicate shard id "${shard.id}"` })
+        ctx.addIssue({
+          code: 'custom',
+          path: ['shards', index, 'id'],
+          message: `duplicate shard id "${shard.id}"`,
+        })
       }
       seen.add(shard.id)
     })

@@ -1,5 +1,15 @@
 import { sql } from 'drizzle-orm'
-import { check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import {
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core'
 
 const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow()
 const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
@@ -10,7 +20,9 @@ export const shards = pgTable(
   {
     id: text().primaryKey(),
     capacity: integer().notNull().default(100),
-    state: text({ enum: ['active', 'draining'] }).notNull().default('active'),
+    state: text({ enum: ['active', 'draining'] })
+      .notNull()
+      .default('active'),
     /** The shard schema version `switchyard migrate` last applied. */
     schemaVersion: text('schema_version'),
     createdAt: createdAt(),

@@ -2,9 +2,27 @@ import postgres from 'postgres'
 
 export type Sql = postgres.Sql
 
-/** A short-lived admin connection: opened, used, always closed. Notices are not for operators. */
+/**
+ * A short-lived admin connection: opened, used, always closed. Notices are not for operators. The
+ * search_path is pinned to `public`: the default "$user" would put an admin named `switchyard` into
+ * the shard's `switchyard` schema.
+ */
 export function openAdmin(url: string, options: postgres.Options<Record<string, never>> = {}): Sql {
-  return postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5, idle_timeout: 5, ...options })
+  return postgres(url, {
+    max: 1,
+    onnotice: () => {},
+    connect_timeout: 5,
+    idle_timeout: 5,
+    connection: { search_path: 'public' },
+    ...options,
+  })
+}
+
+/** The innermost message of an error: drizzle wraps the server's own words in `cause`. */
+export function rootMessage(error: unknown): string {
+  let current = error as { message?: string; cause?: unknown }
+  while (current?.cause) current = current.cause as { message?: string; cause?: unknown }
+  return current?.message ?? String(error)
 }
 
 export async function withAdmin<T>(url: string, use: (sql: Sql) => Promise<T>): Promise<T> {

@@ -22,3 +22,12 @@ export async function releaseOwnership(sql: Sql, tenant: string): Promise<void> 
 
 /** SQL a router transaction runs first: enter the tenant on this shard. */
 export const ENTER_SQL = 'select switchyard.enter($1, $2, $3)'
+
+export async function readOwnership(
+  sql: Sql,
+  tenant: string,
+): Promise<{ epoch: number; state: OwnershipState } | undefined> {
+  const [row] = await sql<{ epoch: number; state: OwnershipState }[]>`
+    select epoch, state from switchyard.tenant_ownership where tenant_id = ${tenant}`
+  return row
+}

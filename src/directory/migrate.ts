@@ -1,0 +1,71 @@
+import { fileURLToPath } from 'node:url'
+import { sql as raw } from 'drizzle-orm'
+import type { Topology } from '../config/topology.ts'
+import { SwitchyardError } from '../errors.ts'
+import { rootMessage, withAdmin } from '../shard/connection.ts'
+import { migrateShard, type ShardMigration } from '../shard/migrate.ts'
+import { applyMigrations, type MigrationSet } from '../shard/migrations.ts'
+import { type Directory, withDirectory } from './connection.ts'
+import { shards } from './schema.ts'
+
+const DIRECTORY_MIGRATIONS: MigrationSet = {
+  folder: fileURLToPath(new URL('./migrations', import.meta.url)),
+  table: 'switchyard_directory',
+}
+
+export async function migrateDirectory(url: string): Promise<number> {
+  return withAdmin(url, (sql) => applyMigrations(sql, DIRECTORY_MIGRATIONS))
+}
+
+/** Registers the config's shards in the directory; rows change only where the config differs. */
+export async function syncShards(directory: Directory, topology: Topology): Promise<void> {
+  for (const shard of topology.shards) {
+    await directory.db
+      .insert(shards)
+      .values({ id: shard.id, capacity: shard.capacity, state: shard.state })
+      .onConflictDoUpdate({
+        target: shards.id,
+        set: { capacity: shard.capacity, state: shard.state, updatedAt: raw`now()` },
+        setWhere: raw`${shards.capacity} is distinct from ${shard.capacity} or ${shards.state} is distinct from ${shard.state}`,
+      })
+  }
+}
+
+export async function recordShardVersion(
+  directory: Directory,
+  shardId: string,
+  version: string,
+): Promise<void> {
+  await directory.sql`
+    update shards set schema_version = ${version}, updated_at = now()
+    where id = ${shardId} and schema_version is distinct from ${version}`
+}
+
+/** Directory first (shards must be registered), then every shard primary; names each shard that failed. */
+export async function migrateAll(
+  topology: Topology,
+): Promise<{ directory: number; shards: ShardMigration[] }> {
+  const directoryApplied = await migrateDirectory(topology.directory).catch((error: Error) => {
+    throw new SwitchyardError('migrate_failed', `migrate failed on the directory: ${rootMessage(error)}`)
+  })
+  return withDirectory(topology, async (directory) => {
+    await syncShards(directory, topology)
+    const outcomes = await Promise.allSettled(
+      topology.shards.map(async (shard) => {
+        const result = await migrateShard(topology, shard.id, shard.primary)
+        await recordShardVersion(directory, shard.id, result.version)
+        return result
+      }),
+    )
+    const failed = outcomes.flatMap((outcome, i) =>
+      outcome.status === 'rejected' ? [`${topology.shards[i]?.id}: ${rootMessage(outcome.reason)}`] : [],
+    )
+    if (failed.length) {
+      throw new SwitchyardError('migrate_failed', `migrate failed on ${failed.join('; ')}`, { failed })
+    }
+    return {
+      directory: directoryApplied,
+      shards: outcomes.map((outcome) => (outcome as PromiseFulfilledResult<ShardMigration>).value),
+    }
+  })
+}
