@@ -50,9 +50,12 @@ export async function addTenant(
   let claimed = false
   try {
     return await directory.sql.begin(async (sql) => {
-      const [target] = await sql<{ capacity: number; state: string; used: number }[]>`
-        select s.capacity, s.state, (select count(*)::int from tenants t where t.shard_id = s.id) as used
-        from shards s where s.id = ${shard} for update`
+      // Lock the shard row first and count in a second statement: under READ COMMITTED a count in the
+      // locking statement would use the snapshot from before the wait and miss adds that just committed.
+      const [target] = await sql<{ capacity: number; state: string }[]>`
+        select capacity, state from shards where id = ${shard} for update`
+      const [fill] = await sql<{ used: number }[]>`select count(*)::int as used from tenants where shard_id = ${shard}`
+      const used = fill?.used ?? 0
       if (!target) {
         throw new SwitchyardError(
           'shard_unknown',
@@ -61,12 +64,12 @@ export async function addTenant(
       }
       if (target.state !== 'active')
         throw new SwitchyardError('shard_draining', `shard "${shard}" is draining`)
-      if (target.used >= target.capacity) {
+      if (used >= target.capacity) {
         throw new SwitchyardError(
           'shard_full',
-          `shard "${shard}" is full (${target.used}/${target.capacity} tenants)`,
+          `shard "${shard}" is full (${used}/${target.capacity} tenants)`,
           {
-            used: target.used,
+            used,
             capacity: target.capacity,
           },
         )

@@ -1,0 +1,70 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { cli, closeAll, connect, shard } from './support.ts'
+
+afterAll(closeAll)
+
+interface DoctorReport {
+  ok: boolean
+  findings: { check: string; target: string; ok: boolean; detail: string }[]
+}
+
+async function doctor(): Promise<{ code: number; report: DoctorReport }> {
+  const result = await cli(['doctor', '--json'])
+  return { code: result.code, report: JSON.parse(result.stdout) as DoctorReport }
+}
+
+// These tests change the shared topology's tenant schema for a moment, so they run one after another.
+describe.sequential('switchyard doctor', () => {
+  it('finds nothing wrong with a fresh topology', async () => {
+    const { code, report } = await doctor()
+    expect(report.findings.filter((f) => !f.ok)).toEqual([])
+    expect(code).toBe(0)
+    const checks = new Set(report.findings.map((f) => f.check))
+    for (const check of ['wal_level', 'replication slots', 'replica streaming', 'RLS enabled and forced', 'tenant_id in primary key', 'router role cannot bypass RLS', 'schema version']) {
+      expect(checks).toContain(check)
+    }
+  })
+
+  it('fails on a tenant table whose RLS is enabled but not forced', async () => {
+    const sql = connect(shard('shard-2').primary)
+    await sql`create table doctor_unforced (tenant_id uuid, id uuid, primary key (tenant_id, id))`
+    await sql`alter table doctor_unforced enable row level security`
+    await sql`create policy p on doctor_unforced using (tenant_id = nullif(current_setting('app.current_tenant', true), '')::uuid)`
+    try {
+      const { code, report } = await doctor()
+      expect(code).toBe(1)
+      expect(report.findings.filter((f) => !f.ok)).toEqual([
+        { check: 'RLS enabled and forced', target: 'shard-2-primary public.doctor_unforced', ok: false, detail: 'RLS is enabled but not forced' },
+      ])
+    } finally {
+      await sql`drop table doctor_unforced`
+    }
+  })
+
+  it('fails on a tenant table whose primary key lacks tenant_id', async () => {
+    const sql = connect(shard('shard-3').primary)
+    await sql`create table doctor_bad_pk (id uuid primary key, tenant_id uuid not null)`
+    await sql`alter table doctor_bad_pk enable row level security, force row level security`
+    await sql`create policy p on doctor_bad_pk using (tenant_id = nullif(current_setting('app.current_tenant', true), '')::uuid)`
+    try {
+      const { code, report } = await doctor()
+      expect(code).toBe(1)
+      expect(report.findings.filter((f) => !f.ok)).toEqual([
+        { check: 'tenant_id in primary key', target: 'shard-3-primary public.doctor_bad_pk', ok: false, detail: 'primary key (id)' },
+      ])
+    } finally {
+      await sql`drop table doctor_bad_pk`
+    }
+  })
+
+  it('fails when a replica is not streaming (unreachable)', async () => {
+    const result = await cli(['doctor', '--json'], {
+      SWITCHYARD_SHARDS: JSON.stringify([{ ...shard('shard-1'), replicas: ['postgres://switchyard:switchyard@127.0.0.1:1/app'] }]),
+    })
+    const report = JSON.parse(result.stdout) as DoctorReport
+    expect(result.code).toBe(1)
+    expect(report.findings.filter((f) => !f.ok)).toEqual([
+      { check: 'replica streaming', target: 'shard-1-replica-1', ok: false, detail: 'does not answer' },
+    ])
+  })
+})

@@ -1,0 +1,78 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import type { TestProject } from 'vitest/node'
+import { clusterDown, clusterUp } from '../../src/cluster/launcher.ts'
+import { redisServerPath } from '../../src/cluster/redis-node.ts'
+import { parseTopology } from '../../src/config/load.ts'
+import type { Topology } from '../../src/config/topology.ts'
+import { migrateAll } from '../../src/directory/migrate.ts'
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    topology: Topology
+    /** A JSON copy of the topology; CLI runs in tests get it through SWITCHYARD_CONFIG. */
+    configFile: string
+  }
+}
+
+/** Ports the kernel hands out as free right now, all distinct. */
+export async function freePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>()
+  while (ports.size < count) {
+    ports.add(
+      await new Promise<number>((resolve, reject) => {
+        const server = createServer()
+        server.once('error', reject)
+        server.listen(0, '127.0.0.1', () => {
+          const { port } = server.address() as { port: number }
+          server.close(() => resolve(port))
+        })
+      }),
+    )
+  }
+  return [...ports]
+}
+
+export function testTopologyInput(ports: number[]) {
+  const [directory, redis, router, ...shardPorts] = ports
+  const url = (port: number | undefined, db: string) => `postgres://switchyard:switchyard@127.0.0.1:${port}/${db}`
+  return {
+    directory: url(directory, 'switchyard'),
+    redis: `redis://127.0.0.1:${redis}`,
+    router: { port: router },
+    tenantSchema: { migrations: path.resolve('examples/appointments/migrations'), schemas: ['public'] },
+    shards: [0, 1, 2].map((n) => ({
+      id: `shard-${n + 1}`,
+      primary: url(shardPorts[n], 'app'),
+      replicas: [url(shardPorts[n + 3], 'app')],
+      capacity: 100,
+    })),
+  }
+}
+
+/** Boots one topology on free ports in a temporary folder, migrated, for every test file; stops it after. */
+export default async function setup(project: TestProject) {
+  if (!redisServerPath()) throw new Error('the test suite needs redis-server on the PATH (apt-get install redis-server)')
+  const home = await mkdtemp(path.join(tmpdir(), 'switchyard-test-'))
+  const input = testTopologyInput(await freePorts(9))
+  const configFile = path.join(home, 'topology.json')
+  await writeFile(configFile, JSON.stringify(input, null, 2))
+  const topology = parseTopology(input, configFile)
+  const started = Date.now()
+  try {
+    await clusterUp(topology, { home, durable: false })
+    await migrateAll(topology)
+  } catch (error) {
+    await clusterDown(topology, { home }).catch(() => {})
+    throw error
+  }
+  console.log(`test topology up and migrated in ${Date.now() - started} ms (${home})`)
+  project.provide('topology', topology)
+  project.provide('configFile', configFile)
+  return async () => {
+    await clusterDown(topology, { home })
+    await rm(home, { recursive: true, force: true })
+  }
+}
