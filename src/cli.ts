@@ -11,6 +11,7 @@ import {
 import { loadTopology } from './config/load.ts'
 import type { Topology } from './config/topology.ts'
 import { withDirectory } from './directory/connection.ts'
+import { createKey, type KeyRow, type KeyScope, listKeys, revokeKey } from './directory/keys.ts'
 import { migrateAll } from './directory/migrate.ts'
 import { addTenant, findTenant, listTenants, type TenantRow } from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
@@ -188,6 +189,67 @@ tenants
         process.stdout.write(
           `${table([{ ...shown, ownership: ownership ? `${ownership.state}@${ownership.epoch}` : 'none' }], ['id', 'name', 'shardId', 'epoch', 'state', 'ownership'])}\n`,
         )
+    }),
+  )
+
+const keys = program.command('keys').description('API keys for the router: shown once, stored hashed')
+keys
+  .command('create')
+  .description('create a key and print it once; an app key may be limited to tenants')
+  .requiredOption('--scope <scope>', 'app (tenant requests) or admin (admin endpoints)')
+  .option('--tenant <uuid...>', 'limit an app key to these tenants (default: any tenant)')
+  .option('--name <name>', 'what the key is for')
+  .addOption(json)
+  .action(
+    action(async (topology, options: { scope: string; tenant?: string[]; name?: string; json?: boolean }) => {
+      const created = await withDirectory(topology, (directory) =>
+        createKey(directory, {
+          // Any string may arrive here: createKey's zod schema is what refuses it.
+          scope: options.scope as KeyScope,
+          ...(options.tenant ? { tenants: options.tenant } : {}),
+          ...(options.name !== undefined ? { name: options.name } : {}),
+        }),
+      )
+      if (options.json) print(created)
+      else {
+        const reach = created.tenants ? `tenants ${created.tenants.join(', ')}` : 'any tenant'
+        say(
+          `${created.scope} key ${created.prefix} created (${created.scope === 'app' ? reach : 'admin endpoints'})`,
+        )
+        say('store it now: it will not be shown again')
+        process.stdout.write(`${created.key}\n`)
+      }
+    }),
+  )
+const keyCells = (row: KeyRow) => ({
+  ...row,
+  tenants: row.tenants?.join(',') ?? 'any',
+  createdAt: row.createdAt.toISOString(),
+  revokedAt: row.revokedAt?.toISOString() ?? '',
+})
+keys
+  .command('list')
+  .description('every key, revoked ones included; never any secret')
+  .addOption(json)
+  .action(
+    action(async (topology, options: { json?: boolean }) => {
+      const rows = await withDirectory(topology, listKeys)
+      if (options.json) print(rows)
+      else
+        process.stdout.write(
+          `${table(rows.map(keyCells), ['id', 'prefix', 'scope', 'tenants', 'name', 'createdAt', 'revokedAt'])}\n`,
+        )
+    }),
+  )
+keys
+  .command('revoke <key>')
+  .description('revoke a key by id or prefix (idempotent)')
+  .addOption(json)
+  .action(
+    action(async (topology, idOrPrefix: string, options: { json?: boolean }) => {
+      const row = await withDirectory(topology, (directory) => revokeKey(directory, idOrPrefix))
+      if (options.json) print(row)
+      else say(`key ${row.prefix} revoked at ${row.revokedAt?.toISOString()}`)
     }),
   )
 
