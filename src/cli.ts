@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander'
+import { z } from 'zod'
 import { startDemo } from './cluster/demo.ts'
 import {
   clusterDown,
@@ -15,6 +16,7 @@ import { createKey, type KeyRow, type KeyScope, listKeys, revokeKey } from './di
 import { migrateAll } from './directory/migrate.ts'
 import { addTenant, findTenant, listTenants, type TenantRow } from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
+import { startRouter } from './router/server.ts'
 import { withAdmin } from './shard/connection.ts'
 import { diagnose } from './shard/doctor.ts'
 import { readOwnership } from './shard/ownership.ts'
@@ -254,8 +256,39 @@ keys
   )
 
 program
+  .command('router')
+  .description('run a router (Hono over HTTP) until SIGINT/SIGTERM, then shut down gracefully')
+  .option('--port <port>', 'port to listen on (default: router.port of the topology)')
+  .action(
+    action(async (topology, options: { port?: string }) => {
+      const port = options.port === undefined ? undefined : parsePort(options.port)
+      untilSignal(await startRouter(topology, port === undefined ? {} : { port }))
+    }),
+  )
+
+function parsePort(value: string): number {
+  const parsed = z.coerce.number().int().min(0).max(65535).safeParse(value)
+  if (!parsed.success)
+    throw new SwitchyardError('invalid_input', `--port: ${JSON.stringify(value)} is not a port number`)
+  return parsed.data
+}
+
+/** Stops the router gracefully on the first SIGINT/SIGTERM; a second one exits at once. */
+function untilSignal(router: { close(): Promise<void> }) {
+  const stop = () => {
+    process.once('SIGINT', () => process.exit(130))
+    process.once('SIGTERM', () => process.exit(143))
+    router.close().then(() => process.exit(0))
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+program
   .command('start')
   .description('npm start: boot the local topology, migrate, seed demo tenants, print how to try it')
-  .action(action((topology) => startDemo(topology, { home: defaultHome(), report: say })))
+  .action(
+    action(async (topology) => untilSignal(await startDemo(topology, { home: defaultHome(), report: say }))),
+  )
 
 await program.parseAsync()

@@ -27,33 +27,50 @@ describe('topology config', () => {
     [{ ...valid, shards: [{ ...valid.shards[0], primry: 'x' }] }, 'shards.0'],
     [{ ...valid, redis: 'http://nope' }, 'redis: must be a redis:// URL'],
   ])('%j fails naming the field', (input, field) => {
-    expect(() => parseTopology(input, 'test', {})).toThrowError(expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining(field) }))
+    expect(() => parseTopology(input, 'test', {})).toThrowError(
+      expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining(field) }),
+    )
   })
 
   it('environment variables override the file and are named when wrong', () => {
-    const parsed = parseTopology(valid, 'test', { SWITCHYARD_ROUTER_PORT: '9090', SWITCHYARD_REDIS_URL: 'redis://127.0.0.1:7000' })
+    const parsed = parseTopology(valid, 'test', {
+      SWITCHYARD_ROUTER_PORT: '9090',
+      SWITCHYARD_REDIS_URL: 'redis://127.0.0.1:7000',
+    })
     expect(parsed.router.port).toBe(9090)
     expect(parsed.redis).toBe('redis://127.0.0.1:7000')
     expect(() => parseTopology(valid, 'test', { SWITCHYARD_ROUTER_PORT: 'eighty' })).toThrowError(
       /router\.port \(from SWITCHYARD_ROUTER_PORT\)/,
     )
-    expect(() => parseTopology(valid, 'test', { SWITCHYARD_SHARDS: '[{' })).toThrowError(/SWITCHYARD_SHARDS is not JSON/)
+    expect(() => parseTopology(valid, 'test', { SWITCHYARD_SHARDS: '[{' })).toThrowError(
+      /SWITCHYARD_SHARDS is not JSON/,
+    )
   })
 
   it('the CLI refuses a bad config file at start, naming the field, and writes nothing', async () => {
     const file = path.join(tmpdir(), `switchyard-bad-${process.pid}.json`)
-    const bad = { ...topology(), shards: topology().shards.map((s, i) => (i === 1 ? { ...s, capacity: -5 } : s)) }
+    const bad = {
+      ...topology(),
+      shards: topology().shards.map((s, i) => (i === 1 ? { ...s, capacity: -5 } : s)),
+    }
     await writeFile(file, JSON.stringify(bad))
-    const result = await cli(['tenants', 'add', '0190f0e0-0000-7000-8000-0000000000ff', '--shard', 'shard-1'], { SWITCHYARD_CONFIG: file })
+    const result = await cli(
+      ['tenants', 'add', '0190f0e0-0000-7000-8000-0000000000ff', '--shard', 'shard-1'],
+      { SWITCHYARD_CONFIG: file },
+    )
     expect(result.code).toBe(1)
     expect(result.stderr).toMatch(/^error \[config_invalid\]: .*shards\.1\.capacity/)
     const list = await cli(['tenants', 'list', '--json'])
-    expect((JSON.parse(list.stdout) as { id: string }[]).map((t) => t.id)).not.toContain('0190f0e0-0000-7000-8000-0000000000ff')
+    expect((JSON.parse(list.stdout) as { id: string }[]).map((t) => t.id)).not.toContain(
+      '0190f0e0-0000-7000-8000-0000000000ff',
+    )
   })
 
   it('a missing config file is a clear error', async () => {
     const result = await cli(['cluster', 'status'], { SWITCHYARD_CONFIG: '/nonexistent/shards.config.ts' })
     expect(result.code).toBe(1)
-    expect(result.stderr).toMatch(/^error \[config_unreadable\]: cannot load topology from \/nonexistent\/shards\.config\.ts/)
+    expect(result.stderr).toMatch(
+      /^error \[config_unreadable\]: cannot load topology from \/nonexistent\/shards\.config\.ts/,
+    )
   })
 })

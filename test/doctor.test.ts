@@ -20,7 +20,15 @@ describe.sequential('switchyard doctor', () => {
     expect(report.findings.filter((f) => !f.ok)).toEqual([])
     expect(code).toBe(0)
     const checks = new Set(report.findings.map((f) => f.check))
-    for (const check of ['wal_level', 'replication slots', 'replica streaming', 'RLS enabled and forced', 'tenant_id in primary key', 'router role cannot bypass RLS', 'schema version']) {
+    for (const check of [
+      'wal_level',
+      'replication slots',
+      'replica streaming',
+      'RLS enabled and forced',
+      'tenant_id in primary key',
+      'router role cannot bypass RLS',
+      'schema version',
+    ]) {
       expect(checks).toContain(check)
     }
   })
@@ -34,7 +42,12 @@ describe.sequential('switchyard doctor', () => {
       const { code, report } = await doctor()
       expect(code).toBe(1)
       expect(report.findings.filter((f) => !f.ok)).toEqual([
-        { check: 'RLS enabled and forced', target: 'shard-2-primary public.doctor_unforced', ok: false, detail: 'RLS is enabled but not forced' },
+        {
+          check: 'RLS enabled and forced',
+          target: 'shard-2-primary public.doctor_unforced',
+          ok: false,
+          detail: 'RLS is enabled but not forced',
+        },
       ])
     } finally {
       await sql`drop table doctor_unforced`
@@ -50,7 +63,12 @@ describe.sequential('switchyard doctor', () => {
       const { code, report } = await doctor()
       expect(code).toBe(1)
       expect(report.findings.filter((f) => !f.ok)).toEqual([
-        { check: 'tenant_id in primary key', target: 'shard-3-primary public.doctor_bad_pk', ok: false, detail: 'primary key (id)' },
+        {
+          check: 'tenant_id in primary key',
+          target: 'shard-3-primary public.doctor_bad_pk',
+          ok: false,
+          detail: 'primary key (id)',
+        },
       ])
     } finally {
       await sql`drop table doctor_bad_pk`
@@ -59,7 +77,9 @@ describe.sequential('switchyard doctor', () => {
 
   it('fails when a replica is not streaming (unreachable)', async () => {
     const result = await cli(['doctor', '--json'], {
-      SWITCHYARD_SHARDS: JSON.stringify([{ ...shard('shard-1'), replicas: ['postgres://switchyard:switchyard@127.0.0.1:1/app'] }]),
+      SWITCHYARD_SHARDS: JSON.stringify([
+        { ...shard('shard-1'), replicas: ['postgres://switchyard:switchyard@127.0.0.1:1/app'] },
+      ]),
     })
     const report = JSON.parse(result.stdout) as DoctorReport
     expect(result.code).toBe(1)

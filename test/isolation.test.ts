@@ -34,7 +34,11 @@ describe('tenant isolation under the router role (RLS forced)', () => {
   it("tenant A sees only its own rows, even naming tenant B's id", async () => {
     const [own] = await asTenant(tenantA, false, (sql) => sql`select count(*)::int as n from appointments`)
     expect(own?.n).toBe(60)
-    const other = await asTenant(tenantA, false, (sql) => sql`select * from appointments where tenant_id = ${tenantB}`)
+    const other = await asTenant(
+      tenantA,
+      false,
+      (sql) => sql`select * from appointments where tenant_id = ${tenantB}`,
+    )
     expect(other).toHaveLength(0)
     const [b] = await admin`select id from customers where tenant_id = ${tenantB} limit 1`
     const byId = await asTenant(tenantA, false, (sql) => sql`select * from customers where id = ${b?.id}`)
@@ -57,7 +61,11 @@ describe('tenant isolation under the router role (RLS forced)', () => {
 
   it('tenant A cannot insert a row for tenant B (WITH CHECK)', async () => {
     await expect(
-      asTenant(tenantA, true, (sql) => sql`insert into customers (tenant_id, name) values (${tenantB}, 'planted')`),
+      asTenant(
+        tenantA,
+        true,
+        (sql) => sql`insert into customers (tenant_id, name) values (${tenantB}, 'planted')`,
+      ),
     ).rejects.toMatchObject({ code: '42501' })
     const [planted] = await admin`select count(*)::int as n from customers where name = 'planted'`
     expect(planted?.n).toBe(0)
@@ -95,7 +103,9 @@ describe('switchyard.enter()', () => {
   it('refuses writes but serves reads while the tenant is frozen', async () => {
     await admin`update switchyard.tenant_ownership set state = 'frozen' where tenant_id = ${tenantB}`
     try {
-      await expect(asTenant(tenantB, true, (sql) => sql`select 1`)).rejects.toMatchObject({ code: STALE_ROUTE_SQLSTATE })
+      await expect(asTenant(tenantB, true, (sql) => sql`select 1`)).rejects.toMatchObject({
+        code: STALE_ROUTE_SQLSTATE,
+      })
       const [row] = await asTenant(tenantB, false, (sql) => sql`select count(*)::int as n from customers`)
       expect(row?.n).toBe(30)
     } finally {
@@ -104,7 +114,11 @@ describe('switchyard.enter()', () => {
   })
 
   it('sets the tenant context only for its own transaction', async () => {
-    const inside = await asTenant(tenantA, false, (sql) => sql`select current_setting('app.current_tenant') as t`)
+    const inside = await asTenant(
+      tenantA,
+      false,
+      (sql) => sql`select current_setting('app.current_tenant') as t`,
+    )
     expect(inside[0]?.t).toBe(tenantA)
     const [after] = await router`select coalesce(current_setting('app.current_tenant', true), '') as t`
     expect(after?.t).toBe('')

@@ -1,5 +1,4 @@
-import { readdir, readFile, rm } from 'node:fs/promises'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -14,7 +13,8 @@ async function processesOf(needles: string[]): Promise<string[]> {
   const found: string[] = []
   for (const pid of (await readdir('/proc')).filter((entry) => /^\d+$/.test(entry))) {
     const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
-    if (needles.some((needle) => command.includes(needle))) found.push(`${pid} ${command.replaceAll('\0', ' ').trim()}`)
+    if (needles.some((needle) => command.includes(needle)))
+      found.push(`${pid} ${command.replaceAll('\0', ' ').trim()}`)
   }
   return found
 }
@@ -63,7 +63,9 @@ describe('switchyard cluster up | status | down', () => {
     const down = await cli(['cluster', 'down'], env)
     expect(down.code, down.stderr).toBe(0)
     expect(await processesOf(ours)).toEqual([])
-    const after = JSON.parse((await cli(['cluster', 'status', '--json'], env)).stdout) as { nodes: { up: boolean }[] }
+    const after = JSON.parse((await cli(['cluster', 'status', '--json'], env)).stdout) as {
+      nodes: { up: boolean }[]
+    }
     expect(after.nodes.every((n) => !n.up)).toBe(true)
   })
 })

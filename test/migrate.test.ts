@@ -28,12 +28,16 @@ describe('switchyard migrate', () => {
   it('a second run applies nothing and changes nothing', async () => {
     const urls = topology().shards.map((s) => s.primary)
     const before = await Promise.all(urls.map(fingerprint))
-    const directoryBefore = await connect(topology().directory)`select id, capacity, state, schema_version, updated_at from shards order by id`
+    const directoryBefore = await connect(
+      topology().directory,
+    )`select id, capacity, state, schema_version, updated_at from shards order by id`
     const second = await migrateAll(topology())
     expect(second.directory).toBe(0)
     expect(second.shards.map((s) => s.applied)).toEqual([0, 0, 0])
     expect(await Promise.all(urls.map(fingerprint))).toEqual(before)
-    const directoryAfter = await connect(topology().directory)`select id, capacity, state, schema_version, updated_at from shards order by id`
+    const directoryAfter = await connect(
+      topology().directory,
+    )`select id, capacity, state, schema_version, updated_at from shards order by id`
     expect(directoryAfter).toEqual(directoryBefore)
   })
 

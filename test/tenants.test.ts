@@ -12,7 +12,9 @@ async function footprint(id: string) {
   const [row] = await directory()`select shard_id, epoch, state from tenants where id = ${id}`
   const owners: string[] = []
   for (const s of topology().shards) {
-    const [owned] = await connect(s.primary)`select state from switchyard.tenant_ownership where tenant_id = ${id}`
+    const [owned] = await connect(
+      s.primary,
+    )`select state from switchyard.tenant_ownership where tenant_id = ${id}`
     if (owned) owners.push(`${s.id}:${owned.state}`)
   }
   return { directory: row ?? null, owners }
@@ -21,15 +23,34 @@ async function footprint(id: string) {
 describe('switchyard tenants', () => {
   it('add writes the directory row and the shard ownership row; show and list report it', async () => {
     const id = newTenantId()
-    const added = await cli(['tenants', 'add', id, '--shard', 'shard-2', '--name', 'Peluquería Centro', '--json'])
+    const added = await cli([
+      'tenants',
+      'add',
+      id,
+      '--shard',
+      'shard-2',
+      '--name',
+      'Peluquería Centro',
+      '--json',
+    ])
     expect(added.code, added.stderr).toBe(0)
-    expect(JSON.parse(added.stdout)).toMatchObject({ id, name: 'Peluquería Centro', shardId: 'shard-2', epoch: 1, state: 'active' })
+    expect(JSON.parse(added.stdout)).toMatchObject({
+      id,
+      name: 'Peluquería Centro',
+      shardId: 'shard-2',
+      epoch: 1,
+      state: 'active',
+    })
     expect(await footprint(id)).toEqual({
       directory: { shard_id: 'shard-2', epoch: 1, state: 'active' },
       owners: ['shard-2:owner'],
     })
     const shown = await cli(['tenants', 'show', id, '--json'])
-    expect(JSON.parse(shown.stdout)).toMatchObject({ id, shardId: 'shard-2', ownership: { state: 'owner', epoch: 1 } })
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      id,
+      shardId: 'shard-2',
+      ownership: { state: 'owner', epoch: 1 },
+    })
     const listed = await cli(['tenants', 'list', '--json'])
     expect((JSON.parse(listed.stdout) as { id: string }[]).map((t) => t.id)).toContain(id)
   })
@@ -60,7 +81,10 @@ describe('switchyard tenants', () => {
     const again = await cli(['tenants', 'add', id, '--shard', 'shard-2'])
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/^error \[tenant_exists\]/)
-    expect(await footprint(id)).toEqual({ directory: { shard_id: 'shard-1', epoch: 1, state: 'active' }, owners: ['shard-1:owner'] })
+    expect(await footprint(id)).toEqual({
+      directory: { shard_id: 'shard-1', epoch: 1, state: 'active' },
+      owners: ['shard-1:owner'],
+    })
   })
 
   it('a full shard is refused, nothing written', async () => {
@@ -68,7 +92,9 @@ describe('switchyard tenants', () => {
     await directory()`update shards set capacity = ${Math.max(1, fill?.used ?? 0)} where id = 'shard-3'`
     try {
       if ((fill?.used ?? 0) === 0) {
-        await withDirectory(topology(), (d) => addTenant(d, topology(), { id: newTenantId(), shard: 'shard-3' }))
+        await withDirectory(topology(), (d) =>
+          addTenant(d, topology(), { id: newTenantId(), shard: 'shard-3' }),
+        )
       }
       const id = newTenantId()
       const result = await cli(['tenants', 'add', id, '--shard', 'shard-3'])
@@ -86,7 +112,9 @@ describe('switchyard tenants', () => {
     const target = broken.shards.find((s) => s.id === 'shard-1')
     if (!target) throw new Error('missing shard')
     target.primary = target.primary.replace(/:(\d+)\//, ':1/')
-    const failure = await withDirectory(broken, (d) => addTenant(d, broken, { id, shard: 'shard-1' })).catch((e) => e)
+    const failure = await withDirectory(broken, (d) => addTenant(d, broken, { id, shard: 'shard-1' })).catch(
+      (e) => e,
+    )
     expect(failure).toMatchObject({ code: 'shard_unavailable' })
     expect(await footprint(id)).toEqual({ directory: null, owners: [] })
   })
@@ -97,14 +125,18 @@ describe('switchyard tenants', () => {
     await directory()`update shards set capacity = ${used + 3} where id = 'shard-2'`
     try {
       const outcomes = await withDirectory(topology(), (d) =>
-        Promise.allSettled(Array.from({ length: 8 }, () => addTenant(d, topology(), { id: newTenantId(), shard: 'shard-2' }))),
+        Promise.allSettled(
+          Array.from({ length: 8 }, () => addTenant(d, topology(), { id: newTenantId(), shard: 'shard-2' })),
+        ),
       )
       expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(3)
       const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected')
       expect(refused.map((o) => o.reason.code)).toEqual(Array(5).fill('shard_full'))
       const [after] = await directory()`select count(*)::int as used from tenants where shard_id = 'shard-2'`
       expect(after?.used).toBe(used + 3)
-      const [owned] = await connect(shard('shard-2').primary)`select count(*)::int as n from switchyard.tenant_ownership`
+      const [owned] = await connect(
+        shard('shard-2').primary,
+      )`select count(*)::int as n from switchyard.tenant_ownership`
       expect(owned?.n).toBe(used + 3)
     } finally {
       await directory()`update shards set capacity = 100 where id = 'shard-2'`

@@ -15,7 +15,9 @@ describe('the shared test topology', () => {
     await primary`create table if not exists replication_probe.markers (marker text primary key)`
     await primary`insert into replication_probe.markers values (${marker})`
     const seen = await eventually(async () => {
-      const rows = await replica`select marker from replication_probe.markers where marker = ${marker}`.catch(() => [])
+      const rows = await replica`select marker from replication_probe.markers where marker = ${marker}`.catch(
+        () => [],
+      )
       return rows.length ? rows[0]?.marker : undefined
     })
     expect(seen).toBe(marker)

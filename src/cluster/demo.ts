@@ -1,9 +1,11 @@
 import { seedDemoTenant } from '../../examples/appointments/demo.ts'
 import type { Topology } from '../config/topology.ts'
 import { withDirectory } from '../directory/connection.ts'
+import { createKey } from '../directory/keys.ts'
 import { migrateAll } from '../directory/migrate.ts'
 import { addTenant, shardPrimary } from '../directory/tenants.ts'
 import { isSwitchyardError } from '../errors.ts'
+import { startRouter } from '../router/server.ts'
 import { withAdmin } from '../shard/connection.ts'
 import { clusterStatus, clusterUp, type LaunchOptions } from './launcher.ts'
 
@@ -14,7 +16,7 @@ export const DEMO_TENANTS = [
   { id: '019a0000-0000-7000-8000-000000000003', name: 'Yoga Luna' },
 ]
 
-/** `npm start`: the local topology up, migrated, with one demo tenant (and its data) per shard. */
+/** `npm start`: the local topology up, migrated, one demo tenant (with data) per shard, and a router. */
 export async function startDemo(
   topology: Topology,
   options: LaunchOptions & { report: (line: string) => void },
@@ -43,22 +45,29 @@ export async function startDemo(
       report(`demo tenant ${demo.name} (${demo.id}) on ${placed}${rows ? `: ${rows} rows written` : ''}`)
     }
   })
+  const key = await withDirectory(topology, async (directory) => {
+    // The previous run's demo key was shown once and is gone: retire it and show a new one.
+    await directory.sql`update api_keys set revoked_at = now() where name = 'demo' and revoked_at is null`
+    return createKey(directory, { scope: 'app', tenants: DEMO_TENANTS.map((t) => t.id), name: 'demo' })
+  })
+  const router = await startRouter(topology)
   const { nodes } = await clusterStatus(topology)
-  const shard = topology.shards[0]
-  const routerUrl = new URL(shard?.primary ?? topology.directory)
-  routerUrl.username = topology.router.role.name
-  routerUrl.password = topology.router.role.password
+  const tenant = DEMO_TENANTS[0]?.id
   const lines = [
     '',
-    'Switchyard local topology is up:',
+    'Switchyard is up:',
     ...nodes.map(
       (node) =>
         `  ${node.up ? 'up  ' : 'DOWN'} ${node.name.padEnd(20)} ${node.url.replace(/:[^:@/]*@/, ':***@')}`,
     ),
+    `  up   router               ${router.url}`,
     '',
-    'Try it: as the router role, a transaction sees only the tenant it entered (RLS):',
-    `  psql '${routerUrl}' -c "begin; select switchyard.enter('${DEMO_TENANTS[0]?.id}', 1, false); select count(*) from appointments; commit;"`,
-    'More: npx switchyard tenants list | npx switchyard doctor | npx switchyard cluster status | npx switchyard cluster down',
+    `Demo API key (app scope, the demo tenants; shown once): ${key.key}`,
+    'Try it:',
+    `  curl -s ${router.url}/v1/query -H 'authorization: Bearer ${key.key}' -H 'x-tenant-id: ${tenant}' \\`,
+    `    -d '{"sql":"select status, count(*) from appointments group by 1","params":[],"method":"execute"}'`,
+    'More: npx switchyard tenants list | doctor | cluster status | cluster down.  Ctrl-C stops the router.',
   ]
   process.stdout.write(`${lines.join('\n')}\n`)
+  return router
 }

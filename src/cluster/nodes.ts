@@ -1,5 +1,6 @@
 import type { Topology } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
+import { primaryName, replicaName } from '../shard/nodes.ts'
 
 export type PostgresRole = 'directory' | 'primary' | 'replica'
 
@@ -35,9 +36,9 @@ const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 export function planCluster(topology: Topology): ClusterPlan {
   const directory = postgresNode('directory', 'directory', topology.directory)
   const shards = topology.shards.flatMap((shard) => {
-    const primary = { ...postgresNode(`${shard.id}-primary`, 'primary', shard.primary), shard: shard.id }
+    const primary = { ...postgresNode(primaryName(shard.id), 'primary', shard.primary), shard: shard.id }
     const replicas = shard.replicas.map((url, index) => ({
-      ...postgresNode(`${shard.id}-replica-${index + 1}`, 'replica', url),
+      ...postgresNode(replicaName(shard.id, index), 'replica', url),
       shard: shard.id,
       primary,
     }))

@@ -9,8 +9,11 @@ export const ENV_OVERRIDES = {
   SWITCHYARD_DIRECTORY_URL: ['directory'],
   SWITCHYARD_REDIS_URL: ['redis'],
   SWITCHYARD_ROUTER_PORT: ['router', 'port'],
+  SWITCHYARD_ROUTER_HOST: ['router', 'host'],
   SWITCHYARD_ROUTER_PASSWORD: ['router', 'role', 'password'],
   SWITCHYARD_SHARDS: ['shards'],
+  SWITCHYARD_RATE_LIMIT: ['router', 'rateLimitOverride'],
+  SWITCHYARD_POOL_SIZE: ['router', 'poolSize'],
 } as const
 
 export function configPath(env: NodeJS.ProcessEnv = process.env): string {

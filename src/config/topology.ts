@@ -32,6 +32,8 @@ export const topologySchema = z
     router: z
       .strictObject({
         port: port.default(8080),
+        /** Where the router listens; 0.0.0.0 to serve other machines. */
+        host: z.string().min(1).default('127.0.0.1'),
         /** The role the router uses on shards: never owner, superuser or BYPASSRLS. */
         role: z
           .strictObject({
@@ -39,6 +41,40 @@ export const topologySchema = z
             password: z.string().min(1),
           })
           .default({ name: 'switchyard_router', password: 'switchyard_router' }),
+        /** Connections per shard node (the seed keeps pools at 20–50). */
+        poolSize: z.coerce.number().int().min(1).max(500).default(20),
+        statementTimeoutMs: z.coerce.number().int().min(1).default(30_000),
+        /** Statements slower than this are logged as warnings: the seed's budget is 100 ms. */
+        slowStatementMs: z.coerce.number().int().min(1).default(100),
+        /** A replica further behind its primary than this serves no reads. */
+        maxReplicaLagBytes: z.coerce
+          .number()
+          .int()
+          .min(0)
+          .default(16 * 1024 * 1024),
+        healthIntervalMs: z.coerce.number().int().min(20).default(200),
+        /** How long a tenant's requests wait for a moving tenant's new route before a 503. */
+        bufferWindowMs: z.coerce.number().int().min(0).default(5_000),
+        routeCacheTtlMs: z.coerce.number().int().min(0).default(30_000),
+        negativeCacheTtlMs: z.coerce.number().int().min(0).default(2_000),
+        maxBodyBytes: z.coerce
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 * 1024),
+        maxParams: z.coerce.number().int().min(1).max(65_535).default(10_000),
+        /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
+        rateLimitOverride: z.coerce.number().int().min(1).optional(),
+      })
+      .prefault({}),
+    /** The seed's per-tenant limits; a tenant's own limits in the directory override them. */
+    tenantLimits: z
+      .strictObject({
+        max_appointments_per_day: z.number().int().min(0).default(500),
+        max_customers: z.number().int().min(0).default(10_000),
+        max_services: z.number().int().min(0).default(100),
+        max_staff: z.number().int().min(0).default(50),
+        api_rate_limit: z.number().int().min(1).default(1000),
       })
       .prefault({}),
     /** The tenant schema applied to every shard: drizzle migrations and the schemas holding tenant tables. */

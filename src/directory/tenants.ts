@@ -54,7 +54,9 @@ export async function addTenant(
       // locking statement would use the snapshot from before the wait and miss adds that just committed.
       const [target] = await sql<{ capacity: number; state: string }[]>`
         select capacity, state from shards where id = ${shard} for update`
-      const [fill] = await sql<{ used: number }[]>`select count(*)::int as used from tenants where shard_id = ${shard}`
+      const [fill] = await sql<
+        { used: number }[]
+      >`select count(*)::int as used from tenants where shard_id = ${shard}`
       const used = fill?.used ?? 0
       if (!target) {
         throw new SwitchyardError(

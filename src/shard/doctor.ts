@@ -1,6 +1,7 @@
 import type { Topology } from '../config/topology.ts'
 import { answers, type Sql, withAdmin } from './connection.ts'
 import { expectedShardVersion } from './migrate.ts'
+import { primaryName, replicaName } from './nodes.ts'
 
 export interface Finding {
   check: string
@@ -24,7 +25,7 @@ export async function diagnose(topology: Topology): Promise<Finding[]> {
   })
   const expected = expectedShardVersion(topology)
   for (const shard of topology.shards) {
-    const target = `${shard.id}-primary`
+    const target = primaryName(shard.id)
     if (!(await answers(shard.primary))) {
       findings.push({ check: 'reachable', target, ok: false, detail: 'does not answer' })
       continue
@@ -33,7 +34,7 @@ export async function diagnose(topology: Topology): Promise<Finding[]> {
       ...(await withAdmin(shard.primary, (sql) => diagnosePrimary(sql, topology, target, expected))),
     )
     for (const [index, replica] of shard.replicas.entries()) {
-      findings.push(await diagnoseReplica(`${shard.id}-replica-${index + 1}`, replica))
+      findings.push(await diagnoseReplica(replicaName(shard.id, index), replica))
     }
   }
   return findings

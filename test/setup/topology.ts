@@ -37,7 +37,8 @@ export async function freePorts(count: number): Promise<number[]> {
 
 export function testTopologyInput(ports: number[]) {
   const [directory, redis, router, ...shardPorts] = ports
-  const url = (port: number | undefined, db: string) => `postgres://switchyard:switchyard@127.0.0.1:${port}/${db}`
+  const url = (port: number | undefined, db: string) =>
+    `postgres://switchyard:switchyard@127.0.0.1:${port}/${db}`
   return {
     directory: url(directory, 'switchyard'),
     redis: `redis://127.0.0.1:${redis}`,
@@ -54,7 +55,8 @@ export function testTopologyInput(ports: number[]) {
 
 /** Boots one topology on free ports in a temporary folder, migrated, for every test file; stops it after. */
 export default async function setup(project: TestProject) {
-  if (!redisServerPath()) throw new Error('the test suite needs redis-server on the PATH (apt-get install redis-server)')
+  if (!redisServerPath())
+    throw new Error('the test suite needs redis-server on the PATH (apt-get install redis-server)')
   const home = await mkdtemp(path.join(tmpdir(), 'switchyard-test-'))
   const input = testTopologyInput(await freePorts(9))
   const configFile = path.join(home, 'topology.json')

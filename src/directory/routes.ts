@@ -1,0 +1,149 @@
+import { SwitchyardError } from '../errors.ts'
+import type { Sql } from '../shard/connection.ts'
+import { createLru } from './lru.ts'
+import { keys, type Redis } from './redis.ts'
+import type { TenantLimits } from './schema.ts'
+
+/** Where a tenant lives, as the directory says: the only thing the router needs per request. */
+export interface TenantRoute {
+  tenant: string
+  shard: string
+  epoch: number
+  state: 'active' | 'moving' | 'frozen'
+  limits: TenantLimits
+}
+
+export interface RouteCacheOptions {
+  directory: Sql
+  redis?: Redis | undefined
+  ttlMs: number
+  negativeTtlMs: number
+  maxEntries?: number
+  /** Redis keeps routes longer than processes do: a new router starts warm. */
+  redisTtlSeconds?: number
+}
+
+export interface RouteEvents {
+  hit(layer: 'local' | 'redis' | 'directory' | 'stale'): void
+}
+
+export interface RouteCache {
+  /** Local → Redis → directory. `fresh` skips both caches (after a stale route). */
+  resolve(tenant: string, options?: { fresh?: boolean }): Promise<TenantRoute>
+  /** Forget the tenant here, in Redis, and tell every router. */
+  invalidate(tenant: string): Promise<void>
+  /** Called when any router (this one included) invalidates a tenant. */
+  onInvalidate(listener: (tenant: string) => void): () => void
+  close(): Promise<void>
+}
+
+interface Entry {
+  route: TenantRoute | null
+  expires: number
+}
+
+/**
+ * The tenant directory, cached (invariant 1: caches are only speed). A shard refuses a stale route by
+ * itself, so a missed invalidation costs one retry, never a misplaced write. When the directory is
+ * down, expired routes keep being served; when Redis is down, the directory answers.
+ */
+export function createRouteCache(options: RouteCacheOptions, events?: RouteEvents): RouteCache {
+  const local = createLru<string, Entry>(options.maxEntries ?? 100_000)
+  const inflight = new Map<string, Promise<TenantRoute>>()
+  const listeners = new Set<(tenant: string) => void>()
+  const redisTtl = options.redisTtlSeconds ?? 300
+  const subscriber = options.redis?.duplicate()
+
+  const forget = (tenant: string) => {
+    local.delete(tenant)
+    for (const listener of listeners) listener(tenant)
+  }
+  subscriber?.on('message', (_channel: string, tenant: string) => forget(tenant))
+  subscriber?.subscribe(keys.invalidations).catch(() => {})
+  // A subscriber that reconnects resubscribes on its own (ioredis autoResubscribe).
+  subscriber?.on('error', () => {})
+
+  async function fromRedis(tenant: string): Promise<TenantRoute | undefined> {
+    if (!options.redis) return undefined
+    try {
+      const text = await options.redis.get(keys.route(tenant))
+      return text ? (JSON.parse(text) as TenantRoute) : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  async function fromDirectory(tenant: string): Promise<TenantRoute | null> {
+    const [row] = await options.directory<
+      { shard_id: string; epoch: number; state: TenantRoute['state']; limits: TenantLimits }[]
+    >`
+      select shard_id, epoch, state, limits from tenants where id = ${tenant}`
+    if (!row) return null
+    return { tenant, shard: row.shard_id, epoch: row.epoch, state: row.state, limits: row.limits ?? {} }
+  }
+
+  function remember(tenant: string, route: TenantRoute | null) {
+    local.set(tenant, { route, expires: Date.now() + (route ? options.ttlMs : options.negativeTtlMs) })
+  }
+
+  async function load(tenant: string, fresh: boolean): Promise<TenantRoute> {
+    const cached = fresh ? undefined : await fromRedis(tenant)
+    if (cached) {
+      events?.hit('redis')
+      remember(tenant, cached)
+      return cached
+    }
+    let route: TenantRoute | null
+    try {
+      route = await fromDirectory(tenant)
+    } catch (error) {
+      const stale = local.get(tenant)?.route
+      if (stale) {
+        events?.hit('stale')
+        return stale
+      }
+      throw new SwitchyardError(
+        'directory_unavailable',
+        `the directory is unavailable: ${(error as Error).message}`,
+      )
+    }
+    events?.hit('directory')
+    remember(tenant, route)
+    if (!route) throw unknown(tenant)
+    options.redis?.set(keys.route(tenant), JSON.stringify(route), 'EX', redisTtl).catch(() => {})
+    return route
+  }
+
+  return {
+    async resolve(tenant, { fresh = false } = {}) {
+      const entry = fresh ? undefined : local.get(tenant)
+      if (entry && entry.expires > Date.now()) {
+        events?.hit('local')
+        if (!entry.route) throw unknown(tenant)
+        return entry.route
+      }
+      const key = `${fresh ? 'fresh' : 'cached'}:${tenant}`
+      let pending = inflight.get(key)
+      if (!pending) {
+        pending = load(tenant, fresh).finally(() => inflight.delete(key))
+        inflight.set(key, pending)
+      }
+      return pending
+    },
+    async invalidate(tenant) {
+      forget(tenant)
+      if (!options.redis) return
+      await options.redis.del(keys.route(tenant)).catch(() => {})
+      await options.redis.publish(keys.invalidations, tenant).catch(() => {})
+    },
+    onInvalidate(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    async close() {
+      subscriber?.disconnect()
+    },
+  }
+}
+
+const unknown = (tenant: string) => new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)

@@ -1,0 +1,296 @@
+import { randomUUID } from 'node:crypto'
+import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import type { Topology } from '../config/topology.ts'
+import type { TenantRoute } from '../directory/routes.ts'
+import { parseTenantId } from '../directory/tenants.ts'
+import { isSwitchyardError, SwitchyardError } from '../errors.ts'
+import type { Admission } from './admission.ts'
+import { assertTenantAllowed, type KeyCheck } from './auth.ts'
+import { type DispatchDeps, type Dispatched, dispatch } from './dispatch.ts'
+import { retryAfter, statusOf } from './errors.ts'
+import type { IsolationLevel } from './execute.ts'
+import { classify } from './policy.ts'
+import {
+  parseNeonConnectionString,
+  parseNeonRequest,
+  toNeonBatch,
+  toNeonError,
+  toNeonResult,
+} from './protocols/neon.ts'
+import {
+  normalizeParams,
+  parsePgProxyBatch,
+  parsePgProxyQuery,
+  toPgProxyBatchResponse,
+  toPgProxyResponse,
+} from './protocols/pg-proxy.ts'
+import type { Statement } from './result.ts'
+import type { Consistency } from './routing.ts'
+
+export interface RouterApp extends DispatchDeps {
+  topology: Topology
+  keys: KeyCheck
+  /** False while starting and once shutting down: /readyz answers 503. */
+  ready(): boolean
+}
+
+type Protocol = 'pg-proxy' | 'neon' | 'admin' | 'meta'
+type Env = {
+  Variables: {
+    requestId: string
+    protocol: Protocol
+    tenant?: string
+    shard?: string
+    node?: string
+    role?: string
+  }
+}
+
+/**
+ * The router's HTTP surface. Data flows one way: request → auth → tenant → policy → route → shard →
+ * response; every error becomes a response in one place (`onError`), in the protocol's own shape.
+ */
+export function createApp(deps: RouterApp): Hono<Env> {
+  const app = new Hono<Env>()
+  const limits = deps.topology.router
+
+  app.use('*', async (c, next) => {
+    const started = performance.now()
+    c.set('requestId', c.req.header('x-request-id') ?? randomUUID())
+    c.set('protocol', protocolOf(c.req.path))
+    await next()
+    c.header('x-request-id', c.get('requestId'))
+    const seconds = (performance.now() - started) / 1000
+    const outcome = c.res.status < 400 ? 'ok' : 'error'
+    const protocol = c.get('protocol')
+    if (protocol === 'pg-proxy' || protocol === 'neon') {
+      deps.metrics.requestDuration.observe(
+        { protocol, shard: c.get('shard') ?? 'none', role: c.get('role') ?? 'none', outcome },
+        seconds,
+      )
+      deps.logger.info(
+        {
+          requestId: c.get('requestId'),
+          protocol,
+          tenant: c.get('tenant'),
+          shard: c.get('shard'),
+          node: c.get('node'),
+          status: c.res.status,
+          ms: Math.round(seconds * 10_000) / 10,
+        },
+        'request',
+      )
+    }
+  })
+
+  const limitBody = bodyLimit({
+    maxSize: limits.maxBodyBytes,
+    onError: () => {
+      throw new SwitchyardError('body_too_large', `the body is larger than ${limits.maxBodyBytes} bytes`)
+    },
+  })
+  app.use('/v1/*', limitBody)
+  app.use('/sql', limitBody)
+
+  app.get('/healthz', (c) => c.json({ ok: true }))
+  app.get('/readyz', (c) => (deps.ready() ? c.json({ ready: true }) : c.json({ ready: false }, 503)))
+  app.get('/metrics', async (c) => {
+    for (const node of deps.pools.nodes) {
+      const health = deps.monitor.health(node.name)
+      deps.metrics.nodeHealthy.set({ node: node.name, role: node.role }, health.healthy ? 1 : 0)
+      if (node.role === 'replica' && health.lagBytes !== null)
+        deps.metrics.replicaLag.set({ node: node.name }, health.lagBytes)
+    }
+    return c.text(await deps.metrics.registry.metrics(), 200, {
+      'content-type': deps.metrics.registry.contentType,
+    })
+  })
+
+  app.post('/v1/query', async (c) => {
+    const query = parsePgProxyQuery(await readJson(c))
+    const outcome = await runForTenant(c, deps, {
+      tenant: c.req.header('x-tenant-id'),
+      key: bearer(c),
+      statements: [{ sql: query.sql, params: query.params }],
+      consistency: consistencyOf(c),
+    })
+    return c.json(
+      toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, query.method),
+    )
+  })
+
+  app.post('/v1/batch', async (c) => {
+    const batch = parsePgProxyBatch(await readJson(c))
+    const outcome = await runForTenant(c, deps, {
+      tenant: c.req.header('x-tenant-id'),
+      key: bearer(c),
+      statements: batch.queries.map((query) => ({ sql: query.sql, params: query.params })),
+      consistency: 'strong',
+      // The issue's contract: a batch is one transaction on the primary.
+      forceWrite: true,
+    })
+    return c.json(toPgProxyBatchResponse(outcome.results, batch.queries))
+  })
+
+  app.post('/sql', async (c) => {
+    const request = parseNeonRequest(await readJson(c), c.req.raw.headers)
+    const credentials = parseNeonConnectionString(c.req.header('neon-connection-string'))
+    const outcome = await runForTenant(c, deps, {
+      tenant: credentials.tenant,
+      key: credentials.key,
+      statements: request.queries,
+      consistency: consistencyOf(c),
+      isolation: request.isolationSql,
+      readOnly: request.readOnly,
+      deferrable: request.deferrable,
+    })
+    if (request.batch)
+      return c.json(toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }))
+    const first = request.queries[0]
+    return c.json(
+      toNeonResult(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, {
+        arrayMode: first?.arrayMode ?? request.arrayMode,
+        rawText: request.rawText,
+      }),
+    )
+  })
+
+  app.notFound((c) =>
+    c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404),
+  )
+
+  app.onError((error, c) => {
+    const known = toSwitchyardError(error)
+    if (known.code === 'internal')
+      deps.logger.error({ err: error, requestId: c.get('requestId') }, 'internal error')
+    deps.metrics.errors.inc({
+      code: known.code === 'sql_error' ? `sql_${known.details?.sqlstate ?? 'unknown'}` : known.code,
+    })
+    const status = statusOf(known)
+    const wait = retryAfter(known)
+    if (wait !== undefined) c.header('Retry-After', String(wait))
+    if (c.get('protocol') === 'neon') {
+      const neon = known.code === 'sql_error' ? toNeonError(neonFields(known)) : toNeonError(known)
+      // Neon's client reads an error body only from a 400; SQL errors and refusals of input are 400s.
+      return c.json(neon.body, status === 400 ? 400 : (status as 401))
+    }
+    const { retryAfterSeconds: _hidden, ...details } = known.details ?? {}
+    return c.json({ error: { code: known.code, message: known.message, ...details } }, status as 400)
+  })
+
+  return app
+}
+
+interface TenantRequest {
+  tenant: string | undefined
+  key: string | undefined
+  statements: Statement[]
+  consistency: Consistency
+  forceWrite?: boolean
+  isolation?: IsolationLevel | undefined
+  readOnly?: boolean | undefined
+  deferrable?: boolean | undefined
+}
+
+/** auth → tenant → policy → rate limit → dispatch; sets the response headers every protocol shares. */
+async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantRequest): Promise<Dispatched> {
+  const key = await deps.keys.authenticate(request.key)
+  if (!request.tenant)
+    throw new SwitchyardError('invalid_input', 'the tenant is missing (x-tenant-id header)')
+  const tenant = parseTenantId(request.tenant).toLowerCase()
+  assertTenantAllowed(key, tenant)
+  c.set('tenant', tenant)
+  const kinds = request.statements.map((statement) => classify(statement.sql).kind)
+  const params = request.statements.map((statement) =>
+    checkParams(statement.params, deps.topology.router.maxParams),
+  )
+  const route = await deps.routes.resolve(tenant)
+  const admission = await deps.admission.admit(tenant, rateLimit(deps.topology, route))
+  setRateHeaders(c, admission)
+  const write =
+    Boolean(request.forceWrite) ||
+    kinds.includes('write') ||
+    (request.statements.length > 1 && !request.readOnly)
+  const outcome = await dispatch(deps, {
+    route,
+    statements: request.statements,
+    params,
+    write,
+    consistency: request.consistency,
+    lastWriteLsn: admission.lastWriteLsn,
+    isolation: request.isolation,
+    readOnly: request.readOnly,
+    deferrable: request.deferrable,
+  })
+  c.set('shard', outcome.route.shard)
+  c.set('node', outcome.node.name)
+  c.set('role', outcome.node.role)
+  c.header('x-switchyard-shard', outcome.route.shard)
+  c.header('x-switchyard-node', outcome.node.name)
+  if (outcome.lsn !== null) c.header('x-switchyard-lsn', formatLsnHeader(outcome.lsn))
+  return outcome
+}
+
+const rateLimit = (topology: Topology, route: TenantRoute) =>
+  topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
+
+function setRateHeaders(c: Context<Env>, admission: Admission) {
+  c.header('RateLimit-Limit', String(admission.limit))
+  c.header('RateLimit-Remaining', String(Math.max(0, admission.remaining)))
+  c.header('RateLimit-Reset', String(admission.resetSeconds))
+}
+
+function checkParams(params: unknown[], max: number): (string | null)[] {
+  if (params.length > max)
+    throw new SwitchyardError('too_many_params', `at most ${max} parameters per statement`)
+  return normalizeParams(params)
+}
+
+function formatLsnHeader(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`
+}
+
+async function readJson(c: Context<Env>): Promise<unknown> {
+  // Neon's client sends JSON as text/plain: parse the body whatever its content type says.
+  const text = await c.req.text()
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new SwitchyardError('invalid_json', 'the body is not valid JSON')
+  }
+}
+
+function bearer(c: Context<Env>): string | undefined {
+  const header = c.req.header('authorization')
+  return header?.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : undefined
+}
+
+function consistencyOf(c: Context<Env>): Consistency {
+  const value = c.req.header('x-switchyard-consistency') ?? 'session'
+  if (value === 'session' || value === 'strong' || value === 'eventual') return value
+  throw new SwitchyardError('invalid_input', 'x-switchyard-consistency must be session, strong or eventual')
+}
+
+function protocolOf(path: string): Protocol {
+  if (path === '/sql') return 'neon'
+  if (path.startsWith('/v1/')) return 'pg-proxy'
+  if (path.startsWith('/admin/')) return 'admin'
+  return 'meta'
+}
+
+function toSwitchyardError(error: unknown): SwitchyardError {
+  if (isSwitchyardError(error)) return error
+  return new SwitchyardError('internal', 'internal error')
+}
+
+function neonFields(error: SwitchyardError) {
+  const details = error.details ?? {}
+  return {
+    message: error.message,
+    code: String(details.sqlstate ?? 'XX000'),
+    detail: details.detail as string | undefined,
+    hint: details.hint as string | undefined,
+    position: details.position as string | undefined,
+  }
+}

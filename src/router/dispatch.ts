@@ -1,0 +1,223 @@
+import type { RouteCache, TenantRoute } from '../directory/routes.ts'
+import { SwitchyardError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { HealthMonitor } from '../shard/monitor.ts'
+import type { ShardNode } from '../shard/nodes.ts'
+import { STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
+import type { NodePools } from '../shard/pools.ts'
+import type { AdmissionControl } from './admission.ts'
+import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
+import type { Metrics } from './metrics.ts'
+import type { Statement } from './result.ts'
+import type { Consistency, Routing } from './routing.ts'
+
+export interface DispatchDeps {
+  routes: RouteCache
+  routing: Routing
+  pools: NodePools
+  monitor: HealthMonitor
+  admission: AdmissionControl
+  metrics: Metrics
+  logger: Logger
+  bufferWindowMs: number
+  slowStatementMs: number
+}
+
+export interface TenantTransaction {
+  route: TenantRoute
+  statements: Statement[]
+  params: (string | null)[][]
+  write: boolean
+  consistency: Consistency
+  lastWriteLsn: bigint | null
+  isolation?: IsolationLevel | undefined
+  readOnly?: boolean | undefined
+  deferrable?: boolean | undefined
+}
+
+export interface Dispatched extends TransactionOutcome {
+  node: ShardNode
+  route: TenantRoute
+}
+
+/** Transient node failures: the connection, not the statement, went wrong. */
+const NODE_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  '57P01',
+  '57P02',
+  '57P03',
+])
+const isNodeFailure = (code: string | undefined) =>
+  !!code && (NODE_FAILURES.has(code) || code.startsWith('08'))
+const sqlstate = (error: unknown) => (error as { code?: string })?.code
+
+/**
+ * Runs one tenant transaction on the node its route and kind call for (invariant 4), and deals with
+ * what can go wrong on the way: a stale route (re-resolve and retry; hold the request while the tenant
+ * is frozen for a cutover, up to the buffer window), a replica that is gone or turns out to need a
+ * write (retry on the primary), a primary that is gone (fail fast with 503).
+ */
+export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promise<Dispatched> {
+  const tenant = tx.route.tenant
+  const deadline = Date.now() + deps.bufferWindowMs
+  let route = tx.route
+  let write = tx.write
+  let consistency = tx.consistency
+  let avoid: string | undefined
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 8) throw moving(tenant)
+    if (write && route.state === 'frozen') {
+      route = await waitForNewRoute(deps, route, deadline)
+      continue
+    }
+    const node = write
+      ? deps.routing.primary(route.shard)
+      : deps.routing.forRead(route.shard, { consistency, lastWriteLsn: tx.lastWriteLsn }, avoid)
+    if (
+      node.role === 'primary' &&
+      !deps.monitor.health(node.name).healthy &&
+      deps.monitor.health(node.name).checkedAt > 0
+    ) {
+      throw unavailable(node)
+    }
+    try {
+      const outcome = await timed(deps, node, () =>
+        runTransaction(deps.pools.sql(node.name), {
+          tenant,
+          epoch: route.epoch,
+          write,
+          statements: tx.statements,
+          params: tx.params,
+          isolation: tx.isolation,
+          readOnly: tx.readOnly,
+          deferrable: tx.deferrable,
+        }),
+      )
+      if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, outcome.lsn)
+      return { ...outcome, node, route }
+    } catch (error) {
+      if (!(error instanceof TransactionError)) throw error
+      const code = sqlstate(error.cause)
+      if (error.stage === 'enter' && (code === STALE_ROUTE_SQLSTATE || code === '40001')) {
+        deps.metrics.staleRoutes.inc()
+        deps.logger.info({ tenant, shard: route.shard, node: node.name, epoch: route.epoch }, 'stale route')
+        // A replica may simply not have replayed the cutover yet: the retry reads from the primary.
+        if (node.role === 'replica') consistency = 'strong'
+        await deps.routes.invalidate(tenant)
+        const fresh = await deps.routes.resolve(tenant, { fresh: true })
+        route =
+          sameRoute(fresh, route) && node.role === 'primary'
+            ? await waitForNewRoute(deps, fresh, deadline)
+            : fresh
+        continue
+      }
+      if (isNodeFailure(code)) {
+        deps.monitor.markDown(node.name, error.message)
+        if (node.role === 'primary') throw unavailable(node)
+        avoid = node.name
+        continue
+      }
+      if (code === '25006' && !write) {
+        // A "read" that writes (e.g. a volatile function the policy could not know): once more, on the primary.
+        write = true
+        continue
+      }
+      throw sqlError(error)
+    }
+  }
+}
+
+const sameRoute = (a: TenantRoute, b: TenantRoute) =>
+  a.shard === b.shard && a.epoch === b.epoch && a.state === b.state
+
+/**
+ * Holds a request while its tenant is being cut over: wakes on an invalidation for the tenant or every
+ * 25 ms, re-reads the directory, and returns once the route has changed and is writable. Past the
+ * deadline the client gets 503 with Retry-After and can try again.
+ */
+async function waitForNewRoute(
+  deps: DispatchDeps,
+  route: TenantRoute,
+  deadline: number,
+): Promise<TenantRoute> {
+  const started = Date.now()
+  const tenant = route.tenant
+  for (;;) {
+    const left = deadline - Date.now()
+    if (left <= 0) {
+      deps.metrics.bufferWaits.observe({ outcome: 'timeout' }, (Date.now() - started) / 1000)
+      throw moving(tenant)
+    }
+    await nextChance(deps.routes, tenant, Math.min(25, left))
+    const fresh = await deps.routes.resolve(tenant, { fresh: true })
+    if (!sameRoute(fresh, route) && fresh.state !== 'frozen') {
+      deps.metrics.bufferWaits.observe({ outcome: 'released' }, (Date.now() - started) / 1000)
+      return fresh
+    }
+  }
+}
+
+function nextChance(routes: RouteCache, tenant: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = routes.onInvalidate((which) => {
+      if (which !== tenant) return
+      clearTimeout(timer)
+      stop()
+      resolve()
+    })
+    const timer = setTimeout(() => {
+      stop()
+      resolve()
+    }, ms)
+  })
+}
+
+async function timed<T>(deps: DispatchDeps, node: ShardNode, run: () => Promise<T>): Promise<T> {
+  const gauge = deps.metrics.poolInUse.labels(node.name)
+  gauge.inc()
+  const started = performance.now()
+  try {
+    return await run()
+  } finally {
+    gauge.dec()
+    const ms = performance.now() - started
+    if (ms > deps.slowStatementMs)
+      deps.logger.warn({ node: node.name, ms: Math.round(ms) }, 'slow transaction')
+  }
+}
+
+const moving = (tenant: string) =>
+  new SwitchyardError('tenant_moving', `tenant ${tenant} is being moved; retry shortly`, {
+    retryAfterSeconds: 1,
+  })
+
+const unavailable = (node: ShardNode) =>
+  new SwitchyardError('shard_unavailable', `the primary of ${node.shard} is unavailable; retry shortly`, {
+    retryAfterSeconds: 1,
+    shard: node.shard,
+  })
+
+/** A statement's own error, with its SQLSTATE, for the protocol to report. */
+function sqlError(error: TransactionError): SwitchyardError {
+  const cause = error.cause as {
+    code?: string
+    detail?: string
+    hint?: string
+    position?: string
+    message?: string
+  }
+  return new SwitchyardError('sql_error', cause.message ?? error.message, {
+    sqlstate: cause.code,
+    detail: cause.detail,
+    hint: cause.hint,
+    position: cause.position,
+    statementIndex: error.statementIndex,
+  })
+}

@@ -1,0 +1,41 @@
+import type { SwitchyardError } from '../errors.ts'
+
+/** One table from error code to HTTP status: every protocol and the admin API use it. */
+const STATUS: Record<string, number> = {
+  invalid_input: 400,
+  invalid_json: 400,
+  statement_not_allowed: 400,
+  syntax_error: 400,
+  too_many_params: 400,
+  invalid_credentials: 401,
+  unauthorized: 401,
+  forbidden: 403,
+  tenant_unknown: 404,
+  not_found: 404,
+  body_too_large: 413,
+  rate_limited: 429,
+  directory_unavailable: 503,
+  shard_unavailable: 503,
+  tenant_moving: 503,
+  shutting_down: 503,
+}
+
+/** SQL errors: the client's fault (400) unless the server is overloaded or going away (503) or it was a conflict to retry (409). */
+function sqlStatus(sqlstate: string | undefined): number {
+  if (!sqlstate) return 400
+  if (sqlstate === '40001' || sqlstate === '40P01') return 409
+  if (/^(08|53|57|58)/.test(sqlstate)) return 503
+  return 400
+}
+
+export function statusOf(error: SwitchyardError): number {
+  if (error.code === 'sql_error') return sqlStatus(error.details?.sqlstate as string | undefined)
+  return STATUS[error.code] ?? 500
+}
+
+/** Seconds a client should wait before retrying, for the statuses that invite a retry. */
+export function retryAfter(error: SwitchyardError): number | undefined {
+  if (error.code === 'rate_limited') return Number(error.details?.resetSeconds ?? 60)
+  const status = statusOf(error)
+  return status === 503 ? Number(error.details?.retryAfterSeconds ?? 1) : undefined
+}

@@ -1,0 +1,330 @@
+import { hasSqlDetails, loadModule, parseSync } from 'libpg-query'
+import { createLru } from '../directory/lru.ts'
+import { SwitchyardError } from '../errors.ts'
+
+/**
+ * The statement policy (invariant 3). Client SQL is parsed by the real PostgreSQL parser (libpg-query,
+ * WASM) and may only be one SELECT, INSERT, UPDATE, DELETE or MERGE (with CTEs). The same parse tells a
+ * read from a write, which decides primary or replica. Outcomes, rejections included, are cached by SQL
+ * text: an application sends the same few statements over and over.
+ *
+ * The policy keeps clients away from what the router owns (the session, the tenant context, the fence's
+ * advisory locks, the `switchyard` schema). Isolation itself is Postgres's job: RLS forced on tenant
+ * tables and a router role without privileges.
+ */
+
+export type StatementKind = 'read' | 'write'
+
+export interface Classified {
+  kind: StatementKind
+  command: 'select' | 'insert' | 'update' | 'delete' | 'merge'
+}
+
+const CACHE_ENTRIES = 10_000
+// Longer texts (bulk inserts with inlined values) are rarely sent twice: parse them every time rather
+// than let a few of them fill memory.
+const CACHEABLE_LENGTH = 16_384
+
+const COMMANDS = {
+  SelectStmt: 'select',
+  InsertStmt: 'insert',
+  UpdateStmt: 'update',
+  DeleteStmt: 'delete',
+  MergeStmt: 'merge',
+} as const satisfies Record<string, Classified['command']>
+
+const DATA_MODIFYING = new Set(['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt'])
+
+/**
+ * pg_catalog functions that only read, by family: these keep a statement a read. Stable and immutable
+ * ones, plus a few volatile ones that read nothing and write nothing (the clock, random numbers and
+ * UUIDs). Any other function makes the statement a write and sends it to the primary: that includes
+ * `nextval`/`setval`/`currval`, unlisted pg_catalog functions, and every user function (qualified
+ * outside pg_catalog or unknown), because the policy cannot know what a user function does and a write
+ * taken for a read would run without the fence's lock.
+ */
+const READ_FUNCTIONS = new Set(
+  [
+    // aggregates and window functions
+    'count sum avg min max bool_and bool_or every any_value mode corr covar_pop covar_samp stddev stddev_pop',
+    'stddev_samp variance var_pop var_samp percentile_cont percentile_disc bit_and bit_or bit_xor xmlagg',
+    'row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value',
+    // numbers
+    'abs ceil ceiling floor round trunc sign sqrt cbrt exp ln log log10 power pow mod div pi degrees radians',
+    'sin cos tan cot asin acos atan atan2 sind cosd tand cotd asind acosd atand atan2d sinh cosh tanh asinh',
+    'acosh atanh gcd lcm factorial width_bucket scale min_scale trim_scale erf erfc gamma lgamma',
+    'num_nulls num_nonnulls',
+    // text and bytes
+    'lower upper initcap casefold length char_length character_length octet_length bit_length bit_count',
+    'concat concat_ws format left right lpad rpad btrim ltrim rtrim trim replace reverse repeat split_part',
+    'strpos position substr substring overlay translate ascii chr md5 sha224 sha256 sha384 sha512 crc32',
+    'crc32c encode decode quote_ident quote_literal quote_nullable starts_with unistr normalize',
+    'is_normalized convert convert_from convert_to get_bit get_byte set_bit set_byte similar_to_escape',
+    'similar_escape like_escape parse_ident',
+    // dates and times
+    'now transaction_timestamp statement_timestamp age extract isfinite timezone overlaps',
+    // arrays, sets, ranges
+    'generate_series generate_subscripts unnest cardinality lower_inc upper_inc lower_inf upper_inf isempty',
+    // text search (ts_stat and ts_rewrite(query, text) are denied: they run SQL text)
+    'setweight strip numnode querytree plainto_tsquery phraseto_tsquery websearch_to_tsquery',
+    'tsvector_to_array',
+    // XML (XMLELEMENT, XMLPARSE and friends are expressions, not calls)
+    'xpath xmlcomment xmltext xmlexists',
+    // network addresses
+    'host hostmask netmask network masklen broadcast family abbrev inet_same_family inet_merge set_masklen',
+    // the session and the catalog, read only
+    'current_setting current_database current_schema current_schemas current_user session_user',
+    'current_role system_user version pg_typeof pg_column_size pg_size_pretty pg_size_bytes',
+    'pg_collation_for pg_input_is_valid pg_input_error_info format_type row_security_active',
+    // volatile, yet they only read the clock or draw random numbers
+    'clock_timestamp timeofday random random_normal gen_random_uuid uuidv4 uuidv7',
+  ]
+    .join(' ')
+    .split(' '),
+)
+
+// Read-only families, by prefix: to_char, to_jsonb, jsonb_set, array_agg, regexp_replace, date_trunc,
+// make_interval, ts_rank, has_table_privilege… (array_sample and array_shuffle are volatile: random).
+const READ_FAMILIES =
+  /^(array|json|jsonb|row_to|regexp|string|to|date|make|justify|range|multirange|ts|xml|xpath|has|regr|uuid_extract|unicode)_/
+
+/** Functions no client may call, whatever schema they are named in, and why. */
+const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^set_config$/, 'set_config() is not allowed: the tenant context is set by the router'],
+  [/^setseed$/, 'setseed() is not allowed: the router sets the session'],
+  [/^pg_(try_)?advisory_/, "advisory locks are not allowed: the router's move fence uses them"],
+  [
+    /^(query|cursor)_to_xml|^ts_stat$/,
+    'functions that run SQL text are not allowed: the policy cannot check it',
+  ],
+  [
+    /^pg_read_(binary_)?file$|^pg_ls_|^pg_stat_file$|^pg_current_logfile$/,
+    'reading server files is not allowed',
+  ],
+  [/^lo_|^lo(read|write)$/, 'large objects are not allowed: they are outside tenant isolation'],
+  [/^dblink/, "dblink is not allowed: a query stays on its tenant's shard"],
+  [/^pg_notify$/, 'NOTIFY is not allowed: notification channels are shared by every tenant on a shard'],
+  [
+    /^pg_(terminate|cancel)_backend$|^pg_reload_conf$|^pg_rotate_logfile$|^pg_promote$|^pg_switch_wal$|^pg_backup_|^pg_create_restore_point$|^pg_wal_replay_|^pg_stat_reset|^pg_log_|^binary_upgrade_|^pg_import_system_collations$|^pg_(restore|clear)_(relation|attribute)_stats$/,
+    'server administration functions are not allowed',
+  ],
+  [
+    /replication_slot|^pg_replication_origin_|^pg_logical_|^pg_export_snapshot$/,
+    'replication functions are not allowed',
+  ],
+]
+
+const notAllowed = (reason: string) => new SwitchyardError('statement_not_allowed', reason)
+
+let loading: Promise<void> | undefined
+let loaded = false
+
+/** Loads the WASM parser. Idempotent: every caller awaits the same load. */
+export async function loadPolicy(): Promise<void> {
+  loading ??= loadModule().then(
+    () => {
+      loaded = true
+    },
+    (error: unknown) => {
+      loading = undefined
+      throw error
+    },
+  )
+  return loading
+}
+
+// Outcomes by SQL text; a rejection is cached as its error and thrown again.
+type Outcome = Classified | SwitchyardError
+const outcomes = createLru<string, Outcome>(CACHE_ENTRIES)
+
+/**
+ * Classifies one client statement as a read or a write, or throws `statement_not_allowed` (with the
+ * reason) or `syntax_error` (with the parser's message and position). Call `loadPolicy()` first.
+ */
+export function classify(sql: string): Classified {
+  let outcome = outcomes.get(sql)
+  if (outcome === undefined) {
+    if (!loaded) throw new Error('the statement policy is not loaded: await loadPolicy() first')
+    try {
+      outcome = Object.freeze(check(sql))
+    } catch (error) {
+      if (!(error instanceof SwitchyardError)) throw error
+      outcome = error
+    }
+    if (sql.length <= CACHEABLE_LENGTH) outcomes.set(sql, outcome)
+  }
+  if (outcome instanceof SwitchyardError) throw outcome
+  return outcome
+}
+
+function check(sql: string): Classified {
+  // The parser reads a C string: it would stop at a NUL and check less than PostgreSQL receives.
+  if (sql.includes('\0')) throw notAllowed('the query contains a NUL character')
+  if (sql.trim() === '') throw notAllowed('the query is empty')
+  const statements = parse(sql)
+  if (statements.length === 0) throw notAllowed('the query is empty')
+  if (statements.length > 1) throw notAllowed(`only one statement per query (found ${statements.length})`)
+  const [type, node] = Object.entries(statements[0] ?? {})[0] ?? ['', {}]
+  if (!(type in COMMANDS)) throw notAllowed(statementReason(type, node as Record<string, unknown>))
+  const command = COMMANDS[type as keyof typeof COMMANDS]
+  const writes = scan(node)
+  return { kind: command === 'select' && !writes ? 'read' : 'write', command }
+}
+
+function parse(sql: string): Record<string, unknown>[] {
+  try {
+    return (parseSync(sql).stmts ?? []).map((raw) => (raw.stmt ?? {}) as Record<string, unknown>)
+  } catch (error) {
+    if (hasSqlDetails(error)) {
+      const position = (error.sqlDetails?.cursorPosition ?? 0) + 1
+      throw new SwitchyardError('syntax_error', `${error.message} at position ${position}`, { position })
+    }
+    // libpg-query turns its tree into JSON and JSON.parse gives up on very deep trees.
+    if (error instanceof RangeError) throw notAllowed('the statement is nested too deeply to check')
+    throw error
+  }
+}
+
+/**
+ * One pass over the whole parse tree (iterative: trees can be deep). Rejects what no statement may
+ * contain anywhere and tells whether the statement writes: a locking clause (FOR UPDATE/SHARE), a
+ * data-modifying CTE, or a function not known to be read-only.
+ */
+function scan(root: unknown): boolean {
+  let writes = false
+  const pending: unknown[] = [root]
+  while (pending.length > 0) {
+    const node = pending.pop()
+    if (typeof node !== 'object' || node === null) continue
+    if (Array.isArray(node)) {
+      for (const item of node) pending.push(item)
+      continue
+    }
+    for (const key in node) {
+      const value: unknown = (node as Record<string, unknown>)[key]
+      switch (key) {
+        case 'FuncCall':
+          if (callWrites(value as FuncCall)) writes = true
+          break
+        case 'lockingClause':
+          if (Array.isArray(value) && value.length > 0) writes = true
+          break
+        case 'CommonTableExpr': {
+          const query = (value as { ctequery?: object }).ctequery ?? {}
+          if (Object.keys(query).some((type) => DATA_MODIFYING.has(type))) writes = true
+          break
+        }
+        case 'intoClause':
+          throw notAllowed('SELECT INTO is not allowed: it creates a table')
+        case 'schemaname':
+          if (value === 'switchyard') throw notAllowed('references to the switchyard schema are not allowed')
+          break
+        // Qualified names: type names (casts), operators, collations, functions.
+        case 'names':
+        case 'name':
+        case 'collname':
+        case 'funcname':
+          if (qualifiedName(value)?.schema === 'switchyard') {
+            throw notAllowed('references to the switchyard schema are not allowed')
+          }
+          break
+      }
+      if (typeof value === 'object' && value !== null) pending.push(value)
+    }
+  }
+  return writes
+}
+
+interface FuncCall {
+  funcname?: unknown
+  args?: unknown[]
+}
+
+function callWrites(call: FuncCall): boolean {
+  const { schema, name } = qualifiedName(call.funcname) ?? { name: '' }
+  if (schema === 'switchyard') throw notAllowed('calls into the switchyard schema are not allowed')
+  for (const [pattern, reason] of DENIED_FUNCTIONS) if (pattern.test(name)) throw notAllowed(reason)
+  // ts_rewrite(query, 'SELECT …') runs its second argument as SQL; only the three-argument form does not.
+  if (name === 'ts_rewrite' && call.args?.length !== 3) {
+    throw notAllowed('functions that run SQL text are not allowed: the policy cannot check it')
+  }
+  if (schema !== undefined && schema !== 'pg_catalog') return true
+  return !(READ_FUNCTIONS.has(name) || READ_FAMILIES.test(name))
+}
+
+/** A parse-tree name list (`[{String:{sval}}, …]`) as schema and name; undefined for anything else. */
+function qualifiedName(list: unknown): { schema?: string; name: string } | undefined {
+  if (!Array.isArray(list) || list.length === 0) return undefined
+  const parts = list.map((part: { String?: { sval?: string } }) => part?.String?.sval ?? '')
+  return {
+    schema: parts.length > 1 ? parts[parts.length - 2] : undefined,
+    name: parts[parts.length - 1] ?? '',
+  }
+}
+
+const TRANSACTION_CONTROL = 'the router runs each query in its own transaction'
+const ONLY_DML = 'client SQL may only be SELECT, INSERT, UPDATE, DELETE or MERGE'
+const TRANSACTION_KINDS: Record<string, string> = {
+  START: 'START TRANSACTION',
+  RELEASE: 'RELEASE SAVEPOINT',
+  ROLLBACK_TO: 'ROLLBACK TO SAVEPOINT',
+  PREPARE: 'PREPARE TRANSACTION',
+  COMMIT_PREPARED: 'COMMIT PREPARED',
+  ROLLBACK_PREPARED: 'ROLLBACK PREPARED',
+}
+// Parse-tree node names that do not read as the SQL that produced them.
+const LABELS: Record<string, string> = {
+  CreateStmt: 'CreateTable',
+  IndexStmt: 'CreateIndex',
+  ViewStmt: 'CreateView',
+  RuleStmt: 'CreateRule',
+  CompositeTypeStmt: 'CreateType',
+  DefineStmt: 'Create',
+  GrantStmt: 'GrantOrRevoke',
+  GrantRoleStmt: 'GrantOrRevokeRole',
+  DeclareCursorStmt: 'Declare',
+  ClosePortalStmt: 'Close',
+  CheckPointStmt: 'Checkpoint',
+}
+const DDL =
+  /^(Create|Alter|Drop|Define|Index|View|Rule|CompositeType|Rename|Comment|SecLabel|Grant|ImportForeignSchema|ReassignOwned|RefreshMatView)/
+
+/** Why a statement other than SELECT/INSERT/UPDATE/DELETE/MERGE is refused, in the user's terms. */
+function statementReason(type: string, node: Record<string, unknown>): string {
+  switch (type) {
+    case 'VariableSetStmt': {
+      const reset = String(node.kind).startsWith('VAR_RESET')
+      const target =
+        node.name === 'role' ? ' ROLE' : node.name === 'session_authorization' ? ' SESSION AUTHORIZATION' : ''
+      return `${reset ? 'RESET' : 'SET'}${target} is not allowed: the router sets the session`
+    }
+    case 'VariableShowStmt':
+      return 'SHOW is not allowed: read a setting with current_setting()'
+    case 'DoStmt':
+      return 'DO is not allowed: anonymous code blocks cannot be checked'
+    case 'TransactionStmt': {
+      const kind = String(node.kind).replace('TRANS_STMT_', '')
+      return `transaction control (${TRANSACTION_KINDS[kind] ?? kind}) is not allowed: ${TRANSACTION_CONTROL}`
+    }
+    case 'CopyStmt':
+      return 'COPY is not allowed: use INSERT or SELECT'
+    case 'ListenStmt':
+    case 'UnlistenStmt':
+    case 'NotifyStmt':
+      return `${type.replace('Stmt', '').toUpperCase()} is not allowed: notification channels are shared by every tenant on a shard`
+    case 'ExplainStmt':
+      return 'EXPLAIN is not allowed: plans show the statistics of every tenant on the shard'
+    case 'TruncateStmt':
+      return 'TRUNCATE is not allowed: it bypasses row-level security'
+    case 'LockStmt':
+      return 'LOCK is not allowed: a table lock blocks every tenant on the shard'
+    case 'CreateTableAsStmt':
+      return 'CREATE TABLE AS is not allowed: schema changes go through migrations'
+  }
+  const label = (LABELS[type] ?? type)
+    .replace(/Stmt$/, '')
+    .replace(/([a-z])([A-Z])/g, '$1 $2')
+    .toUpperCase()
+  if (DDL.test(type)) return `DDL is not allowed (${label}): schema changes go through migrations`
+  return `${label || 'this statement'} is not allowed: ${ONLY_DML}`
+}

@@ -1,0 +1,103 @@
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import type { Topology } from '../config/topology.ts'
+import { openDirectory } from '../directory/connection.ts'
+import { openRedis } from '../directory/redis.ts'
+import { createRouteCache } from '../directory/routes.ts'
+import { type Logger, logger as rootLogger } from '../log.ts'
+import { startMonitor } from '../shard/monitor.ts'
+import { routerNodes } from '../shard/nodes.ts'
+import { createPools } from '../shard/pools.ts'
+import { createAdmission } from './admission.ts'
+import { createApp, type RouterApp } from './app.ts'
+import { createKeyCheck } from './auth.ts'
+import { createMetrics } from './metrics.ts'
+import { loadPolicy } from './policy.ts'
+import { createRouting } from './routing.ts'
+
+export interface RunningRouter {
+  url: string
+  port: number
+  app: RouterApp
+  /** Graceful: stop accepting, let in-flight requests finish, then close pools and clients. */
+  close(): Promise<void>
+}
+
+export interface RouterOptions {
+  port?: number
+  logger?: Logger
+  /** Leave Redis out even if the topology names it (a router cut off from Redis). */
+  withoutRedis?: boolean
+}
+
+/** Starts one stateless router process: run as many as you like against the same topology. */
+export async function startRouter(topology: Topology, options: RouterOptions = {}): Promise<RunningRouter> {
+  const config = topology.router
+  const logger = options.logger ?? rootLogger
+  const metrics = createMetrics()
+  const nodes = routerNodes(topology)
+  const pools = createPools(nodes, { size: config.poolSize, statementTimeoutMs: config.statementTimeoutMs })
+  const monitor = startMonitor(nodes, config.healthIntervalMs)
+  const directory = openDirectory(topology.directory, 8)
+  const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
+  redis?.on('error', () => {})
+  const routes = createRouteCache(
+    {
+      directory: directory.sql,
+      redis,
+      ttlMs: config.routeCacheTtlMs,
+      negativeTtlMs: config.negativeCacheTtlMs,
+    },
+    { hit: (layer) => metrics.routeLookups.inc({ layer }) },
+  )
+  let ready = false
+  const app: RouterApp = {
+    topology,
+    keys: createKeyCheck(directory),
+    routes,
+    routing: createRouting(nodes, monitor, config.maxReplicaLagBytes),
+    pools,
+    monitor,
+    admission: createAdmission(redis),
+    metrics,
+    logger,
+    bufferWindowMs: config.bufferWindowMs,
+    slowStatementMs: config.slowStatementMs,
+    ready: () => ready,
+  }
+  await loadPolicy()
+  const hono = createApp(app)
+  const server = serve({ fetch: hono.fetch, port: options.port ?? config.port, hostname: config.host })
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve)
+    server.once('error', reject)
+  })
+  const port = (server.address() as AddressInfo).port
+  await monitor.ready
+  ready = true
+  logger.info({ port, host: config.host, nodes: nodes.length, redis: Boolean(redis) }, 'router listening')
+
+  let closing: Promise<void> | undefined
+  return {
+    url: `http://${config.host}:${port}`,
+    port,
+    app,
+    close() {
+      closing ??= (async () => {
+        ready = false
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve())
+          // Idle keep-alive sockets would hold close() open; busy ones finish their request first.
+          ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+        })
+        await monitor.stop()
+        await pools.close()
+        await routes.close()
+        redis?.disconnect()
+        await directory.close()
+        logger.info({ port }, 'router stopped')
+      })()
+      return closing
+    },
+  }
+}

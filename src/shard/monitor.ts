@@ -1,0 +1,115 @@
+import postgres from 'postgres'
+import type { Sql } from './connection.ts'
+import { parseLsn } from './lsn.ts'
+import type { ShardNode } from './nodes.ts'
+
+export interface NodeHealth {
+  healthy: boolean
+  /** Primary: its current WAL position. Replica: how far it has replayed. */
+  lsn: bigint | null
+  /** Replica only: bytes its primary has written that it has not replayed. */
+  lagBytes: number | null
+  checkedAt: number
+  error?: string
+}
+
+export interface HealthMonitor {
+  health(name: string): NodeHealth
+  /** A request saw the node fail: stop using it until a poll finds it answering again. */
+  markDown(name: string, error: string): void
+  /** Resolves after the first poll of every node. */
+  ready: Promise<void>
+  stop(): Promise<void>
+}
+
+const UNKNOWN: NodeHealth = { healthy: false, lsn: null, lagBytes: null, checkedAt: 0 }
+
+/**
+ * Polls every node on its own connection (never a request pool's) every `intervalMs`: is it up, what
+ * is its WAL position, and for replicas how far behind their primary they are. Routing reads this.
+ */
+export function startMonitor(nodes: ShardNode[], intervalMs = 200, timeoutMs = 1000): HealthMonitor {
+  const state = new Map<string, NodeHealth>(nodes.map((node) => [node.name, UNKNOWN]))
+  const connections = new Map<string, Sql>(
+    nodes.map((node) => [
+      node.name,
+      postgres(node.url, {
+        max: 1,
+        fetch_types: false,
+        connect_timeout: 2,
+        idle_timeout: 0,
+        onnotice: () => {},
+      }),
+    ]),
+  )
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+
+  async function poll(node: ShardNode): Promise<void> {
+    const sql = connections.get(node.name) as Sql
+    const query =
+      node.role === 'primary'
+        ? sql`select pg_current_wal_lsn()::text as lsn`
+        : sql`select pg_last_wal_replay_lsn()::text as lsn`
+    try {
+      const [row] = await withTimeout(query, timeoutMs)
+      const lsn = row?.lsn ? parseLsn(row.lsn) : null
+      state.set(node.name, { healthy: lsn !== null, lsn, lagBytes: null, checkedAt: Date.now() })
+    } catch (error) {
+      state.set(node.name, { ...UNKNOWN, checkedAt: Date.now(), error: (error as Error).message })
+    }
+  }
+
+  /** Lag against the primary's position from the same round; a lost primary keeps its last one. */
+  const lastPrimaryLsn = new Map<string, bigint>()
+  function computeLag() {
+    for (const node of nodes) {
+      const health = state.get(node.name) as NodeHealth
+      if (node.role === 'primary' && health.lsn !== null) lastPrimaryLsn.set(node.shard, health.lsn)
+    }
+    for (const node of nodes) {
+      const health = state.get(node.name) as NodeHealth
+      const primary = lastPrimaryLsn.get(node.shard)
+      if (node.role !== 'replica' || health.lsn === null || primary === undefined) continue
+      health.lagBytes = Math.max(0, Number(primary - health.lsn))
+    }
+  }
+
+  async function round() {
+    await Promise.all(nodes.map(poll))
+    computeLag()
+  }
+
+  const ready = round().then(() => {
+    const loop = async () => {
+      if (stopped) return
+      await round()
+      if (!stopped) timer = setTimeout(loop, intervalMs)
+    }
+    timer = setTimeout(loop, intervalMs)
+  })
+
+  return {
+    health: (name) => state.get(name) ?? UNKNOWN,
+    markDown(name, error) {
+      const current = state.get(name) ?? UNKNOWN
+      state.set(name, { ...current, healthy: false, error })
+    },
+    ready,
+    async stop() {
+      stopped = true
+      if (timer) clearTimeout(timer)
+      await Promise.all([...connections.values()].map((sql) => sql.end({ timeout: 2 })))
+    },
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
