@@ -169,3 +169,37 @@ async function redisStatus(plan: ClusterPlan): Promise<NodeStatus> {
   const redis = plan.redis as NonNullable<ClusterPlan['redis']>
   return { name: redis.name, role: 'redis', url: redis.url, up: await redisAnswers(redis.url) }
 }
+
+/** Stops one node of the cluster by name (as `cluster status` names it), e.g. to rehearse a failure. */
+export async function stopClusterNode(
+  topology: Topology,
+  options: LaunchOptions,
+  name: string,
+): Promise<void> {
+  const plan = planCluster(topology)
+  if (name === 'redis') {
+    await stopRedis(options.home)
+    return
+  }
+  await stopNode(context(options), findNode(plan, name))
+}
+
+/** Starts one stopped node again, with its data as it was. */
+export async function startClusterNode(
+  topology: Topology,
+  options: LaunchOptions,
+  name: string,
+): Promise<void> {
+  const plan = planCluster(topology)
+  if (name === 'redis') {
+    if (plan.redis) await startRedis(options.home, plan.redis)
+    return
+  }
+  await startNode(context(options), findNode(plan, name))
+}
+
+function findNode(plan: ClusterPlan, name: string): PostgresNode {
+  const node = plan.postgres.find((candidate) => candidate.name === name)
+  if (!node) throw new Error(`no node named ${name}`)
+  return node
+}

@@ -14,6 +14,8 @@ declare module 'vitest' {
     topology: Topology
     /** A JSON copy of the topology; CLI runs in tests get it through SWITCHYARD_CONFIG. */
     configFile: string
+    /** Where the launcher keeps node data: tests that stop and start nodes need it. */
+    home: string
   }
 }
 
@@ -73,6 +75,7 @@ export default async function setup(project: TestProject) {
   console.log(`test topology up and migrated in ${Date.now() - started} ms (${home})`)
   project.provide('topology', topology)
   project.provide('configFile', configFile)
+  project.provide('home', home)
   return async () => {
     await clusterDown(topology, { home })
     await rm(home, { recursive: true, force: true })
