@@ -38,7 +38,7 @@ export async function tenantWithKey(shard: string, limits: Record<string, number
   const key = await withDirectory(topology(), async (directory) => {
     await addTenant(directory, topology(), { id, shard })
     if (Object.keys(limits).length)
-      await directory.sql`update tenants set limits = ${directory.sql.json(limits)} where id = ${id}`
+      await directory.sql`update tenants set limits = ${JSON.stringify(limits)}::jsonb where id = ${id}`
     return createKey(directory, { scope: 'app', tenants: [id] })
   })
   return { id, shard, key: key.key }

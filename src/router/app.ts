@@ -170,6 +170,11 @@ export function createApp(deps: RouterApp): Hono<Env> {
     const status = statusOf(known)
     const wait = retryAfter(known)
     if (wait !== undefined) c.header('Retry-After', String(wait))
+    if (known.code === 'rate_limited') {
+      c.header('RateLimit-Limit', String(known.details?.limit))
+      c.header('RateLimit-Remaining', '0')
+      c.header('RateLimit-Reset', String(known.details?.resetSeconds))
+    }
     if (c.get('protocol') === 'neon') {
       const neon = known.code === 'sql_error' ? toNeonError(neonFields(known)) : toNeonError(known)
       // Neon's client reads an error body only from a 400; SQL errors and refusals of input are 400s.

@@ -1,0 +1,249 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { seedDemoTenant } from '../examples/appointments/demo.ts'
+import type { RunningRouter } from '../src/router/server.ts'
+import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
+import { closeAll, connect, eventually, shard, topology } from './support.ts'
+
+let routerA: RunningRouter
+let routerB: RunningRouter
+let alice: TestTenant
+let bob: TestTenant
+
+beforeAll(async () => {
+  routerA = await startTestRouter()
+  routerB = await startTestRouter()
+  alice = await tenantWithKey('shard-1')
+  bob = await tenantWithKey('shard-1')
+  const admin = connect(shard('shard-1').primary)
+  await seedDemoTenant(admin, alice.id, 'Alice')
+  await seedDemoTenant(admin, bob.id, 'Bob')
+  // Reads go to a replica only once it has replayed the seed: wait for that, so the tests below see it.
+  const replica = connect(shard('shard-1').replicas[0] as string)
+  await eventually(async () =>
+    (await replica`select 1 from customers where tenant_id = ${bob.id} limit 1`).length ? true : undefined,
+  )
+})
+afterAll(async () => {
+  await stopRouters()
+  await closeAll()
+})
+
+describe('routing (invariant 4)', () => {
+  it('reads land on the shard replica, writes on the primary, with the shard and node named', async () => {
+    const read = await query(routerA, alice, 'select count(*)::int as n from customers', [], {
+      headers: { 'x-switchyard-consistency': 'eventual' },
+    })
+    expect(read.status).toBe(200)
+    expect(read.body).toEqual({ rows: [{ n: 30 }] })
+    expect(read.headers.get('x-switchyard-shard')).toBe('shard-1')
+    expect(read.headers.get('x-switchyard-node')).toBe('shard-1-replica-1')
+    expect(read.headers.get('x-switchyard-lsn')).toBeNull()
+
+    const write = await query(
+      routerA,
+      alice,
+      'insert into customers (tenant_id, name) values ($1, $2) returning id',
+      [alice.id, 'Nueva'],
+    )
+    expect(write.status).toBe(200)
+    expect(write.headers.get('x-switchyard-node')).toBe('shard-1-primary')
+    expect(write.headers.get('x-switchyard-lsn')).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
+  })
+
+  it('strong consistency sends a read to the primary', async () => {
+    const read = await query(routerA, alice, 'select 1 as one', [], {
+      headers: { 'x-switchyard-consistency': 'strong' },
+    })
+    expect(read.headers.get('x-switchyard-node')).toBe('shard-1-primary')
+  })
+
+  it('locking reads and data-modifying CTEs go to the primary', async () => {
+    const locking = await query(routerA, alice, 'select id from customers order by id limit 1 for update')
+    expect(locking.headers.get('x-switchyard-node')).toBe('shard-1-primary')
+    const cte = await query(
+      routerA,
+      alice,
+      "with c as (update customers set notes = 'cte' where name = 'Customer 001' returning id) select count(*)::int as n from c",
+    )
+    expect(cte.body).toEqual({ rows: [{ n: 1 }] })
+    expect(cte.headers.get('x-switchyard-node')).toBe('shard-1-primary')
+  })
+
+  it('a write through one router is seen by the next read through another (read-your-writes)', async () => {
+    for (let round = 0; round < 20; round++) {
+      const name = `ryw-${round}-${Date.now()}`
+      const write = await query(routerA, alice, 'insert into customers (tenant_id, name) values ($1, $2)', [
+        alice.id,
+        name,
+      ])
+      expect(write.status).toBe(200)
+      const read = await query(
+        routerB,
+        alice,
+        'select name from customers where tenant_id = $1 and name = $2',
+        [alice.id, name],
+      )
+      expect(read.status).toBe(200)
+      expect(read.body).toEqual({ rows: [{ name }] })
+    }
+  })
+})
+
+describe('isolation through the router (invariant 3)', () => {
+  it("statements naming tenant B's ids return and change nothing for tenant A", async () => {
+    const admin = connect(shard('shard-1').primary)
+    const [victim] =
+      await admin`select id, name from customers where tenant_id = ${bob.id} order by id limit 1`
+    const asAlice = (sql: string, params: unknown[]) =>
+      query<{ rows: unknown[] }>(routerA, alice, sql, params, {
+        headers: { 'x-switchyard-consistency': 'strong' },
+      })
+    expect((await asAlice('select * from customers where tenant_id = $1', [bob.id])).body.rows).toEqual([])
+    expect((await asAlice('select * from customers where id = $1', [victim?.id])).body.rows).toEqual([])
+    expect(
+      (await asAlice('update customers set name = $2 where tenant_id = $1 returning id', [bob.id, 'pwned']))
+        .body.rows,
+    ).toEqual([])
+    expect(
+      (await asAlice('delete from appointments where tenant_id = $1 returning id', [bob.id])).body.rows,
+    ).toEqual([])
+    const planted = await asAlice('insert into customers (tenant_id, name) values ($1, $2)', [
+      bob.id,
+      'planted',
+    ])
+    expect(planted.status).toBe(400)
+    expect(planted.body).toMatchObject({ error: { code: 'sql_error', sqlstate: '42501' } })
+    const [after] = await admin`
+      select (select name from customers where id = ${victim?.id}) as name,
+             (select count(*)::int from appointments where tenant_id = ${bob.id}) as appointments,
+             (select count(*)::int from customers where tenant_id = ${bob.id} and name in ('pwned', 'planted')) as tampered`
+    expect(after).toEqual({ name: victim?.name, appointments: 60, tampered: 0 })
+  })
+
+  const forbidden = [
+    ['SET', "set app.current_tenant = '00000000-0000-0000-0000-000000000000'"],
+    ['RESET', 'reset app.current_tenant'],
+    ['SET ROLE', 'set role switchyard'],
+    ['set_config inside a SELECT', "select set_config('app.current_tenant', $1, false)"],
+    ['DO', 'do $$ begin perform 1; end $$'],
+    ['BEGIN', 'begin'],
+    ['COMMIT', 'commit'],
+    ['DDL', 'create table stolen (id int)'],
+    ['DROP', 'drop table customers'],
+    ['COPY', 'copy customers to stdout'],
+    ['two statements', 'select 1; select 2'],
+    ['switchyard.* call', "select switchyard.enter('00000000-0000-0000-0000-000000000000', 1, true)"],
+    ['switchyard.* table', 'select * from switchyard.tenant_ownership'],
+  ] as const
+
+  it.each(forbidden)(
+    '%s is rejected with 400 statement_not_allowed before any shard sees it',
+    async (_name, sql) => {
+      const marker = `forbidden-${Math.random().toString(36).slice(2)}`
+      const text = `/* ${marker} */ ${sql}`
+      const answer = await query<{ error: { code: string; message: string } }>(
+        routerA,
+        alice,
+        text,
+        sql.includes('$1') ? [alice.id] : [],
+      )
+      expect(answer.status).toBe(400)
+      expect(answer.body.error.code).toBe('statement_not_allowed')
+      expect(answer.body.error.message.length).toBeGreaterThan(5)
+      for (const node of [shard('shard-1').primary, shard('shard-1').replicas[0] as string]) {
+        const seen = await connect(
+          node,
+        )`select count(*)::int as n from pg_stat_statements where query like ${`%${marker}%`}`
+        expect(seen[0]?.n).toBe(0)
+      }
+    },
+  )
+
+  it('an app key limited to tenants cannot act for another tenant (403), a bad key gets 401', async () => {
+    const other = await query({ ...routerA } as RunningRouter, { ...alice, id: bob.id }, 'select 1')
+    expect(other.status).toBe(403)
+    expect(other.body).toMatchObject({ error: { code: 'forbidden' } })
+    const bad = await query(routerA, { ...alice, key: `${alice.key.slice(0, -1)}x` }, 'select 1')
+    expect(bad.status).toBe(401)
+    expect(bad.body).toMatchObject({ error: { code: 'unauthorized' } })
+  })
+
+  it('an unknown tenant is a 404', async () => {
+    const admin = topology()
+    expect(admin.shards.length).toBe(3)
+    const key = (await import('../src/directory/keys.ts')).createKey
+    const { withDirectory } = await import('../src/directory/connection.ts')
+    const any = await withDirectory(topology(), (d) => key(d, { scope: 'admin' }))
+    const unknown = await query(
+      routerA,
+      { id: '019a0000-0000-7000-8000-0000000000ee', shard: 'none', key: any.key },
+      'select 1',
+    )
+    expect(unknown.status).toBe(404)
+    expect(unknown.body).toMatchObject({ error: { code: 'tenant_unknown' } })
+  })
+})
+
+describe('rate limits', () => {
+  it('with limit N and concurrent clients, exactly N requests pass in the window, then 429', async () => {
+    const limit = 25
+    const limited = await tenantWithKey('shard-2', { api_rate_limit: limit })
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => query(i % 2 ? routerA : routerB, limited, 'select 1 as one')),
+    )
+    const passed = answers.filter((a) => a.status === 200)
+    const refused = answers.filter((a) => a.status === 429)
+    expect(passed).toHaveLength(limit)
+    expect(refused).toHaveLength(60 - limit)
+    const last = refused[0]
+    expect(last?.body).toMatchObject({ error: { code: 'rate_limited' } })
+    expect(Number(last?.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(last?.headers.get('ratelimit-limit')).toBe(String(limit))
+    expect(passed.map((a) => Number(a.headers.get('ratelimit-remaining'))).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: limit }, (_, i) => i),
+    )
+  })
+
+  it('the global override replaces every tenant limit', async () => {
+    const router = await startTestRouter({ rateLimitOverride: 3 })
+    const tenant = await tenantWithKey('shard-3')
+    const statuses = []
+    for (let i = 0; i < 5; i++) statuses.push((await query(router, tenant, 'select 1')).status)
+    expect(statuses).toEqual([200, 200, 200, 429, 429])
+  })
+})
+
+describe('stale routes (invariant 2)', () => {
+  it('a router whose cache points at the old shard never writes there and ends up on the right one', async () => {
+    const mover = await tenantWithKey('shard-1')
+    const warm = await query(routerA, mover, 'select count(*)::int as n from customers', [], {
+      headers: { 'x-switchyard-consistency': 'strong' },
+    })
+    expect(warm.headers.get('x-switchyard-shard')).toBe('shard-1')
+    // Move ownership behind the router's back: no invalidation is published.
+    const directory = connect(topology().directory)
+    const oldShard = connect(shard('shard-1').primary)
+    const newShard = connect(shard('shard-2').primary)
+    await newShard`insert into switchyard.tenant_ownership (tenant_id, epoch, state) values (${mover.id}, 2, 'owner')`
+    await oldShard`update switchyard.tenant_ownership set state = 'moved' where tenant_id = ${mover.id}`
+    await directory`update tenants set shard_id = 'shard-2', epoch = 2 where id = ${mover.id}`
+
+    const write = await query(
+      routerA,
+      mover,
+      'insert into customers (tenant_id, name) values ($1, $2) returning name',
+      [mover.id, 'after the move'],
+    )
+    expect(write.status).toBe(200)
+    expect(write.headers.get('x-switchyard-shard')).toBe('shard-2')
+    const onOld = await oldShard`select count(*)::int as n from customers where tenant_id = ${mover.id}`
+    const onNew =
+      await newShard`select count(*)::int as n from customers where tenant_id = ${mover.id} and name = 'after the move'`
+    expect({ old: onOld[0]?.n, new: onNew[0]?.n }).toEqual({ old: 0, new: 1 })
+    // The other router (its cache warmed before too) also lands on the right shard.
+    const read = await query(routerB, mover, 'select name from customers', [], {
+      headers: { 'x-switchyard-consistency': 'strong' },
+    })
+    expect(read.body).toEqual({ rows: [{ name: 'after the move' }] })
+  })
+})
