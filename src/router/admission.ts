@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { keys, type Redis } from '../directory/redis.ts'
 import { SwitchyardError } from '../errors.ts'
 import { fromSortableLsn, sortableLsn } from '../shard/lsn.ts'
@@ -65,12 +66,11 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       try {
         const live = redis?.status === 'ready' ? redis : undefined
         if (!live) throw new Error('redis not ready')
-        const [n, lsn] = (await live.eval(
+        const [n, lsn] = (await runScript(
+          live,
           ADMIT,
-          2,
-          keys.rate(tenant, window),
-          keys.lastWrite(tenant),
-          WINDOW_SECONDS,
+          [keys.rate(tenant, window), keys.lastWrite(tenant)],
+          [WINDOW_SECONDS],
         )) as [number, string | null]
         count = n
         shared = lsn ? fromSortableLsn(lsn) : null
@@ -95,7 +95,31 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       const known = localLsn.get(tenant)
       if (known === undefined || lsn > known) localLsn.set(tenant, lsn)
       if (redis?.status !== 'ready') return
-      await redis.eval(RECORD, 1, keys.lastWrite(tenant), sortableLsn(lsn), lsnTtlSeconds).catch(() => {})
+      await runScript(redis, RECORD, [keys.lastWrite(tenant)], [sortableLsn(lsn), lsnTtlSeconds]).catch(
+        () => {},
+      )
     },
+  }
+}
+
+const shas = new Map<string, string>()
+
+/** EVALSHA (the script's body is sent once per Redis, not per request), loading it on NOSCRIPT. */
+async function runScript(
+  redis: Redis,
+  script: string,
+  scriptKeys: string[],
+  args: (string | number)[],
+): Promise<unknown> {
+  let sha = shas.get(script)
+  if (!sha) {
+    sha = createHash('sha1').update(script).digest('hex')
+    shas.set(script, sha)
+  }
+  try {
+    return await redis.evalsha(sha, scriptKeys.length, ...scriptKeys, ...args)
+  } catch (error) {
+    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
+    return redis.eval(script, scriptKeys.length, ...scriptKeys, ...args)
   }
 }
