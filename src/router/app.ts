@@ -12,6 +12,7 @@ import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
 import { classify } from './policy.ts'
 import {
+  type PostgresErrorFields,
   parseNeonConnectionString,
   parseNeonRequest,
   toNeonBatch,
@@ -61,6 +62,9 @@ export function createApp(deps: RouterApp): Hono<Env> {
     c.set('protocol', protocolOf(c.req.path))
     await next()
     c.header('x-request-id', c.get('requestId'))
+    // Shutting down: close the connection after this response, or a keep-alive client that keeps
+    // sending on it is still served and holds the router's close() open.
+    if (!deps.ready()) c.header('connection', 'close')
     const seconds = (performance.now() - started) / 1000
     const outcome = c.res.status < 400 ? 'ok' : 'error'
     const protocol = c.get('protocol')
@@ -140,7 +144,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
       tenant: credentials.tenant,
       key: credentials.key,
       statements: request.queries,
-      consistency: consistencyOf(c),
+      // PostgreSQL refuses serializable transactions on a hot standby: they run on the primary.
+      consistency: request.isolationSql === 'serializable' ? 'strong' : consistencyOf(c),
       isolation: request.isolationSql,
       readOnly: request.readOnly,
       deferrable: request.deferrable,
@@ -176,9 +181,14 @@ export function createApp(deps: RouterApp): Hono<Env> {
       c.header('RateLimit-Reset', String(known.details?.resetSeconds))
     }
     if (c.get('protocol') === 'neon') {
-      const neon = known.code === 'sql_error' ? toNeonError(neonFields(known)) : toNeonError(known)
-      // Neon's client reads an error body only from a 400; SQL errors and refusals of input are 400s.
-      return c.json(neon.body, status === 400 ? 400 : (status as 401))
+      // Neon's client reads an error body only from a 400 (it turns anything else into "Server error
+      // (HTTP status N)" without a code), so every refusal goes out as a 400 carrying its code;
+      // Retry-After and the RateLimit headers still say when to come back.
+      const neon =
+        known.code === 'sql_error' && known.cause
+          ? toNeonError(known.cause as PostgresErrorFields)
+          : toNeonError(known)
+      return c.json(neon.body, status >= 500 && status !== 503 ? 500 : 400)
     }
     const { retryAfterSeconds: _hidden, ...details } = known.details ?? {}
     return c.json({ error: { code: known.code, message: known.message, ...details } }, status as 400)
@@ -287,15 +297,4 @@ function protocolOf(path: string): Protocol {
 function toSwitchyardError(error: unknown): SwitchyardError {
   if (isSwitchyardError(error)) return error
   return new SwitchyardError('internal', 'internal error')
-}
-
-function neonFields(error: SwitchyardError) {
-  const details = error.details ?? {}
-  return {
-    message: error.message,
-    code: String(details.sqlstate ?? 'XX000'),
-    detail: details.detail as string | undefined,
-    hint: details.hint as string | undefined,
-    position: details.position as string | undefined,
-  }
 }

@@ -8,6 +8,7 @@ import type { NodePools } from '../shard/pools.ts'
 import type { AdmissionControl } from './admission.ts'
 import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
 import type { Metrics } from './metrics.ts'
+import type { PostgresErrorFields } from './protocols/neon.ts'
 import type { Statement } from './result.ts'
 import type { Consistency, Routing } from './routing.ts'
 
@@ -204,20 +205,23 @@ const unavailable = (node: ShardNode) =>
     shard: node.shard,
   })
 
-/** A statement's own error, with its SQLSTATE, for the protocol to report. */
+/**
+ * A statement's own error, with its SQLSTATE and the fields clients use most; the server's whole error
+ * stays as `cause` for protocols that pass every field on (Neon's).
+ */
 function sqlError(error: TransactionError): SwitchyardError {
-  const cause = error.cause as {
-    code?: string
-    detail?: string
-    hint?: string
-    position?: string
-    message?: string
-  }
-  return new SwitchyardError('sql_error', cause.message ?? error.message, {
+  const cause = error.cause as PostgresErrorFields
+  const failure = new SwitchyardError('sql_error', cause.message ?? error.message, {
     sqlstate: cause.code,
     detail: cause.detail,
     hint: cause.hint,
     position: cause.position,
+    schema: cause.schema_name,
+    table: cause.table_name,
+    column: cause.column_name,
+    constraint: cause.constraint_name,
     statementIndex: error.statementIndex,
   })
+  failure.cause = cause
+  return failure
 }
