@@ -42,7 +42,11 @@ export class TransactionError extends Error {
  * rest fail with 25P02 and COMMIT rolls back: the first error is the one that counts.
  */
 export async function runTransaction(pool: Sql, plan: TransactionPlan): Promise<TransactionOutcome> {
-  const connection = await pool.reserve()
+  // A node that is gone fails here when the pool has no live connection left: that is a failure to
+  // enter, so dispatch sees the connection error and marks the node down (retry or 503), not a 500.
+  const connection = await pool.reserve().catch((error: unknown) => {
+    throw new TransactionError('enter', error)
+  })
   try {
     const enter = connection.unsafe(`${beginSql(plan)}; ${enterSql(plan)}`).simple()
     const statements = plan.statements.map((statement, i) =>

@@ -45,6 +45,14 @@ export function startMonitor(nodes: ShardNode[], intervalMs = 200, timeoutMs = 1
   let stopped = false
   let timer: NodeJS.Timeout | undefined
 
+  /** Each shard's primary position as last polled; a lost primary keeps its last one. */
+  const lastPrimaryLsn = new Map<string, bigint>()
+  const lagOf = (node: ShardNode, lsn: bigint | null) => {
+    const primary = lastPrimaryLsn.get(node.shard)
+    if (node.role !== 'replica' || lsn === null || primary === undefined) return null
+    return Math.max(0, Number(primary - lsn))
+  }
+
   async function poll(node: ShardNode): Promise<void> {
     const sql = connections.get(node.name) as Sql
     const query =
@@ -54,14 +62,14 @@ export function startMonitor(nodes: ShardNode[], intervalMs = 200, timeoutMs = 1
     try {
       const [row] = await withTimeout(query, timeoutMs)
       const lsn = row?.lsn ? parseLsn(row.lsn) : null
-      state.set(node.name, { healthy: lsn !== null, lsn, lagBytes: null, checkedAt: Date.now() })
+      // Lag against the last known primary position until the round ends (then against this round's): a
+      // replica without a lag figure serves no reads, and a lost primary keeps a round open up to timeoutMs.
+      state.set(node.name, { healthy: lsn !== null, lsn, lagBytes: lagOf(node, lsn), checkedAt: Date.now() })
     } catch (error) {
       state.set(node.name, { ...UNKNOWN, checkedAt: Date.now(), error: (error as Error).message })
     }
   }
 
-  /** Lag against the primary's position from the same round; a lost primary keeps its last one. */
-  const lastPrimaryLsn = new Map<string, bigint>()
   function computeLag() {
     for (const node of nodes) {
       const health = state.get(node.name) as NodeHealth
@@ -69,9 +77,7 @@ export function startMonitor(nodes: ShardNode[], intervalMs = 200, timeoutMs = 1
     }
     for (const node of nodes) {
       const health = state.get(node.name) as NodeHealth
-      const primary = lastPrimaryLsn.get(node.shard)
-      if (node.role !== 'replica' || health.lsn === null || primary === undefined) continue
-      health.lagBytes = Math.max(0, Number(primary - health.lsn))
+      if (node.role === 'replica') health.lagBytes = lagOf(node, health.lsn)
     }
   }
 
