@@ -237,6 +237,7 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
     isolation: request.isolation,
     readOnly: request.readOnly,
     deferrable: request.deferrable,
+    limits: write ? { ...deps.topology.tenantLimits, ...route.limits } : undefined,
   })
   c.set('shard', outcome.route.shard)
   c.set('node', outcome.node.name)

@@ -3,7 +3,7 @@ import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
-import { STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
+import { QUOTA_SQLSTATE, STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
 import type { NodePools } from '../shard/pools.ts'
 import type { AdmissionControl } from './admission.ts'
 import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
@@ -34,6 +34,7 @@ export interface TenantTransaction {
   isolation?: IsolationLevel | undefined
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
+  limits?: Record<string, number> | undefined
 }
 
 export interface Dispatched extends TransactionOutcome {
@@ -99,6 +100,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
           isolation: tx.isolation,
           readOnly: tx.readOnly,
           deferrable: tx.deferrable,
+          limits: tx.limits,
         }),
       )
       if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, outcome.lsn)
@@ -211,6 +213,9 @@ const unavailable = (node: ShardNode) =>
  */
 function sqlError(error: TransactionError): SwitchyardError {
   const cause = error.cause as PostgresErrorFields
+  if (cause.code === QUOTA_SQLSTATE) {
+    return new SwitchyardError('quota_exceeded', cause.message, { detail: cause.detail, hint: cause.hint })
+  }
   const failure = new SwitchyardError('sql_error', cause.message ?? error.message, {
     sqlstate: cause.code,
     detail: cause.detail,

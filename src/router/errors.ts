@@ -10,6 +10,7 @@ const STATUS: Record<string, number> = {
   invalid_credentials: 401,
   unauthorized: 401,
   forbidden: 403,
+  quota_exceeded: 403,
   tenant_unknown: 404,
   not_found: 404,
   body_too_large: 413,

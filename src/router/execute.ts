@@ -15,6 +15,8 @@ export interface TransactionPlan {
   /** A client may ask for read-only even on the primary (Neon's batch read-only header). */
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
+  /** The tenant's limits, for the shard's quota triggers (writes only). */
+  limits?: Record<string, number> | undefined
 }
 
 export interface TransactionOutcome {
@@ -77,12 +79,15 @@ export async function runTransaction(pool: Sql, plan: TransactionPlan): Promise<
 
 /**
  * enter() with literals, so it can share BEGIN's simple-protocol message. Safe: the tenant id is a
- * validated UUID (only hex digits and dashes), the epoch an integer, the flag a boolean.
+ * validated UUID (only hex digits and dashes), the epoch an integer, the flag a boolean, and the limits
+ * JSON of integers (quoted as a literal all the same).
  */
 function enterSql(plan: TransactionPlan): string {
   if (!UUID.test(plan.tenant) || !Number.isInteger(plan.epoch))
     throw new Error('enter() needs a UUID and an integer epoch')
-  return `select switchyard.enter('${plan.tenant}'::uuid, ${plan.epoch}, ${plan.write ? 'true' : 'false'})`
+  const limits =
+    plan.write && plan.limits ? `, '${JSON.stringify(plan.limits).replaceAll("'", "''")}'::jsonb` : ''
+  return `select switchyard.enter('${plan.tenant}'::uuid, ${plan.epoch}, ${plan.write ? 'true' : 'false'}${limits})`
 }
 
 function beginSql(plan: TransactionPlan): string {

@@ -99,7 +99,7 @@ async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
     )
   }
   await sql.unsafe(`grant usage on schema switchyard to ${role}`)
-  await sql.unsafe(`grant execute on function switchyard.enter(uuid, integer, boolean) to ${role}`)
+  await sql.unsafe(`grant execute on function switchyard.enter(uuid, integer, boolean, jsonb) to ${role}`)
 }
 
 export const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`

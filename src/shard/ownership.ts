@@ -3,6 +3,9 @@ import type { Sql } from './connection.ts'
 /** The SQLSTATE `switchyard.enter()` raises when a route is stale (invariant 2). */
 export const STALE_ROUTE_SQLSTATE = 'SY001'
 
+/** The SQLSTATE `switchyard.enforce_quota()` raises when an insert would pass a tenant's limit. */
+export const QUOTA_SQLSTATE = 'SY002'
+
 export type OwnershipState = 'owner' | 'frozen' | 'moved' | 'incoming'
 
 /**
@@ -19,9 +22,6 @@ export async function claimOwnership(sql: Sql, tenant: string, epoch: number): P
 export async function releaseOwnership(sql: Sql, tenant: string): Promise<void> {
   await sql`delete from switchyard.tenant_ownership where tenant_id = ${tenant}`
 }
-
-/** SQL a router transaction runs first: enter the tenant on this shard. */
-export const ENTER_SQL = 'select switchyard.enter($1, $2, $3)'
 
 export async function readOwnership(
   sql: Sql,
