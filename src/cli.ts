@@ -14,12 +14,20 @@ import type { Topology } from './config/topology.ts'
 import { withDirectory } from './directory/connection.ts'
 import { createKey, type KeyRow, type KeyScope, listKeys, revokeKey } from './directory/keys.ts'
 import { migrateAll } from './directory/migrate.ts'
-import { addTenant, findTenant, listTenants, type TenantRow } from './directory/tenants.ts'
+import { withRedis } from './directory/redis.ts'
+import { createRouteCache } from './directory/routes.ts'
+import { addTenant, effectiveLimits, listTenants, setTenantLimits } from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
+import {
+  createRebalancePlan,
+  drainShard,
+  findPlan,
+  type StoredPlan,
+  undrainShard,
+} from './placement/plans.ts'
+import { describeTenant, type ReplicaLags, shardStats } from './placement/stats.ts'
 import { startRouter } from './router/server.ts'
-import { withAdmin } from './shard/connection.ts'
 import { diagnose } from './shard/doctor.ts'
-import { readOwnership } from './shard/ownership.ts'
 
 const program = new Command('switchyard')
   .description('Shard router and tenant placement for multi-tenant PostgreSQL')
@@ -142,20 +150,20 @@ const tenants = program.command('tenants').description('tenants in the directory
 tenants
   .command('add <tenant>')
   .description('register a tenant (UUID) on a shard, in the directory and on the shard, or not at all')
-  .requiredOption('--shard <id>', 'shard to place the tenant on')
+  .option('--shard <id>', 'shard to put the tenant on (default: placement picks an active shard with room)')
   .option('--name <name>', 'display name')
   .addOption(json)
   .action(
-    action(async (topology, id: string, options: { shard: string; name?: string; json?: boolean }) => {
+    action(async (topology, id: string, options: { shard?: string; name?: string; json?: boolean }) => {
       const row = await withDirectory(topology, (directory) =>
         addTenant(directory, topology, {
           id,
-          shard: options.shard,
+          ...(options.shard !== undefined ? { shard: options.shard } : {}),
           ...(options.name ? { name: options.name } : {}),
         }),
       )
       if (options.json) print(row)
-      else say(`tenant ${row.id} (${row.name}) added on ${row.shardId}`)
+      else say(`tenant ${row.id} (${row.name}) ${options.shard ? 'added' : 'placed'} on ${row.shardId}`)
     }),
   )
 tenants
@@ -173,26 +181,238 @@ tenants
   )
 tenants
   .command('show <tenant>')
-  .description("a tenant's directory row and the ownership its shard records")
+  .description(
+    "a tenant's directory row, the ownership its shard records, its rows and bytes per table (exact), its limits and its request rate this hour",
+  )
   .addOption(json)
   .action(
     action(async (topology, id: string, options: { json?: boolean }) => {
-      const row = await withDirectory(topology, (directory) => findTenant(directory, id))
-      const shard = topology.shards.find((s) => s.id === row.shardId)
-      const ownership = shard
-        ? await withAdmin(shard.primary, (sql) => readOwnership(sql, row.id))
-        : undefined
-      const shown: TenantRow & { ownership: typeof ownership | null } = {
-        ...row,
-        ownership: ownership ?? null,
+      const shown = await withDirectory(topology, (directory) =>
+        withRedis(topology.redis, (redis) => describeTenant(directory, topology, redis, id)),
+      )
+      if (options.json) {
+        print(shown)
+        return
       }
-      if (options.json) print(shown)
-      else
-        process.stdout.write(
-          `${table([{ ...shown, ownership: ownership ? `${ownership.state}@${ownership.epoch}` : 'none' }], ['id', 'name', 'shardId', 'epoch', 'state', 'ownership'])}\n`,
-        )
+      const { ownership, usage } = shown
+      process.stdout.write(
+        `${table([{ ...shown, ownership: ownership ? `${ownership.state}@${ownership.epoch}` : 'none' }], ['id', 'name', 'shardId', 'epoch', 'state', 'ownership'])}\n\n`,
+      )
+      if (usage.tables) {
+        const rows = [...usage.tables, { table: 'total', rows: usage.rows, bytes: usage.bytes }]
+        process.stdout.write(`${table(rows, ['table', 'rows', 'bytes'])}\n\n`)
+      } else say(`rows and bytes unavailable: ${usage.error}`)
+      const limits = Object.entries(shown.effectiveLimits).map(([name, value]) => ({
+        limit: name,
+        value,
+        from: name in shown.limits ? 'tenant' : 'default',
+      }))
+      process.stdout.write(`${table(limits, ['limit', 'value', 'from'])}\n\n`)
+      const requests = usage.requests
+      say(
+        requests.available
+          ? `requests this hour (since ${requests.windowStart}): ${requests.count} (${requests.perMinute}/min)`
+          : `request rate unavailable: ${requests.reason}`,
+      )
     }),
   )
+
+/** `--max-services 20` sets an override; `--max-services default` removes it. */
+const limitValue = z.union([
+  z.literal('default').transform(() => null),
+  z.coerce.number({ message: 'must be a non-negative integer or "default"' }).int().min(0),
+])
+const LIMIT_FLAGS = {
+  maxAppointmentsPerDay: 'max_appointments_per_day',
+  maxCustomers: 'max_customers',
+  maxServices: 'max_services',
+  maxStaff: 'max_staff',
+  apiRateLimit: 'api_rate_limit',
+} as const
+const setLimits = tenants
+  .command('set-limits <tenant>')
+  .description(
+    "override a tenant's limits in the directory (N, or `default` to drop the override); routers pick them up at once (over Redis) or within their route cache TTL",
+  )
+for (const name of Object.values(LIMIT_FLAGS))
+  setLimits.option(`--${name.replaceAll('_', '-')} <n>`, `${name}: N, or "default" to drop the override`)
+setLimits.addOption(json).action(
+  action(async (topology, id: string, options: Record<string, string | boolean | undefined>) => {
+    const patch: Record<string, number | null> = {}
+    for (const [flag, name] of Object.entries(LIMIT_FLAGS)) {
+      const given = options[flag]
+      if (given === undefined) continue
+      const parsed = limitValue.safeParse(given)
+      if (!parsed.success)
+        throw new SwitchyardError(
+          'invalid_input',
+          `--${name.replaceAll('_', '-')}: ${JSON.stringify(given)} must be a non-negative integer or "default"`,
+        )
+      patch[name] = parsed.data
+    }
+    const row = await withDirectory(topology, async (directory) => {
+      const updated = await setTenantLimits(directory, id, patch)
+      await withRedis(topology.redis, async (redis) => {
+        const routes = createRouteCache({ directory: directory.sql, redis, ttlMs: 0, negativeTtlMs: 0 })
+        await routes.invalidate(updated.id)
+        await routes.close()
+      })
+      return updated
+    })
+    const effective = effectiveLimits(topology, row.limits)
+    if (options.json) print({ ...row, effectiveLimits: effective })
+    else {
+      const rows = Object.entries(effective).map(([name, value]) => ({
+        limit: name,
+        value,
+        from: name in row.limits ? 'tenant' : 'default',
+      }))
+      process.stdout.write(`${table(rows, ['limit', 'value', 'from'])}\n`)
+    }
+  }),
+)
+
+/** `cluster status`'s replica lag: every replica's replay position against its primary's. */
+const statusLags =
+  (topology: Topology): ReplicaLags =>
+  async () =>
+    (await clusterStatus(topology)).nodes.flatMap((node) =>
+      node.role === 'replica' && node.shard
+        ? [{ name: node.name, shard: node.shard, lagBytes: node.lagBytes ?? null }]
+        : [],
+    )
+
+const shards = program.command('shards').description('shards: fill, size, replica lag; drain and undrain')
+shards
+  .command('list')
+  .description(
+    'per shard: state, tenants/capacity, rows (estimated) and bytes of the tenant tables, replica lag',
+  )
+  .addOption(json)
+  .action(
+    action(async (topology, options: { json?: boolean }) => {
+      const stats = await withDirectory(topology, (directory) =>
+        shardStats(directory, topology, statusLags(topology)),
+      )
+      if (options.json) {
+        print(stats)
+        return
+      }
+      const rows = stats.map((s) => ({
+        ...s,
+        tenants: `${s.tenants}/${s.capacity}`,
+        rows: s.rows ?? '?',
+        bytes: s.bytes === null ? '?' : formatBytes(s.bytes),
+        replicaLag: s.replicas.map((r) => `${r.name} ${r.lagBytes ?? 'down'}`).join(', '),
+        error: s.error ?? '',
+      }))
+      process.stdout.write(
+        `${table(rows, ['id', 'state', 'tenants', 'rows', 'bytes', 'replicaLag', 'error'])}\n`,
+      )
+    }),
+  )
+shards
+  .command('drain <shard>')
+  .description(
+    'mark a shard draining and store a plan that moves all its tenants away (or, without room, change nothing)',
+  )
+  .addOption(json)
+  .action(
+    action(async (topology, id: string, options: { json?: boolean }) => {
+      const plan = await withDirectory(topology, (directory) => drainShard(directory, topology, id))
+      if (options.json) print(plan)
+      else {
+        say(`${id} is draining: no tenant is placed on it any more`)
+        printPlan(plan)
+      }
+    }),
+  )
+shards
+  .command('undrain <shard>')
+  .description('make a draining shard active again; its drain plans that have not started are cancelled')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string, options: { json?: boolean }) => {
+      const result = await withDirectory(topology, (directory) => undrainShard(directory, id))
+      if (options.json) print(result)
+      else {
+        say(`${result.shard.id} is active (${result.shard.tenants}/${result.shard.capacity} tenants)`)
+        for (const plan of result.cancelledPlans) say(`drain plan ${plan} cancelled`)
+      }
+    }),
+  )
+
+const rebalance = program.command('rebalance').description('plan moves that even out the shards')
+rebalance
+  .command('plan')
+  .description('compute a plan from the directory and the shards (tenant bytes) and store it; moves nothing')
+  .addOption(
+    new Option(
+      '--strategy <strategy>',
+      'count: tenants within one per shard; size: bytes within 10% of the mean',
+    )
+      .choices(['count', 'size'])
+      .default('count'),
+  )
+  .addOption(json)
+  .action(
+    action(async (topology, options: { strategy: string; json?: boolean }) => {
+      const plan = await withDirectory(topology, (directory) =>
+        createRebalancePlan(directory, topology, options.strategy),
+      )
+      if (options.json) print(plan)
+      else printPlan(plan)
+    }),
+  )
+rebalance
+  .command('show [plan]')
+  .description('a stored plan (default: the latest): its moves, the fill before and after, its state')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string | undefined, options: { json?: boolean }) => {
+      const plan = await withDirectory(topology, (directory) => findPlan(directory, id))
+      if (options.json) print(plan)
+      else printPlan(plan)
+    }),
+  )
+
+/** Moves shown in a terminal; `--json` has them all. */
+const MOVES_SHOWN = 100
+
+function printPlan(plan: StoredPlan) {
+  const moved = plan.moves.reduce((sum, m) => sum + m.bytes, 0)
+  const kind = plan.shard ? `drain ${plan.shard}` : plan.strategy
+  const count = `${plan.moves.length} move${plan.moves.length === 1 ? '' : 's'}`
+  say(`plan ${plan.id} (${kind}, ${plan.state}): ${count}, ${formatBytes(moved)} to move`)
+  if (plan.moves.length) {
+    const shown = plan.moves.slice(0, MOVES_SHOWN).map((m) => ({ ...m, bytes: formatBytes(m.bytes) }))
+    process.stdout.write(`${table(shown, ['tenant', 'from', 'to', 'bytes', 'state'])}\n`)
+    if (plan.moves.length > MOVES_SHOWN)
+      say(`… and ${plan.moves.length - MOVES_SHOWN} more (--json lists them all)`)
+  }
+  const after = new Map(plan.after.map((s) => [s.id, s]))
+  const fill = plan.before.map((s) => ({
+    shard: s.id,
+    state: after.get(s.id)?.state ?? s.state,
+    before: `${s.tenants}/${s.capacity}`,
+    after: `${after.get(s.id)?.tenants}/${s.capacity}`,
+    bytesBefore: formatBytes(s.bytes),
+    bytesAfter: formatBytes(after.get(s.id)?.bytes ?? 0),
+  }))
+  process.stdout.write(`${table(fill, ['shard', 'state', 'before', 'after', 'bytesBefore', 'bytesAfter'])}\n`)
+  if (!plan.balanced) say(`not balanced: ${plan.reason}`)
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit += 1
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`
+}
 
 const keys = program.command('keys').description('API keys for the router: shown once, stored hashed')
 keys

@@ -61,3 +61,17 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }
+
+/**
+ * Removes tenants a test created, so later test files find the room they had: plan moves that name
+ * them, their ownership rows on every shard, their directory rows. (Test files share one topology.)
+ */
+export async function removeTenants(ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return
+  const list = [...ids]
+  const directory = connect(topology().directory)
+  await directory`delete from rebalance_plan_moves where tenant_id = any(${list}::uuid[])`
+  for (const s of topology().shards)
+    await connect(s.primary)`delete from switchyard.tenant_ownership where tenant_id = any(${list}::uuid[])`
+  await directory`delete from tenants where id = any(${list}::uuid[])`
+}

@@ -69,10 +69,16 @@ describe('switchyard tenants', () => {
     expect(await footprint(id)).toEqual({ directory: null, owners: [] })
   })
 
-  it('add without --shard is a usage error (placement comes later)', async () => {
-    const result = await cli(['tenants', 'add', newTenantId()])
-    expect(result.code).toBe(2)
-    expect(result.stderr).toMatch(/--shard/)
+  it('add without --shard places the tenant on an active shard with room', async () => {
+    const id = newTenantId()
+    const result = await cli(['tenants', 'add', id, '--json'])
+    expect(result.code, result.stderr).toBe(0)
+    const placed = JSON.parse(result.stdout).shardId as string
+    expect(['shard-1', 'shard-2', 'shard-3']).toContain(placed)
+    expect(await footprint(id)).toEqual({
+      directory: { shard_id: placed, epoch: 1, state: 'active' },
+      owners: [`${placed}:owner`],
+    })
   })
 
   it('a duplicate tenant is refused and the first one is left as it was', async () => {

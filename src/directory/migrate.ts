@@ -17,7 +17,11 @@ export async function migrateDirectory(url: string): Promise<number> {
   return withAdmin(url, (sql) => applyMigrations(sql, DIRECTORY_MIGRATIONS))
 }
 
-/** Registers the config's shards in the directory; rows change only where the config differs. */
+/**
+ * Registers the config's shards in the directory. A new shard starts in the config's state; for a
+ * shard already registered only its capacity follows the config: its state belongs to the directory
+ * from then on (`shards drain` / `undrain`), so a `migrate` never undoes a drain.
+ */
 export async function syncShards(directory: Directory, topology: Topology): Promise<void> {
   for (const shard of topology.shards) {
     await directory.db
@@ -25,8 +29,8 @@ export async function syncShards(directory: Directory, topology: Topology): Prom
       .values({ id: shard.id, capacity: shard.capacity, state: shard.state })
       .onConflictDoUpdate({
         target: shards.id,
-        set: { capacity: shard.capacity, state: shard.state, updatedAt: raw`now()` },
-        setWhere: raw`${shards.capacity} is distinct from ${shard.capacity} or ${shards.state} is distinct from ${shard.state}`,
+        set: { capacity: shard.capacity, updatedAt: raw`now()` },
+        setWhere: raw`${shards.capacity} is distinct from ${shard.capacity}`,
       })
   }
 }

@@ -24,3 +24,40 @@ export const keys = {
   lastWrite: (tenant: string) => `switchyard:lsn:${tenant}`,
   rate: (tenant: string, window: number) => `switchyard:rate:${tenant}:${window}`,
 }
+
+/** Rate limits count requests in fixed windows of this many seconds (the seed's limits are per hour). */
+export const RATE_WINDOW_SECONDS = 3600
+
+/**
+ * Waits until a new client can take commands (without an offline queue, commands sent before that fail
+ * at once); false when Redis did not answer within `timeoutMs`.
+ */
+export function redisReady(redis: Redis, timeoutMs = 1000): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer)
+      redis.off('ready', onReady)
+      resolve(ready)
+    }
+    const onReady = () => done(true)
+    const timer = setTimeout(() => done(false), timeoutMs)
+    redis.on('ready', onReady)
+  })
+}
+
+/** A short-lived client for one command-line action: `use` gets undefined when Redis is not configured. */
+export async function withRedis<T>(
+  url: string | undefined,
+  use: (redis: Redis | undefined) => Promise<T>,
+): Promise<T> {
+  if (!url) return use(undefined)
+  const redis = openRedis(url)
+  redis.on('error', () => {})
+  try {
+    await redisReady(redis)
+    return await use(redis)
+  } finally {
+    redis.disconnect()
+  }
+}

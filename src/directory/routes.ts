@@ -59,8 +59,11 @@ export function createRouteCache(options: RouteCacheOptions, events?: RouteEvent
     for (const listener of listeners) listener(tenant)
   }
   subscriber?.on('message', (_channel: string, tenant: string) => forget(tenant))
-  subscriber?.subscribe(keys.invalidations).catch(() => {})
-  // A subscriber that reconnects resubscribes on its own (ioredis autoResubscribe).
+  // Subscribe once connected: without an offline queue a command sent earlier fails and would never
+  // be retried. After a reconnect ioredis resubscribes by itself; subscribing again is harmless.
+  subscriber?.on('ready', () => {
+    subscriber.subscribe(keys.invalidations).catch(() => {})
+  })
   subscriber?.on('error', () => {})
 
   async function fromRedis(tenant: string): Promise<TenantRoute | undefined> {

@@ -1,10 +1,13 @@
 import { sql } from 'drizzle-orm'
 import {
+  bigint,
+  boolean,
   check,
   index,
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   uniqueIndex,
@@ -111,4 +114,76 @@ export const apiKeys = pgTable(
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
   (t) => [check('api_keys_scope_known', sql`${t.scope} in ('app', 'admin')`)],
+)
+
+/** A shard's fill as a plan saw it: before the plan and after it. */
+export type PlanFill = { id: string; state: string; capacity: number; tenants: number; bytes: number }
+
+export const planStrategies = ['count', 'size', 'drain'] as const
+export const planStates = ['planned', 'applying', 'cancelled', 'done', 'failed'] as const
+export const planMoveStates = ['pending', 'moving', 'done', 'failed'] as const
+
+/**
+ * A stored rebalance plan: what to move where, computed from one look at the directory and the shards.
+ * `rebalance apply` (the executor) walks its moves in `position` order; the plan outlives any process.
+ */
+export const rebalancePlans = pgTable(
+  'rebalance_plans',
+  {
+    id: uuid().primaryKey(),
+    strategy: text({ enum: planStrategies }).notNull(),
+    state: text({ enum: planStates }).notNull().default('planned'),
+    /** The shard a drain plan empties; null for a rebalance. */
+    drainShard: text('drain_shard').references(() => shards.id),
+    /** Whether the plan's end state meets its strategy's goal; `reason` says why not. */
+    balanced: boolean().notNull(),
+    reason: text(),
+    before: jsonb().$type<PlanFill[]>().notNull(),
+    after: jsonb().$type<PlanFill[]>().notNull(),
+    error: text(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+  },
+  (t) => [
+    index('rebalance_plans_created_idx').on(t.createdAt),
+    check('rebalance_plans_strategy_known', sql`${t.strategy} in ('count', 'size', 'drain')`),
+    check(
+      'rebalance_plans_state_known',
+      sql`${t.state} in ('planned', 'applying', 'cancelled', 'done', 'failed')`,
+    ),
+  ],
+)
+
+/** One tenant move of a plan; `move_id` names the mover's row in `moves` once the move has started. */
+export const rebalancePlanMoves = pgTable(
+  'rebalance_plan_moves',
+  {
+    planId: uuid('plan_id')
+      .notNull()
+      .references(() => rebalancePlans.id, { onDelete: 'cascade' }),
+    position: integer().notNull(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    fromShard: text('from_shard')
+      .notNull()
+      .references(() => shards.id),
+    toShard: text('to_shard')
+      .notNull()
+      .references(() => shards.id),
+    bytes: bigint({ mode: 'number' }).notNull(),
+    state: text({ enum: planMoveStates }).notNull().default('pending'),
+    moveId: uuid('move_id').references(() => moves.id),
+    error: text(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.planId, t.position] }),
+    // A plan moves each tenant at most once.
+    uniqueIndex('rebalance_plan_moves_tenant').on(t.planId, t.tenantId),
+    index('rebalance_plan_moves_tenant_idx').on(t.tenantId),
+    check('rebalance_plan_moves_state_known', sql`${t.state} in ('pending', 'moving', 'done', 'failed')`),
+    check('rebalance_plan_moves_bytes', sql`${t.bytes} >= 0`),
+  ],
 )

@@ -3,16 +3,18 @@ import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import { shardId } from '../config/topology.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
-import { withAdmin } from '../shard/connection.ts'
+import { placeTenant, type ShardFill } from '../placement/placement.ts'
+import { type Queries, withAdmin } from '../shard/connection.ts'
 import { claimOwnership, releaseOwnership } from '../shard/ownership.ts'
 import type { Directory } from './connection.ts'
-import { tenants } from './schema.ts'
+import { type TenantLimits, tenants } from './schema.ts'
 
 export const tenantId = z.uuid({ message: 'must be a UUID' })
 
 export const newTenantSchema = z.strictObject({
   id: tenantId,
-  shard: shardId,
+  /** Omitted: placement picks one (bounded-load consistent hashing over the active shards with room). */
+  shard: shardId.optional(),
   name: z.string().trim().min(1).max(200).optional(),
 })
 
@@ -35,7 +37,8 @@ export function shardPrimary(topology: Topology, shard: string): string {
 /**
  * Registers a tenant on a shard: directory row and the shard's ownership row, or neither. The shard row
  * is locked so concurrent adds cannot overfill it; the ownership row is written while the directory
- * transaction is open and removed again if that transaction does not commit.
+ * transaction is open and removed again if that transaction does not commit. Without a shard, the
+ * tenant is placed (see `placeNewTenant`).
  */
 export async function addTenant(
   directory: Directory,
@@ -44,12 +47,15 @@ export async function addTenant(
 ): Promise<TenantRow> {
   const parsed = newTenantSchema.safeParse(input)
   if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
-  const { id, shard } = parsed.data
+  const { id } = parsed.data
   const name = parsed.data.name ?? `tenant-${id.slice(0, 8)}`
-  const primary = shardPrimary(topology, shard)
+  let primary = parsed.data.shard === undefined ? undefined : shardPrimary(topology, parsed.data.shard)
   let claimed = false
   try {
     return await directory.sql.begin(async (sql) => {
+      const shard = parsed.data.shard ?? (await placeNewTenant(sql, topology, id))
+      primary ??= shardPrimary(topology, shard)
+      const shardUrl = primary
       // Lock the shard row first and count in a second statement: under READ COMMITTED a count in the
       // locking statement would use the snapshot from before the wait and miss adds that just committed.
       const [target] = await sql<{ capacity: number; state: string }[]>`
@@ -76,14 +82,11 @@ export async function addTenant(
           },
         )
       }
-      const [existing] = await sql`select shard_id from tenants where id = ${id}`
-      if (existing) {
-        throw new SwitchyardError('tenant_exists', `tenant ${id} already exists (on ${existing.shard_id})`)
-      }
+      await assertNewTenant(sql, id)
       const [row] = await sql<TenantRow[]>`
         insert into tenants (id, name, shard_id) values (${id}, ${name}, ${shard})
         returning id, name, shard_id as "shardId", epoch, state, limits, created_at as "createdAt"`
-      await withAdmin(primary, (shardSql) => claimOwnership(shardSql, id, row?.epoch ?? 1)).catch(
+      await withAdmin(shardUrl, (shardSql) => claimOwnership(shardSql, id, row?.epoch ?? 1)).catch(
         (error: Error) => {
           throw new SwitchyardError(
             'shard_unavailable',
@@ -95,9 +98,39 @@ export async function addTenant(
       return row as TenantRow
     })
   } catch (error) {
-    if (claimed) await withAdmin(primary, (shardSql) => releaseOwnership(shardSql, id))
+    if (claimed && primary) await withAdmin(primary, (shardSql) => releaseOwnership(shardSql, id))
     throw error
   }
+}
+
+async function assertNewTenant(sql: Queries, id: string): Promise<void> {
+  const [existing] = await sql<{ shard_id: string }[]>`select shard_id from tenants where id = ${id}`
+  if (existing)
+    throw new SwitchyardError('tenant_exists', `tenant ${id} already exists (on ${existing.shard_id})`)
+}
+
+/**
+ * Picks the shard for a new tenant inside the add's transaction. Every shard row is locked, in id
+ * order (as `shards drain` does, so the two never deadlock), before counting: two concurrent adds
+ * cannot both see the same free place, and an add on an explicit shard (which locks that row) waits
+ * or is waited for. Only shards of the topology are candidates: the ownership row must be written.
+ * Throws `no_capacity` with the fill table when no active shard has room.
+ */
+async function placeNewTenant(sql: Queries, topology: Topology, id: string): Promise<string> {
+  const rows = await sql<{ id: string; state: ShardFill['state']; capacity: number }[]>`
+    select id, state, capacity from shards order by id for update`
+  // A second statement, after the locks: its snapshot includes adds that committed while we waited.
+  const used = await sql<{ shard_id: string; used: number }[]>`
+    select shard_id, count(*)::int as used from tenants group by shard_id`
+  await assertNewTenant(sql, id)
+  const counts = new Map(used.map((row) => [row.shard_id, row.used]))
+  const configured = new Set(topology.shards.map((shard) => shard.id))
+  const fills = rows
+    .filter((row) => configured.has(row.id))
+    .map((row) => ({ ...row, tenants: counts.get(row.id) ?? 0 }))
+  if (fills.length === 0)
+    throw new SwitchyardError('shard_unknown', 'no shard is registered: run `switchyard migrate`')
+  return placeTenant(id, fills)
 }
 
 export async function listTenants(directory: Directory): Promise<TenantRow[]> {
@@ -110,5 +143,51 @@ export async function findTenant(directory: Directory, id: string): Promise<Tena
     .from(tenants)
     .where(eq(tenants.id, parseTenantId(id)))
   if (!row) throw new SwitchyardError('tenant_unknown', `tenant ${id} does not exist`)
+  return row
+}
+
+/** An override is a non-negative integer; null removes it (the config's default applies again). */
+const limitOverride = z.number().int().min(0).nullable().optional()
+
+export const limitsPatchSchema = z
+  .strictObject({
+    max_appointments_per_day: limitOverride,
+    max_customers: limitOverride,
+    max_services: limitOverride,
+    max_staff: limitOverride,
+    api_rate_limit: limitOverride,
+  })
+  .refine((patch) => Object.values(patch).some((value) => value !== undefined), {
+    message: 'name at least one limit',
+  })
+
+export type LimitsPatch = z.input<typeof limitsPatchSchema>
+
+/** The limits a tenant runs under: the config's defaults with its own overrides on top. */
+export function effectiveLimits(topology: Topology, limits: TenantLimits): Required<TenantLimits> {
+  return { ...topology.tenantLimits, ...limits }
+}
+
+/**
+ * Changes a tenant's limit overrides in the directory, in one statement (concurrent patches of other
+ * limits are not lost). Routers see the new limits with the tenant's next route: the caller
+ * invalidates it (otherwise within the route cache's TTL).
+ */
+export async function setTenantLimits(
+  directory: Directory,
+  id: string,
+  input: LimitsPatch,
+): Promise<TenantRow> {
+  const tenant = parseTenantId(id)
+  const parsed = limitsPatchSchema.safeParse(input)
+  if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
+  const entries = Object.entries(parsed.data).filter(([, value]) => value !== undefined)
+  const set = Object.fromEntries(entries.filter(([, value]) => value !== null))
+  const remove = entries.filter(([, value]) => value === null).map(([name]) => name)
+  const [row] = await directory.sql<TenantRow[]>`
+    update tenants set limits = (limits || ${JSON.stringify(set)}::jsonb) - ${remove}::text[]
+    where id = ${tenant}
+    returning id, name, shard_id as "shardId", epoch, state, limits, created_at as "createdAt"`
+  if (!row) throw new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)
   return row
 }

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
-import { keys, type Redis } from '../directory/redis.ts'
+import { keys, RATE_WINDOW_SECONDS, type Redis } from '../directory/redis.ts'
 import { SwitchyardError } from '../errors.ts'
 import { fromSortableLsn, sortableLsn } from '../shard/lsn.ts'
 
-const WINDOW_SECONDS = 3600
+const WINDOW_SECONDS = RATE_WINDOW_SECONDS
 
 export interface Admission {
   limit: number

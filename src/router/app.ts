@@ -5,6 +5,7 @@ import type { Topology } from '../config/topology.ts'
 import type { TenantRoute } from '../directory/routes.ts'
 import { parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
+import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
 import type { Admission } from './admission.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
 import { type DispatchDeps, type Dispatched, dispatch } from './dispatch.ts'
@@ -29,7 +30,7 @@ import {
 import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
 
-export interface RouterApp extends DispatchDeps {
+export interface RouterApp extends DispatchDeps, AdminDeps {
   topology: Topology
   keys: KeyCheck
   /** False while starting and once shutting down: /readyz answers 503. */
@@ -160,6 +161,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
       }),
     )
   })
+
+  app.route('/admin/v1', createAdminApi(deps))
 
   app.notFound((c) =>
     c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404),

@@ -54,6 +54,8 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   const app: RouterApp = {
     topology,
     keys: createKeyCheck(directory),
+    directory,
+    redis,
     routes,
     routing: createRouting(nodes, monitor, config.maxReplicaLagBytes),
     pools,

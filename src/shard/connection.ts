@@ -1,6 +1,8 @@
 import postgres from 'postgres'
 
 export type Sql = postgres.Sql
+/** What a pool and a transaction both run: for functions that work inside or outside `begin`. */
+export type Queries = postgres.ISql
 
 /**
  * A short-lived admin connection: opened, used, always closed. Notices are not for operators. The

@@ -1,0 +1,957 @@
+/**
+ * `npm run bench:router`: point reads through a minimal Hono + postgres.js passthrough and through the
+ * router, at 1 and 64 connections, in one run on one throwaway topology, with the ratios the issue sets
+ * as targets. `--breakdown` adds variants and in-process step timings that show where the router's
+ * time goes. Figures and how to read them: docs/BENCHMARKS.md.
+ *
+ * The load generator is this same file in a child process (`--load-generator`): it must not share an
+ * event loop with the servers it measures. It speaks HTTP/1.1 keep-alive over raw sockets, because
+ * node:http's client costs more CPU per request than the servers under test and this box has 2 cores.
+ */
+import { type ChildProcess, fork } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { connect, type Socket } from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { serve } from '@hono/node-server'
+import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import pino from 'pino'
+import postgres from 'postgres'
+import { z } from 'zod'
+import { seedDemoTenant } from '../examples/appointments/demo.ts'
+import { clusterDown, clusterUp } from '../src/cluster/launcher.ts'
+import { redisServerPath } from '../src/cluster/redis-node.ts'
+import { parseTopology } from '../src/config/load.ts'
+import type { Topology } from '../src/config/topology.ts'
+import { withDirectory } from '../src/directory/connection.ts'
+import { createKey } from '../src/directory/keys.ts'
+import { migrateAll } from '../src/directory/migrate.ts'
+import { addTenant } from '../src/directory/tenants.ts'
+import { createApp } from '../src/router/app.ts'
+import { runTransaction } from '../src/router/execute.ts'
+import { classify } from '../src/router/policy.ts'
+import { toPgProxyResponse } from '../src/router/protocols/pg-proxy.ts'
+import { type RunningRouter, startRouter } from '../src/router/server.ts'
+import { type Sql, withAdmin } from '../src/shard/connection.ts'
+import { replicaName } from '../src/shard/nodes.ts'
+import { createPools } from '../src/shard/pools.ts'
+import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
+
+/** The read both paths serve: one customer by its primary key. */
+const POINT_READ = 'select id, name, email from customers where tenant_id = $1 and id = $2'
+const SHARD = 'shard-1'
+const MIGRATIONS = new URL('../examples/appointments/migrations', import.meta.url)
+const TARGETS = { throughputRatioAt64: 0.85, p50DeltaAt1Ms: 0.15 }
+
+// ---------------------------------------------------------------------------------------------------
+// Load generator (child process)
+// ---------------------------------------------------------------------------------------------------
+
+interface LoadJob {
+  port: number
+  path: string
+  headers: Record<string, string>
+  body: string
+  connections: number
+  warmupMs: number
+  measureMs: number
+}
+
+interface LoadResult {
+  requests: number
+  seconds: number
+  errors: number
+  /** Responses by status code, and failed connections as `socket`. */
+  statuses: Record<string, number>
+  /** Responses by their x-switchyard-node header (router only). */
+  nodes: Record<string, number>
+  p50Ms: number
+  p99Ms: number
+  maxMs: number
+  /** CPU the load generator itself spent in the measured window. */
+  clientCpuMs: number
+}
+
+type ToLoad = { type: 'run'; job: LoadJob }
+type FromLoad = { type: 'measuring' } | { type: 'result'; result: LoadResult }
+
+/** Latencies in 1 µs buckets up to 1 s (the last bucket takes everything slower): exact enough, no allocation. */
+function createHistogram() {
+  const buckets = new Uint32Array(1_000_000)
+  let count = 0
+  let maxUs = 0
+  return {
+    record(ms: number) {
+      const us = Math.min(buckets.length - 1, Math.round(ms * 1000))
+      buckets[us] = (buckets[us] ?? 0) + 1
+      count++
+      if (us > maxUs) maxUs = us
+    },
+    percentileMs(p: number) {
+      const rank = Math.max(1, Math.ceil((p / 100) * count))
+      let seen = 0
+      for (let us = 0; us < buckets.length; us++) {
+        seen += buckets[us] ?? 0
+        if (seen >= rank) return us / 1000
+      }
+      return maxUs / 1000
+    },
+    get count() {
+      return count
+    },
+    maxMs: () => maxUs / 1000,
+  }
+}
+
+const NODE_HEADER = /\r\nx-switchyard-node: *([^\r]*)/i
+const CONTENT_LENGTH = /\r\ncontent-length: *(\d+)/i
+const HEADER_END = Buffer.from('\r\n\r\n')
+const CHUNKED_END = '0\r\n\r\n'
+
+async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResult> {
+  const head = [
+    `POST ${job.path} HTTP/1.1`,
+    `host: 127.0.0.1:${job.port}`,
+    'content-type: application/json',
+    `content-length: ${Buffer.byteLength(job.body)}`,
+    ...Object.entries(job.headers).map(([name, value]) => `${name}: ${value}`),
+  ].join('\r\n')
+  const request = Buffer.from(`${head}\r\n\r\n${job.body}`)
+  const histogram = createHistogram()
+  const statuses: Record<string, number> = {}
+  const nodes: Record<string, number> = {}
+  const started = performance.now()
+  const measureFrom = started + job.warmupMs
+  const until = measureFrom + job.measureMs
+  let cpuAtStart: NodeJS.CpuUsage | undefined
+  let cpuAtEnd: NodeJS.CpuUsage | undefined
+  const measuring = setTimeout(() => {
+    cpuAtStart = process.cpuUsage()
+    onMeasuring()
+  }, job.warmupMs)
+  const ending = setTimeout(() => {
+    cpuAtEnd = process.cpuUsage(cpuAtStart)
+  }, job.warmupMs + job.measureMs)
+
+  const count = (into: Record<string, number>, key: string) => {
+    into[key] = (into[key] ?? 0) + 1
+  }
+
+  // One connection: one request in flight, the next sent as soon as the previous answer is complete.
+  const drive = () =>
+    new Promise<void>((resolve) => {
+      let socket: Socket
+      let chunks: Buffer[] = []
+      let sentAt = 0
+      let waiting = false
+      const send = () => {
+        sentAt = performance.now()
+        waiting = true
+        socket.write(request)
+      }
+      const open = () => {
+        chunks = []
+        socket = connect({ host: '127.0.0.1', port: job.port, noDelay: true })
+        socket.on('connect', send)
+        socket.on('error', () => {})
+        socket.on('close', () => {
+          if (waiting && performance.now() >= measureFrom) count(statuses, 'socket')
+          waiting = false
+          if (performance.now() < until) setTimeout(open, 10)
+          else resolve()
+        })
+        socket.on('data', (data: Buffer) => {
+          chunks.push(data)
+          const response = chunks.length === 1 ? data : Buffer.concat(chunks)
+          const headerEnd = response.indexOf(HEADER_END)
+          if (headerEnd === -1) return
+          const text = response.toString('latin1', 0, headerEnd)
+          const length = CONTENT_LENGTH.exec(text)
+          const complete = length
+            ? response.length >= headerEnd + 4 + Number(length[1])
+            : response.toString('latin1', response.length - CHUNKED_END.length) === CHUNKED_END
+          if (!complete) return
+          chunks = []
+          waiting = false
+          const now = performance.now()
+          if (sentAt >= measureFrom && now <= until) {
+            histogram.record(now - sentAt)
+            count(statuses, text.slice(9, 12))
+            const node = NODE_HEADER.exec(text)?.[1]
+            if (node) count(nodes, node)
+          }
+          if (now < until) send()
+          else socket.end()
+        })
+      }
+      open()
+    })
+
+  await Promise.all(Array.from({ length: job.connections }, drive))
+  clearTimeout(measuring)
+  clearTimeout(ending)
+  const cpu = cpuAtEnd ?? process.cpuUsage(cpuAtStart)
+  const errors = Object.entries(statuses)
+    .filter(([status]) => status !== '200')
+    .reduce((sum, [, n]) => sum + n, 0)
+  return {
+    requests: histogram.count,
+    seconds: job.measureMs / 1000,
+    errors,
+    statuses,
+    nodes,
+    p50Ms: histogram.percentileMs(50),
+    p99Ms: histogram.percentileMs(99),
+    maxMs: histogram.maxMs(),
+    clientCpuMs: (cpu.user + cpu.system) / 1000,
+  }
+}
+
+function loadGeneratorProcess() {
+  const reply = (message: FromLoad) => process.send?.(message)
+  process.on('message', (message: ToLoad) => {
+    if (message.type !== 'run') return
+    runLoad(message.job, () => reply({ type: 'measuring' })).then(
+      (result) => reply({ type: 'result', result }),
+      (error: Error) => {
+        console.error(error)
+        process.exit(1)
+      },
+    )
+  })
+  process.on('disconnect', () => process.exit(0))
+}
+
+/** The parent's handle on the load generator: one job at a time. */
+export function startLoadGenerator() {
+  const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--load-generator'], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  let exited: Error | undefined
+  const listeners = new Set<(error: Error) => void>()
+  child.on('exit', (code, signal) => {
+    exited = new Error(`the load generator exited (${signal ?? code})`)
+    for (const listener of listeners) listener(exited)
+  })
+  return {
+    /**
+     * Runs a job. `serverCpuMs` and `serverSyscalls` are this process's CPU and read/write system calls
+     * over the same measured window (this process runs the servers).
+     */
+    run(job: LoadJob): Promise<LoadResult & { serverCpuMs: number; serverSyscalls: number | undefined }> {
+      return new Promise((resolve, reject) => {
+        if (exited) return reject(exited)
+        let cpuAtStart: NodeJS.CpuUsage | undefined
+        let syscallsAtStart: number | undefined
+        const onMessage = (message: FromLoad) => {
+          if (message.type === 'measuring') {
+            cpuAtStart = process.cpuUsage()
+            syscallsAtStart = readWriteSyscalls()
+          } else {
+            const cpu = process.cpuUsage(cpuAtStart)
+            const syscalls = readWriteSyscalls()
+            child.off('message', onMessage)
+            listeners.delete(reject)
+            resolve({
+              ...message.result,
+              serverCpuMs: (cpu.user + cpu.system) / 1000,
+              serverSyscalls:
+                syscalls !== undefined && syscallsAtStart !== undefined
+                  ? syscalls - syscallsAtStart
+                  : undefined,
+            })
+          }
+        }
+        child.on('message', onMessage)
+        listeners.add(reject)
+        child.send({ type: 'run', job } satisfies ToLoad)
+      })
+    },
+    stop() {
+      if (!exited) child.kill()
+    },
+  }
+}
+
+export type LoadGenerator = ReturnType<typeof startLoadGenerator>
+
+/**
+ * read()/write()-family system calls this process has made (Linux /proc/self/io): socket reads and
+ * writes are most of them. On this VM they are a large part of the CPU a request costs.
+ */
+function readWriteSyscalls(): number | undefined {
+  try {
+    const io = readFileSync('/proc/self/io', 'utf8')
+    return Number(/syscr: (\d+)/.exec(io)?.[1]) + Number(/syscw: (\d+)/.exec(io)?.[1])
+  } catch {
+    return undefined
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The benchmark (parent process): topology, servers, runs, report. The building blocks are exported
+// so that a scratch script can measure a patched router against the same baseline.
+// ---------------------------------------------------------------------------------------------------
+
+const flagsSchema = z.object({
+  seconds: z.coerce.number().positive().default(8),
+  warmup: z.coerce.number().min(0).default(2),
+  // Several short rounds, interleaved, and the median of each: on a shared 2-core box a burst of
+  // someone else's work then spoils one round instead of one path's only run.
+  rounds: z.coerce.number().int().min(1).default(3),
+  breakdown: z.boolean().default(false),
+})
+
+export interface Target {
+  label: string
+  port: number
+  path: string
+  headers: Record<string, string>
+}
+
+/** One cell of the table: a path at a number of connections (the median of the rounds). */
+export interface Row {
+  label: string
+  connections: number
+  rps: number
+  p50Ms: number
+  p99Ms: number
+  maxMs: number
+  errors: number
+  statuses: Record<string, number>
+  nodes: Record<string, number>
+  /** What the router logged during the run (warm-up included), by message. */
+  logged: Record<string, number>
+  /** CPU of the process that runs the servers (this one), per request. */
+  serverCpuUs: number
+  /** Its read/write system calls per request (Linux only). */
+  serverSyscalls: number | undefined
+  clientCpuUs: number
+}
+
+export interface Fixture {
+  tenant: string
+  customer: string
+  key: string
+}
+
+/** Teardown steps, run once in reverse order: at the end, on error, or on Ctrl-C. */
+export function createCleanups() {
+  const steps: (() => Promise<unknown>)[] = []
+  let running: Promise<void> | undefined
+  const run = () => {
+    running ??= (async () => {
+      for (const step of steps.reverse()) await step().catch((error: unknown) => console.error(error))
+    })()
+    return running
+  }
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\n${signal}: tearing the topology down`)
+      void run().finally(() => process.exit(130))
+    })
+  }
+  return { add: (step: () => Promise<unknown>) => void steps.push(step), run }
+}
+
+export type Cleanups = ReturnType<typeof createCleanups>
+
+/**
+ * The test suite's throwaway topology (free ports, a temporary folder, never the default ports),
+ * migrated, with one seeded tenant and an app key for it. The rate limit is raised out of the way.
+ */
+export async function bootTopology(cleanups: Cleanups): Promise<{ topology: Topology; fixture: Fixture }> {
+  if (!redisServerPath()) throw new Error('the benchmark needs redis-server on the PATH, as the tests do')
+  const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-'))
+  cleanups.add(() => rm(home, { recursive: true, force: true }))
+  const input = testTopologyInput(await freePorts(9))
+  const topology = parseTopology(
+    {
+      ...input,
+      router: { ...input.router, rateLimitOverride: 2_000_000_000 },
+      // testTopologyInput resolves against the working folder; the bench may run from anywhere.
+      tenantSchema: { ...input.tenantSchema, migrations: fileURLToPath(MIGRATIONS) },
+    },
+    'bench/router.ts',
+    {},
+  )
+  cleanups.add(() => clusterDown(topology, { home }))
+  await clusterUp(topology, { home, durable: false })
+  await migrateAll(topology)
+  return { topology, fixture: await seed(topology) }
+}
+
+/** One tenant on shard-1 with the demo rows, an app key for it, and its first customer once the replica has it. */
+async function seed(topology: Topology): Promise<Fixture> {
+  const tenant = randomUUID()
+  const key = await withDirectory(topology, async (directory) => {
+    await addTenant(directory, topology, { id: tenant, shard: SHARD })
+    return createKey(directory, { scope: 'app', tenants: [tenant], name: 'bench' })
+  })
+  const shard = topology.shards.find((s) => s.id === SHARD)
+  if (!shard?.replicas[0]) throw new Error(`${SHARD} needs a replica`)
+  const customer = await withAdmin(shard.primary, async (sql) => {
+    await seedDemoTenant(sql, tenant, 'Bench')
+    const [row] = await sql<{ id: string }[]>`
+      select id from customers where tenant_id = ${tenant} order by name limit 1`
+    return row?.id as string
+  })
+  // The reads go to the replica: wait until it has replayed the seed.
+  await withAdmin(shard.replicas[0], async (sql) => {
+    for (let tries = 0; ; tries++) {
+      const [row] = await sql`select 1 from customers where tenant_id = ${tenant} and id = ${customer}`
+      if (row) return
+      if (tries > 200) throw new Error('the replica did not replay the seeded rows within 10 s')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  })
+  return { tenant, customer, key: key.key }
+}
+
+export const pointReadBody = (fixture: Fixture) =>
+  JSON.stringify({ sql: POINT_READ, params: [fixture.tenant, fixture.customer], method: 'all' })
+
+export const tenantHeaders = (fixture: Fixture) => ({
+  authorization: `Bearer ${fixture.key}`,
+  'x-tenant-id': fixture.tenant,
+})
+
+export interface Passthrough {
+  port: number
+  app: Hono
+  close(): Promise<void>
+}
+
+/**
+ * The baseline: the minimal HTTP server a team would write instead of the router. It takes /v1/query's
+ * body and runs `sql.unsafe(sql, params)` on one postgres.js pool to the same replica, as the router's
+ * role (so RLS applies as it does through the router) with the tenant context set once per connection
+ * at login instead of per transaction. No auth, no policy, no routing, no transaction.
+ *
+ * Breakdown variants, each one router ingredient added to the same minimal server: `/v1/tx` runs the
+ * router's own transaction (`runTransaction` on the router's replica pool: BEGIN + enter(), the
+ * statement, COMMIT, pipelined); `/body-limit/…` and `/late-header/…` add two Hono patterns the
+ * router's HTTP layer uses.
+ */
+export async function startPassthrough(
+  topology: Topology,
+  tenant: string,
+  router: RunningRouter,
+): Promise<Passthrough> {
+  const node = router.app.pools.node(replicaName(SHARD, 0))
+  const sql = postgres(node.url, {
+    max: topology.router.poolSize,
+    prepare: true,
+    onnotice: () => {},
+    connection: { search_path: 'public', 'app.current_tenant': tenant },
+  })
+  const routerPool = router.app.pools.sql(node.name)
+  const epoch = (await router.app.routes.resolve(tenant)).epoch
+  const bodySchema = z.object({
+    sql: z.string(),
+    params: z.array(z.union([z.string(), z.null()])).default([]),
+  })
+
+  const app = new Hono()
+  const pointRead = async (c: Context) => {
+    const body = bodySchema.parse(await c.req.json())
+    return c.json({ rows: await sql.unsafe(body.sql, body.params) })
+  }
+  app.post('/v1/query', pointRead)
+  // Two Hono patterns the router's HTTP layer uses, alone on the passthrough: hono/body-limit, and
+  // a header set after `await next()` (Hono then rebuilds the finished Response around its body).
+  app.use('/body-limit/*', bodyLimit({ maxSize: topology.router.maxBodyBytes }))
+  app.post('/body-limit/v1/query', pointRead)
+  app.use('/late-header/*', async (c, next) => {
+    await next()
+    c.header('x-request-id', 'bench')
+  })
+  app.post('/late-header/v1/query', pointRead)
+  app.post('/v1/tx', async (c) => {
+    const body = bodySchema.parse(await c.req.json())
+    const outcome = await runTransaction(routerPool, {
+      tenant,
+      epoch,
+      write: false,
+      statements: [{ sql: body.sql, params: body.params }],
+      params: [body.params],
+    })
+    return c.json(toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, 'all'))
+  })
+  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve)
+    server.once('error', reject)
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    app,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+      })
+      await sql.end({ timeout: 5 })
+    },
+  }
+}
+
+/** One request: it must answer 200 with the customer's row. Returns x-switchyard-node. */
+async function probe(target: Target, body: string, customer: string): Promise<string | null> {
+  const response = await fetch(`http://127.0.0.1:${target.port}${target.path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...target.headers },
+    body,
+  })
+  const text = await response.text()
+  if (response.status !== 200 || !text.includes(customer))
+    throw new Error(`${target.label} answered ${response.status} ${text}`)
+  return response.headers.get('x-switchyard-node')
+}
+
+/**
+ * Probes a router until its reads go to the replica: they go to the primary until the health monitor
+ * has polled the replica once. Throws if they still do not after 15 s (the comparison would be unfair).
+ */
+export async function expectReplicaReads(target: Target, body: string, customer: string): Promise<string> {
+  const replica = replicaName(SHARD, 0)
+  const deadline = Date.now() + 15_000
+  let node = await probe(target, body, customer)
+  while (node !== replica && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    node = await probe(target, body, customer)
+  }
+  if (node !== replica) throw new Error(`${target.label} reads go to ${node}, not ${replica}: not comparable`)
+  return node
+}
+
+/**
+ * The routers' logger: pino at LOG_LEVEL (default warn), its lines counted by message instead of
+ * printed, so that warnings under load (slow transactions) show up as one count per run.
+ */
+export const routerLog = (() => {
+  let counts: Record<string, number> = {}
+  const MESSAGE = /"msg":"((?:[^"\\]|\\.)*)"/
+  const logger = pino(
+    { level: process.env.LOG_LEVEL ?? 'warn', base: { service: 'switchyard' } },
+    {
+      write(line: string) {
+        const message = MESSAGE.exec(line)?.[1] ?? 'log line'
+        counts[message] = (counts[message] ?? 0) + 1
+      },
+    },
+  )
+  return {
+    logger,
+    /** Lines logged since the last call, by message. */
+    take() {
+      const taken = counts
+      counts = {}
+      return taken
+    },
+  }
+})()
+
+/** Runs targets through the load generator; prints each run as it finishes. */
+export function createMeasure(
+  load: LoadGenerator,
+  body: string,
+  timing: { warmupMs: number; measureMs: number },
+) {
+  return async (target: Target, connections: number): Promise<Row> => {
+    routerLog.take()
+    const result = await load.run({
+      port: target.port,
+      path: target.path,
+      headers: target.headers,
+      body,
+      connections,
+      ...timing,
+    })
+    const perRequest = (cpuMs: number) => (result.requests ? (cpuMs * 1000) / result.requests : 0)
+    const row: Row = {
+      label: target.label,
+      connections,
+      rps: result.requests / result.seconds,
+      p50Ms: result.p50Ms,
+      p99Ms: result.p99Ms,
+      maxMs: result.maxMs,
+      errors: result.errors,
+      statuses: result.statuses,
+      nodes: result.nodes,
+      logged: routerLog.take(),
+      serverCpuUs: perRequest(result.serverCpuMs),
+      serverSyscalls:
+        result.serverSyscalls !== undefined && result.requests
+          ? result.serverSyscalls / result.requests
+          : undefined,
+      clientCpuUs: perRequest(result.clientCpuMs),
+    }
+    console.log(`  ${describe(row)}`)
+    return row
+  }
+}
+
+export type Measure = ReturnType<typeof createMeasure>
+
+const ms = (value: number) => value.toFixed(3)
+
+function describe(row: Row): string {
+  const counts = (of: Record<string, number>) =>
+    Object.entries(of)
+      .map(([name, n]) => `${name}×${n}`)
+      .join(' ')
+  const nodes = counts(row.nodes)
+  const logged = counts(row.logged)
+  return (
+    `${row.label.padEnd(30)} c=${String(row.connections).padStart(2)}  ${row.rps.toFixed(0).padStart(6)} req/s  ` +
+    `p50 ${ms(row.p50Ms)}  p99 ${ms(row.p99Ms)}  max ${ms(row.maxMs)} ms  [${counts(row.statuses)}]` +
+    `${nodes ? ` ${nodes}` : ''}${logged ? `; logged: ${logged}` : ''}`
+  )
+}
+
+/** The median of each figure over the rounds (errors and counts are summed). */
+function medianRow(rounds: Row[]): Row {
+  const median = (pick: (row: Row) => number) => {
+    const sorted = rounds.map(pick).sort((a, b) => a - b)
+    const mid = Math.floor(sorted.length / 2)
+    return sorted.length % 2
+      ? (sorted[mid] as number)
+      : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+  }
+  const sum = (pick: (row: Row) => Record<string, number>) => {
+    const total: Record<string, number> = {}
+    for (const row of rounds)
+      for (const [key, n] of Object.entries(pick(row))) total[key] = (total[key] ?? 0) + n
+    return total
+  }
+  const first = rounds[0] as Row
+  return {
+    label: first.label,
+    connections: first.connections,
+    rps: median((row) => row.rps),
+    p50Ms: median((row) => row.p50Ms),
+    p99Ms: median((row) => row.p99Ms),
+    maxMs: Math.max(...rounds.map((row) => row.maxMs)),
+    errors: rounds.reduce((total, row) => total + row.errors, 0),
+    statuses: sum((row) => row.statuses),
+    nodes: sum((row) => row.nodes),
+    logged: sum((row) => row.logged),
+    serverCpuUs: median((row) => row.serverCpuUs),
+    serverSyscalls: rounds.some((row) => row.serverSyscalls === undefined)
+      ? undefined
+      : median((row) => row.serverSyscalls ?? 0),
+    clientCpuUs: median((row) => row.clientCpuUs),
+  }
+}
+
+export function printTable(rows: Row[]) {
+  console.log(
+    '\n| path | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req | server syscalls/req | client CPU µs/req |',
+  )
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for (const row of rows) {
+    console.log(
+      `| ${row.label} | ${row.connections} | ${row.rps.toFixed(0)} | ${ms(row.p50Ms)} | ${ms(row.p99Ms)} | ` +
+        `${row.errors} | ${row.serverCpuUs.toFixed(0)} | ${row.serverSyscalls?.toFixed(1) ?? 'n/a'} | ` +
+        `${row.clientCpuUs.toFixed(0)} |`,
+    )
+  }
+}
+
+function find(rows: Row[], label: string, connections: number): Row {
+  const row = rows.find((r) => r.label === label && r.connections === connections)
+  if (!row) throw new Error(`no run of ${label} at ${connections}`)
+  return row
+}
+
+/** Prints the ratios against the issue's targets; true when both pass and no request failed. */
+function printTargets(rows: Row[]): boolean {
+  const ratio64 = find(rows, 'router', 64).rps / find(rows, 'passthrough', 64).rps
+  const ratio1 = find(rows, 'router', 1).rps / find(rows, 'passthrough', 1).rps
+  const delta1 = find(rows, 'router', 1).p50Ms - find(rows, 'passthrough', 1).p50Ms
+  const errors = rows.reduce((total, row) => total + row.errors, 0)
+  const throughputPass = ratio64 >= TARGETS.throughputRatioAt64
+  const latencyPass = delta1 <= TARGETS.p50DeltaAt1Ms
+  const verdict = (pass: boolean) => (pass ? 'PASS' : 'FAIL')
+  console.log('')
+  console.log(
+    `router / passthrough throughput at 64 connections: ${ratio64.toFixed(2)} ` +
+      `(target ≥ ${TARGETS.throughputRatioAt64}) ${verdict(throughputPass)}`,
+  )
+  console.log(
+    `router − passthrough p50 at 1 connection: ${delta1 >= 0 ? '+' : ''}${ms(delta1)} ms ` +
+      `(target ≤ ${TARGETS.p50DeltaAt1Ms} ms) ${verdict(latencyPass)}`,
+  )
+  console.log(`router / passthrough throughput at 1 connection: ${ratio1.toFixed(2)} (for reference)`)
+  console.log(`failed requests (non-200 or dropped connections): ${errors} ${verdict(errors === 0)}`)
+  return throughputPass && latencyPass && errors === 0
+}
+
+const loadAverage = () =>
+  os
+    .loadavg()
+    .map((n) => n.toFixed(2))
+    .join(' ')
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      rounds: { type: 'string' },
+      breakdown: { type: 'boolean' },
+    },
+  })
+  const parsedFlags = flagsSchema.safeParse(values)
+  if (!parsedFlags.success) {
+    console.error('usage: npm run bench:router -- [--seconds N] [--warmup N] [--rounds N] [--breakdown]')
+    process.exit(2)
+  }
+  const flags = parsedFlags.data
+  const cpus = os.cpus()
+  console.log('# Switchyard router benchmark: point reads, passthrough vs router')
+  console.log(
+    `machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
+      `${os.type()} ${os.release()}, node ${process.version}; load average at start ${loadAverage()}`,
+  )
+  console.log(
+    `PostgreSQL, Redis, the server under test and the load generator share these ${cpus.length} cores`,
+  )
+
+  const cleanups = createCleanups()
+  try {
+    const started = Date.now()
+    const { topology, fixture } = await bootTopology(cleanups)
+    console.log(`topology up, migrated and seeded in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+
+    const router = await startRouter(topology, { port: 0, logger: routerLog.logger })
+    cleanups.add(() => router.close())
+    const passthrough = await startPassthrough(topology, fixture.tenant, router)
+    cleanups.add(passthrough.close)
+
+    const body = pointReadBody(fixture)
+    const targets = {
+      passthrough: { label: 'passthrough', port: passthrough.port, path: '/v1/query', headers: {} },
+      router: { label: 'router', port: router.port, path: '/v1/query', headers: tenantHeaders(fixture) },
+    } satisfies Record<string, Target>
+    await probe(targets.passthrough, body, fixture.customer)
+    const node = await expectReplicaReads(targets.router, body, fixture.customer)
+    console.log(`router reads served by ${node} (x-switchyard-node); the passthrough reads ${node} directly`)
+    console.log(
+      `both as ${topology.router.role.name} (RLS applies; the passthrough sets app.current_tenant per connection), ` +
+        `pools of ${topology.router.poolSize}, prepared statements; router log level ${routerLog.logger.level}`,
+    )
+
+    const load = startLoadGenerator()
+    cleanups.add(async () => load.stop())
+    const measure = createMeasure(load, body, {
+      warmupMs: flags.warmup * 1000,
+      measureMs: flags.seconds * 1000,
+    })
+    console.log(
+      `\nruns: ${flags.warmup} s warm-up, then ${flags.seconds} s measured, ${flags.rounds} round(s)`,
+    )
+    const runs: Row[] = []
+    for (let round = 0; round < flags.rounds; round++) {
+      for (const connections of [1, 64]) {
+        runs.push(await measure(targets.passthrough, connections))
+        runs.push(await measure(targets.router, connections))
+      }
+    }
+    const rows = [1, 64].flatMap((connections) =>
+      ['passthrough', 'router'].map((label) =>
+        medianRow(runs.filter((run) => run.label === label && run.connections === connections)),
+      ),
+    )
+    printTable(rows)
+    const pass = printTargets(rows)
+
+    if (flags.breakdown) await breakdown({ topology, fixture, router, passthrough, measure, rows })
+    console.log(`\nload average at end: ${loadAverage()}`)
+    process.exitCode = pass ? 0 : 1
+  } finally {
+    await cleanups.run()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// --breakdown: where the router's time goes
+// ---------------------------------------------------------------------------------------------------
+
+interface BreakdownContext {
+  topology: Topology
+  fixture: Fixture
+  router: RunningRouter
+  passthrough: Passthrough
+  measure: Measure
+  rows: Row[]
+}
+
+async function breakdown({ topology, fixture, router, passthrough, measure, rows }: BreakdownContext) {
+  console.log('\n## Breakdown: in-process steps, one at a time (no HTTP socket), median of 3 rounds')
+  console.log(
+    'wall = elapsed per call; node CPU = this process; PG CPU = the replica backend serving the call (from /proc)',
+  )
+  const deps = router.app
+  const node = deps.pools.node(replicaName(SHARD, 0))
+  const route = await deps.routes.resolve(fixture.tenant)
+  // One connection each, so the backend doing the work is known: the passthrough's pool settings, and
+  // the router's own (createPools) for its transaction.
+  const single = postgres(node.url, {
+    max: 1,
+    prepare: true,
+    onnotice: () => {},
+    connection: { search_path: 'public', 'app.current_tenant': fixture.tenant },
+  })
+  const routerPool = createPools([node], { size: 1, statementTimeoutMs: topology.router.statementTimeoutMs })
+  const backend = async (sql: Sql) => (await sql<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]?.pid
+  const singlePid = await backend(single)
+  const routerPid = await backend(routerPool.sql(node.name))
+  const params = [fixture.tenant, fixture.customer]
+  const plan = {
+    tenant: fixture.tenant,
+    epoch: route.epoch,
+    write: false,
+    statements: [{ sql: POINT_READ, params }],
+    params: [params],
+  }
+  const routerHono = createApp(deps)
+  const body = pointReadBody(fixture)
+  const request = (headers: Record<string, string>) =>
+    new Request('http://127.0.0.1/v1/query', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body,
+    })
+  const steps: [string, () => unknown, number?][] = [
+    ['auth: keys.authenticate (cache hit)', () => deps.keys.authenticate(fixture.key)],
+    ['policy: classify (cache hit)', () => classify(POINT_READ)],
+    ['tenant: routes.resolve (local hit)', () => deps.routes.resolve(fixture.tenant)],
+    [
+      'rate limit: admission.admit (Redis round trip)',
+      () => deps.admission.admit(fixture.tenant, 2_000_000_000),
+    ],
+    ['shard: the statement alone (passthrough pool)', () => single.unsafe(POINT_READ, params), singlePid],
+    [
+      'shard: runTransaction (BEGIN+enter, statement, COMMIT)',
+      () => runTransaction(routerPool.sql(node.name), plan),
+      routerPid,
+    ],
+    ['passthrough: app.fetch, whole request', async () => (await passthrough.app.fetch(request({}))).text()],
+    [
+      'router: app.fetch, whole request',
+      async () => (await routerHono.fetch(request(tenantHeaders(fixture)))).text(),
+    ],
+  ]
+  const timings = new Map<string, Timing[]>()
+  for (let round = 0; round < 3; round++) {
+    for (const [label, step, pid] of steps)
+      timings.set(label, [...(timings.get(label) ?? []), await timeSerial(step, pid)])
+  }
+  console.log(`  ${'step'.padEnd(56)} wall µs  node CPU µs  PG CPU µs`)
+  for (const [label, runs] of timings) {
+    const median = (pick: (timing: Timing) => number | undefined) => {
+      const values = runs
+        .map(pick)
+        .filter((value) => value !== undefined)
+        .sort((x, y) => x - y)
+      const mid = values[Math.floor(values.length / 2)]
+      return mid === undefined ? '' : mid.toFixed(1)
+    }
+    console.log(
+      `  ${label.padEnd(56)} ${median((t) => t.wallUs).padStart(7)}  ${median((t) => t.cpuUs).padStart(11)}  ${median((t) => t.backendCpuUs).padStart(9)}`,
+    )
+  }
+  await single.end({ timeout: 5 })
+  await routerPool.close()
+
+  console.log('\n## Breakdown: HTTP variants, same request, same load')
+  const withoutRedis = await startRouter(topology, {
+    port: 0,
+    withoutRedis: true,
+    logger: routerLog.logger,
+  })
+  try {
+    const headers = tenantHeaders(fixture)
+    const variants: Target[] = [
+      { label: 'passthrough + runTransaction', port: passthrough.port, path: '/v1/tx', headers: {} },
+      { label: 'passthrough + bodyLimit', port: passthrough.port, path: '/body-limit/v1/query', headers: {} },
+      {
+        label: 'passthrough + late header',
+        port: passthrough.port,
+        path: '/late-header/v1/query',
+        headers: {},
+      },
+      { label: 'router without Redis', port: withoutRedis.port, path: '/v1/query', headers },
+      {
+        label: 'router, consistency eventual',
+        port: router.port,
+        path: '/v1/query',
+        headers: { ...headers, 'x-switchyard-consistency': 'eventual' },
+      },
+    ]
+    await expectReplicaReads(variants[3] as Target, body, fixture.customer)
+    const more: Row[] = []
+    for (const connections of [1, 64])
+      for (const variant of variants) more.push(await measure(variant, connections))
+    printTable([...rows, ...more])
+  } finally {
+    await withoutRedis.close()
+  }
+}
+
+interface Timing {
+  wallUs: number
+  cpuUs: number
+  backendCpuUs?: number
+}
+
+/**
+ * Per call of `step`, awaited one at a time after a warm-up: elapsed µs, this process's CPU µs and,
+ * given a PostgreSQL backend's pid, that backend's CPU µs (Linux /proc, 10 ms ticks: fine over 5000 calls).
+ */
+async function timeSerial(step: () => unknown, backendPid?: number, iterations = 5000): Promise<Timing> {
+  for (let i = 0; i < 500; i++) await step()
+  const backendBefore = backendPid ? processCpuUs(backendPid) : undefined
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  for (let i = 0; i < iterations; i++) await step()
+  const wallUs = ((performance.now() - started) * 1000) / iterations
+  const used = process.cpuUsage(cpu)
+  const backendAfter = backendPid ? processCpuUs(backendPid) : undefined
+  return {
+    wallUs,
+    cpuUs: (used.user + used.system) / iterations,
+    backendCpuUs:
+      backendBefore !== undefined && backendAfter !== undefined
+        ? (backendAfter - backendBefore) / iterations
+        : undefined,
+  }
+}
+
+/** utime + stime of a process in µs, from /proc/<pid>/stat; undefined where there is no /proc. */
+function processCpuUs(pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    const ticksPerSecond = 100
+    return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / ticksPerSecond
+  } catch {
+    return undefined
+  }
+}
+
+const isMain =
+  process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+if (isMain && process.argv.includes('--load-generator')) loadGeneratorProcess()
+else if (isMain)
+  await main().catch((error: unknown) => {
+    console.error(error)
+    process.exitCode = 1
+  })
