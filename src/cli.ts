@@ -7,6 +7,7 @@ import {
   clusterStatus,
   clusterUp,
   defaultHome,
+  maskPassword,
   type NodeStatus,
 } from './cluster/launcher.ts'
 import { loadTopology } from './config/load.ts'
@@ -104,7 +105,7 @@ function printStatus(nodes: NodeStatus[]) {
   const rows = nodes.map((node) => ({
     ...node,
     up: node.up ? 'up' : 'DOWN',
-    url: node.url.replace(/:[^:@/]*@/, ':***@'),
+    url: maskPassword(node.url),
     lagBytes: node.lagBytes ?? '',
   }))
   process.stdout.write(`${table(rows, ['name', 'role', 'shard', 'up', 'lagBytes', 'url'])}\n`)

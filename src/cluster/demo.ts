@@ -7,7 +7,7 @@ import { addTenant, shardPrimary } from '../directory/tenants.ts'
 import { isSwitchyardError } from '../errors.ts'
 import { startRouter } from '../router/server.ts'
 import { withAdmin } from '../shard/connection.ts'
-import { clusterStatus, clusterUp, type LaunchOptions } from './launcher.ts'
+import { clusterStatus, clusterUp, type LaunchOptions, maskPassword } from './launcher.ts'
 
 /** Fixed ids, so `npm start` twice finds its demo tenants instead of adding more. */
 export const DEMO_TENANTS = [
@@ -57,8 +57,7 @@ export async function startDemo(
     '',
     'Switchyard is up:',
     ...nodes.map(
-      (node) =>
-        `  ${node.up ? 'up  ' : 'DOWN'} ${node.name.padEnd(20)} ${node.url.replace(/:[^:@/]*@/, ':***@')}`,
+      (node) => `  ${node.up ? 'up  ' : 'DOWN'} ${node.name.padEnd(20)} ${maskPassword(node.url)}`,
     ),
     `  up   router               ${router.url}`,
     '',

@@ -203,3 +203,6 @@ function findNode(plan: ClusterPlan, name: string): PostgresNode {
   if (!node) throw new Error(`no node named ${name}`)
   return node
 }
+
+/** A node URL fit to print: the password masked. */
+export const maskPassword = (url: string) => url.replace(/:[^:@/]*@/, ':***@')

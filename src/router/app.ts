@@ -3,9 +3,10 @@ import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Topology } from '../config/topology.ts'
 import type { TenantRoute } from '../directory/routes.ts'
-import { parseTenantId } from '../directory/tenants.ts'
+import { effectiveLimits, parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
+import { formatLsn } from '../shard/lsn.ts'
 import type { Admission } from './admission.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
 import { type DispatchDeps, type Dispatched, dispatch } from './dispatch.ts'
@@ -252,14 +253,14 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
     isolation: request.isolation,
     readOnly: request.readOnly,
     deferrable: request.deferrable,
-    limits: write ? { ...deps.topology.tenantLimits, ...route.limits } : undefined,
+    limits: write ? effectiveLimits(deps.topology, route.limits) : undefined,
   })
   c.set('shard', outcome.route.shard)
   c.set('node', outcome.node.name)
   c.set('role', outcome.node.role)
   c.header('x-switchyard-shard', outcome.route.shard)
   c.header('x-switchyard-node', outcome.node.name)
-  if (outcome.lsn !== null) c.header('x-switchyard-lsn', formatLsnHeader(outcome.lsn))
+  if (outcome.lsn !== null) c.header('x-switchyard-lsn', formatLsn(outcome.lsn))
   return outcome
 }
 
@@ -276,10 +277,6 @@ function checkParams(params: unknown[], max: number): (string | null)[] {
   if (params.length > max)
     throw new SwitchyardError('too_many_params', `at most ${max} parameters per statement`)
   return normalizeParams(params)
-}
-
-function formatLsnHeader(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`
 }
 
 async function readJson(c: Context<Env>): Promise<unknown> {
