@@ -41,6 +41,8 @@ import { type RunningRouter, startRouter } from '../src/router/server.ts'
 import { type Sql, withAdmin } from '../src/shard/connection.ts'
 import { replicaName } from '../src/shard/nodes.ts'
 import { createPools } from '../src/shard/pools.ts'
+import type { WireConnection } from '../src/shard/wire/connection.ts'
+import type { WirePool } from '../src/shard/wire/pool.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
 
 /** The read both paths serve: one customer by its primary key. */
@@ -435,8 +437,8 @@ export interface Passthrough {
  * at login instead of per transaction. No auth, no policy, no routing, no transaction.
  *
  * Breakdown variants, each one router ingredient added to the same minimal server: `/v1/tx` runs the
- * router's own transaction (`runTransaction` on the router's replica pool: BEGIN + enter(), the
- * statement, COMMIT, pipelined); `/body-limit/…` and `/late-header/…` add two Hono patterns the
+ * router's own transaction (`runTransaction` on the router's replica pool: enter() and the
+ * statement as one pipeline with one Sync); `/body-limit/…` and `/late-header/…` add two Hono patterns the
  * router's HTTP layer uses.
  */
 export async function startPassthrough(
@@ -451,7 +453,7 @@ export async function startPassthrough(
     onnotice: () => {},
     connection: { search_path: 'public', 'app.current_tenant': tenant },
   })
-  const routerPool = router.app.pools.sql(node.name)
+  const routerPool = router.app.pools.pool(node.name)
   const epoch = (await router.app.routes.resolve(tenant)).epoch
   const bodySchema = z.object({
     sql: z.string(),
@@ -475,13 +477,16 @@ export async function startPassthrough(
   app.post('/late-header/v1/query', pointRead)
   app.post('/v1/tx', async (c) => {
     const body = bodySchema.parse(await c.req.json())
-    const outcome = await runTransaction(routerPool, {
-      tenant,
-      epoch,
-      write: false,
-      statements: [{ sql: body.sql, params: body.params }],
-      params: [body.params],
-    })
+    const outcome = await onReserved(routerPool, (connection) =>
+      runTransaction(connection, {
+        tenant,
+        epoch,
+        write: false,
+        standby: true,
+        statements: [{ sql: body.sql, params: body.params }],
+        params: [body.params],
+      }),
+    )
     return c.json(toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, 'all'))
   })
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
@@ -813,12 +818,19 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
   const routerPool = createPools([node], { size: 1, statementTimeoutMs: topology.router.statementTimeoutMs })
   const backend = async (sql: Sql) => (await sql<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]?.pid
   const singlePid = await backend(single)
-  const routerPid = await backend(routerPool.sql(node.name))
+  const routerPid = Number(
+    await onReserved(
+      routerPool.pool(node.name),
+      async (connection) =>
+        (await connection.run([{ sql: 'select pg_backend_pid()', params: [] }]))[0]?.rows[0]?.[0],
+    ),
+  )
   const params = [fixture.tenant, fixture.customer]
   const plan = {
     tenant: fixture.tenant,
     epoch: route.epoch,
     write: false,
+    standby: true,
     statements: [{ sql: POINT_READ, params }],
     params: [params],
   }
@@ -840,8 +852,8 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
     ],
     ['shard: the statement alone (passthrough pool)', () => single.unsafe(POINT_READ, params), singlePid],
     [
-      'shard: runTransaction (BEGIN+enter, statement, COMMIT)',
-      () => runTransaction(routerPool.sql(node.name), plan),
+      'shard: runTransaction (one pipeline: enter, statement)',
+      () => onReserved(routerPool.pool(node.name), (connection) => runTransaction(connection, plan)),
       routerPid,
     ],
     ['passthrough: app.fetch, whole request', async () => (await passthrough.app.fetch(request({}))).text()],
@@ -917,6 +929,16 @@ interface Timing {
  * Per call of `step`, awaited one at a time after a warm-up: elapsed µs, this process's CPU µs and,
  * given a PostgreSQL backend's pid, that backend's CPU µs (Linux /proc, 10 ms ticks: fine over 5000 calls).
  */
+/** As the router does it: one reserved connection of the pool for the call. */
+async function onReserved<T>(pool: WirePool, use: (connection: WireConnection) => Promise<T>): Promise<T> {
+  const connection = await pool.reserve()
+  try {
+    return await use(connection)
+  } finally {
+    pool.release(connection)
+  }
+}
+
 async function timeSerial(step: () => unknown, backendPid?: number, iterations = 5000): Promise<Timing> {
   for (let i = 0; i < 500; i++) await step()
   const backendBefore = backendPid ? processCpuUs(backendPid) : undefined

@@ -5,6 +5,7 @@ import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
 import { QUOTA_SQLSTATE, STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
 import type { NodePools } from '../shard/pools.ts'
+import type { WireConnection } from '../shard/wire/connection.ts'
 import type { AdmissionControl } from './admission.ts'
 import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
 import type { Metrics } from './metrics.ts'
@@ -40,6 +41,8 @@ export interface TenantTransaction {
 export interface Dispatched extends TransactionOutcome {
   node: ShardNode
   route: TenantRoute
+  /** A replica's replay LSN as last polled when the read was routed to it: the read saw at least this. */
+  replayedLsn: bigint | null
 }
 
 /** Transient node failures: the connection, not the statement, went wrong. */
@@ -89,12 +92,14 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
     ) {
       throw unavailable(node)
     }
+    const replayedLsn = node.role === 'replica' ? deps.monitor.health(node.name).lsn : null
     try {
-      const outcome = await timed(deps, node, () =>
-        runTransaction(deps.pools.sql(node.name), {
+      const outcome = await onConnection(deps, node, (connection) =>
+        runTransaction(connection, {
           tenant,
           epoch: route.epoch,
           write,
+          standby: node.role === 'replica',
           statements: tx.statements,
           params: tx.params,
           isolation: tx.isolation,
@@ -104,7 +109,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
         }),
       )
       if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, outcome.lsn)
-      return { ...outcome, node, route }
+      return { ...outcome, node, route, replayedLsn }
     } catch (error) {
       if (!(error instanceof TransactionError)) throw error
       const code = sqlstate(error.cause)
@@ -182,13 +187,30 @@ function nextChance(routes: RouteCache, tenant: string, ms: number): Promise<voi
   })
 }
 
-async function timed<T>(deps: DispatchDeps, node: ShardNode, run: () => Promise<T>): Promise<T> {
+/**
+ * Runs `use` on a connection reserved from the node's pool. The wait for a free connection is its own
+ * histogram: a slow transaction is one the shard took long over, not one that queued for the pool.
+ */
+async function onConnection<T>(
+  deps: DispatchDeps,
+  node: ShardNode,
+  use: (connection: WireConnection) => Promise<T>,
+): Promise<T> {
+  const pool = deps.pools.pool(node.name)
+  const waitStarted = performance.now()
+  // A node that is gone fails here when the pool cannot open a connection: that is a failure to enter,
+  // so the caller sees the connection error and marks the node down (retry or 503), not a 500.
+  const connection = await pool.reserve().catch((error: unknown) => {
+    throw new TransactionError('enter', error)
+  })
+  const started = performance.now()
+  deps.metrics.poolWait.observe({ node: node.name }, (started - waitStarted) / 1000)
   const gauge = deps.metrics.poolInUse.labels(node.name)
   gauge.inc()
-  const started = performance.now()
   try {
-    return await run()
+    return await use(connection)
   } finally {
+    pool.release(connection)
     gauge.dec()
     const ms = performance.now() - started
     if (ms > deps.slowStatementMs)

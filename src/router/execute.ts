@@ -1,5 +1,10 @@
-import type { Sql } from '../shard/connection.ts'
 import { parseLsn } from '../shard/lsn.ts'
+import {
+  PipelineError,
+  type PipelineStep,
+  type StepResult,
+  type WireConnection,
+} from '../shard/wire/connection.ts'
 import type { Statement, StatementResult } from './result.ts'
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
@@ -8,6 +13,8 @@ export interface TransactionPlan {
   tenant: string
   epoch: number
   write: boolean
+  /** The node is a hot standby: it refuses writes by itself. */
+  standby: boolean
   statements: Statement[]
   /** Parameters as text (or null): the server infers their types, as it does for psql. */
   params: (string | null)[][]
@@ -38,56 +45,65 @@ export class TransactionError extends Error {
 }
 
 /**
- * One transaction on one connection, sent at once so it costs one round trip: BEGIN and entering the
- * tenant share one simple-protocol message, each client statement is an extended-protocol (prepared)
- * statement, and COMMIT (with the commit LSN after a write) is the last message. If any part fails the
- * rest fail with 25P02 and COMMIT rolls back: the first error is the one that counts.
+ * One transaction as ONE pipeline with ONE Sync, so the shard answers it with one flush and it costs one
+ * round trip: enter the tenant, the client's statements (prepared, parameters bound as text), and for
+ * writes COMMIT and then the WAL position (read after the commit: read-your-writes waits for it).
+ * Enter's tenant, epoch and limits are bound parameters like the client's.
+ *
+ * A plain read on a hot standby needs no BEGIN: without one the pipeline is a single implicit
+ * transaction up to the Sync, so enter()'s transaction-local settings hold for the statements after it,
+ * and the standby refuses writes itself (25006). Everything else (writes, reads on a primary, an isolation
+ * level or DEFERRABLE) opens an explicit transaction in the same pipeline. On an error the server skips
+ * the rest up to the Sync; the pool rolls back a transaction left open before the connection is reused.
  */
-export async function runTransaction(pool: Sql, plan: TransactionPlan): Promise<TransactionOutcome> {
-  // A node that is gone fails here when the pool has no live connection left: that is a failure to
-  // enter, so dispatch sees the connection error and marks the node down (retry or 503), not a 500.
-  const connection = await pool.reserve().catch((error: unknown) => {
-    throw new TransactionError('enter', error)
+export async function runTransaction(
+  connection: WireConnection,
+  plan: TransactionPlan,
+): Promise<TransactionOutcome> {
+  const explicit = needsExplicitTransaction(plan)
+  const steps: PipelineStep[] = []
+  if (explicit) steps.push({ sql: beginSql(plan), params: [] })
+  steps.push(enterStep(plan))
+  const firstStatement = steps.length
+  plan.statements.forEach((statement, i) => {
+    steps.push({ sql: statement.sql, params: plan.params[i] ?? [] })
   })
+  if (explicit) steps.push({ sql: 'commit', params: [] })
+  if (plan.write) steps.push({ sql: 'select pg_current_wal_lsn()::text', params: [] })
+  let results: StepResult[]
   try {
-    const enter = connection.unsafe(`${beginSql(plan)}; ${enterSql(plan)}`).simple()
-    const statements = plan.statements.map((statement, i) =>
-      connection.unsafe(statement.sql, plan.params[i] ?? []).raw(),
-    )
-    const commit = connection
-      .unsafe(plan.write ? 'commit; select pg_current_wal_lsn()::text as lsn' : 'commit')
-      .simple()
-    const settled = await Promise.allSettled([enter, ...statements, commit])
-    const failed = settled.findIndex((outcome) => outcome.status === 'rejected')
-    if (failed !== -1) {
-      const reason = (settled[failed] as PromiseRejectedResult).reason
-      if (failed === 0) throw new TransactionError('enter', reason)
-      if (failed <= statements.length) throw new TransactionError('statement', reason, failed - 1)
-      throw new TransactionError('commit', reason)
-    }
-    const results = settled
-      .slice(1, 1 + statements.length)
-      .map((outcome) => toResult((outcome as PromiseFulfilledResult<RawResult>).value))
-    return {
-      results,
-      lsn: plan.write ? commitLsn((settled.at(-1) as PromiseFulfilledResult<unknown>).value) : null,
-    }
-  } finally {
-    connection.release()
+    results = await connection.run(steps)
+  } catch (error) {
+    throw transactionError(error, firstStatement, plan.statements.length)
+  }
+  const lsn = plan.write ? results.at(-1)?.rows[0]?.[0] : undefined
+  return {
+    results: results.slice(firstStatement, firstStatement + plan.statements.length),
+    lsn: lsn ? parseLsn(lsn) : null,
   }
 }
 
-/**
- * enter() with literals, so it can share BEGIN's simple-protocol message. Safe: the tenant id is a
- * validated UUID (only hex digits and dashes), the epoch an integer, the flag a boolean, and the limits
- * JSON of integers (quoted as a literal all the same).
- */
-function enterSql(plan: TransactionPlan): string {
-  if (!UUID.test(plan.tenant) || !Number.isInteger(plan.epoch))
-    throw new Error('enter() needs a UUID and an integer epoch')
-  const limits =
-    plan.write && plan.limits ? `, '${JSON.stringify(plan.limits).replaceAll("'", "''")}'::jsonb` : ''
-  return `select switchyard.enter('${plan.tenant}'::uuid, ${plan.epoch}, ${plan.write ? 'true' : 'false'}${limits})`
+/** Which part failed: a failed step before the client's statements is a failure to enter. */
+function transactionError(error: unknown, firstStatement: number, statements: number): TransactionError {
+  // A connection that failed or closed is a failure to enter: dispatch marks the node down (retry or 503).
+  if (!(error instanceof PipelineError)) return new TransactionError('enter', error)
+  if (error.step < firstStatement) return new TransactionError('enter', error.cause)
+  if (error.step < firstStatement + statements)
+    return new TransactionError('statement', error.cause, error.step - firstStatement)
+  return new TransactionError('commit', error.cause)
+}
+
+const needsExplicitTransaction = (plan: TransactionPlan) =>
+  plan.write || !plan.standby || plan.isolation !== undefined || Boolean(plan.deferrable)
+
+const ENTER = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean)'
+const ENTER_WITH_LIMITS = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean, $4::jsonb)'
+
+function enterStep(plan: TransactionPlan): PipelineStep {
+  const params = [plan.tenant, String(plan.epoch), plan.write ? 'true' : 'false']
+  if (plan.write && plan.limits)
+    return { sql: ENTER_WITH_LIMITS, params: [...params, JSON.stringify(plan.limits)] }
+  return { sql: ENTER, params }
 }
 
 function beginSql(plan: TransactionPlan): string {
@@ -96,34 +112,4 @@ function beginSql(plan: TransactionPlan): string {
   parts.push(plan.write && !plan.readOnly ? 'read write' : 'read only')
   if (plan.deferrable) parts.push('deferrable')
   return parts.join(' ')
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-/** `commit; select pg_current_wal_lsn()` answers with one result per statement: the LSN is in the last. */
-function commitLsn(value: unknown): bigint | null {
-  const results =
-    Array.isArray(value) && Array.isArray(value[0]) ? (value as unknown[][]) : [value as unknown[]]
-  const row = results.at(-1)?.[0] as { lsn?: string } | undefined
-  return row?.lsn ? parseLsn(row.lsn) : null
-}
-
-interface RawResult extends Array<(Buffer | null)[]> {
-  command: string
-  count: number | null
-  columns?: { name: string; type: number; table: number; number: number }[]
-}
-
-function toResult(raw: RawResult): StatementResult {
-  return {
-    command: raw.command,
-    rowCount: raw.count ?? null,
-    fields: (raw.columns ?? []).map((column) => ({
-      name: column.name,
-      dataTypeID: column.type,
-      tableID: column.table,
-      columnID: column.number,
-    })),
-    rows: raw.map((row) => row.map((value) => (value === null ? null : value.toString('utf8')))),
-  }
 }

@@ -38,6 +38,13 @@ export function createMetrics() {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers,
     }),
+    poolWait: new Histogram({
+      name: 'switchyard_pool_wait_seconds',
+      help: 'Time a transaction waited for a free connection of the node pool',
+      labelNames: ['node'] as const,
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
     poolInUse: new Gauge({
       name: 'switchyard_pool_connections_in_use',
       help: 'Connections reserved by in-flight transactions, per node',

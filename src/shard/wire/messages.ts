@@ -1,0 +1,244 @@
+/**
+ * PostgreSQL's frontend/backend protocol, version 3: the frontend messages the router sends, and the
+ * parts of backend messages it reads. Only what a pipeline of prepared statements in text format needs.
+ */
+
+/** Writes frontend messages into one growing buffer, so a whole pipeline leaves in one socket write. */
+export class MessageWriter {
+  private buffer = Buffer.allocUnsafe(4096)
+  private length = 0
+  /** Where the current message's length field is. */
+  private start = 0
+
+  /** A message with a type byte (every message but the startup message). */
+  begin(type: string): this {
+    this.ensure(5)
+    this.buffer[this.length] = type.charCodeAt(0)
+    this.start = this.length + 1
+    this.length += 5
+    return this
+  }
+
+  /** The startup message has no type byte. */
+  beginUntyped(): this {
+    this.ensure(4)
+    this.start = this.length
+    this.length += 4
+    return this
+  }
+
+  /** Fills in the length of the message begun last. */
+  end(): this {
+    this.buffer.writeInt32BE(this.length - this.start, this.start)
+    return this
+  }
+
+  int16(value: number): this {
+    this.ensure(2)
+    this.buffer.writeInt16BE(value, this.length)
+    this.length += 2
+    return this
+  }
+
+  int32(value: number): this {
+    this.ensure(4)
+    this.buffer.writeInt32BE(value, this.length)
+    this.length += 4
+    return this
+  }
+
+  byte(value: number): this {
+    this.ensure(1)
+    this.buffer[this.length++] = value
+    return this
+  }
+
+  /** A NUL-terminated string. */
+  cstring(value: string): this {
+    this.raw(value)
+    return this.byte(0)
+  }
+
+  /** Text without a terminator (a Bind value, a SASL payload). */
+  raw(value: string | Buffer): this {
+    const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
+    this.ensure(size)
+    if (typeof value === 'string') this.buffer.write(value, this.length, 'utf8')
+    else value.copy(this.buffer, this.length)
+    this.length += size
+    return this
+  }
+
+  /** Everything written so far, copied out, and the writer emptied for the next batch. */
+  take(): Buffer {
+    const out = Buffer.from(this.buffer.subarray(0, this.length))
+    this.length = 0
+    return out
+  }
+
+  private ensure(size: number) {
+    if (this.length + size <= this.buffer.length) return
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.length + size))
+    this.buffer.copy(grown, 0, 0, this.length)
+    this.buffer = grown
+  }
+}
+
+/** Protocol 3.0, the startup message's version field. */
+export const PROTOCOL_VERSION = 196608
+
+export function writeStartup(writer: MessageWriter, parameters: Record<string, string>) {
+  writer.beginUntyped().int32(PROTOCOL_VERSION)
+  for (const [key, value] of Object.entries(parameters)) writer.cstring(key).cstring(value)
+  writer.byte(0).end()
+}
+
+/** Parse: parameter types left unspecified (0 of them), so the server infers each one. */
+export function writeParse(writer: MessageWriter, name: string, sql: string) {
+  writer.begin('P').cstring(name).cstring(sql).int16(0).end()
+}
+
+/** Describe a prepared statement: answered with ParameterDescription and RowDescription (or NoData). */
+export function writeDescribeStatement(writer: MessageWriter, name: string) {
+  writer.begin('D').byte(0x53).cstring(name).end()
+}
+
+/** Bind to the unnamed portal: every parameter and every result column in text format. */
+export function writeBind(writer: MessageWriter, statement: string, params: readonly (string | null)[]) {
+  writer.begin('B').cstring('').cstring(statement).int16(0).int16(params.length)
+  for (const value of params) {
+    if (value === null) {
+      writer.int32(-1)
+      continue
+    }
+    writer.int32(Buffer.byteLength(value)).raw(value)
+  }
+  writer.int16(0).end()
+}
+
+/** Execute the unnamed portal to completion (no row limit). */
+export function writeExecute(writer: MessageWriter) {
+  writer.begin('E').cstring('').int32(0).end()
+}
+
+export function writeClose(writer: MessageWriter, statement: string) {
+  writer.begin('C').byte(0x53).cstring(statement).end()
+}
+
+export function writeSync(writer: MessageWriter) {
+  writer.begin('S').end()
+}
+
+export function writeQuery(writer: MessageWriter, sql: string) {
+  writer.begin('Q').cstring(sql).end()
+}
+
+export function writeTerminate(writer: MessageWriter) {
+  writer.begin('X').end()
+}
+
+/** PasswordMessage (cleartext or MD5); SASLInitialResponse and SASLResponse share its type byte 'p'. */
+export function writePassword(writer: MessageWriter, payload: string) {
+  writer.begin('p').cstring(payload).end()
+}
+
+export function writeSaslInitial(writer: MessageWriter, mechanism: string, payload: string) {
+  writer.begin('p').cstring(mechanism).int32(Buffer.byteLength(payload)).raw(payload).end()
+}
+
+export function writeSaslResponse(writer: MessageWriter, payload: string) {
+  writer.begin('p').raw(payload).end()
+}
+
+/** A result column as RowDescription describes it. */
+export interface ColumnDescription {
+  name: string
+  tableID: number
+  columnID: number
+  dataTypeID: number
+}
+
+/** `body` starts after the type byte and length. */
+export function readRowDescription(body: Buffer): ColumnDescription[] {
+  const count = body.readInt16BE(0)
+  const columns: ColumnDescription[] = new Array(count)
+  let at = 2
+  for (let i = 0; i < count; i++) {
+    const nul = body.indexOf(0, at)
+    const name = body.toString('utf8', at, nul)
+    at = nul + 1
+    columns[i] = {
+      name,
+      tableID: body.readUInt32BE(at),
+      columnID: body.readInt16BE(at + 4),
+      dataTypeID: body.readUInt32BE(at + 6),
+    }
+    // type size (2), type modifier (4), format code (2)
+    at += 18
+  }
+  return columns
+}
+
+export function readDataRow(body: Buffer): (string | null)[] {
+  const count = body.readInt16BE(0)
+  const row: (string | null)[] = new Array(count)
+  let at = 2
+  for (let i = 0; i < count; i++) {
+    const size = body.readInt32BE(at)
+    at += 4
+    if (size < 0) {
+      row[i] = null
+      continue
+    }
+    row[i] = body.toString('utf8', at, at + size)
+    at += size
+  }
+  return row
+}
+
+/** A command tag ("INSERT 0 3", "SELECT 1", "CREATE TABLE"): its verb and its row count, if it has one. */
+export function readCommandComplete(body: Buffer): { command: string; rowCount: number | null } {
+  const tag = body.toString('utf8', 0, body.length - 1)
+  const words = tag.split(' ')
+  let verbs = words.length
+  while (verbs > 1 && /^\d+$/.test(words[verbs - 1] as string)) verbs--
+  const rowCount = verbs < words.length ? Number(words[words.length - 1]) : null
+  return { command: words.slice(0, verbs).join(' '), rowCount }
+}
+
+/**
+ * ErrorResponse and NoticeResponse fields, named as postgres.js names them, so code written against
+ * postgres.js errors (the router's error mapping, Neon's error body) reads these the same way.
+ */
+const FIELD_NAMES: Record<string, string> = {
+  S: 'severity_local',
+  V: 'severity',
+  C: 'code',
+  M: 'message',
+  D: 'detail',
+  H: 'hint',
+  P: 'position',
+  p: 'internal_position',
+  q: 'internal_query',
+  W: 'where',
+  s: 'schema_name',
+  t: 'table_name',
+  c: 'column_name',
+  d: 'data type_name',
+  n: 'constraint_name',
+  F: 'file',
+  L: 'line',
+  R: 'routine',
+}
+
+export function readErrorFields(body: Buffer): Record<string, string> {
+  const fields: Record<string, string> = {}
+  let at = 0
+  while (at < body.length && body[at] !== 0) {
+    const nul = body.indexOf(0, at + 1)
+    const name = FIELD_NAMES[String.fromCharCode(body[at] as number)]
+    if (name) fields[name] = body.toString('utf8', at + 1, nul)
+    at = nul + 1
+  }
+  return fields
+}
