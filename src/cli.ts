@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander'
+import pino from 'pino'
 import { z } from 'zod'
 import { startDemo } from './cluster/demo.ts'
 import {
@@ -19,6 +20,10 @@ import { withRedis } from './directory/redis.ts'
 import { createRouteCache } from './directory/routes.ts'
 import { addTenant, effectiveLimits, listTenants, setTenantLimits } from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
+import { failpointFromEnv } from './migrate-tenant/failpoint.ts'
+import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/mover.ts'
+import { progressPrinter } from './migrate-tenant/progress.ts'
+import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
 import {
   createRebalancePlan,
   drainShard,
@@ -33,6 +38,8 @@ import { diagnose } from './shard/doctor.ts'
 const program = new Command('switchyard')
   .description('Shard router and tenant placement for multi-tenant PostgreSQL')
   .showHelpAfterError()
+  // Lets `move status <id> --json` give --json to the subcommand although `move` has one too.
+  .enablePositionalOptions()
   .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2))
 
 const json = new Option('--json', 'print JSON')
@@ -51,6 +58,10 @@ function action<A extends unknown[]>(run: (topology: Topology, ...args: A) => Pr
     }
   }
 }
+
+/** Mover logs go to stderr with the progress bar, so `--json` output on stdout stays clean. */
+const cliLogger = () =>
+  pino({ level: process.env.LOG_LEVEL ?? 'warn', base: { service: 'switchyard' } }, pino.destination(2))
 
 const say = (line: string) => process.stderr.write(`${line}\n`)
 const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`)
@@ -475,6 +486,98 @@ keys
       else say(`key ${row.prefix} revoked at ${row.revokedAt?.toISOString()}`)
     }),
   )
+
+const move = program
+  .command('move')
+  .description('move a tenant to another shard online (logical replication, fenced cutover)')
+  .argument('[tenant]', 'the tenant to move')
+  .option('--to <shard>', 'the target shard')
+  .addOption(json)
+  .enablePositionalOptions()
+  .action(
+    action(async (topology, tenant: string | undefined, options: { to?: string; json?: boolean }) => {
+      if (!tenant || !options.to)
+        throw new SwitchyardError(
+          'invalid_input',
+          'usage: switchyard move <tenant> --to <shard> (or move status|resume|abort)',
+        )
+      await runMover(topology, options, (deps) => startMove(deps, { tenant, target: options.to }))
+    }),
+  )
+move
+  .command('status [move]')
+  .description('one move (phase, rows, lag, stall, error), or the latest moves')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string | undefined, options: { json?: boolean }) => {
+      const found = await withDirectory(topology, async (directory) =>
+        id === undefined ? listMoves(directory, { limit: 20 }) : [await findMove(directory, parseMoveId(id))],
+      )
+      if (options.json) print(id === undefined ? found : found[0])
+      else
+        process.stdout.write(
+          `${table(found.map(moveRow), ['id', 'tenant', 'from', 'to', 'state', 'rows', 'stallMs', 'updated', 'error'])}\n`,
+        )
+    }),
+  )
+move
+  .command('resume <move>')
+  .description('run a stopped or crashed move on from its recorded phase')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string, options: { json?: boolean }) => {
+      await runMover(topology, options, (deps) => runMove(deps, parseMoveId(id)))
+    }),
+  )
+move
+  .command('abort <move>')
+  .description('undo a move that has not cut over: source unfenced, target and replication artifacts cleaned')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string, options: { json?: boolean }) => {
+      await runMover(topology, options, (deps) => abortMove(deps, parseMoveId(id)))
+    }),
+  )
+
+/** Runs one mover action with a progress bar on stderr; prints the move (JSON or a summary) at the end. */
+async function runMover(
+  topology: Topology,
+  options: { json?: boolean },
+  run: (deps: MoverDeps) => Promise<Move>,
+) {
+  const progress = progressPrinter()
+  const done = await withDirectory(topology, (directory) =>
+    withRedis(topology.redis, (redis) =>
+      run({
+        topology,
+        directory,
+        redis,
+        logger: cliLogger(),
+        onProgress: (m) => progress.update(m),
+        failpoint: failpointFromEnv(),
+      }),
+    ),
+  ).finally(() => progress.done())
+  if (options.json) print(done)
+  else {
+    const stall = done.progress.stallMs === undefined ? '' : `, cutover stall ${done.progress.stallMs} ms`
+    say(
+      `move ${done.id}: tenant ${done.tenantId} ${done.sourceShard} → ${done.targetShard} ${done.state}${stall}`,
+    )
+  }
+}
+
+const moveRow = (m: Move) => ({
+  id: m.id,
+  tenant: m.tenantId,
+  from: m.sourceShard,
+  to: m.targetShard,
+  state: m.state,
+  rows: m.progress.totalRows === undefined ? '' : `${m.progress.copiedRows ?? 0}/${m.progress.totalRows}`,
+  stallMs: m.progress.stallMs ?? '',
+  updated: m.updatedAt.toISOString(),
+  error: m.error ?? '',
+})
 
 program
   .command('router')

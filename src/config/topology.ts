@@ -67,6 +67,35 @@ export const topologySchema = z
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
       })
       .prefault({}),
+    /** The online tenant mover (`switchyard move`, `rebalance apply`). */
+    mover: z
+      .strictObject({
+        /** How long the fence waits for the tenant's in-flight writes; new writes queue meanwhile. */
+        lockTimeoutMs: z.coerce.number().int().min(1).default(500),
+        /** Fence tries per cutover attempt before the move gives up for now (resumable). */
+        fenceAttempts: z.coerce.number().int().min(1).default(5),
+        /** Replication lag (bytes) under which the fence is tried: never cut over while lagging. */
+        catchUpBytes: z.coerce
+          .number()
+          .int()
+          .min(0)
+          .default(1024 * 1024),
+        /** How long copy and catch-up may take before the move stops (resumable) with an error. */
+        catchUpTimeoutMs: z.coerce
+          .number()
+          .int()
+          .min(1)
+          .default(30 * 60_000),
+        /** How long a fenced tenant waits for the target to apply past the fence before unfencing. */
+        cutoverTimeoutMs: z.coerce.number().int().min(1).default(2_000),
+        /** Wait after cutover before the source's copy is deleted; default: route cache TTL + 5 s. */
+        cleanupGraceMs: z.coerce.number().int().min(0).optional(),
+        /** Rows per DELETE when the source's copy (or an aborted target's) is removed. */
+        deleteBatchRows: z.coerce.number().int().min(1).default(5_000),
+        /** Open moves out of one source shard at a time. */
+        maxPerSource: z.coerce.number().int().min(1).default(2),
+      })
+      .prefault({}),
     /** The seed's per-tenant limits; a tenant's own limits in the directory override them. */
     tenantLimits: z
       .strictObject({

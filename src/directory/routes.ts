@@ -135,9 +135,7 @@ export function createRouteCache(options: RouteCacheOptions, events?: RouteEvent
     },
     async invalidate(tenant) {
       forget(tenant)
-      if (!options.redis) return
-      await options.redis.del(keys.route(tenant)).catch(() => {})
-      await options.redis.publish(keys.invalidations, tenant).catch(() => {})
+      if (options.redis) await publishInvalidation(options.redis, tenant)
     },
     onInvalidate(listener) {
       listeners.add(listener)
@@ -147,6 +145,15 @@ export function createRouteCache(options: RouteCacheOptions, events?: RouteEvent
       subscriber?.disconnect()
     },
   }
+}
+
+/**
+ * Drops the tenant's route from Redis and tells every router to forget it. Best effort (invariant 1):
+ * a router that misses it finds out from the shard's stale-route error.
+ */
+export async function publishInvalidation(redis: Redis, tenant: string): Promise<void> {
+  await redis.del(keys.route(tenant)).catch(() => {})
+  await redis.publish(keys.invalidations, tenant).catch(() => {})
 }
 
 const unknown = (tenant: string) => new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)

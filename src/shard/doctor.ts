@@ -2,6 +2,7 @@ import type { Topology } from '../config/topology.ts'
 import { answers, type Sql, withAdmin } from './connection.ts'
 import { expectedShardVersion } from './migrate.ts'
 import { primaryName, replicaName } from './nodes.ts'
+import { type TenantTable, tenantTables } from './tables.ts'
 
 export interface Finding {
   check: string
@@ -99,30 +100,6 @@ async function diagnosePrimary(
         : `${role} is or acts as superuser/BYPASSRLS, or owns ${router.owns} relations`,
   )
   return findings
-}
-
-interface TenantTable {
-  name: string
-  rls: boolean
-  forced: boolean
-  policies: number
-  pk: string[]
-}
-
-/** Every table (and partition) in the tenant schemas: each must be a tenant table. */
-async function tenantTables(sql: Sql, schemas: string[]): Promise<TenantTable[]> {
-  return sql<TenantTable[]>`
-    select format('%I.%I', n.nspname, c.relname) as name,
-           c.relrowsecurity as rls, c.relforcerowsecurity as forced,
-           (select count(*)::int from pg_policy p where p.polrelid = c.oid) as policies,
-           coalesce((select array_agg(a.attname::text order by k.ord)
-                     from pg_index i
-                     cross join unnest(i.indkey) with ordinality as k(attnum, ord)
-                     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                     where i.indrelid = c.oid and i.indisprimary), '{}') as pk
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.relkind in ('r', 'p') and n.nspname = any(${schemas})
-    order by 1`
 }
 
 function describeRls(table: TenantTable): string {

@@ -31,3 +31,14 @@ export async function readOwnership(
     select epoch, state from switchyard.tenant_ownership where tenant_id = ${tenant}`
   return row
 }
+
+/**
+ * Sets a tenant's ownership row on a shard to `state` at `epoch` (insert or overwrite): the mover's
+ * incoming claim on a target, the target's takeover at cutover, the source's `moved`.
+ */
+export async function setOwnership(sql: Sql, tenant: string, epoch: number, state: OwnershipState) {
+  await sql`
+    insert into switchyard.tenant_ownership (tenant_id, epoch, state)
+    values (${tenant}, ${epoch}, ${state})
+    on conflict (tenant_id) do update set epoch = excluded.epoch, state = excluded.state, updated_at = now()`
+}

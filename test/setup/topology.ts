@@ -45,6 +45,8 @@ export function testTopologyInput(ports: number[]) {
     directory: url(directory, 'switchyard'),
     redis: `redis://127.0.0.1:${redis}`,
     router: { port: router },
+    // Moves clean the source up right after the cutover: test files share the shards.
+    mover: { cleanupGraceMs: 200 },
     tenantSchema: { migrations: path.resolve('examples/appointments/migrations'), schemas: ['public'] },
     shards: [0, 1, 2].map((n) => ({
       id: `shard-${n + 1}`,

@@ -1,0 +1,21 @@
+import { SwitchyardError } from '../errors.ts'
+import type { MoveState } from './record.ts'
+
+/**
+ * Fault injection for the crash tests (and for operators rehearsing a crash):
+ * `SWITCHYARD_FAILPOINT=move:<state>[:after]` kills the mover with SIGKILL when it reaches that state,
+ * before its side effect (or after it, before the next state is recorded). Unset: no failpoint.
+ */
+export function failpointFromEnv(value = process.env.SWITCHYARD_FAILPOINT) {
+  if (!value) return undefined
+  const match = /^move:([a-z_]+)(?::(before|after))?$/.exec(value)
+  if (!match)
+    throw new SwitchyardError(
+      'invalid_input',
+      `SWITCHYARD_FAILPOINT=${JSON.stringify(value)}: expected move:<state>[:before|:after]`,
+    )
+  const [, at, when = 'before'] = match
+  return (state: MoveState, now: 'before' | 'after') => {
+    if (state === at && now === when) process.kill(process.pid, 'SIGKILL')
+  }
+}

@@ -1,0 +1,34 @@
+import { Counter, Histogram, type Registry } from 'prom-client'
+
+/** The mover's metrics, registered where the process serves /metrics (the router's registry). */
+export function createMoverMetrics(registry: Registry) {
+  const registers = [registry]
+  return {
+    phaseSeconds: new Histogram({
+      name: 'switchyard_move_phase_seconds',
+      help: 'Time spent in each phase of a tenant move',
+      labelNames: ['phase'] as const,
+      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600],
+      registers,
+    }),
+    stallSeconds: new Histogram({
+      name: 'switchyard_move_stall_seconds',
+      help: 'Cutover stall: from the fence to the directory flip',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers,
+    }),
+    rowsCopied: new Counter({
+      name: 'switchyard_move_rows_copied_total',
+      help: 'Tenant rows copied to targets by moves',
+      registers,
+    }),
+    moves: new Counter({
+      name: 'switchyard_moves_total',
+      help: 'Moves finished, by outcome',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+  }
+}
+
+export type MoverMetrics = ReturnType<typeof createMoverMetrics>

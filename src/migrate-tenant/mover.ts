@@ -1,0 +1,498 @@
+import type { Topology } from '../config/topology.ts'
+import type { Directory } from '../directory/connection.ts'
+import { keys, type Redis } from '../directory/redis.ts'
+import { publishInvalidation } from '../directory/routes.ts'
+import { SwitchyardError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { openAdmin, type Sql } from '../shard/connection.ts'
+import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
+import { formatLsn, parseLsn, sortableLsn } from '../shard/lsn.ts'
+import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
+import { type TenantTable, tenantTables } from '../shard/tables.ts'
+import {
+  artifactName,
+  createPublication,
+  createSubscription,
+  dropMoveSlots,
+  dropPublication,
+  dropSubscription,
+  slotProgress,
+  subscriptionState,
+} from './artifacts.ts'
+import type { MoverMetrics } from './metrics.ts'
+import { preflight } from './preflight.ts'
+import { FINISHED, findMove, type Move, type MoveState, type Phase, recordMove, saveMove } from './record.ts'
+import { countTenantRows, deleteTenantRows, digestTenant } from './rows.ts'
+
+export interface MoverDeps {
+  topology: Topology
+  directory: Directory
+  redis?: Redis | undefined
+  logger: Logger
+  metrics?: MoverMetrics | undefined
+  /** Called on every phase change and while copying or catching up. */
+  onProgress?: ((move: Move) => void) | undefined
+  /**
+   * Crash tests: called before and after each phase's side effect. `SWITCHYARD_FAILPOINT` in the CLI
+   * kills the process (SIGKILL) there.
+   */
+  failpoint?: ((state: MoveState, when: 'before' | 'after') => void) | undefined
+}
+
+/** How often the mover looks at copy and replication progress. */
+const POLL_MS = 5
+const SLOW_POLL_MS = 200
+
+/** Checks the request, records the move and runs it to the end: the `switchyard move` entry point. */
+export async function startMove(
+  deps: MoverDeps,
+  request: { tenant: unknown; target: unknown },
+): Promise<Move> {
+  const move = await createMove(deps, request)
+  return runMove(deps, move.id)
+}
+
+/** Checks and records a move without running it (the admin API runs it in the background). */
+export async function createMove(
+  deps: MoverDeps,
+  request: { tenant: unknown; target: unknown },
+): Promise<Move> {
+  const shards = shardConnections(deps.topology)
+  try {
+    const checked = await preflight(deps.topology, deps.directory, shards.get, request)
+    return await recordMove(deps.directory, deps.topology, { tenant: checked.tenant, target: checked.target })
+  } finally {
+    await shards.close()
+  }
+}
+
+/**
+ * Runs (or resumes) a move from its recorded state to `done`. Each phase's side effect is idempotent
+ * and its state was persisted before it started, so a crash anywhere resumes by redoing the phase it
+ * was in. One process at a time: a session lock in the directory refuses a second runner.
+ */
+export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
+  return withRunLock(deps, id, async (ctx) => {
+    let move = ctx.move
+    if (move.state === 'aborting') return finishAbort(deps, ctx)
+    while (!FINISHED.includes(move.state)) {
+      const state = move.state as Phase
+      const started = performance.now()
+      deps.failpoint?.(state, 'before')
+      const next = await STEPS[state](ctx)
+      deps.failpoint?.(state, 'after')
+      const ms = Math.round(performance.now() - started)
+      deps.metrics?.phaseSeconds.observe({ phase: state }, ms / 1000)
+      deps.logger.info({ move: move.id, tenant: move.tenantId, phase: state, ms }, 'move phase done')
+      move = ctx.move
+      const phases = { ...move.progress.phases, [state]: (move.progress.phases?.[state] ?? 0) + ms }
+      move = await ctx.save({ ...next, progress: { ...next.progress, phases } })
+    }
+    deps.metrics?.moves.inc({ outcome: move.state })
+    return move
+  })
+}
+
+/**
+ * Aborts a move that has not cut over: the source serves the tenant again (unfenced), the
+ * subscription, its slots and the publication are dropped, and the target loses every row of the
+ * tenant and its ownership claim. After the cutover the move can only go forward (`move resume`).
+ */
+export async function abortMove(deps: MoverDeps, id: string): Promise<Move> {
+  return withRunLock(deps, id, async (ctx) => {
+    const move = ctx.move
+    if (move.state === 'aborted') return move
+    if (FINISHED.includes(move.state))
+      throw new SwitchyardError('move_finished', `move ${move.id} is ${move.state}: nothing to abort`)
+    const [tenant] = await deps.directory.sql<{ shard_id: string }[]>`
+      select shard_id from tenants where id = ${move.tenantId}`
+    if (tenant?.shard_id === move.targetShard || move.state === 'cleanup')
+      throw new SwitchyardError(
+        'move_past_cutover',
+        `move ${move.id} has cut over to ${move.targetShard}: it can only be resumed (\`switchyard move resume ${move.id}\`)`,
+      )
+    await ctx.save({ state: 'aborting' })
+    return finishAbort(deps, ctx)
+  })
+}
+
+async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
+  const { move, source, target, name } = ctx
+  deps.failpoint?.('aborting', 'before')
+  await unfenceTenant(source, move.tenantId)
+  await deps.directory.sql`
+    update tenants set state = 'active' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
+  await ctx.invalidate()
+  await dropSubscription(target, name)
+  await dropMoveSlots(source, name, move.progress.subscriptionOid ?? null)
+  await dropPublication(source, name)
+  await deleteTenantRows(target, move.tenantId, await ctx.tables(), deps.topology.mover.deleteBatchRows)
+  const owned = await readOwnership(target, move.tenantId)
+  if (owned && owned.state !== 'owner') await releaseOwnership(target, move.tenantId)
+  deps.failpoint?.('aborting', 'after')
+  const done = await ctx.save({ state: 'aborted' })
+  deps.metrics?.moves.inc({ outcome: 'aborted' })
+  deps.logger.info({ move: move.id, tenant: move.tenantId }, 'move aborted')
+  return done
+}
+
+/** A phase's result: the next state and what to persist with it. */
+type Next = Partial<Pick<Move, 'fenceLsn' | 'cutoverLsn' | 'error'>> & {
+  state: MoveState
+  progress?: Move['progress']
+}
+
+interface MoveContext {
+  deps: MoverDeps
+  /** The move as last persisted. */
+  move: Move
+  name: string
+  source: Sql
+  target: Sql
+  sourceUrl: string
+  tables(): Promise<TenantTable[]>
+  save(change: Parameters<typeof saveMove>[2]): Promise<Move>
+  /** Persists progress without changing state (for the progress bar in other processes). */
+  report(progress: Move['progress']): Promise<void>
+  invalidate(): Promise<void>
+}
+
+const STEPS: Record<Phase, (ctx: MoveContext) => Promise<Next>> = {
+  preflight: removeLeftovers,
+  publication: async (ctx) => {
+    await createPublication(ctx.source, ctx.name, ctx.move.tenantId, await ctx.tables())
+    return { state: 'subscription' }
+  },
+  subscription: async (ctx) => {
+    const { move } = ctx
+    await setOwnership(ctx.target, move.tenantId, fromEpoch(move) + 1, 'incoming')
+    await createSubscription(ctx.target, ctx.source, ctx.name, ctx.sourceUrl)
+    const sub = await subscriptionState(ctx.target, ctx.name)
+    return { state: 'copy', progress: { subscriptionOid: sub.oid } }
+  },
+  copy: waitForCopy,
+  catch_up: waitForCatchUp,
+  fence,
+  final_catch_up: waitPastFence,
+  verify,
+  flip,
+  cleanup,
+  done: async () => ({ state: 'done' }),
+}
+
+/**
+ * Rows of the tenant on the target can only be an earlier move's leftovers (an abort that crashed, a
+ * source copy not yet cleaned): preflight refused a target that owns the tenant. They go, or the copy
+ * would collide with them.
+ */
+async function removeLeftovers(ctx: MoveContext): Promise<Next> {
+  const tables = await ctx.tables()
+  const left = await countTenantRows(ctx.target, ctx.move.tenantId, tables)
+  if (left > 0) {
+    ctx.deps.logger.warn(
+      { move: ctx.move.id, rows: left },
+      'removing leftover rows of the tenant on the target',
+    )
+    await deleteTenantRows(ctx.target, ctx.move.tenantId, tables, ctx.deps.topology.mover.deleteBatchRows)
+  }
+  return { state: 'publication' }
+}
+
+async function waitForCopy(ctx: MoveContext): Promise<Next> {
+  const { move, deps } = ctx
+  const tables = await ctx.tables()
+  const totalRows = await countTenantRows(ctx.source, move.tenantId, tables)
+  const deadline = Date.now() + deps.topology.mover.catchUpTimeoutMs
+  for (;;) {
+    const sub = await subscriptionState(ctx.target, ctx.name)
+    if (!sub.exists)
+      throw new SwitchyardError('move_broken', `subscription ${ctx.name} is missing on the target`)
+    if (!sub.enabled) throw applyStopped(ctx)
+    const copiedRows = await countTenantRows(ctx.target, move.tenantId, tables)
+    await ctx.report({ totalRows, copiedRows })
+    if (sub.tablesPending === 0) {
+      deps.metrics?.rowsCopied.inc(copiedRows)
+      return { state: 'catch_up', progress: { totalRows, copiedRows } }
+    }
+    if (Date.now() > deadline) throw timeout(ctx, 'copy')
+    await sleep(SLOW_POLL_MS)
+  }
+}
+
+async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
+  const deadline = Date.now() + ctx.deps.topology.mover.catchUpTimeoutMs
+  for (;;) {
+    const lag = await lagBytes(ctx)
+    await ctx.report({ lagBytes: lag })
+    if (lag <= ctx.deps.topology.mover.catchUpBytes) return { state: 'fence', progress: { lagBytes: lag } }
+    if (Date.now() > deadline) throw timeout(ctx, 'catch-up')
+    await sleep(POLL_MS * 4)
+  }
+}
+
+async function lagBytes(ctx: MoveContext): Promise<number> {
+  const sub = await subscriptionState(ctx.target, ctx.name)
+  if (!sub.enabled) throw applyStopped(ctx)
+  const { confirmed, current } = await slotProgress(ctx.source, ctx.name)
+  return Number(current > confirmed ? current - confirmed : 0n)
+}
+
+/**
+ * The fence (invariant 6): the directory says `frozen` first, so routers hold the tenant's writes
+ * instead of sending them; then the source's exclusive lock drains in-flight writes and freezes the
+ * tenant there. When writes do not drain within `lockTimeoutMs`, everything is undone, the tenant's
+ * clients go on, and the fence is tried again a little later.
+ */
+async function fence(ctx: MoveContext): Promise<Next> {
+  const { move, deps } = ctx
+  const { lockTimeoutMs, fenceAttempts } = deps.topology.mover
+  for (let attempt = 1; attempt <= fenceAttempts; attempt++) {
+    const frozenAt = Date.now()
+    await deps.directory.sql`
+      update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
+    await ctx.report({ frozenAt, fenceAttempts: attempt })
+    await ctx.invalidate()
+    try {
+      const lsn = await fenceTenant(ctx.source, move.tenantId, lockTimeoutMs)
+      return { state: 'final_catch_up', fenceLsn: formatLsn(lsn), progress: { frozenAt } }
+    } catch (error) {
+      if ((error as { code?: string }).code !== LOCK_TIMEOUT_SQLSTATE) throw error
+      deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
+      await unfence(ctx)
+      await sleep(100 * attempt)
+    }
+  }
+  throw new SwitchyardError(
+    'fence_timeout',
+    `the tenant's writes did not drain within ${lockTimeoutMs} ms in ${fenceAttempts} attempts; the move waits (resume it)`,
+  )
+}
+
+async function unfence(ctx: MoveContext): Promise<void> {
+  await unfenceTenant(ctx.source, ctx.move.tenantId)
+  await ctx.deps.directory.sql`
+    update tenants set state = 'moving' where id = ${ctx.move.tenantId} and shard_id = ${ctx.move.sourceShard}`
+  await ctx.report({ frozenAt: null })
+  await ctx.invalidate()
+}
+
+/** After a crash between fence and flip the source may be unfenced (by an abort's first step, say). */
+async function stillFenced(ctx: MoveContext): Promise<boolean> {
+  const owned = await readOwnership(ctx.source, ctx.move.tenantId)
+  return owned?.state === 'frozen'
+}
+
+/** Waits until the target has applied (and made durable) everything up to the fence LSN. */
+async function waitPastFence(ctx: MoveContext): Promise<Next> {
+  if (!ctx.move.fenceLsn || !(await stillFenced(ctx))) return { state: 'fence' }
+  const fenceLsn = parseLsn(ctx.move.fenceLsn)
+  const deadline = Date.now() + ctx.deps.topology.mover.cutoverTimeoutMs
+  for (;;) {
+    const { confirmed } = await slotProgress(ctx.source, ctx.name)
+    if (confirmed >= fenceLsn) return { state: 'verify' }
+    if (Date.now() > deadline) {
+      ctx.deps.logger.warn({ move: ctx.move.id }, 'target did not reach the fence LSN in time; unfencing')
+      await unfence(ctx)
+      return { state: 'catch_up' }
+    }
+    await sleep(POLL_MS)
+  }
+}
+
+/**
+ * Row count and content hash of every tenant table, equal on both sides, read while the tenant is
+ * fenced. A difference unfences and stops the move: it is a bug or a divergence to look at, never
+ * something to cut over.
+ */
+async function verify(ctx: MoveContext): Promise<Next> {
+  if (!(await stillFenced(ctx))) return { state: 'fence' }
+  const tables = await ctx.tables()
+  const [before, after] = await Promise.all([
+    digestTenant(ctx.source, ctx.move.tenantId, tables),
+    digestTenant(ctx.target, ctx.move.tenantId, tables),
+  ])
+  const differ = before.filter((b, i) => b.rows !== after[i]?.rows || b.hash !== after[i]?.hash)
+  if (differ.length > 0) {
+    await unfence(ctx)
+    const detail = differ
+      .map((d) => {
+        const other = after.find((a) => a.table === d.table)
+        return `${d.table}: ${d.rows} rows on the source, ${other?.rows} on the target${d.rows === other?.rows ? ' (content differs)' : ''}`
+      })
+      .join('; ')
+    await ctx.save({ state: 'catch_up', error: `verify failed: ${detail}` })
+    throw new SwitchyardError('verify_failed', `the target's copy differs from the source: ${detail}`)
+  }
+  return { state: 'flip', progress: { copiedRows: before.reduce((sum, d) => sum + d.rows, 0) } }
+}
+
+/**
+ * The cutover: the target owns the tenant at the next epoch, then one directory transaction moves the
+ * tenant there (epoch + 1, active) and records the move's next state, so the flip and its record
+ * cannot disagree. Idempotent: a resumed flip finds the directory already flipped.
+ */
+async function flip(ctx: MoveContext): Promise<Next> {
+  const { move, deps } = ctx
+  const epoch = fromEpoch(move) + 1
+  const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number }[]>`
+    select shard_id, epoch from tenants where id = ${move.tenantId}`
+  const flipped = tenant?.shard_id === move.targetShard && tenant.epoch === epoch
+  if (!flipped && !(await stillFenced(ctx))) return { state: 'fence' }
+  await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
+  const cutoverLsn = formatLsn(await currentLsn(ctx.target))
+  const flippedAt = Date.now()
+  const stallMs = move.progress.frozenAt ? flippedAt - move.progress.frozenAt : undefined
+  if (!flipped) {
+    await deps.directory.sql.begin(async (sql) => {
+      const done = await sql`
+        update tenants set shard_id = ${move.targetShard}, epoch = ${epoch}, state = 'active'
+        where id = ${move.tenantId} and shard_id = ${move.sourceShard} and epoch = ${epoch - 1}`
+      if (done.count !== 1)
+        throw new SwitchyardError('move_broken', `tenant ${move.tenantId} changed under the move`)
+      ctx.move = await saveMove(sql, ctx.move, {
+        state: 'cleanup',
+        cutoverLsn,
+        progress: { flippedAt, stallMs, frozenAt: null },
+      })
+    })
+  }
+  if (stallMs !== undefined) deps.metrics?.stallSeconds.observe(stallMs / 1000)
+  deps.logger.info({ move: move.id, tenant: move.tenantId, stallMs, cutoverLsn }, 'move cut over')
+  return { state: 'cleanup', cutoverLsn: ctx.move.cutoverLsn ?? cutoverLsn }
+}
+
+/**
+ * After the cutover: the source stops serving the tenant (`moved`), routers forget the old route and
+ * the tenant's last-write LSN restarts in the target's WAL; the subscription (and with it its slot on
+ * the source), any sync slot and the publication are dropped; after a grace period longer than the
+ * route cache TTL, the source's copy is deleted in batches.
+ */
+async function cleanup(ctx: MoveContext): Promise<Next> {
+  const { move, deps } = ctx
+  await setOwnership(ctx.source, move.tenantId, fromEpoch(move), 'moved')
+  await ctx.invalidate()
+  if (deps.redis && move.cutoverLsn)
+    await deps.redis
+      .set(keys.lastWrite(move.tenantId), sortableLsn(parseLsn(move.cutoverLsn)))
+      .catch(() => {})
+  await dropSubscription(ctx.target, ctx.name)
+  await dropMoveSlots(ctx.source, ctx.name, move.progress.subscriptionOid ?? null)
+  await dropPublication(ctx.source, ctx.name)
+  const grace = deps.topology.mover.cleanupGraceMs ?? deps.topology.router.routeCacheTtlMs + 5_000
+  const wait = (move.progress.flippedAt ?? 0) + grace - Date.now()
+  if (wait > 0) await sleep(wait)
+  const deletedRows = await deleteTenantRows(
+    ctx.source,
+    move.tenantId,
+    await ctx.tables(),
+    deps.topology.mover.deleteBatchRows,
+    (deleted) => void ctx.report({ deletedRows: deleted }),
+  )
+  await releaseOwnership(ctx.source, move.tenantId)
+  return { state: 'done', error: null, progress: { deletedRows } }
+}
+
+const fromEpoch = (move: Move) => {
+  if (move.progress.fromEpoch === undefined) throw new Error(`move ${move.id} has no starting epoch`)
+  return move.progress.fromEpoch
+}
+
+const applyStopped = (ctx: MoveContext) =>
+  new SwitchyardError(
+    'apply_failed',
+    `subscription ${ctx.name} on ${ctx.move.targetShard} disabled itself after an apply error (see that server's log); abort the move`,
+  )
+
+const timeout = (ctx: MoveContext, what: string) =>
+  new SwitchyardError('move_timeout', `the ${what} of move ${ctx.move.id} did not finish in time; resume it`)
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Admin connections to shard primaries, opened on demand, closed together. */
+export function shardConnections(topology: Topology) {
+  const open = new Map<string, Sql>()
+  return {
+    get(id: string): Sql {
+      const shard = topology.shards.find((s) => s.id === id)
+      if (!shard) throw new SwitchyardError('shard_unknown', `shard "${id}" is not in the topology`)
+      let sql = open.get(id)
+      if (!sql) {
+        sql = openAdmin(shard.primary, { max: 2, idle_timeout: 0 })
+        open.set(id, sql)
+      }
+      return sql
+    },
+    async close() {
+      await Promise.all([...open.values()].map((sql) => sql.end({ timeout: 5 })))
+      open.clear()
+    },
+  }
+}
+
+/**
+ * Runs `use` holding the move's run lock (a session advisory lock on a reserved directory connection:
+ * a crashed runner's lock goes with its connection), with the move loaded and shard connections open.
+ */
+async function withRunLock(
+  deps: MoverDeps,
+  id: string,
+  use: (ctx: MoveContext) => Promise<Move>,
+): Promise<Move> {
+  const initial = await findMove(deps.directory, id)
+  const lock = await deps.directory.sql.reserve()
+  const shards = shardConnections(deps.topology)
+  try {
+    const [got] = await lock<{ locked: boolean }[]>`
+      select pg_try_advisory_lock(hashtext('switchyard.move'), hashtext(${initial.id})) as locked`
+    if (!got?.locked)
+      throw new SwitchyardError('move_busy', `move ${initial.id} is being run by another process`)
+    const ctx = moveContext(deps, await findMove(deps.directory, id), shards.get)
+    try {
+      return await use(ctx)
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error)
+      deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
+      await saveMove(deps.directory.sql, ctx.move, { error: message }).catch(() => {})
+      throw error
+    } finally {
+      await lock`select pg_advisory_unlock(hashtext('switchyard.move'), hashtext(${initial.id}))`.catch(
+        () => {},
+      )
+    }
+  } finally {
+    lock.release()
+    await shards.close()
+  }
+}
+
+function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): MoveContext {
+  let tables: Promise<TenantTable[]> | undefined
+  const sourceShard = deps.topology.shards.find((s) => s.id === move.sourceShard)
+  if (!sourceShard)
+    throw new SwitchyardError('shard_unknown', `shard "${move.sourceShard}" is not in the topology`)
+  const ctx: MoveContext = {
+    deps,
+    move,
+    name: artifactName(move.id),
+    source: shard(move.sourceShard),
+    target: shard(move.targetShard),
+    sourceUrl: sourceShard.primary,
+    tables: () => {
+      tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas)
+      return tables
+    },
+    async save(change) {
+      ctx.move = await saveMove(deps.directory.sql, ctx.move, change)
+      deps.onProgress?.(ctx.move)
+      return ctx.move
+    },
+    async report(progress) {
+      ctx.move = await saveMove(deps.directory.sql, ctx.move, { progress })
+      deps.onProgress?.(ctx.move)
+    },
+    async invalidate() {
+      if (deps.redis) await publishInvalidation(deps.redis, move.tenantId)
+    },
+  }
+  return ctx
+}

@@ -1,0 +1,79 @@
+import type { Topology } from '../config/topology.ts'
+import type { Directory } from '../directory/connection.ts'
+import { findTenant, parseTenantId } from '../directory/tenants.ts'
+import { SwitchyardError } from '../errors.ts'
+import type { Sql } from '../shard/connection.ts'
+import { readOwnership } from '../shard/ownership.ts'
+import { tenantTables } from '../shard/tables.ts'
+
+/** A move request checked against the shards, before anything is recorded or created. */
+export interface CheckedMove {
+  tenant: string
+  source: string
+  target: string
+}
+
+/**
+ * The checks that read the shards (the directory's own are in `recordMove`, under its lock): both
+ * shards exist, the tenant is not already on the target, the source decodes logically, both run the
+ * same schema version and have the same tenant tables, every tenant table carries `tenant_id` in its
+ * replica identity (a row filter needs it, or UPDATE/DELETE on the source fail for every tenant), and
+ * the target does not own the tenant. Reads only: a refused move leaves nothing behind.
+ */
+export async function preflight(
+  topology: Topology,
+  directory: Directory,
+  shards: (id: string) => Sql,
+  request: { tenant: unknown; target: unknown },
+): Promise<CheckedMove> {
+  const tenant = parseTenantId(request.tenant)
+  if (typeof request.target !== 'string' || !topology.shards.some((s) => s.id === request.target))
+    throw new SwitchyardError(
+      'shard_unknown',
+      `shard ${JSON.stringify(request.target)} is not in the topology`,
+    )
+  const target = request.target
+  const row = await findTenant(directory, tenant)
+  if (row.shardId === target)
+    throw new SwitchyardError('same_shard', `tenant ${tenant} is already on ${target}: nothing to move`)
+  const source = shards(row.shardId)
+  const into = shards(target)
+
+  const [settings] = await source<{ wal_level: string }[]>`select current_setting('wal_level') as wal_level`
+  if (settings?.wal_level !== 'logical')
+    throw new SwitchyardError(
+      'not_logical',
+      `${row.shardId} runs wal_level=${settings?.wal_level}: moves need wal_level=logical`,
+    )
+  const [from, to] = await Promise.all([
+    schemaOf(source, topology.tenantSchema.schemas),
+    schemaOf(into, topology.tenantSchema.schemas),
+  ])
+  if (from.version !== to.version || from.tables !== to.tables)
+    throw new SwitchyardError(
+      'schema_mismatch',
+      `${row.shardId} and ${target} differ: schema ${from.version} vs ${to.version}${from.tables !== to.tables ? ', and their tenant tables differ' : ''}; run \`switchyard migrate\``,
+    )
+  for (const table of await tenantTables(source, topology.tenantSchema.schemas)) {
+    if (!table.identity.includes('tenant_id'))
+      throw new SwitchyardError(
+        'replica_identity',
+        `${table.name} on ${row.shardId} lacks tenant_id in its replica identity (${table.identity.join(', ') || 'none'})`,
+      )
+  }
+  const owned = await readOwnership(into, tenant)
+  if (owned && (owned.state === 'owner' || owned.state === 'frozen'))
+    throw new SwitchyardError(
+      'target_owns_tenant',
+      `${target} says it owns tenant ${tenant} (${owned.state}, epoch ${owned.epoch}) but the directory places it on ${row.shardId}: run \`switchyard doctor\``,
+    )
+  return { tenant, source: row.shardId, target }
+}
+
+async function schemaOf(sql: Sql, schemas: string[]): Promise<{ version: string; tables: string }> {
+  const [row] = await sql<{ version: string | null }[]>`select version from switchyard.schema_version`.catch(
+    () => [{ version: null }],
+  )
+  const tables = await tenantTables(sql, schemas)
+  return { version: row?.version ?? 'none', tables: tables.map((t) => t.name).join(',') }
+}

@@ -1,0 +1,186 @@
+import { randomUUID } from 'node:crypto'
+import { z } from 'zod'
+import type { Topology } from '../config/topology.ts'
+import type { Directory } from '../directory/connection.ts'
+import { SwitchyardError } from '../errors.ts'
+import type { Queries } from '../shard/connection.ts'
+
+/** The move's phases in order (issue 5 / invariant 5); each is persisted before its side effect. */
+export const PHASES = [
+  'preflight',
+  'publication',
+  'subscription',
+  'copy',
+  'catch_up',
+  'fence',
+  'final_catch_up',
+  'verify',
+  'flip',
+  'cleanup',
+  'done',
+] as const
+export type Phase = (typeof PHASES)[number]
+export type MoveState = Phase | 'aborting' | 'aborted' | 'failed'
+
+export const FINISHED: readonly MoveState[] = ['done', 'aborted', 'failed']
+
+/** What the mover keeps about a move besides its state: enough to resume it in another process. */
+export interface MoveProgress {
+  /** The tenant's epoch when the move started; the cutover makes it fromEpoch + 1. */
+  fromEpoch?: number
+  subscriptionOid?: number | null
+  totalRows?: number
+  copiedRows?: number
+  lagBytes?: number
+  /** When the current fence began (ms since epoch): the cutover stall is measured from it. */
+  frozenAt?: number | null
+  flippedAt?: number
+  stallMs?: number
+  fenceAttempts?: number
+  deletedRows?: number
+  /** Milliseconds spent per phase, summed over resumes. */
+  phases?: Partial<Record<MoveState, number>>
+}
+
+export interface Move {
+  id: string
+  tenantId: string
+  sourceShard: string
+  targetShard: string
+  state: MoveState
+  fenceLsn: string | null
+  cutoverLsn: string | null
+  progress: MoveProgress
+  error: string | null
+  createdAt: Date
+  updatedAt: Date
+  finishedAt: Date | null
+}
+
+export const moveIdSchema = z.uuid({ message: 'must be a UUID' })
+
+export function parseMoveId(value: unknown): string {
+  const parsed = moveIdSchema.safeParse(value)
+  if (!parsed.success)
+    throw new SwitchyardError('invalid_input', `move id ${JSON.stringify(value)} must be a UUID`)
+  return parsed.data
+}
+
+const SELECT = `select id, tenant_id as "tenantId", source_shard as "sourceShard", target_shard as "targetShard",
+  state, fence_lsn as "fenceLsn", cutover_lsn as "cutoverLsn", progress, error,
+  created_at as "createdAt", updated_at as "updatedAt", finished_at as "finishedAt" from moves`
+
+export async function findMove(directory: Directory, id: unknown): Promise<Move> {
+  const move = parseMoveId(id)
+  const [row] = (await directory.sql.unsafe<Move[]>(`${SELECT} where id = $1`, [move])).map(asMove)
+  if (!row) throw new SwitchyardError('move_unknown', `move ${move} does not exist`)
+  return row
+}
+
+/** The latest moves first; `open` keeps the unfinished ones only. */
+export async function listMoves(directory: Directory, options: { open?: boolean; limit?: number } = {}) {
+  const where = options.open ? `where state not in ('done', 'aborted', 'failed')` : ''
+  const rows = await directory.sql.unsafe<Move[]>(
+    `${SELECT} ${where} order by created_at desc, id limit $1`,
+    [options.limit ?? 100],
+  )
+  return rows.map(asMove)
+}
+
+/** Unprepared queries answer timestamps as text: the record has Dates. */
+const asMove = (row: Move): Move => ({
+  ...row,
+  createdAt: new Date(row.createdAt),
+  updatedAt: new Date(row.updatedAt),
+  finishedAt: row.finishedAt === null ? null : new Date(row.finishedAt),
+})
+
+/** Persists the move's next state (and what it learned) before the mover acts on it. */
+export async function saveMove(
+  sql: Queries,
+  move: Move,
+  change: Partial<Pick<Move, 'state' | 'fenceLsn' | 'cutoverLsn' | 'error'>> & { progress?: MoveProgress },
+): Promise<Move> {
+  const next: Move = {
+    ...move,
+    ...change,
+    progress: { ...move.progress, ...change.progress },
+    updatedAt: new Date(),
+  }
+  const finished = FINISHED.includes(next.state)
+  await sql`
+    update moves set state = ${next.state}, fence_lsn = ${next.fenceLsn}, cutover_lsn = ${next.cutoverLsn},
+      progress = ${JSON.stringify(next.progress)}::jsonb, error = ${next.error}, updated_at = now(),
+      finished_at = ${finished ? sql`now()` : null}
+    where id = ${move.id}`
+  if (finished) next.finishedAt = new Date()
+  return next
+}
+
+/** A new move, as the directory must see it before anything happens on a shard. */
+export interface MoveRequest {
+  tenant: string
+  target: string
+}
+
+/**
+ * Records a new move in state `preflight` after the directory-side checks, in one transaction under a
+ * lock, so two requests cannot both take the last slot of a target or of a source's move cap: the
+ * tenant exists, is active and has no open move; the target is another active shard with room
+ * (counting moves already heading there). Marks the tenant `moving`.
+ */
+export async function recordMove(
+  directory: Directory,
+  topology: Topology,
+  request: MoveRequest,
+): Promise<Move> {
+  const id = randomUUID()
+  await directory.sql.begin(async (sql) => {
+    await sql`select pg_advisory_xact_lock(hashtext('switchyard.moves'))`
+    const [tenant] = await sql<{ shard_id: string; epoch: number; state: string }[]>`
+      select shard_id, epoch, state from tenants where id = ${request.tenant} for update`
+    if (!tenant) throw new SwitchyardError('tenant_unknown', `tenant ${request.tenant} does not exist`)
+    const [open] = await sql<{ id: string; state: string }[]>`
+      select id, state from moves where tenant_id = ${request.tenant} and state not in ('done', 'aborted', 'failed')`
+    if (open)
+      throw new SwitchyardError(
+        'move_in_progress',
+        `tenant ${request.tenant} already has an open move ${open.id} (${open.state}): resume or abort it`,
+        { move: open.id },
+      )
+    if (tenant.shard_id === request.target)
+      throw new SwitchyardError('same_shard', `tenant ${request.tenant} is already on ${request.target}`)
+    const [target] = await sql<{ state: string; capacity: number; tenants: number; incoming: number }[]>`
+      select s.state, s.capacity,
+             (select count(*)::int from tenants t where t.shard_id = s.id) as tenants,
+             (select count(*)::int from moves m where m.target_shard = s.id
+                and m.state not in ('done', 'aborted', 'failed')) as incoming
+      from shards s where s.id = ${request.target}`
+    if (!target || !topology.shards.some((s) => s.id === request.target))
+      throw new SwitchyardError('shard_unknown', `shard "${request.target}" is not in the topology`)
+    if (target.state !== 'active')
+      throw new SwitchyardError(
+        'shard_draining',
+        `shard ${request.target} is ${target.state}: it takes no tenants`,
+      )
+    if (target.tenants + target.incoming >= target.capacity)
+      throw new SwitchyardError(
+        'shard_full',
+        `shard ${request.target} is full: ${target.tenants}/${target.capacity} tenants, ${target.incoming} moving in`,
+      )
+    const [leaving] = await sql<{ n: number }[]>`
+      select count(*)::int as n from moves where source_shard = ${tenant.shard_id}
+        and state not in ('done', 'aborted', 'failed')`
+    if ((leaving?.n ?? 0) >= topology.mover.maxPerSource)
+      throw new SwitchyardError(
+        'too_many_moves',
+        `shard ${tenant.shard_id} already has ${leaving?.n} open moves (mover.maxPerSource = ${topology.mover.maxPerSource})`,
+      )
+    const progress: MoveProgress = { fromEpoch: tenant.epoch, phases: {} }
+    await sql`
+      insert into moves (id, tenant_id, source_shard, target_shard, state, progress)
+      values (${id}, ${request.tenant}, ${tenant.shard_id}, ${request.target}, 'preflight', ${JSON.stringify(progress)}::jsonb)`
+    await sql`update tenants set state = 'moving' where id = ${request.tenant}`
+  })
+  return findMove(directory, id)
+}

@@ -1,0 +1,67 @@
+import type { Sql } from '../shard/connection.ts'
+import type { TenantTable } from '../shard/tables.ts'
+
+/** One table's share of a tenant: how many rows, and a hash of their content. */
+export interface TableDigest {
+  table: string
+  rows: number
+  hash: string
+}
+
+/**
+ * Row count and content hash of the tenant's rows in every tenant table. The hash is a sum of per-row
+ * hashes of the row's text form, so it needs no sort and is the same whatever order rows were copied
+ * in; both sides have the same schema version, so the same row has the same text. Runs as the admin
+ * (a superuser), which RLS does not filter.
+ */
+export async function digestTenant(sql: Sql, tenant: string, tables: TenantTable[]): Promise<TableDigest[]> {
+  const digests: TableDigest[] = []
+  for (const table of tables) {
+    const [row] = await sql.unsafe<{ rows: number; hash: string }[]>(
+      `select count(*)::int as rows, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text as hash
+       from ${table.name} t where tenant_id = $1`,
+      [tenant],
+    )
+    digests.push({ table: table.name, rows: row?.rows ?? 0, hash: row?.hash ?? '0' })
+  }
+  return digests
+}
+
+/** The tenant's rows per table (for progress and for "the target holds none of them"). */
+export async function countTenantRows(sql: Sql, tenant: string, tables: TenantTable[]): Promise<number> {
+  if (tables.length === 0) return 0
+  const parts = tables.map((t) => `(select count(*) from ${t.name} where tenant_id = $1)`)
+  const [row] = await sql.unsafe<{ rows: string }[]>(`select (${parts.join(' + ')})::text as rows`, [tenant])
+  return Number(row?.rows ?? 0)
+}
+
+/**
+ * Deletes every row of the tenant, in batches so no transaction grows large or holds locks for long.
+ * Foreign keys are not checked (session_replication_role = replica, as logical replication's apply
+ * does): every row of the tenant goes, in whatever table order. Returns the number deleted.
+ */
+export async function deleteTenantRows(
+  sql: Sql,
+  tenant: string,
+  tables: TenantTable[],
+  batchRows: number,
+  onBatch?: (deleted: number) => void,
+): Promise<number> {
+  let deleted = 0
+  for (const table of tables) {
+    for (;;) {
+      const done = await sql.begin(async (tx) => {
+        await tx`select set_config('session_replication_role', 'replica', true)`
+        return tx.unsafe(
+          `delete from ${table.name} where ctid = any(array(
+             select ctid from ${table.name} where tenant_id = $1 limit ${Math.trunc(batchRows)}))`,
+          [tenant],
+        )
+      })
+      deleted += done.count
+      onBatch?.(deleted)
+      if (done.count < batchRows) break
+    }
+  }
+  return deleted
+}

@@ -1,0 +1,41 @@
+import type { Queries } from './connection.ts'
+
+/** A table in the tenant schemas, as the doctor checks it and the mover publishes, copies and verifies it. */
+export interface TenantTable {
+  /** Schema-qualified and quoted, ready for SQL text. */
+  name: string
+  rls: boolean
+  forced: boolean
+  policies: number
+  /** Primary-key columns in key order. */
+  pk: string[]
+  /** Columns of the replica identity (all columns for FULL, none for NOTHING). */
+  identity: string[]
+}
+
+/** Every table (and partition) in the tenant schemas: each must be a tenant table. */
+export async function tenantTables(sql: Queries, schemas: string[]): Promise<TenantTable[]> {
+  return sql<TenantTable[]>`
+    select format('%I.%I', n.nspname, c.relname) as name,
+           c.relrowsecurity as rls, c.relforcerowsecurity as forced,
+           (select count(*)::int from pg_policy p where p.polrelid = c.oid) as policies,
+           coalesce((select array_agg(a.attname::text order by k.ord)
+                     from pg_index i
+                     cross join unnest(i.indkey) with ordinality as k(attnum, ord)
+                     join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                     where i.indrelid = c.oid and i.indisprimary), '{}') as pk,
+           coalesce(case c.relreplident
+             when 'f' then (select array_agg(a.attname::text) from pg_attribute a
+                            where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped)
+             when 'n' then '{}'::text[]
+             else (select array_agg(a.attname::text order by k.ord)
+                   from pg_index i
+                   cross join unnest(i.indkey) with ordinality as k(attnum, ord)
+                   join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                   where i.indrelid = c.oid
+                     and (case c.relreplident when 'i' then i.indisreplident else i.indisprimary end))
+           end, '{}') as identity
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and n.nspname = any(${schemas})
+    order by 1`
+}

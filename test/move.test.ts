@@ -1,0 +1,83 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { openDirectory } from '../src/directory/connection.ts'
+import { createMove, runMove, startMove } from '../src/migrate-tenant/mover.ts'
+import { readOwnership } from '../src/shard/ownership.ts'
+import { moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
+import { cli, closeAll, connect, shard, topology } from './support.ts'
+
+const directory = openDirectory(topology().directory)
+afterAll(async () => {
+  await directory.close()
+  await closeAll()
+})
+
+describe('moving a tenant between shards', () => {
+  it('copies every row to the target, flips the directory and ownership, and cleans the source', async () => {
+    const tenant = await seededTenant('shard-1')
+    const before = await rowsOn('shard-1', tenant)
+    expect(total(before)).toBeGreaterThan(50)
+    const move = await startMove(moverDeps(directory), { tenant, target: 'shard-2' })
+    expect(move.state).toBe('done')
+    expect(await rowsOn('shard-2', tenant)).toEqual(before)
+    expect(total(await rowsOn('shard-1', tenant))).toBe(0)
+    const [row] = await directory.sql`select shard_id, epoch, state from tenants where id = ${tenant}`
+    expect(row).toEqual({ shard_id: 'shard-2', epoch: 2, state: 'active' })
+    expect(await readOwnership(connect(shard('shard-2').primary), tenant)).toEqual({
+      epoch: 2,
+      state: 'owner',
+    })
+    expect(await readOwnership(connect(shard('shard-1').primary), tenant)).toBeUndefined()
+    expect(await moveArtifacts()).toEqual([])
+    expect(move.progress.stallMs).toBeGreaterThanOrEqual(0)
+    expect(move.progress.totalRows).toBe(total(before))
+  })
+
+  it('`switchyard move` runs a move to the end and prints it as JSON; `move status` shows it', async () => {
+    const tenant = await seededTenant('shard-2')
+    const moved = await cli(['move', tenant, '--to', 'shard-3', '--json'])
+    expect(moved.stderr).toMatch(/done/)
+    expect(moved.code).toBe(0)
+    const move = JSON.parse(moved.stdout) as { id: string; state: string; targetShard: string }
+    expect(move).toMatchObject({ state: 'done', targetShard: 'shard-3' })
+    const status = await cli(['move', 'status', move.id, '--json'])
+    expect(status.stderr).toBe('')
+    expect(status.code).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({ id: move.id, state: 'done' })
+    expect(total(await rowsOn('shard-3', tenant))).toBeGreaterThan(50)
+  })
+
+  it('refuses bad requests with a clear error and creates nothing', async () => {
+    const tenant = await seededTenant('shard-1')
+    const movesBefore = await directory.sql`select count(*)::int as n from moves`
+    const refuse = async (request: { tenant: unknown; target: unknown }, code: string) => {
+      await expect(createMove(moverDeps(directory), request)).rejects.toMatchObject({ code })
+    }
+    await refuse({ tenant: '8f9e7c2a-0000-4000-8000-000000000000', target: 'shard-2' }, 'tenant_unknown')
+    await refuse({ tenant: 'not-a-uuid', target: 'shard-2' }, 'invalid_input')
+    await refuse({ tenant, target: 'shard-9' }, 'shard_unknown')
+    await refuse({ tenant, target: 'shard-1' }, 'same_shard')
+    await directory.sql`update shards set capacity = (select count(*) from tenants where shard_id = 'shard-2') where id = 'shard-2'`
+    try {
+      await refuse({ tenant, target: 'shard-2' }, 'shard_full')
+    } finally {
+      await directory.sql`update shards set capacity = 100 where id = 'shard-2'`
+    }
+    const target = connect(shard('shard-3').primary)
+    await target`update switchyard.schema_version set version = version || '+other'`
+    try {
+      await refuse({ tenant, target: 'shard-3' }, 'schema_mismatch')
+    } finally {
+      await target`update switchyard.schema_version set version = replace(version, '+other', '')`
+    }
+    const cliRefused = await cli(['move', tenant, '--to', 'shard-1'])
+    expect(cliRefused.code).toBe(1)
+    expect(cliRefused.stderr).toMatch(/error \[same_shard\]/)
+    expect(await directory.sql`select count(*)::int as n from moves`).toEqual(movesBefore)
+    expect(await moveArtifacts()).toEqual([])
+    const [row] = await directory.sql`select shard_id, state from tenants where id = ${tenant}`
+    expect(row).toEqual({ shard_id: 'shard-1', state: 'active' })
+    // The refused tenant still moves when asked properly.
+    const move = await createMove(moverDeps(directory), { tenant, target: 'shard-2' })
+    expect((await runMove(moverDeps(directory), move.id)).state).toBe('done')
+  })
+})
