@@ -89,6 +89,36 @@ describe('routing (invariant 4)', () => {
       expect(read.body).toEqual({ rows: [{ name }] })
     }
   })
+
+  it('a read routed to a replica before admission reported another router’s newer write runs again where the write is', async () => {
+    // Replay paused: the replica stays a candidate (tiny lag) but cannot have the write. Router B knows
+    // nothing of the write locally, so it reads the replica while admission is under way, then must read
+    // again once admission tells it about the write.
+    const replica = connect(shard('shard-1').replicas[0] as string)
+    const reruns = async () => (await routerB.app.metrics.readsRerun.get()).values[0]?.value ?? 0
+    const before = await reruns()
+    await replica`select pg_wal_replay_pause()`
+    try {
+      const name = `rerun-${Date.now()}`
+      const write = await query(routerA, alice, 'insert into customers (tenant_id, name) values ($1, $2)', [
+        alice.id,
+        name,
+      ])
+      expect(write.status).toBe(200)
+      const read = await query(
+        routerB,
+        alice,
+        'select name from customers where tenant_id = $1 and name = $2',
+        [alice.id, name],
+      )
+      expect(read.status).toBe(200)
+      expect(read.body).toEqual({ rows: [{ name }] })
+      expect(read.headers.get('x-switchyard-node')).toBe('shard-1-primary')
+      expect(await reruns()).toBe(before + 1)
+    } finally {
+      await replica`select pg_wal_replay_resume()`
+    }
+  })
 })
 
 describe('isolation through the router (invariant 3)', () => {

@@ -22,6 +22,13 @@ export interface AdmissionControl {
    * write is acknowledged: a client that reads through another router right after must find it.
    */
   recordWrite(tenant: string, lsn: bigint): Promise<void>
+  /** The tenant's last write as far as this router alone knows, without a round trip. */
+  localLastWrite(tenant: string): bigint | null
+  /**
+   * True when this router already refused the tenant in the current window: its requests are then
+   * admitted before they run, so a tenant over its limit costs the shards nothing.
+   */
+  overLimit(tenant: string): boolean
 }
 
 // One round trip per request: count it in the current window and read the tenant's last write LSN.
@@ -44,7 +51,10 @@ return 1`
 export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): AdmissionControl {
   const localCounts = new Map<string, number>()
   const localLsn = new Map<string, bigint>()
+  /** Tenants refused in a window, with that window. */
+  const refused = new Map<string, number>()
   let localWindow = 0
+  const currentWindow = () => Math.floor(Date.now() / 1000 / WINDOW_SECONDS)
 
   function localAdmit(tenant: string, window: number) {
     if (window !== localWindow) {
@@ -80,6 +90,7 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       const local = localLsn.get(tenant) ?? null
       const lastWriteLsn = shared === null ? local : local === null || shared > local ? shared : local
       if (count > limit) {
+        refused.set(tenant, window)
         throw new SwitchyardError(
           'rate_limited',
           `tenant ${tenant} is over its limit of ${limit} requests per hour`,
@@ -89,8 +100,11 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
           },
         )
       }
+      if (refused.get(tenant) === window) refused.delete(tenant)
       return { limit, remaining: limit - count, resetSeconds, lastWriteLsn }
     },
+    localLastWrite: (tenant) => localLsn.get(tenant) ?? null,
+    overLimit: (tenant) => refused.get(tenant) === currentWindow(),
     async recordWrite(tenant, lsn) {
       const known = localLsn.get(tenant)
       if (known === undefined || lsn > known) localLsn.set(tenant, lsn)

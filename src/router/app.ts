@@ -9,7 +9,7 @@ import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
 import { formatLsn } from '../shard/lsn.ts'
 import type { Admission } from './admission.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
-import { type DispatchDeps, type Dispatched, dispatch } from './dispatch.ts'
+import { type DispatchDeps, type Dispatched, dispatchAdmitted } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
 import { classify } from './policy.ts'
@@ -224,7 +224,10 @@ interface TenantRequest {
   deferrable?: boolean | undefined
 }
 
-/** auth → tenant → policy → rate limit → dispatch; sets the response headers every protocol shares. */
+/**
+ * auth → tenant → policy → route → admission and dispatch (side by side for reads); sets the response
+ * headers every protocol shares.
+ */
 async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantRequest): Promise<Dispatched> {
   const key = await deps.keys.authenticate(request.key)
   if (!request.tenant)
@@ -237,24 +240,26 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
     checkParams(statement.params, deps.topology.router.maxParams),
   )
   const route = await deps.routes.resolve(tenant)
-  const admission = await deps.admission.admit(tenant, rateLimit(deps.topology, route))
-  setRateHeaders(c, admission)
   const write =
     Boolean(request.forceWrite) ||
     kinds.includes('write') ||
     (request.statements.length > 1 && !request.readOnly)
-  const outcome = await dispatch(deps, {
-    route,
-    statements: request.statements,
-    params,
-    write,
-    consistency: request.consistency,
-    lastWriteLsn: admission.lastWriteLsn,
-    isolation: request.isolation,
-    readOnly: request.readOnly,
-    deferrable: request.deferrable,
-    limits: write ? effectiveLimits(deps.topology, route.limits) : undefined,
-  })
+  const { outcome, admission } = await dispatchAdmitted(
+    deps,
+    {
+      route,
+      statements: request.statements,
+      params,
+      write,
+      consistency: request.consistency,
+      isolation: request.isolation,
+      readOnly: request.readOnly,
+      deferrable: request.deferrable,
+      limits: write ? effectiveLimits(deps.topology, route.limits) : undefined,
+    },
+    rateLimit(deps.topology, route),
+  )
+  setRateHeaders(c, admission)
   c.set('shard', outcome.route.shard)
   c.set('node', outcome.node.name)
   c.set('role', outcome.node.role)

@@ -6,7 +6,7 @@ import type { ShardNode } from '../shard/nodes.ts'
 import { QUOTA_SQLSTATE, STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
 import type { NodePools } from '../shard/pools.ts'
 import type { WireConnection } from '../shard/wire/connection.ts'
-import type { AdmissionControl } from './admission.ts'
+import type { Admission, AdmissionControl } from './admission.ts'
 import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
 import type { Metrics } from './metrics.ts'
 import type { PostgresErrorFields } from './protocols/neon.ts'
@@ -36,6 +36,8 @@ export interface TenantTransaction {
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
   limits?: Record<string, number> | undefined
+  /** Admission still under way: anything that writes waits for it (a refused request must not write). */
+  admitted?: Promise<unknown> | undefined
 }
 
 export interface Dispatched extends TransactionOutcome {
@@ -92,6 +94,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
     ) {
       throw unavailable(node)
     }
+    if (write && tx.admitted) await tx.admitted
     const replayedLsn = node.role === 'replica' ? deps.monitor.health(node.name).lsn : null
     try {
       const outcome = await onConnection(deps, node, (connection) =>
@@ -140,6 +143,49 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
       throw sqlError(error)
     }
   }
+}
+
+export interface Admitted {
+  outcome: Dispatched
+  admission: Admission
+}
+
+/**
+ * Admission (the tenant's rate limit and last write, one Redis round trip) and the transaction. A write
+ * is admitted first: a refused request must not write. A read runs while admission is under way, routed
+ * on what this router knows of the tenant's last write; when the answer comes it decides: over the limit
+ * is a 429 (the read changed nothing), and a last write (from any router) past what the replica had
+ * replayed when the read was routed there means the read runs again where that write is visible.
+ */
+export async function dispatchAdmitted(
+  deps: DispatchDeps,
+  tx: Omit<TenantTransaction, 'lastWriteLsn' | 'admitted'>,
+  limit: number,
+): Promise<Admitted> {
+  const tenant = tx.route.tenant
+  if (tx.write || deps.admission.overLimit(tenant)) {
+    const admission = await deps.admission.admit(tenant, limit)
+    return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
+  }
+  const admitting = deps.admission.admit(tenant, limit)
+  const reading = dispatch(deps, {
+    ...tx,
+    lastWriteLsn: deps.admission.localLastWrite(tenant),
+    admitted: admitting,
+  })
+  const [admitted, read] = await Promise.allSettled([admitting, reading])
+  if (admitted.status === 'rejected') throw admitted.reason
+  if (read.status === 'rejected') throw read.reason
+  const admission = admitted.value
+  const outcome = read.value
+  const missed =
+    tx.consistency === 'session' &&
+    outcome.replayedLsn !== null &&
+    admission.lastWriteLsn !== null &&
+    admission.lastWriteLsn > outcome.replayedLsn
+  if (!missed) return { admission, outcome }
+  deps.metrics.readsRerun.inc()
+  return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
 }
 
 const sameRoute = (a: TenantRoute, b: TenantRoute) =>

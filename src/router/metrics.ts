@@ -31,6 +31,11 @@ export function createMetrics() {
       help: 'Transactions a shard refused because the route was stale',
       registers,
     }),
+    readsRerun: new Counter({
+      name: 'switchyard_reads_rerun_total',
+      help: 'Reads run again because admission reported a newer write of the tenant than the replica had replayed',
+      registers,
+    }),
     bufferWaits: new Histogram({
       name: 'switchyard_buffer_wait_seconds',
       help: 'Time requests were held while their tenant moved',
