@@ -39,16 +39,24 @@ export interface RouterApp extends DispatchDeps, AdminDeps {
 }
 
 type Protocol = 'pg-proxy' | 'neon' | 'admin' | 'meta'
-type Env = {
-  Variables: {
-    requestId: string
-    protocol: Protocol
-    tenant?: string
-    shard?: string
-    node?: string
-    role?: string
-  }
+
+/** What one request has learnt on its way, for its response headers, its log line and its metrics. */
+interface RequestTrace {
+  requestId: string
+  protocol: Protocol
+  tenant?: string
+  shard?: string
+  node?: string
+  role?: string
+  /**
+   * Response headers of a tenant request, as a plain object: the answer is built from them in one go
+   * (`respond`). Hono's `c.header()` would build a web `Headers` per request and @hono/node-server would
+   * copy it back into a plain object: measured as a visible share of the router's CPU per request.
+   */
+  headers: Record<string, string>
 }
+
+type Env = { Variables: { trace: RequestTrace } }
 
 /**
  * The router's HTTP surface. Data flows one way: request → auth → tenant → policy → route → shard →
@@ -58,37 +66,29 @@ export function createApp(deps: RouterApp): Hono<Env> {
   const app = new Hono<Env>()
   const limits = deps.topology.router
 
+  const requestDuration = createDurationObserver(deps)
   app.use('*', async (c, next) => {
     const started = performance.now()
-    c.set('requestId', c.req.header('x-request-id') ?? randomUUID())
-    c.set('protocol', protocolOf(c.req.path))
-    // Set before next(): a header added to a finished response makes Hono rebuild it (measured: a large
-    // share of the router's CPU per request).
-    c.header('x-request-id', c.get('requestId'))
+    const requestId = c.req.header('x-request-id') ?? randomUUID()
+    const protocol = protocolOf(c.req.path)
+    const trace: RequestTrace = { requestId, protocol, headers: { 'x-request-id': requestId } }
+    c.set('trace', trace)
+    const tenantRequest = protocol === 'pg-proxy' || protocol === 'neon'
+    // Set before next(): a header added to a finished response makes Hono rebuild it. Tenant requests
+    // carry it in `trace.headers` instead.
+    if (!tenantRequest) c.header('x-request-id', requestId)
     await next()
     // Shutting down: close the connection after this response, or a keep-alive client that keeps
     // sending on it is still served and holds the router's close() open.
     if (!deps.ready()) c.header('connection', 'close')
+    if (!tenantRequest) return
     const seconds = (performance.now() - started) / 1000
-    const outcome = c.res.status < 400 ? 'ok' : 'error'
-    const protocol = c.get('protocol')
-    if (protocol === 'pg-proxy' || protocol === 'neon') {
-      deps.metrics.requestDuration.observe(
-        { protocol, shard: c.get('shard') ?? 'none', role: c.get('role') ?? 'none', outcome },
-        seconds,
-      )
-      deps.logger.info(
-        {
-          requestId: c.get('requestId'),
-          protocol,
-          tenant: c.get('tenant'),
-          shard: c.get('shard'),
-          node: c.get('node'),
-          status: c.res.status,
-          ms: Math.round(seconds * 10_000) / 10,
-        },
-        'request',
-      )
+    const status = c.res.status
+    requestDuration(trace, status < 400 ? 'ok' : 'error', seconds)
+    if (deps.logger.isLevelEnabled('info')) {
+      const { requestId, tenant, shard, node } = trace
+      const ms = Math.round(seconds * 10_000) / 10
+      deps.logger.info({ requestId, protocol, tenant, shard, node, status, ms }, 'request')
     }
   })
 
@@ -115,6 +115,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
   app.get('/readyz', (c) => (deps.ready() ? c.json({ ready: true }) : c.json({ ready: false }, 503)))
   app.get('/metrics', async (c) => {
     for (const node of deps.pools.nodes) {
+      // Read at scrape time rather than counted per request.
+      deps.metrics.poolInUse.set({ node: node.name }, deps.pools.pool(node.name).reserved)
       const health = deps.monitor.health(node.name)
       deps.metrics.nodeHealthy.set({ node: node.name, role: node.role }, health.healthy ? 1 : 0)
       if (node.role === 'replica' && health.lagBytes !== null)
@@ -133,7 +135,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
       statements: [{ sql: query.sql, params: query.params }],
       consistency: consistencyOf(c),
     })
-    return c.json(
+    return respond(
+      c,
       toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, query.method),
     )
   })
@@ -148,7 +151,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
       // The issue's contract: a batch is one transaction on the primary.
       forceWrite: true,
     })
-    return c.json(toPgProxyBatchResponse(outcome.results, batch.queries))
+    return respond(c, toPgProxyBatchResponse(outcome.results, batch.queries))
   })
 
   app.post('/sql', async (c) => {
@@ -165,9 +168,10 @@ export function createApp(deps: RouterApp): Hono<Env> {
       deferrable: request.deferrable,
     })
     if (request.batch)
-      return c.json(toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }))
+      return respond(c, toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }))
     const first = request.queries[0]
-    return c.json(
+    return respond(
+      c,
       toNeonResult(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, {
         arrayMode: first?.arrayMode ?? request.arrayMode,
         rawText: request.rawText,
@@ -178,13 +182,20 @@ export function createApp(deps: RouterApp): Hono<Env> {
   app.route('/admin/v1', createAdminApi(deps))
 
   app.notFound((c) =>
-    c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404),
+    c.json(
+      { error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } },
+      404,
+      c.get('trace').headers,
+    ),
   )
 
   app.onError((error, c) => {
+    const trace = c.get('trace')
+    // A tenant request's headers so far (its request id, and the rate limit once admission answered).
+    for (const [name, value] of Object.entries(trace.headers)) c.header(name, value)
     const known = toSwitchyardError(error)
     if (known.code === 'internal')
-      deps.logger.error({ err: error, requestId: c.get('requestId') }, 'internal error')
+      deps.logger.error({ err: error, requestId: trace.requestId }, 'internal error')
     deps.metrics.errors.inc({
       code: known.code === 'sql_error' ? `sql_${known.details?.sqlstate ?? 'unknown'}` : known.code,
     })
@@ -196,7 +207,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
       c.header('RateLimit-Remaining', '0')
       c.header('RateLimit-Reset', String(known.details?.resetSeconds))
     }
-    if (c.get('protocol') === 'neon') {
+    if (trace.protocol === 'neon') {
       // Neon's client reads an error body only from a 400 (it turns anything else into "Server error
       // (HTTP status N)" without a code), so every refusal goes out as a 400 carrying its code;
       // Retry-After and the RateLimit headers still say when to come back.
@@ -234,7 +245,8 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
     throw new SwitchyardError('invalid_input', 'the tenant is missing (x-tenant-id header)')
   const tenant = parseTenantId(request.tenant).toLowerCase()
   assertTenantAllowed(key, tenant)
-  c.set('tenant', tenant)
+  const trace = c.get('trace')
+  trace.tenant = tenant
   const kinds = request.statements.map((statement) => classify(statement.sql).kind)
   const params = request.statements.map((statement) =>
     checkParams(statement.params, deps.topology.router.maxParams),
@@ -259,23 +271,47 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
     },
     rateLimit(deps.topology, route),
   )
-  setRateHeaders(c, admission)
-  c.set('shard', outcome.route.shard)
-  c.set('node', outcome.node.name)
-  c.set('role', outcome.node.role)
-  c.header('x-switchyard-shard', outcome.route.shard)
-  c.header('x-switchyard-node', outcome.node.name)
-  if (outcome.lsn !== null) c.header('x-switchyard-lsn', formatLsn(outcome.lsn))
+  setRateHeaders(trace.headers, admission)
+  trace.shard = outcome.route.shard
+  trace.node = outcome.node.name
+  trace.role = outcome.node.role
+  trace.headers['x-switchyard-shard'] = outcome.route.shard
+  trace.headers['x-switchyard-node'] = outcome.node.name
+  if (outcome.lsn !== null) trace.headers['x-switchyard-lsn'] = formatLsn(outcome.lsn)
   return outcome
 }
 
 const rateLimit = (topology: Topology, route: TenantRoute) =>
   topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
 
-function setRateHeaders(c: Context<Env>, admission: Admission) {
-  c.header('RateLimit-Limit', String(admission.limit))
-  c.header('RateLimit-Remaining', String(Math.max(0, admission.remaining)))
-  c.header('RateLimit-Reset', String(admission.resetSeconds))
+function setRateHeaders(headers: Record<string, string>, admission: Admission) {
+  headers['RateLimit-Limit'] = String(admission.limit)
+  headers['RateLimit-Remaining'] = String(Math.max(0, admission.remaining))
+  headers['RateLimit-Reset'] = String(admission.resetSeconds)
+}
+
+/** A tenant request's JSON answer with the headers it collected, without Hono's `Headers` round trip. */
+function respond(c: Context<Env>, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    status: 200,
+    headers: { 'content-type': 'application/json', ...c.get('trace').headers },
+  })
+}
+
+/** prom-client hashes a label object on every observe: keep one child per label set instead. */
+function createDurationObserver(deps: RouterApp) {
+  const children = new Map<string, { observe(seconds: number): void }>()
+  return (trace: RequestTrace, outcome: 'ok' | 'error', seconds: number) => {
+    const shard = trace.shard ?? 'none'
+    const role = trace.role ?? 'none'
+    const key = `${trace.protocol}|${shard}|${role}|${outcome}`
+    let child = children.get(key)
+    if (!child) {
+      child = deps.metrics.requestDuration.labels({ protocol: trace.protocol, shard, role, outcome })
+      children.set(key, child)
+    }
+    child.observe(seconds)
+  }
 }
 
 function checkParams(params: unknown[], max: number): (string | null)[] {

@@ -167,7 +167,11 @@ export async function dispatchAdmitted(
     const admission = await deps.admission.admit(tenant, limit)
     return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
   }
-  const admitting = deps.admission.admit(tenant, limit)
+  // The shard's pipeline goes out first (the longer wait), the Redis command right after it: setImmediate
+  // runs once the microtasks that reserve a connection and write the pipeline are done.
+  const admitting = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+    deps.admission.admit(tenant, limit),
+  )
   const reading = dispatch(deps, {
     ...tx,
     lastWriteLsn: deps.admission.localLastWrite(tenant),
@@ -251,13 +255,10 @@ async function onConnection<T>(
   })
   const started = performance.now()
   deps.metrics.poolWait.observe({ node: node.name }, (started - waitStarted) / 1000)
-  const gauge = deps.metrics.poolInUse.labels(node.name)
-  gauge.inc()
   try {
     return await use(connection)
   } finally {
     pool.release(connection)
-    gauge.dec()
     const ms = performance.now() - started
     if (ms > deps.slowStatementMs)
       deps.logger.warn({ node: node.name, ms: Math.round(ms) }, 'slow transaction')

@@ -52,7 +52,7 @@ export function createMetrics() {
     }),
     poolInUse: new Gauge({
       name: 'switchyard_pool_connections_in_use',
-      help: 'Connections reserved by in-flight transactions, per node',
+      help: 'Connections reserved by in-flight transactions, per node, as scraped',
       labelNames: ['node'] as const,
       registers,
     }),

@@ -198,13 +198,18 @@ export function readDataRow(body: Buffer): (string | null)[] {
 
 /** A command tag ("INSERT 0 3", "SELECT 1", "CREATE TABLE"): its verb and its row count, if it has one. */
 export function readCommandComplete(body: Buffer): { command: string; rowCount: number | null } {
-  const tag = body.toString('utf8', 0, body.length - 1)
-  const words = tag.split(' ')
-  let verbs = words.length
-  while (verbs > 1 && /^\d+$/.test(words[verbs - 1] as string)) verbs--
-  const rowCount = verbs < words.length ? Number(words[words.length - 1]) : null
-  return { command: words.slice(0, verbs).join(' '), rowCount }
+  let command = body.toString('latin1', 0, body.length - 1)
+  const last = command.lastIndexOf(' ')
+  if (last === -1 || !DIGITS.test(command.slice(last + 1))) return { command, rowCount: null }
+  const rowCount = Number(command.slice(last + 1))
+  command = command.slice(0, last)
+  // INSERT's tag also carries an OID (always 0 now) before the row count.
+  const oid = command.lastIndexOf(' ')
+  if (oid !== -1 && DIGITS.test(command.slice(oid + 1))) command = command.slice(0, oid)
+  return { command, rowCount }
 }
+
+const DIGITS = /^\d+$/
 
 /**
  * ErrorResponse and NoticeResponse fields, named as postgres.js names them, so code written against

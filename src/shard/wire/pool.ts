@@ -14,6 +14,8 @@ export interface WirePool {
   release(connection: WireConnection): void
   /** Open connections, reserved or idle. */
   readonly size: number
+  /** Connections reserved and not yet released. */
+  readonly reserved: number
   /** Refuses new reservations, waits up to `timeoutMs` for reserved connections to come back, closes all. */
   close(timeoutMs?: number): Promise<void>
 }
@@ -98,6 +100,9 @@ export function createWirePool(options: WirePoolOptions): WirePool {
     },
     get size() {
       return open.size
+    },
+    get reserved() {
+      return open.size - idle.length
     },
     async close(timeoutMs = 10_000) {
       closing = true
