@@ -40,7 +40,7 @@ export interface MoverDeps {
 }
 
 /** How often the mover looks at copy and replication progress. */
-const POLL_MS = 5
+const POLL_MS = 2
 const SLOW_POLL_MS = 200
 
 /** Checks the request, records the move and runs it to the end: the `switchyard move` entry point. */
@@ -248,19 +248,27 @@ async function fence(ctx: MoveContext): Promise<Next> {
   const { lockTimeoutMs, fenceAttempts } = deps.topology.mover
   for (let attempt = 1; attempt <= fenceAttempts; attempt++) {
     const frozenAt = Date.now()
-    await deps.directory.sql`
-      update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
-    await ctx.report({ frozenAt, fenceAttempts: attempt })
-    await ctx.invalidate()
-    try {
-      const lsn = await fenceTenant(ctx.source, move.tenantId, lockTimeoutMs)
-      return { state: 'final_catch_up', fenceLsn: formatLsn(lsn), progress: { frozenAt } }
-    } catch (error) {
-      if ((error as { code?: string }).code !== LOCK_TIMEOUT_SQLSTATE) throw error
-      deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
-      await unfence(ctx)
-      await sleep(100 * attempt)
+    // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
+    // routers that have not heard of it hit the shard's fence and hold them all the same.
+    const [, fenced] = await Promise.allSettled([
+      deps.directory.sql`
+        update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`,
+      fenceTenant(ctx.source, move.tenantId, lockTimeoutMs),
+    ])
+    if (fenced.status === 'fulfilled') {
+      return {
+        state: 'final_catch_up',
+        fenceLsn: formatLsn(fenced.value),
+        progress: { frozenAt, fenceAttempts: attempt },
+      }
     }
+    if ((fenced.reason as { code?: string }).code !== LOCK_TIMEOUT_SQLSTATE) {
+      await unfence(ctx)
+      throw fenced.reason
+    }
+    deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
+    await unfence(ctx)
+    await sleep(100 * attempt)
   }
   throw new SwitchyardError(
     'fence_timeout',
@@ -341,7 +349,6 @@ async function flip(ctx: MoveContext): Promise<Next> {
   await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
   const cutoverLsn = formatLsn(await currentLsn(ctx.target))
   const flippedAt = Date.now()
-  const stallMs = move.progress.frozenAt ? flippedAt - move.progress.frozenAt : undefined
   if (!flipped) {
     await deps.directory.sql.begin(async (sql) => {
       const done = await sql`
@@ -352,13 +359,21 @@ async function flip(ctx: MoveContext): Promise<Next> {
       ctx.move = await saveMove(sql, ctx.move, {
         state: 'cleanup',
         cutoverLsn,
-        progress: { flippedAt, stallMs, frozenAt: null },
+        progress: { flippedAt },
       })
     })
   }
-  if (stallMs !== undefined) deps.metrics?.stallSeconds.observe(stallMs / 1000)
-  deps.logger.info({ move: move.id, tenant: move.tenantId, stallMs, cutoverLsn }, 'move cut over')
-  return { state: 'cleanup', cutoverLsn: ctx.move.cutoverLsn ?? cutoverLsn }
+  // Routers holding the tenant's writes wake on this and resolve the new route.
+  await ctx.invalidate()
+  // The stall as clients see it: from the fence until routers are told where the tenant is now.
+  const stall = move.progress.frozenAt ? { stallMs: Date.now() - move.progress.frozenAt } : {}
+  if (stall.stallMs !== undefined) deps.metrics?.stallSeconds.observe(stall.stallMs / 1000)
+  deps.logger.info({ move: move.id, tenant: move.tenantId, ...stall, cutoverLsn }, 'move cut over')
+  return {
+    state: 'cleanup',
+    cutoverLsn: ctx.move.cutoverLsn ?? cutoverLsn,
+    progress: { ...stall, frozenAt: null },
+  }
 }
 
 /**

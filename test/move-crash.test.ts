@@ -1,0 +1,72 @@
+import { afterAll, describe, expect, it } from 'vitest'
+import { openDirectory } from '../src/directory/connection.ts'
+import { PHASES } from '../src/migrate-tenant/record.ts'
+import { readOwnership } from '../src/shard/ownership.ts'
+import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
+import { cli, closeAll, connect, shard, topology } from './support.ts'
+
+const directory = openDirectory(topology().directory)
+afterAll(async () => {
+  await directory.close()
+  await closeAll()
+})
+
+/** The phases a mover can be killed in: every phase but the terminal one. */
+const CRASH_AT = PHASES.filter((phase) => phase !== 'done')
+
+/** Starts `switchyard move` with a failpoint that SIGKILLs it at `phase`; returns the move it left. */
+async function crashedMove(tenant: string, phase: string, when: 'before' | 'after') {
+  const killed = await cli(['move', tenant, '--to', 'shard-2'], {
+    SWITCHYARD_FAILPOINT: `move:${phase}:${when}`,
+  })
+  expect(killed.code, killed.stderr).not.toBe(0)
+  const [move] = await directory.sql<{ id: string; state: string }[]>`
+    select id, state from moves where tenant_id = ${tenant} order by created_at desc limit 1`
+  expect(move?.state, killed.stderr).not.toMatch(/^(done|aborted|failed)$/)
+  return move as { id: string; state: string }
+}
+
+async function expectHome(tenant: string, on: string, rows: Record<string, number>, epoch: number) {
+  const [row] = await directory.sql`select shard_id, epoch, state from tenants where id = ${tenant}`
+  expect(row).toEqual({ shard_id: on, epoch, state: 'active' })
+  expect(await rowsOn(on, tenant)).toEqual(rows)
+  expect(await readOwnership(connect(shard(on).primary), tenant)).toEqual({ epoch, state: 'owner' })
+  const away = on === 'shard-1' ? 'shard-2' : 'shard-1'
+  expect(total(await rowsOn(away, tenant))).toBe(0)
+  expect(await readOwnership(connect(shard(away).primary), tenant)).toBeUndefined()
+  expect(await moveArtifacts()).toEqual([])
+}
+
+describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or aborts cleanly', () => {
+  for (const phase of CRASH_AT) {
+    it(`killed at ${phase}: \`move resume\` finishes it`, async () => {
+      const tenant = await seededTenant('shard-1')
+      const rows = await rowsOn('shard-1', tenant)
+      const move = await crashedMove(tenant, phase, 'before')
+      expect(move.state).toBe(phase)
+      const resumed = await cli(['move', 'resume', move.id, '--json'])
+      expect(resumed.code, resumed.stderr).toBe(0)
+      expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'done' })
+      await expectHome(tenant, 'shard-2', rows, 2)
+    })
+
+    it(`killed after ${phase}'s side effect: \`move abort\` restores the start (or, past the cutover, refuses and resume finishes)`, async () => {
+      const tenant = await seededTenant('shard-1')
+      const rows = await rowsOn('shard-1', tenant)
+      const move = await crashedMove(tenant, phase, 'after')
+      const aborted = await cli(['move', 'abort', move.id, '--json'])
+      if (move.state === 'cleanup') {
+        // The directory already points at the target: going back would be a move of its own.
+        expect(aborted.code).toBe(1)
+        expect(aborted.stderr).toMatch(/move_past_cutover/)
+        const resumed = await cli(['move', 'resume', move.id])
+        expect(resumed.code, resumed.stderr).toBe(0)
+        await expectHome(tenant, 'shard-2', rows, 2)
+        return
+      }
+      expect(aborted.code, aborted.stderr).toBe(0)
+      expect(JSON.parse(aborted.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
+      await expectHome(tenant, 'shard-1', rows, 1)
+    })
+  }
+})
