@@ -21,6 +21,7 @@ import { createRouteCache } from './directory/routes.ts'
 import { addTenant, effectiveLimits, listTenants, setTenantLimits } from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
 import { failpointFromEnv } from './migrate-tenant/failpoint.ts'
+import { moveLeftovers } from './migrate-tenant/leftovers.ts'
 import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/mover.ts'
 import { progressPrinter } from './migrate-tenant/progress.ts'
 import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
@@ -141,12 +142,12 @@ program
 program
   .command('doctor')
   .description(
-    'check the topology is fit: wal_level, slots, replicas, RLS, primary keys, router role, versions',
+    'check the topology is fit: wal_level, slots, replicas, RLS, primary keys, router role, versions, move leftovers',
   )
   .addOption(json)
   .action(
     action(async (topology, options: { json?: boolean }) => {
-      const findings = await diagnose(topology)
+      const findings = [...(await diagnose(topology)), ...(await moveLeftovers(topology))]
       const problems = findings.filter((finding) => !finding.ok)
       if (options.json) print({ ok: problems.length === 0, findings })
       else {

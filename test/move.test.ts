@@ -80,4 +80,28 @@ describe('moving a tenant between shards', () => {
     const move = await createMove(moverDeps(directory), { tenant, target: 'shard-2' })
     expect((await runMove(moverDeps(directory), move.id)).state).toBe('done')
   })
+
+  it('`switchyard doctor` reports a publication or slot a move left behind, and is clean without one', async () => {
+    const clean = await cli(['doctor', '--json'])
+    const leftovers = (out: string) =>
+      (JSON.parse(out) as { findings: { check: string; ok: boolean; detail: string }[] }).findings.filter(
+        (f) => f.check === 'move leftovers' && !f.ok,
+      )
+    expect(leftovers(clean.stdout)).toEqual([])
+    const source = connect(shard('shard-3').primary)
+    const name = `sy_move_${'ab'.repeat(16)}`
+    await source.unsafe(`create publication ${name}`)
+    await source`select pg_create_logical_replication_slot(${name}, 'pgoutput')`
+    try {
+      const found = await cli(['doctor', '--json'])
+      expect(found.code).toBe(1)
+      expect(leftovers(found.stdout).map((f) => f.detail)).toEqual([
+        expect.stringMatching(/^publication sy_move_abab.* belongs to move abababab-abab-abab-abab-abababababab, which is not open/),
+        expect.stringMatching(/^slot sy_move_abab.*inactive, holding WAL/),
+      ])
+    } finally {
+      await source`select pg_drop_replication_slot(${name})`
+      await source.unsafe(`drop publication ${name}`)
+    }
+  })
 })
