@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
+import { openRedis, redisReady } from '../src/directory/redis.ts'
+import { createAdmission } from '../src/router/admission.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
 import { closeAll, connect, eventually, newTenantId, shard, topology } from './support.ts'
@@ -227,6 +229,34 @@ describe('rate limits', () => {
     expect(passed.map((a) => Number(a.headers.get('ratelimit-remaining'))).sort((x, y) => x - y)).toEqual(
       Array.from({ length: limit }, (_, i) => i),
     )
+  })
+
+  it('admissions of several tenants sent together count each tenant on its own', async () => {
+    const redis = openRedis(topology().redis as string)
+    try {
+      expect(await redisReady(redis)).toBe(true)
+      const admission = createAdmission(redis)
+      const [first, second] = [newTenantId(), newTenantId()]
+      await admission.recordWrite(second, 42n)
+      // One turn of the event loop: these go to Redis as one script call.
+      const answers = await Promise.allSettled([
+        ...Array.from({ length: 10 }, () => admission.admit(first, 7)),
+        ...Array.from({ length: 4 }, () => admission.admit(second, 7)),
+      ])
+      const passed = (from: number, to: number) =>
+        answers.slice(from, to).filter((answer) => answer.status === 'fulfilled') as PromiseFulfilledResult<
+          Awaited<ReturnType<typeof admission.admit>>
+        >[]
+      expect(passed(0, 10).map((answer) => answer.value.remaining)).toEqual([6, 5, 4, 3, 2, 1, 0])
+      expect(answers.slice(0, 10).filter((answer) => answer.status === 'rejected')).toHaveLength(3)
+      expect(passed(10, 14).map((answer) => answer.value.remaining)).toEqual([6, 5, 4, 3])
+      expect(passed(10, 14).every((answer) => answer.value.lastWriteLsn === 42n)).toBe(true)
+      expect(passed(0, 10).every((answer) => answer.value.lastWriteLsn === null)).toBe(true)
+      expect(admission.overLimit(first)).toBe(true)
+      expect(admission.overLimit(second)).toBe(false)
+    } finally {
+      redis.disconnect()
+    }
   })
 
   it('the global override replaces every tenant limit', async () => {

@@ -31,11 +31,20 @@ export interface AdmissionControl {
   overLimit(tenant: string): boolean
 }
 
-// One round trip per request: count it in the current window and read the tenant's last write LSN.
+// One round trip for every admission asked for in one turn of the event loop: for each tenant (a pair
+// of keys), count the request in the current window and read the tenant's last write LSN.
 const ADMIT = `
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return { count, redis.call('GET', KEYS[2]) or false }`
+local replies = {}
+for i = 1, #KEYS, 2 do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+  replies[#replies + 1] = count
+  replies[#replies + 1] = redis.call('GET', KEYS[i + 1]) or false
+end
+return replies`
+
+/** Admissions sent in one script call at most; more wait for the next call. */
+const MAX_BATCH = 128
 
 // Keep the highest LSN: two routers may record writes of the same tenant out of order.
 const RECORD = `
@@ -55,6 +64,7 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
   const refused = new Map<string, number>()
   let localWindow = 0
   const currentWindow = () => Math.floor(Date.now() / 1000 / WINDOW_SECONDS)
+  const shared = redis ? createAdmitBatches(redis) : undefined
 
   function localAdmit(tenant: string, window: number) {
     if (window !== localWindow) {
@@ -72,23 +82,18 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       const window = Math.floor(now / WINDOW_SECONDS)
       const resetSeconds = (window + 1) * WINDOW_SECONDS - now
       let count: number
-      let shared: bigint | null = null
+      let sharedLsn: bigint | null = null
       try {
-        const live = redis?.status === 'ready' ? redis : undefined
-        if (!live) throw new Error('redis not ready')
-        const [n, lsn] = (await runScript(
-          live,
-          ADMIT,
-          [keys.rate(tenant, window), keys.lastWrite(tenant)],
-          [WINDOW_SECONDS],
-        )) as [number, string | null]
+        if (!shared || redis?.status !== 'ready') throw new Error('redis not ready')
+        const [n, lsn] = await shared(tenant, window)
         count = n
-        shared = lsn ? fromSortableLsn(lsn) : null
+        sharedLsn = lsn ? fromSortableLsn(lsn) : null
       } catch {
         count = localAdmit(tenant, window)
       }
       const local = localLsn.get(tenant) ?? null
-      const lastWriteLsn = shared === null ? local : local === null || shared > local ? shared : local
+      const lastWriteLsn =
+        sharedLsn === null ? local : local === null || sharedLsn > local ? sharedLsn : local
       if (count > limit) {
         refused.set(tenant, window)
         throw new SwitchyardError(
@@ -114,6 +119,50 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       )
     },
   }
+}
+
+type AdmitReply = [count: number, lastWrite: string | null]
+
+/**
+ * Admissions asked for while the event loop turns are sent together, once the turn's microtasks are
+ * done (setImmediate): one script call and one socket write for all of them, and a read's shard
+ * pipeline has already gone out by then. At one request at a time that is one plain EVALSHA.
+ */
+function createAdmitBatches(redis: Redis) {
+  interface Batch {
+    keys: string[]
+    waiters: { resolve(reply: AdmitReply): void; reject(error: unknown): void }[]
+  }
+  let batch: Batch = { keys: [], waiters: [] }
+  let scheduled = false
+
+  function flush() {
+    scheduled = false
+    const { keys: batchKeys, waiters } = batch
+    batch = { keys: [], waiters: [] }
+    if (waiters.length === 0) return
+    runScript(redis, ADMIT, batchKeys, [WINDOW_SECONDS]).then(
+      (reply) => {
+        const values = reply as (number | string | null)[]
+        for (const [i, waiter] of waiters.entries())
+          waiter.resolve([values[2 * i] as number, (values[2 * i + 1] as string | null) ?? null])
+      },
+      (error: unknown) => {
+        for (const waiter of waiters) waiter.reject(error)
+      },
+    )
+  }
+
+  return (tenant: string, window: number) =>
+    new Promise<AdmitReply>((resolve, reject) => {
+      batch.keys.push(keys.rate(tenant, window), keys.lastWrite(tenant))
+      batch.waiters.push({ resolve, reject })
+      if (batch.waiters.length >= MAX_BATCH) flush()
+      else if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+    })
 }
 
 const shas = new Map<string, string>()

@@ -167,11 +167,8 @@ export async function dispatchAdmitted(
     const admission = await deps.admission.admit(tenant, limit)
     return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
   }
-  // The shard's pipeline goes out first (the longer wait), the Redis command right after it: setImmediate
-  // runs once the microtasks that reserve a connection and write the pipeline are done.
-  const admitting = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
-    deps.admission.admit(tenant, limit),
-  )
+  // Admission's Redis command leaves once this turn's microtasks are done: after the shard pipeline.
+  const admitting = deps.admission.admit(tenant, limit)
   const reading = dispatch(deps, {
     ...tx,
     lastWriteLsn: deps.admission.localLastWrite(tenant),
