@@ -25,7 +25,9 @@ import { moveLeftovers } from './migrate-tenant/leftovers.ts'
 import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/mover.ts'
 import { progressPrinter } from './migrate-tenant/progress.ts'
 import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
+import { executePlan } from './placement/executor.ts'
 import {
+  cancelPlan,
   createRebalancePlan,
   drainShard,
   findPlan,
@@ -388,6 +390,75 @@ rebalance
       else printPlan(plan)
     }),
   )
+
+rebalance
+  .command('apply [plan]')
+  .description('run a stored plan (default: the latest) move by move through the mover; resumable')
+  .option('--concurrency <n>', 'moves at once', '1')
+  .option('--max-per-source <n>', 'moves out of one shard at once', '1')
+  .addOption(json)
+  .action(
+    action(
+      async (
+        topology,
+        id: string | undefined,
+        options: { concurrency: string; maxPerSource: string; json?: boolean },
+      ) => {
+        const concurrency = parseCount('--concurrency', options.concurrency)
+        const maxPerSource = parseCount('--max-per-source', options.maxPerSource)
+        const progress = progressPrinter()
+        const plan = await withDirectory(topology, (directory) =>
+          withRedis(topology.redis, async (redis) => {
+            const target = await findPlan(directory, id)
+            let finished = target.moves.filter((m) => m.state === 'done').length
+            return executePlan(
+              { topology, directory, redis, logger: cliLogger(), failpoint: failpointFromEnv() },
+              target.id,
+              {
+                concurrency,
+                maxPerSource,
+                onMove: (planMove, move) => {
+                  if (move && !['done', 'failed', 'aborted'].includes(move.state))
+                    return progress.update(move)
+                  progress.done()
+                  if (planMove.state === 'done') finished += 1
+                  say(
+                    `[${finished}/${target.moves.length}] ${planMove.tenant} ${planMove.from} → ${planMove.to}: ${planMove.state}${planMove.error ? ` (${planMove.error})` : ''}`,
+                  )
+                },
+              },
+            )
+          }),
+        )
+        if (options.json) print(plan)
+        else printPlan(plan)
+        if (plan.state !== 'done') process.exitCode = 1
+      },
+    ),
+  )
+rebalance
+  .command('cancel [plan]')
+  .description('cancel a plan (default: the latest); an applying one stops after its current move')
+  .addOption(json)
+  .action(
+    action(async (topology, id: string | undefined, options: { json?: boolean }) => {
+      const plan = await withDirectory(topology, async (directory) =>
+        cancelPlan(directory, (await findPlan(directory, id)).id),
+      )
+      if (options.json) print(plan)
+      else say(`plan ${plan.id} is ${plan.state}`)
+    }),
+  )
+
+function parseCount(flag: string, value: string): number {
+  const parsed = z.coerce.number().int().min(1).max(16).safeParse(value)
+  if (!parsed.success)
+    throw new SwitchyardError(
+      'invalid_input',
+      `${flag}: ${JSON.stringify(value)} is not a whole number from 1 to 16`,
+    )
+  return parsed.data
+}
 
 /** Moves shown in a terminal; `--json` has them all. */
 const MOVES_SHOWN = 100

@@ -306,7 +306,7 @@ describe('admin API: shards, plans, moves', () => {
     }
   })
 
-  it('POST /plans stores a plan; GET shows it; apply is 501 until the mover exists; cancel closes it', async () => {
+  it('POST /plans stores a plan; GET shows it; apply validates its options; cancel closes it', async () => {
     const made = await call<{ id: string; state: string; moves: unknown[] }>('POST', '/plans', {
       strategy: 'count',
     })
@@ -324,8 +324,10 @@ describe('admin API: shards, plans, moves', () => {
     expect(shown.status).toBe(200)
     expect(shown.body).toMatchObject({ id: made.body.id, moves: made.body.moves })
 
-    const apply = await call('POST', `/plans/${made.body.id}/apply`)
-    expect([apply.status, apply.body.error?.code]).toEqual([501, 'mover_unavailable'])
+    // Applying for real is the executor's test (test/rebalance-apply.test.ts); here only its input.
+    const apply = await call('POST', `/plans/${made.body.id}/apply`, { concurrency: 0 })
+    expect([apply.status, apply.body.error?.code]).toEqual([400, 'invalid_input'])
+    expect((await call('GET', `/plans/${made.body.id}`)).body.state).toBe('planned')
     const cancel = await call('POST', `/plans/${made.body.id}/cancel`)
     expect([cancel.status, cancel.body.state]).toEqual([200, 'cancelled'])
     expect(cancel.body.finishedAt).toEqual(expect.any(String))

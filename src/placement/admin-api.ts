@@ -1,4 +1,3 @@
-import { desc, eq } from 'drizzle-orm'
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { z } from 'zod'
@@ -6,7 +5,6 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import type { Redis } from '../directory/redis.ts'
 import type { RouteCache } from '../directory/routes.ts'
-import { moves } from '../directory/schema.ts'
 import {
   addTenant,
   effectiveLimits,
@@ -17,11 +15,14 @@ import {
 } from '../directory/tenants.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import type { MoverMetrics } from '../migrate-tenant/metrics.ts'
+import { abortMove, createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
+import { findMove, listMoves } from '../migrate-tenant/record.ts'
 import { assertAdmin, type KeyCheck } from '../router/auth.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
+import { executePlan, startApplying } from './executor.ts'
 import {
-  applyPlan,
   cancelPlan,
   createRebalancePlan,
   drainShard,
@@ -41,10 +42,19 @@ export interface AdminDeps {
   routes: RouteCache
   monitor: HealthMonitor
   logger: Logger
+  /** Where moves started through this API report phases and stalls (the router's /metrics). */
+  moverMetrics?: MoverMetrics | undefined
 }
 
 const newPlanSchema = z.strictObject({ strategy: rebalanceStrategy.default('count') })
-const moveId = z.uuid({ message: 'must be a UUID' })
+const newMoveSchema = z.strictObject({
+  tenant: z.uuid({ message: 'must be a UUID' }),
+  to: z.string().min(1),
+})
+const applyOptionsSchema = z.strictObject({
+  concurrency: z.number().int().min(1).max(16).optional(),
+  maxPerSource: z.number().int().min(1).max(16).optional(),
+})
 
 /**
  * The operators' HTTP API, mounted at `/admin/v1` (docs/ADMIN_API.md). Admin keys only: no key is a
@@ -54,6 +64,16 @@ const moveId = z.uuid({ message: 'must be a UUID' })
 export function createAdminApi(deps: AdminDeps): Hono {
   const api = new Hono()
   const { topology, directory } = deps
+  const moverDeps: MoverDeps = {
+    topology,
+    directory,
+    redis: deps.redis,
+    logger: deps.logger,
+    metrics: deps.moverMetrics,
+  }
+  // Moves and plans started here run on in this router; their progress is in the directory.
+  const inBackground = (run: Promise<unknown>, id: string) =>
+    run.catch((error: Error) => deps.logger.error({ move: id, error: error.message }, 'move stopped'))
 
   api.use(
     '*',
@@ -105,23 +125,31 @@ export function createAdminApi(deps: AdminDeps): Hono {
     return c.json(await createRebalancePlan(directory, topology, body.data.strategy), 201)
   })
   api.get('/plans/:id', async (c) => c.json(await findPlan(directory, c.req.param('id'))))
-  api.post('/plans/:id/apply', async (c) => applyPlan(directory, c.req.param('id')))
+  api.post('/plans/:id/apply', async (c) => {
+    const options = applyOptionsSchema.safeParse(await readBody(c, {}))
+    if (!options.success) throw new SwitchyardError('invalid_input', describeIssues(options.error.issues))
+    const plan = await startApplying(directory, c.req.param('id'))
+    // The plan runs on in this router; its progress is in the directory (GET /plans/:id).
+    inBackground(executePlan(moverDeps, plan.id, options.data), plan.id)
+    return c.json(plan, 202)
+  })
   api.post('/plans/:id/cancel', async (c) => c.json(await cancelPlan(directory, c.req.param('id'))))
 
-  api.get('/moves', async (c) =>
-    c.json({ moves: await directory.db.select().from(moves).orderBy(desc(moves.createdAt), desc(moves.id)) }),
-  )
-  api.get('/moves/:id', async (c) => {
-    const id = moveId.safeParse(c.req.param('id'))
-    if (!id.success)
-      throw new SwitchyardError(
-        'invalid_input',
-        `move id ${JSON.stringify(c.req.param('id'))} must be a UUID`,
-      )
-    const [move] = await directory.db.select().from(moves).where(eq(moves.id, id.data))
-    if (!move) throw new SwitchyardError('move_unknown', `move ${id.data} does not exist`)
-    return c.json(move)
+  api.get('/moves', async (c) => c.json({ moves: await listMoves(directory) }))
+  api.get('/moves/:id', async (c) => c.json(await findMove(directory, c.req.param('id'))))
+  api.post('/moves', async (c) => {
+    const body = newMoveSchema.safeParse(await readBody(c, {}))
+    if (!body.success) throw new SwitchyardError('invalid_input', describeIssues(body.error.issues))
+    const move = await createMove(moverDeps, { tenant: body.data.tenant, target: body.data.to })
+    inBackground(runMove(moverDeps, move.id), move.id)
+    return c.json(move, 202)
   })
+  api.post('/moves/:id/resume', async (c) => {
+    const move = await findMove(directory, c.req.param('id'))
+    inBackground(runMove(moverDeps, move.id), move.id)
+    return c.json(move, 202)
+  })
+  api.post('/moves/:id/abort', async (c) => c.json(await abortMove(moverDeps, c.req.param('id') as string)))
 
   return api
 }

@@ -243,14 +243,3 @@ export async function cancelPlan(directory: Directory, id: unknown): Promise<Sto
     return readPlan(sql, plan)
   })
 }
-
-/** Runs a plan through the tenant mover: refused until the mover exists (`mover_unavailable`). */
-export async function applyPlan(directory: Directory, id: unknown): Promise<never> {
-  const plan = await findPlan(directory, id)
-  if (!OPEN.includes(plan.state))
-    throw new SwitchyardError('plan_closed', `plan ${plan.id} is ${plan.state}: it cannot be applied`)
-  throw new SwitchyardError(
-    'mover_unavailable',
-    `the tenant mover is not available yet: plan ${plan.id} stays ${plan.state}`,
-  )
-}
