@@ -96,7 +96,9 @@ describe('moving a tenant between shards', () => {
       const found = await cli(['doctor', '--json'])
       expect(found.code).toBe(1)
       expect(leftovers(found.stdout).map((f) => f.detail)).toEqual([
-        expect.stringMatching(/^publication sy_move_abab.* belongs to move abababab-abab-abab-abab-abababababab, which is not open/),
+        expect.stringMatching(
+          /^publication sy_move_abab.* belongs to move abababab-abab-abab-abab-abababababab, which is not open/,
+        ),
         expect.stringMatching(/^slot sy_move_abab.*inactive, holding WAL/),
       ])
     } finally {
