@@ -140,6 +140,9 @@ export const appointments = pgTable(
     // The seed's indexes for frequent queries and reports.
     index('idx_appointments_tenant_status_date').on(t.tenantId, t.status, t.startTime),
     index('idx_appointments_tenant_business_date').on(t.tenantId, t.businessId, t.startTime),
+    // The per-day quota (max_appointments_per_day) counts a tenant's appointments of one day on every
+    // booking: without this it scans all of the tenant's appointments.
+    index('idx_appointments_tenant_start').on(t.tenantId, t.startTime),
     tenantIsolation(t.tenantId),
   ],
 ).enableRLS()

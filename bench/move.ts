@@ -1,0 +1,266 @@
+/**
+ * `npm run bench:move`: moves one tenant holding about 100,000 rows from shard-1 to shard-2 while
+ * clients keep writing for it through a router, and prints the move's total time, copy rate and
+ * cutover stall, and the write latency clients saw (p50 before, p99 and max during the move) and
+ * their errors, with PASS/FAIL against the targets of issue 5. Boots the test suite's throwaway
+ * topology (free ports, a temporary folder) and tears it down at the end, also on error or Ctrl-C.
+ */
+import { randomUUID } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import pino from 'pino'
+import { z } from 'zod'
+import { fillTenant } from '../examples/appointments/generate.ts'
+import { clusterDown, clusterUp } from '../src/cluster/launcher.ts'
+import { redisServerPath } from '../src/cluster/redis-node.ts'
+import { parseTopology } from '../src/config/load.ts'
+import type { Topology } from '../src/config/topology.ts'
+import { openDirectory } from '../src/directory/connection.ts'
+import { createKey } from '../src/directory/keys.ts'
+import { migrateAll } from '../src/directory/migrate.ts'
+import { openRedis } from '../src/directory/redis.ts'
+import { addTenant } from '../src/directory/tenants.ts'
+import { startMove } from '../src/migrate-tenant/mover.ts'
+import { progressPrinter } from '../src/migrate-tenant/progress.ts'
+import { startRouter } from '../src/router/server.ts'
+import { withAdmin } from '../src/shard/connection.ts'
+import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
+
+const options = z
+  .object({
+    rows: z.coerce.number().int().min(1000).default(100_000),
+    clients: z.coerce.number().int().min(1).max(64).default(4),
+    rate: z.coerce.number().int().min(1).default(100),
+  })
+  .parse(
+    parseArgs({
+      options: { rows: { type: 'string' }, clients: { type: 'string' }, rate: { type: 'string' } },
+    }).values,
+  )
+
+const TARGETS = { stallMs: 200, errors: 0, totalSeconds: 30 }
+const MIGRATIONS = fileURLToPath(new URL('../examples/appointments/migrations', import.meta.url))
+
+interface Sample {
+  at: number
+  ms: number
+  ok: boolean
+}
+
+const cleanups: (() => Promise<unknown>)[] = []
+const cleanup = async () => {
+  for (const step of cleanups.reverse()) await step().catch((error: unknown) => console.error(error))
+}
+process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)))
+
+async function boot(): Promise<Topology> {
+  if (!redisServerPath()) throw new Error('bench:move needs redis-server on the PATH, as the tests do')
+  const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-move-'))
+  cleanups.push(() => rm(home, { recursive: true, force: true }))
+  const input = testTopologyInput(await freePorts(9))
+  const topology = parseTopology(
+    {
+      ...input,
+      router: { ...input.router, rateLimitOverride: 2_000_000_000 },
+      mover: { cleanupGraceMs: 500 },
+      tenantSchema: { ...input.tenantSchema, migrations: MIGRATIONS },
+    },
+    'bench/move.ts',
+    {},
+  )
+  cleanups.push(() => clusterDown(topology, { home }))
+  await clusterUp(topology, { home, durable: false })
+  await migrateAll(topology)
+  return topology
+}
+
+/** appointments ≈ 70% of the rows, customers the rest (plus a few services, staff and hours). */
+function volume(rows: number) {
+  const customers = Math.round(rows * 0.3)
+  return { services: 12, staff: 8, customers, appointments: rows - customers - 27, days: 42 }
+}
+
+async function main() {
+  const started = Date.now()
+  const topology = await boot()
+  const directory = openDirectory(topology.directory)
+  cleanups.push(() => directory.close())
+  const tenant = randomUUID()
+  await addTenant(directory, topology, { id: tenant, shard: 'shard-1', name: 'Bench Move' })
+  // The bench books far more than the seed's 500 appointments a day for one tenant.
+  await directory.sql`update tenants set limits = '{"max_appointments_per_day": 100000000}'::jsonb where id = ${tenant}`
+  const { key } = await createKey(directory, { scope: 'app', tenants: [tenant], name: 'bench-move' })
+  const primary = topology.shards[0]?.primary as string
+  const filled = Date.now()
+  const rows = await withAdmin(primary, (sql) => fillTenant(sql, tenant, 'Bench Move', volume(options.rows)))
+  const ids = await withAdmin(primary, async (sql) => {
+    const [row] = await sql<{ business: string; service: string; customer: string }[]>`
+      select (select id from businesses where tenant_id = ${tenant}) as business,
+             (select id from services where tenant_id = ${tenant} limit 1) as service,
+             (select id from customers where tenant_id = ${tenant} limit 1) as customer`
+    return row as { business: string; service: string; customer: string }
+  })
+  console.log(
+    `topology up in ${((filled - started) / 1000).toFixed(1)} s; tenant filled with ${rows} rows in ${((Date.now() - filled) / 1000).toFixed(1)} s`,
+  )
+
+  const router = await startRouter(topology, { port: 0, logger: pino({ level: 'warn' }) })
+  cleanups.push(() => router.close())
+  const samples: Sample[] = []
+  const acknowledged: string[] = []
+  let stopping = false
+  const book = async (n: number) => {
+    const at = performance.now()
+    const start = new Date(Date.UTC(2027, 0, 1) + n * 60_000).toISOString()
+    const response = await fetch(`${router.url}/v1/query`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'x-tenant-id': tenant, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        sql: `insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
+              values ($1, $2, $3, $4, $5, $5::timestamptz + interval '30 minutes') returning id`,
+        params: [tenant, ids.business, ids.service, ids.customer, start],
+        method: 'all',
+      }),
+    }).catch(() => undefined)
+    const body = response?.ok ? ((await response.json()) as { rows: string[][] }) : undefined
+    const ok = Boolean(body?.rows?.[0]?.[0])
+    if (ok) acknowledged.push(body?.rows[0]?.[0] as string)
+    else if (response) console.error(`write failed: ${response.status} ${await response.text()}`)
+    samples.push({ at, ms: performance.now() - at, ok })
+  }
+  const interval = (1000 * options.clients) / options.rate
+  const clients = Array.from({ length: options.clients }, async (_, c) => {
+    for (let n = c; !stopping; n += options.clients) {
+      const next = performance.now() + interval
+      await book(n)
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())))
+    }
+  })
+
+  await new Promise((resolve) => setTimeout(resolve, 4000))
+  const redis = openRedis(topology.redis as string)
+  redis.on('error', () => {})
+  cleanups.push(async () => redis.disconnect())
+  const progress = progressPrinter()
+  const timeline: { at: number; state: string }[] = []
+  const moveStarted = performance.now()
+  const move = await startMove(
+    {
+      topology,
+      directory,
+      redis,
+      logger: pino({ level: 'warn' }),
+      onProgress: (m) => {
+        if (timeline.at(-1)?.state !== m.state) timeline.push({ at: performance.now(), state: m.state })
+        progress.update(m)
+      },
+    },
+    { tenant, target: 'shard-2' },
+  )
+  progress.done()
+  const moveEnded = performance.now()
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  stopping = true
+  await Promise.all(clients)
+
+  const onTarget = await withAdmin(topology.shards[1]?.primary as string, async (sql) => {
+    const [row] = await sql<{ n: number }[]>`
+      select count(*)::int as n from appointments where tenant_id = ${tenant} and id = any(${acknowledged}::uuid[])`
+    return row?.n ?? 0
+  })
+  report(move, samples, { moveStarted, moveEnded, acknowledged: acknowledged.length, onTarget })
+  slowest(samples, timeline, moveStarted)
+}
+
+function report(
+  move: Awaited<ReturnType<typeof startMove>>,
+  samples: Sample[],
+  at: { moveStarted: number; moveEnded: number; acknowledged: number; onTarget: number },
+) {
+  // The first second warms the router's pools up (connections to shard-1 are opened then).
+  const warm = (samples[0]?.at ?? 0) + 1000
+  const before = samples.filter((s) => s.at >= warm && s.at < at.moveStarted).map((s) => s.ms)
+  const during = samples.filter((s) => s.at >= at.moveStarted && s.at <= at.moveEnded).map((s) => s.ms)
+  const errors = samples.filter((s) => !s.ok).length
+  const phases = move.progress.phases ?? {}
+  const copySeconds = (phases.copy ?? 0) / 1000
+  const totalSeconds = (at.moveEnded - at.moveStarted) / 1000
+  const longest = Math.max(0, ...during)
+  const lines = [
+    ['rows moved', String(move.progress.totalRows ?? '?')],
+    ['total move time', `${totalSeconds.toFixed(2)} s`],
+    [
+      'phases (ms)',
+      Object.entries(phases)
+        .map(([phase, ms]) => `${phase} ${ms}`)
+        .join(', '),
+    ],
+    [
+      'copy rate',
+      `${Math.round((move.progress.totalRows ?? 0) / Math.max(copySeconds, 0.001))} rows/s (copy phase ${copySeconds.toFixed(2)} s)`,
+    ],
+    ['cutover stall (fence → routers told)', `${move.progress.stallMs} ms`],
+    ['client writes', `${samples.length} (${before.length} before the move, ${during.length} during it)`],
+    ['write latency before the move', `p50 ${pct(before, 50)} ms, p99 ${pct(before, 99)} ms`],
+    [
+      'write latency during the move',
+      `p50 ${pct(during, 50)} ms, p99 ${pct(during, 99)} ms, max ${longest.toFixed(1)} ms`,
+    ],
+    ['acknowledged writes on the target', `${at.onTarget} / ${at.acknowledged}`],
+    ['client errors', String(errors)],
+  ]
+  const width = Math.max(...lines.map(([label]) => (label as string).length))
+  for (const [label, value] of lines) console.log(`${(label as string).padEnd(width)}  ${value}`)
+  const verdicts = [
+    [`longest write stall ≤ ${TARGETS.stallMs} ms`, longest <= TARGETS.stallMs, `${longest.toFixed(1)} ms`],
+    [`client errors = ${TARGETS.errors}`, errors === TARGETS.errors, String(errors)],
+    [
+      `total ≤ ${TARGETS.totalSeconds} s`,
+      totalSeconds <= TARGETS.totalSeconds,
+      `${totalSeconds.toFixed(2)} s`,
+    ],
+    [
+      'every acknowledged write on the target',
+      at.onTarget === at.acknowledged,
+      `${at.onTarget}/${at.acknowledged}`,
+    ],
+  ] as const
+  console.log('')
+  for (const [target, pass, measured] of verdicts)
+    console.log(`${pass ? 'PASS' : 'FAIL'}  ${target}: ${measured}`)
+  console.log(
+    `load average: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  )
+  process.exitCode = verdicts.every(([, pass]) => pass) ? 0 : 1
+}
+
+/** The slowest writes, placed on the move's timeline: which phase each one overlapped. */
+function slowest(samples: Sample[], timeline: { at: number; state: string }[], moveStarted: number) {
+  const phaseAt = (at: number) =>
+    at < moveStarted
+      ? 'before the move'
+      : ([...timeline].reverse().find((t) => t.at <= at)?.state ?? 'preflight')
+  console.log('slowest writes (start relative to the move start, and the phase then → at its end):')
+  for (const s of [...samples].sort((a, b) => b.ms - a.ms).slice(0, 5))
+    console.log(
+      `  ${s.ms.toFixed(1).padStart(7)} ms at ${((s.at - moveStarted) / 1000).toFixed(3).padStart(7)} s  ${phaseAt(s.at)} → ${phaseAt(s.at + s.ms)}`,
+    )
+}
+
+function pct(values: number[], p: number): string {
+  if (values.length === 0) return '–'
+  const sorted = [...values].sort((a, b) => a - b)
+  return (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number).toFixed(1)
+}
+
+try {
+  await main()
+} finally {
+  await cleanup()
+}

@@ -1,0 +1,1 @@
+CREATE INDEX "idx_appointments_tenant_start" ON "appointments" USING btree ("tenant_id","start_time");
