@@ -1,12 +1,15 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
+import { createKey } from '../src/directory/keys.ts'
 import { createMove, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
-import { cli, closeAll, connect, shard, topology } from './support.ts'
+import { startTestRouter, stopRouters } from './router-support.ts'
+import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
 afterAll(async () => {
+  await stopRouters()
   await directory.close()
   await closeAll()
 })
@@ -105,5 +108,44 @@ describe('moving a tenant between shards', () => {
       await source`select pg_drop_replication_slot(${name})`
       await source.unsafe(`drop publication ${name}`)
     }
+  })
+
+  it('POST /admin/v1/moves starts a move in the router; GET shows it to the end; /metrics has its stall', async () => {
+    const router = await startTestRouter()
+    const { key } = await createKey(directory, { scope: 'admin', name: 'move test' })
+    const admin = (method: string, path: string, body?: unknown) =>
+      fetch(`${router.url}/admin/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }).then(async (r) => ({
+        status: r.status,
+        body: (await r.json()) as { id?: string; state?: string; error?: { code: string } },
+      }))
+    const tenant = await seededTenant('shard-3')
+    const started = await admin('POST', '/moves', { tenant, to: 'shard-1' })
+    expect(started.status).toBe(202)
+    const id = started.body.id as string
+    const done = await eventually(async () => {
+      const move = await admin('GET', `/moves/${id}`)
+      return move.body.state === 'done' ? move.body : undefined
+    }, 30_000)
+    expect(done).toMatchObject({ tenantId: tenant, sourceShard: 'shard-3', targetShard: 'shard-1' })
+    const metrics = await (await fetch(`${router.url}/metrics`)).text()
+    expect(metrics).toMatch(/switchyard_move_stall_seconds_count 1/)
+    expect(metrics).toMatch(/switchyard_moves_total\{outcome="done"\} 1/)
+
+    const refused = await Promise.all([
+      admin('POST', '/moves', { tenant, to: 'shard-1' }),
+      admin('POST', '/moves', { tenant: 'nope', to: 'shard-2' }),
+      admin('POST', '/moves', { tenant, to: 'shard-2', extra: 1 }),
+      admin('GET', '/moves/not-a-uuid'),
+    ])
+    expect(refused.map((r) => [r.status, r.body.error?.code])).toEqual([
+      [409, 'same_shard'],
+      [400, 'invalid_input'],
+      [400, 'invalid_input'],
+      [400, 'invalid_input'],
+    ])
   })
 })

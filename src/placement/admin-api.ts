@@ -1,5 +1,6 @@
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import type { Registry } from 'prom-client'
 import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
@@ -15,7 +16,7 @@ import {
 } from '../directory/tenants.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { MoverMetrics } from '../migrate-tenant/metrics.ts'
+import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
 import { abortMove, createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
 import { findMove, listMoves } from '../migrate-tenant/record.ts'
 import { assertAdmin, type KeyCheck } from '../router/auth.ts'
@@ -42,8 +43,8 @@ export interface AdminDeps {
   routes: RouteCache
   monitor: HealthMonitor
   logger: Logger
-  /** Where moves started through this API report phases and stalls (the router's /metrics). */
-  moverMetrics?: MoverMetrics | undefined
+  /** The router's metrics: moves started through this API report phases and stalls there. */
+  metrics?: { registry: Registry } | undefined
 }
 
 const newPlanSchema = z.strictObject({ strategy: rebalanceStrategy.default('count') })
@@ -69,7 +70,7 @@ export function createAdminApi(deps: AdminDeps): Hono {
     directory,
     redis: deps.redis,
     logger: deps.logger,
-    metrics: deps.moverMetrics,
+    metrics: deps.metrics ? createMoverMetrics(deps.metrics.registry) : undefined,
   }
   // Moves and plans started here run on in this router; their progress is in the directory.
   const inBackground = (run: Promise<unknown>, id: string) =>
