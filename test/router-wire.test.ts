@@ -103,6 +103,24 @@ describe('wire client: one pipeline, one Sync', () => {
     expect(ok?.rows).toEqual([['1']])
   })
 
+  it('reads a result larger than one socket read, and keeps at most maxStatements prepared', async () => {
+    const connection = await connectWire({ url: url(), maxStatements: 2 })
+    opened.push(connection)
+    const [big] = await connection.run([
+      { sql: `select repeat('x', 1000) || g as v from generate_series(1, 2000) g`, params: [] },
+    ])
+    expect(big?.rows).toHaveLength(2000)
+    expect(big?.rows[1999]?.[0]).toBe(`${'x'.repeat(1000)}2000`)
+    for (const n of [1, 2, 3, 1, 2, 3]) {
+      const [one] = await connection.run([{ sql: `select ${n} as n`, params: [] }])
+      expect(one?.rows).toEqual([[String(n)]])
+    }
+    const [prepared] = await connection.run([
+      { sql: 'select count(*) from pg_prepared_statements', params: [] },
+    ])
+    expect(Number(prepared?.rows[0]?.[0])).toBeLessThanOrEqual(2)
+  })
+
   it('prepares a statement again when a table change invalidated its cached plan', async () => {
     const connection = await open()
     const read = { sql: `select * from ${table} where id = $1`, params: ['1'] }

@@ -128,6 +128,7 @@ export async function connectWire(options: ConnectOptions): Promise<WireConnecti
   const password = decodeURIComponent(url.password)
   const socket = connectSocket({ host: url.hostname || '127.0.0.1', port: Number(url.port || 5432) })
   socket.setNoDelay(true)
+  socket.setKeepAlive(true, 60_000)
   const writer = new MessageWriter()
   const statements = new Map<string, PreparedStatement>()
   const maxStatements = options.maxStatements ?? 1000
@@ -136,7 +137,6 @@ export async function connectWire(options: ConnectOptions): Promise<WireConnecti
   let status: 'I' | 'T' | 'E' = 'I'
   let broken = false
   let closed = false
-  let pending: Buffer | null = null
 
   const failWith = (error: Error) => {
     broken = true
@@ -145,9 +145,21 @@ export async function connectWire(options: ConnectOptions): Promise<WireConnecti
     current?.fail(error)
   }
 
+  // A message split over several reads waits in `partial` until `partialNeeds` bytes are there, so a
+  // large result is copied once, not once per read.
+  let partial: Buffer[] = []
+  let partialBytes = 0
+  let partialNeeds = 0
   socket.on('data', (chunk: Buffer) => {
-    const data = pending ? Buffer.concat([pending, chunk]) : chunk
-    pending = null
+    let data = chunk
+    if (partialBytes > 0) {
+      partial.push(chunk)
+      partialBytes += chunk.length
+      if (partialBytes < partialNeeds) return
+      data = Buffer.concat(partial, partialBytes)
+      partial = []
+      partialBytes = 0
+    }
     let at = 0
     while (data.length - at >= 5) {
       const size = data.readInt32BE(at + 1)
@@ -157,7 +169,11 @@ export async function connectWire(options: ConnectOptions): Promise<WireConnecti
       at += 1 + size
       dispatchMessage(type, body)
     }
-    if (at < data.length) pending = data.subarray(at)
+    if (at === data.length) return
+    const rest = data.subarray(at)
+    partial = [rest]
+    partialBytes = rest.length
+    partialNeeds = rest.length >= 5 ? 1 + rest.readInt32BE(1) : 5
   })
   socket.on('error', (error: NodeJS.ErrnoException) => {
     failWith(new ConnectionError(error.code ?? 'ECONNRESET', error.message))
