@@ -1,12 +1,12 @@
 import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
-import { keys, type Redis } from '../directory/redis.ts'
+import type { Redis } from '../directory/redis.ts'
 import { publishInvalidation } from '../directory/routes.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
 import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
-import { formatLsn, parseLsn, sortableLsn } from '../shard/lsn.ts'
+import { formatLsn, parseLsn } from '../shard/lsn.ts'
 import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
 import { type TenantTable, tenantTables } from '../shard/tables.ts'
 import {
@@ -377,8 +377,10 @@ async function flip(ctx: MoveContext): Promise<Next> {
 }
 
 /**
- * After the cutover: the source stops serving the tenant (`moved`), routers forget the old route and
- * the tenant's last-write LSN restarts in the target's WAL; the subscription (and with it its slot on
+ * After the cutover: the source stops serving the tenant (`moved`) and routers forget the old route.
+ * The tenant's last-write LSN in Redis is left alone: it is in the source's WAL, and lowering it could
+ * let a read skip a write made on the target meanwhile; a higher one only sends reads to the primary
+ * until the key expires or a later write passes it. The subscription (and with it its slot on
  * the source), any sync slot and the publication are dropped; after a grace period longer than the
  * route cache TTL, the source's copy is deleted in batches.
  */
@@ -386,10 +388,6 @@ async function cleanup(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
   await setOwnership(ctx.source, move.tenantId, fromEpoch(move), 'moved')
   await ctx.invalidate()
-  if (deps.redis && move.cutoverLsn)
-    await deps.redis
-      .set(keys.lastWrite(move.tenantId), sortableLsn(parseLsn(move.cutoverLsn)))
-      .catch(() => {})
   await dropSubscription(ctx.target, ctx.name)
   await dropMoveSlots(ctx.source, ctx.name, move.progress.subscriptionOid ?? null)
   await dropPublication(ctx.source, ctx.name)
