@@ -83,7 +83,11 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
       deps.failpoint?.(state, 'after')
       const ms = Math.round(performance.now() - started)
       deps.metrics?.phaseSeconds.observe({ phase: state }, ms / 1000)
-      deps.logger.info({ move: move.id, tenant: move.tenantId, phase: state, ms }, 'move phase done')
+      const rate =
+        state === 'copy' && next.progress?.copiedRows !== undefined
+          ? { rowsPerSecond: Math.round(next.progress.copiedRows / Math.max(ms / 1000, 0.001)) }
+          : {}
+      deps.logger.info({ move: move.id, tenant: move.tenantId, phase: state, ms, ...rate }, 'move phase done')
       move = ctx.move
       const phases = { ...move.progress.phases, [state]: (move.progress.phases?.[state] ?? 0) + ms }
       move = await ctx.save({ ...next, progress: { ...next.progress, phases } })
