@@ -35,6 +35,7 @@ import { migrateAll } from '../src/directory/migrate.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { createApp } from '../src/router/app.ts'
 import { runTransaction } from '../src/router/execute.ts'
+import { createMetrics } from '../src/router/metrics.ts'
 import { classify } from '../src/router/policy.ts'
 import { toPgProxyResponse } from '../src/router/protocols/pg-proxy.ts'
 import { type RunningRouter, startRouter } from '../src/router/server.ts'
@@ -834,7 +835,8 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
     statements: [{ sql: POINT_READ, params }],
     params: [params],
   }
-  const routerHono = createApp(deps)
+  // Its own metrics registry: the admin API registers the mover's metrics on the one it is given.
+  const routerHono = createApp({ ...deps, metrics: createMetrics() })
   const body = pointReadBody(fixture)
   const request = (headers: Record<string, string>) =>
     new Request('http://127.0.0.1/v1/query', {

@@ -4,6 +4,7 @@ import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { keys } from '../src/directory/redis.ts'
 import { createApp } from '../src/router/app.ts'
+import { createMetrics } from '../src/router/metrics.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { answers, withAdmin } from '../src/shard/connection.ts'
 import {
@@ -339,7 +340,9 @@ describe('graceful shutdown', () => {
     const closing = router.close().then(() => performance.now())
     expect(router.app.ready()).toBe(false)
     // The listener closes in the same tick, so /readyz cannot be asked over a new connection: ask the app.
-    const readyz = await createApp(router.app).request('/readyz')
+    // A second app on the same dependencies needs its own registry: the admin API registers the mover's
+    // metrics on the one it is given.
+    const readyz = await createApp({ ...router.app, metrics: createMetrics() }).request('/readyz')
     expect(readyz.status).toBe(503)
     expect(await readyz.json()).toEqual({ ready: false })
     const refused = await fetch(`${router.url}/healthz`).then(

@@ -31,7 +31,8 @@ import {
 import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
 
-export interface RouterApp extends DispatchDeps, AdminDeps {
+// The admin API takes any object with the registry; the router passes its whole Metrics.
+export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
   topology: Topology
   keys: KeyCheck
   /** False while starting and once shutting down: /readyz answers 503. */
