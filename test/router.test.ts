@@ -92,6 +92,17 @@ describe('routing (invariant 4)', () => {
     }
   })
 
+  it('a statement given the wrong number of parameters is the client’s error, and the replica stays in use', async () => {
+    const wrong = await query(routerA, alice, 'select name from customers where tenant_id = $1 and id = $2', [
+      alice.id,
+    ])
+    expect(wrong.status).toBe(400)
+    expect(wrong.body).toMatchObject({ error: { code: 'sql_error', sqlstate: '08P01' } })
+    const next = await query(routerA, alice, 'select 1 as one')
+    expect(next.status).toBe(200)
+    expect(next.headers.get('x-switchyard-node')).toBe('shard-1-replica-1')
+  })
+
   it('a read routed to a replica before admission reported another router’s newer write runs again where the write is', async () => {
     // Replay paused: the replica stays a candidate (tiny lag) but cannot have the write. Router B knows
     // nothing of the write locally, so it reads the replica while admission is under way, then must read

@@ -63,6 +63,11 @@ const NODE_FAILURES = new Set([
 ])
 const isNodeFailure = (code: string | undefined) =>
   !!code && (NODE_FAILURES.has(code) || code.startsWith('08'))
+/**
+ * The server answered with a plain ERROR and the session goes on: whatever its SQLSTATE (08P01 for a
+ * Bind with the wrong number of parameters), the client's statement failed, not the node.
+ */
+const sessionGoesOn = (cause: unknown) => (cause as { severity?: string })?.severity === 'ERROR'
 const sqlstate = (error: unknown) => (error as { code?: string })?.code
 
 /**
@@ -129,7 +134,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
             : fresh
         continue
       }
-      if (isNodeFailure(code)) {
+      if (isNodeFailure(code) && !sessionGoesOn(error.cause)) {
         deps.monitor.markDown(node.name, error.message)
         if (node.role === 'primary') throw unavailable(node)
         avoid = node.name

@@ -44,6 +44,8 @@ const STATUS: Record<string, number> = {
 function sqlStatus(sqlstate: string | undefined): number {
   if (!sqlstate) return 400
   if (sqlstate === '40001' || sqlstate === '40P01') return 409
+  // 08P01 reaches a client only as its own statement's error (a Bind with the wrong number of parameters).
+  if (sqlstate === '08P01') return 400
   if (/^(08|53|57|58)/.test(sqlstate)) return 503
   return 400
 }
