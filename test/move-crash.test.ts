@@ -15,7 +15,7 @@ afterAll(async () => {
 const CRASH_AT = PHASES.filter((phase) => phase !== 'done')
 
 /** Starts `switchyard move` with a failpoint that SIGKILLs it at `phase`; returns the move it left. */
-async function crashedMove(tenant: string, phase: string, when: 'before' | 'after') {
+async function crashedMove(tenant: string, phase: string, when: 'before' | 'after' | 'midway') {
   const killed = await cli(['move', tenant, '--to', 'shard-2'], {
     SWITCHYARD_FAILPOINT: `move:${phase}:${when}`,
   })
@@ -69,4 +69,27 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
       await expectHome(tenant, 'shard-1', rows, 1)
     })
   }
+
+  it('killed midway through flip (shards flipped, directory not): abort gives the tenant back to the source', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const move = await crashedMove(tenant, 'flip', 'midway')
+    expect(move.state).toBe('flip')
+    expect(await readOwnership(connect(shard('shard-2').primary), tenant)).toEqual({
+      epoch: 2,
+      state: 'owner',
+    })
+    const aborted = await cli(['move', 'abort', move.id])
+    expect(aborted.code, aborted.stderr).toBe(0)
+    await expectHome(tenant, 'shard-1', rows, 1)
+  })
+
+  it('killed midway through flip: resume finishes the cutover', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const move = await crashedMove(tenant, 'flip', 'midway')
+    const resumed = await cli(['move', 'resume', move.id])
+    expect(resumed.code, resumed.stderr).toBe(0)
+    await expectHome(tenant, 'shard-2', rows, 2)
+  })
 })

@@ -3,6 +3,7 @@ import { openDirectory } from '../src/directory/connection.ts'
 import { openRedis } from '../src/directory/redis.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import type { RunningRouter } from '../src/router/server.ts'
+import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, moverDeps, rowsOn, total } from './move-support.ts'
 import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
 import { closeAll, connect, shard, topology } from './support.ts'
@@ -118,9 +119,15 @@ describe('moving a tenant under load loses nothing', () => {
     const wrong = [...expected].filter(([id, value]) => found.get(id) !== value)
     expect(wrong).toEqual([])
 
-    // The other shards hold none of its rows; no move left anything behind.
+    // The router cut off from Redis learnt of every move from the shards' fence alone.
+    const metrics = await (await fetch(`${stale.url}/metrics`)).text()
+    expect(Number(/^switchyard_stale_routes_total (\d+)/m.exec(metrics)?.[1] ?? 0)).toBeGreaterThanOrEqual(3)
+
+    // The other shards hold none of its rows, nor an ownership record; no move left anything behind.
     expect(total(await rowsOn('shard-2', tenant.id))).toBe(0)
     expect(total(await rowsOn('shard-3', tenant.id))).toBe(0)
+    for (const away of ['shard-2', 'shard-3'])
+      expect(await readOwnership(connect(shard(away).primary), tenant.id)).toBeUndefined()
     expect(await moveArtifacts()).toEqual([])
   })
 })

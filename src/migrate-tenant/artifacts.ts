@@ -19,15 +19,17 @@ export function moveIdOf(name: string): string | undefined {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /**
- * A publication of the tenant's rows only: `tenant_id = …` filters every tenant table. DDL takes no
- * parameters, so the tenant id is inlined: it is checked to be a UUID (hex and dashes) first.
+ * A publication of the tenant's rows only: `tenant_id = …` filters every tenant table. Row filters do
+ * not apply to TRUNCATE, so it is not published: a TRUNCATE on the source during a move would otherwise
+ * empty the table on the target for every tenant. DDL takes no parameters, so the tenant id is inlined:
+ * it is checked to be a UUID (hex and dashes) first.
  */
 export async function createPublication(sql: Sql, name: string, tenant: string, tables: TenantTable[]) {
   if (!UUID.test(tenant)) throw new Error(`not a tenant id: ${tenant}`)
   const [exists] = await sql`select 1 from pg_publication where pubname = ${name}`
   if (exists) return
   const list = tables.map((t) => `${t.name} where (tenant_id = '${tenant}'::uuid)`).join(', ')
-  await sql.unsafe(`create publication ${name} for table ${list}`)
+  await sql.unsafe(`create publication ${name} for table ${list} with (publish = 'insert, update, delete')`)
 }
 
 export async function dropPublication(sql: Sql, name: string) {
@@ -64,15 +66,41 @@ export async function dropSubscription(target: Sql, name: string) {
   await target.unsafe(`drop subscription ${name}`)
 }
 
+/** Which subscription a move's table-sync slots belong to: its oid and its server's system identifier. */
+export interface SubscriptionId {
+  oid: number
+  systemId: string
+}
+
 /**
- * The move's slots on the source: its own, and the temporary table-sync slots
- * (`pg_<subscription oid>_sync_…`) a crash during the copy can leave.
+ * The move's slots on the source: its own, and the temporary table-sync slots a crash during the copy
+ * can leave, named `pg_<subscription oid>_sync_<table oid>_<subscriber system id>`. Both parts are
+ * matched: two targets built alike may well give their subscriptions the same oid, and another move's
+ * copy must not lose its slot.
  */
-export async function moveSlots(source: Sql, name: string, subscriptionOid: number | null) {
+export async function moveSlots(source: Sql, name: string, subscription: SubscriptionId | null) {
+  const sync = subscription ? `pg\\_${subscription.oid}\\_sync\\_%\\_${subscription.systemId}` : null
   const rows = await source<{ slot_name: string; active_pid: number | null }[]>`
     select slot_name, active_pid from pg_replication_slots
-    where slot_name = ${name} or (${subscriptionOid}::oid is not null and slot_name like ${`pg_${subscriptionOid}_sync_%`})`
+    where slot_name = ${name} or (${sync}::text is not null and slot_name like ${sync})`
   return rows
+}
+
+export async function systemIdentifier(sql: Sql): Promise<string> {
+  const [row] = await sql<{ id: string }[]>`select system_identifier::text as id from pg_control_system()`
+  if (!row) throw new Error('pg_control_system() answered nothing')
+  return row.id
+}
+
+/** Stops the subscription's apply worker (the target is about to take the tenant's writes itself). */
+export async function disableSubscription(target: Sql, name: string) {
+  const [exists] = await target`select 1 from pg_subscription where subname = ${name} and subenabled`
+  if (exists) await target.unsafe(`alter subscription ${name} disable`)
+}
+
+export async function enableSubscription(target: Sql, name: string) {
+  const [exists] = await target`select 1 from pg_subscription where subname = ${name} and not subenabled`
+  if (exists) await target.unsafe(`alter subscription ${name} enable`)
 }
 
 /** Drops a slot, ending the WAL sender that holds it if there is one (the subscription is gone). */
@@ -94,8 +122,8 @@ export async function dropSlot(source: Sql, slot: string) {
   throw new Error(`replication slot ${slot} stayed active: it could not be dropped`)
 }
 
-export async function dropMoveSlots(source: Sql, name: string, subscriptionOid: number | null) {
-  for (const slot of await moveSlots(source, name, subscriptionOid)) await dropSlot(source, slot.slot_name)
+export async function dropMoveSlots(source: Sql, name: string, subscription: SubscriptionId | null) {
+  for (const slot of await moveSlots(source, name, subscription)) await dropSlot(source, slot.slot_name)
 }
 
 export interface SubscriptionState {

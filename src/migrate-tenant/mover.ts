@@ -5,7 +5,13 @@ import { publishInvalidation } from '../directory/routes.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
-import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
+import {
+  currentLsn,
+  fenceTenant,
+  LOCK_TIMEOUT_SQLSTATE,
+  restoreOwner,
+  unfenceTenant,
+} from '../shard/fence.ts'
 import { formatLsn, parseLsn } from '../shard/lsn.ts'
 import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
 import { type TenantTable, tenantTables } from '../shard/tables.ts'
@@ -13,11 +19,14 @@ import {
   artifactName,
   createPublication,
   createSubscription,
+  disableSubscription,
   dropMoveSlots,
   dropPublication,
   dropSubscription,
+  enableSubscription,
   slotProgress,
   subscriptionState,
+  systemIdentifier,
 } from './artifacts.ts'
 import type { MoverMetrics } from './metrics.ts'
 import { preflight } from './preflight.ts'
@@ -36,8 +45,11 @@ export interface MoverDeps {
    * Crash tests: called before and after each phase's side effect. `SWITCHYARD_FAILPOINT` in the CLI
    * kills the process (SIGKILL) there.
    */
-  failpoint?: ((state: MoveState, when: 'before' | 'after') => void) | undefined
+  failpoint?: ((state: MoveState, when: FailpointWhen) => void) | undefined
 }
+
+/** Where in a phase a failpoint fires: before or after its side effect, or midway through `flip`. */
+export type FailpointWhen = 'before' | 'after' | 'midway'
 
 /** How often the mover looks at copy and replication progress. */
 const POLL_MS = 2
@@ -123,16 +135,18 @@ export async function abortMove(deps: MoverDeps, id: string): Promise<Move> {
 async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
   const { move, source, target, name } = ctx
   deps.failpoint?.('aborting', 'before')
-  await unfenceTenant(source, move.tenantId)
+  // Frozen by the fence, or already `moved` by a flip that stopped before the directory changed.
+  await restoreOwner(source, move.tenantId)
   await deps.directory.sql`
     update tenants set state = 'active' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
   await ctx.invalidate()
   await dropSubscription(target, name)
-  await dropMoveSlots(source, name, move.progress.subscriptionOid ?? null)
+  await dropMoveSlots(source, name, subscriptionId(move))
   await dropPublication(source, name)
   await deleteTenantRows(target, move.tenantId, await ctx.tables(), deps.topology.mover.deleteBatchRows)
-  const owned = await readOwnership(target, move.tenantId)
-  if (owned && owned.state !== 'owner') await releaseOwnership(target, move.tenantId)
+  // The directory does not place the tenant on the target (abortMove checked): whatever the target's
+  // row says (`incoming`, or `owner` from a flip cut short), it goes.
+  await releaseOwnership(target, move.tenantId)
   deps.failpoint?.('aborting', 'after')
   const done = await ctx.save({ state: 'aborted' })
   deps.metrics?.moves.inc({ outcome: 'aborted' })
@@ -172,7 +186,8 @@ const STEPS: Record<Phase, (ctx: MoveContext) => Promise<Next>> = {
     await setOwnership(ctx.target, move.tenantId, fromEpoch(move) + 1, 'incoming')
     await createSubscription(ctx.target, ctx.source, ctx.name, ctx.sourceUrl)
     const sub = await subscriptionState(ctx.target, ctx.name)
-    return { state: 'copy', progress: { subscriptionOid: sub.oid } }
+    const targetSystemId = await systemIdentifier(ctx.target)
+    return { state: 'copy', progress: { subscriptionOid: sub.oid, targetSystemId } }
   },
   copy: waitForCopy,
   catch_up: waitForCatchUp,
@@ -254,11 +269,16 @@ async function fence(ctx: MoveContext): Promise<Next> {
     const frozenAt = Date.now()
     // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
     // routers that have not heard of it hit the shard's fence and hold them all the same.
-    const [, fenced] = await Promise.allSettled([
+    const [frozen, fenced] = await Promise.allSettled([
       deps.directory.sql`
         update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`,
       fenceTenant(ctx.source, move.tenantId, lockTimeoutMs),
     ])
+    if (frozen.status === 'rejected') {
+      // Routers would not hold the tenant's writes, and the flip checks the directory says frozen.
+      await unfence(ctx)
+      throw frozen.reason
+    }
     if (fenced.status === 'fulfilled') {
       return {
         state: 'final_catch_up',
@@ -288,10 +308,13 @@ async function unfence(ctx: MoveContext): Promise<void> {
   await ctx.invalidate()
 }
 
-/** After a crash between fence and flip the source may be unfenced (by an abort's first step, say). */
+/**
+ * After a crash between fence and flip the source may have been unfenced (a fence retry, a final
+ * catch-up that timed out). `moved` is a flip that stopped before the directory changed: still fenced.
+ */
 async function stillFenced(ctx: MoveContext): Promise<boolean> {
   const owned = await readOwnership(ctx.source, ctx.move.tenantId)
-  return owned?.state === 'frozen'
+  return owned?.state === 'frozen' || owned?.state === 'moved'
 }
 
 /** Waits until the target has applied (and made durable) everything up to the fence LSN. */
@@ -349,15 +372,24 @@ async function flip(ctx: MoveContext): Promise<Next> {
   const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number }[]>`
     select shard_id, epoch from tenants where id = ${move.tenantId}`
   const flipped = tenant?.shard_id === move.targetShard && tenant.epoch === epoch
-  if (!flipped && !(await stillFenced(ctx))) return { state: 'fence' }
+  if (!flipped && !(await stillFenced(ctx))) {
+    await enableSubscription(ctx.target, ctx.name)
+    return { state: 'fence' }
+  }
+  // The target is about to take writes: nothing from the source may be applied over them any more.
+  await disableSubscription(ctx.target, ctx.name)
   await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
   const cutoverLsn = formatLsn(await currentLsn(ctx.target))
+  deps.failpoint?.('flip', 'midway')
+  // Reads too stop on the source now (they would be stale); routers hold them for the few ms to the flip.
+  await setOwnership(ctx.source, move.tenantId, epoch - 1, 'moved')
   const flippedAt = Date.now()
   if (!flipped) {
     await deps.directory.sql.begin(async (sql) => {
       const done = await sql`
         update tenants set shard_id = ${move.targetShard}, epoch = ${epoch}, state = 'active'
-        where id = ${move.tenantId} and shard_id = ${move.sourceShard} and epoch = ${epoch - 1}`
+        where id = ${move.tenantId} and shard_id = ${move.sourceShard} and epoch = ${epoch - 1}
+          and state = 'frozen'`
       if (done.count !== 1)
         throw new SwitchyardError('move_broken', `tenant ${move.tenantId} changed under the move`)
       ctx.move = await saveMove(sql, ctx.move, {
@@ -393,7 +425,7 @@ async function cleanup(ctx: MoveContext): Promise<Next> {
   await setOwnership(ctx.source, move.tenantId, fromEpoch(move), 'moved')
   await ctx.invalidate()
   await dropSubscription(ctx.target, ctx.name)
-  await dropMoveSlots(ctx.source, ctx.name, move.progress.subscriptionOid ?? null)
+  await dropMoveSlots(ctx.source, ctx.name, subscriptionId(move))
   await dropPublication(ctx.source, ctx.name)
   const grace = deps.topology.mover.cleanupGraceMs ?? deps.topology.router.routeCacheTtlMs + 5_000
   const wait = (move.progress.flippedAt ?? 0) + grace - Date.now()
@@ -408,6 +440,11 @@ async function cleanup(ctx: MoveContext): Promise<Next> {
   await releaseOwnership(ctx.source, move.tenantId)
   return { state: 'done', error: null, progress: { deletedRows } }
 }
+
+const subscriptionId = (move: Move) =>
+  move.progress.subscriptionOid && move.progress.targetSystemId
+    ? { oid: move.progress.subscriptionOid, systemId: move.progress.targetSystemId }
+    : null
 
 const fromEpoch = (move: Move) => {
   if (move.progress.fromEpoch === undefined) throw new Error(`move ${move.id} has no starting epoch`)

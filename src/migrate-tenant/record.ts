@@ -29,6 +29,8 @@ export interface MoveProgress {
   /** The tenant's epoch when the move started; the cutover makes it fromEpoch + 1. */
   fromEpoch?: number
   subscriptionOid?: number | null
+  /** The target server's system identifier: part of the names of the subscription's table-sync slots. */
+  targetSystemId?: string
   totalRows?: number
   copiedRows?: number
   lagBytes?: number
@@ -147,6 +149,11 @@ export async function recordMove(
         'move_in_progress',
         `tenant ${request.tenant} already has an open move ${open.id} (${open.state}): resume or abort it`,
         { move: open.id },
+      )
+    if (tenant.state !== 'active')
+      throw new SwitchyardError(
+        'tenant_not_active',
+        `tenant ${request.tenant} is ${tenant.state} without an open move: run \`switchyard doctor\``,
       )
     if (tenant.shard_id === request.target)
       throw new SwitchyardError('same_shard', `tenant ${request.tenant} is already on ${request.target}`)

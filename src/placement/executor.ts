@@ -93,7 +93,10 @@ async function applyOne(deps: MoverDeps, planId: string, planMove: StoredPlanMov
   try {
     let move = planMove.moveId ? await findMove(directory, planMove.moveId) : undefined
     if (!move || move.state === 'aborted' || move.state === 'failed') {
-      move = await createMove(deps, { tenant: planMove.tenant, target: planMove.to })
+      // An executor that died between recording a move and marking the plan left it open: take it up.
+      move =
+        (await openMoveOf(directory, planMove)) ??
+        (await createMove(deps, { tenant: planMove.tenant, target: planMove.to }))
       await mark({ state: 'moving', moveId: move.id })
     }
     options.onMove?.(planMove, move)
@@ -117,6 +120,13 @@ async function applyOne(deps: MoverDeps, planId: string, planMove: StoredPlanMov
     )
     options.onMove?.(planMove, undefined)
   }
+}
+
+async function openMoveOf(directory: Directory, planMove: StoredPlanMove): Promise<Move | undefined> {
+  const [row] = await directory.sql<{ id: string }[]>`
+    select id from moves where tenant_id = ${planMove.tenant} and target_shard = ${planMove.to}
+      and state not in ('done', 'aborted', 'failed')`
+  return row ? findMove(directory, row.id) : undefined
 }
 
 async function finishPlan(directory: Directory, id: string): Promise<StoredPlan> {

@@ -40,6 +40,13 @@ export async function unfenceTenant(sql: Sql, tenant: string): Promise<void> {
     where tenant_id = ${tenant} and state = 'frozen'`
 }
 
+/** An aborted move gives the tenant back to the source: frozen by the fence, or `moved` by a cut-short flip. */
+export async function restoreOwner(sql: Sql, tenant: string): Promise<void> {
+  await sql`
+    update switchyard.tenant_ownership set state = 'owner', updated_at = now()
+    where tenant_id = ${tenant} and state in ('frozen', 'moved')`
+}
+
 export async function currentLsn(sql: Sql): Promise<bigint> {
   const [row] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`
   if (!row) throw new Error('pg_current_wal_lsn() answered nothing')
