@@ -67,5 +67,5 @@ describe('switchyard cluster up | status | down', () => {
       nodes: { up: boolean }[]
     }
     expect(after.nodes.every((n) => !n.up)).toBe(true)
-  })
+  }, 180_000) // boots a second whole topology; on a busy 2-core machine that has taken over a minute
 })

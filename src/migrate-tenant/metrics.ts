@@ -1,7 +1,21 @@
 import { Counter, Histogram, type Registry } from 'prom-client'
 
-/** The mover's metrics, registered where the process serves /metrics (the router's registry). */
-export function createMoverMetrics(registry: Registry) {
+const created = new WeakMap<Registry, MoverMetrics>()
+
+/**
+ * The mover's metrics, registered where the process serves /metrics (the router's registry). Once per
+ * registry: an app built twice on one registry (tests do) shares them.
+ */
+export function createMoverMetrics(registry: Registry): MoverMetrics {
+  let metrics = created.get(registry)
+  if (!metrics) {
+    metrics = register(registry)
+    created.set(registry, metrics)
+  }
+  return metrics
+}
+
+function register(registry: Registry) {
   const registers = [registry]
   return {
     phaseSeconds: new Histogram({
@@ -31,4 +45,4 @@ export function createMoverMetrics(registry: Registry) {
   }
 }
 
-export type MoverMetrics = ReturnType<typeof createMoverMetrics>
+export type MoverMetrics = ReturnType<typeof register>
