@@ -67,7 +67,6 @@ export function createApp(deps: RouterApp): Hono<Env> {
   const app = new Hono<Env>()
   const limits = deps.topology.router
 
-  const requestDuration = createDurationObserver(deps)
   app.use('*', async (c, next) => {
     const started = performance.now()
     const requestId = c.req.header('x-request-id') ?? randomUUID()
@@ -85,7 +84,15 @@ export function createApp(deps: RouterApp): Hono<Env> {
     if (!tenantRequest) return
     const seconds = (performance.now() - started) / 1000
     const status = c.res.status
-    requestDuration(trace, status < 400 ? 'ok' : 'error', seconds)
+    deps.metrics.requestDuration.observe(
+      {
+        protocol,
+        shard: trace.shard ?? 'none',
+        role: trace.role ?? 'none',
+        outcome: status < 400 ? 'ok' : 'error',
+      },
+      seconds,
+    )
     if (deps.logger.isLevelEnabled('info')) {
       const { requestId, tenant, shard, node } = trace
       const ms = Math.round(seconds * 10_000) / 10
@@ -297,22 +304,6 @@ function respond(c: Context<Env>, body: unknown): Response {
     status: 200,
     headers: { 'content-type': 'application/json', ...c.get('trace').headers },
   })
-}
-
-/** prom-client hashes a label object on every observe: keep one child per label set instead. */
-function createDurationObserver(deps: RouterApp) {
-  const children = new Map<string, { observe(seconds: number): void }>()
-  return (trace: RequestTrace, outcome: 'ok' | 'error', seconds: number) => {
-    const shard = trace.shard ?? 'none'
-    const role = trace.role ?? 'none'
-    const key = `${trace.protocol}|${shard}|${role}|${outcome}`
-    let child = children.get(key)
-    if (!child) {
-      child = deps.metrics.requestDuration.labels({ protocol: trace.protocol, shard, role, outcome })
-      children.set(key, child)
-    }
-    child.observe(seconds)
-  }
 }
 
 function checkParams(params: unknown[], max: number): (string | null)[] {
