@@ -1,0 +1,90 @@
+import { z } from 'zod'
+import { SwitchyardError } from '../errors.ts'
+
+/**
+ * The flags of `switchyard loadtest seed|run|local`, as zod schemas: commander hands over strings, these
+ * coerce and check them, and `parseFlags` turns the first problem into `invalid_input` naming the flag.
+ */
+
+/** Loadtest tenants are named `<prefix>-<n>`, which is how `run` finds the ones `seed` made. */
+const prefix = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,39}$/, 'must be lowercase letters, digits and dashes, starting with a letter')
+
+const count = (min: number, max: number) =>
+  z.coerce
+    .number({ message: 'must be a number' })
+    .int('must be a whole number')
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`)
+
+const share = z.coerce
+  .number({ message: 'must be a number' })
+  .min(0, 'must be between 0 and 1')
+  .max(1, 'must be between 0 and 1')
+
+export const seedFlags = z.strictObject({
+  tenants: count(1, 10_000).default(300),
+  /** Multiplies the per-tenant customers and appointments (the seed's proportions at 1). */
+  scale: z.coerce
+    .number({ message: 'must be a number' })
+    .min(0.01, 'must be at least 0.01')
+    .max(20, 'must be at most 20 (the seed allows 10,000 customers a tenant)')
+    .default(1),
+  prefix: prefix.default('loadtest'),
+})
+export type SeedOptions = z.output<typeof seedFlags>
+
+export const runFlags = z.strictObject({
+  /** A router to drive; without it the run starts its own in this process. */
+  url: z
+    .url({ message: 'must be an http:// URL' })
+    .refine((url) => /^https?:\/\//.test(url), 'must be an http:// URL')
+    .optional(),
+  duration: count(1, 3600).default(60),
+  warmup: count(0, 600).default(5),
+  /** Requests per second, scheduled at fixed intervals whatever the answers do (open loop). */
+  rate: count(1, 100_000).default(400),
+  connections: count(1, 1024).default(32),
+  writeShare: share.default(0.2),
+  /** Zipf exponent over the tenants (0: every tenant alike; 1: the first tenant gets ~1/H(n) of the load). */
+  zipf: z.coerce
+    .number({ message: 'must be a number' })
+    .min(0, 'must be between 0 and 4')
+    .max(4, 'must be between 0 and 4')
+    .default(1),
+  moves: count(0, 20).default(0),
+  /** Drive only the first N loadtest tenants (default: every one `seed` made). */
+  tenants: count(1, 10_000).optional(),
+  prefix: prefix.default('loadtest'),
+  json: z.string().min(1).default('loadtest-report.json'),
+  html: z.string().min(1).default('loadtest-report.html'),
+})
+export type RunOptions = z.output<typeof runFlags>
+
+/** `loadtest local` (what `npm run loadtest` runs): both, with room left on every shard for the moves. */
+export const localFlags = runFlags.omit({ url: true }).extend({
+  tenants: count(1, 10_000).default(270),
+  scale: seedFlags.shape.scale,
+  moves: count(0, 20).default(2),
+})
+export type LocalOptions = z.output<typeof localFlags>
+
+/** `--write-share`: the flag a zod path like `writeShare` came from. */
+const flagName = (key: PropertyKey) => `--${String(key).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+
+/** Checks commander's option values against `schema`; the first problem is an `invalid_input` naming its flag. */
+export function parseFlags<S extends z.ZodType>(schema: S, values: Record<string, unknown>): z.output<S> {
+  const defined = Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined))
+  const parsed = schema.safeParse(defined)
+  if (parsed.success) return parsed.data
+  const issue = parsed.error.issues[0]
+  const key = issue?.path[0]
+  if (issue?.code === 'unrecognized_keys')
+    throw new SwitchyardError('invalid_input', `unknown option ${issue.keys.map(flagName).join(', ')}`)
+  const given = key === undefined ? '' : ` ${JSON.stringify(defined[key as string])}`
+  throw new SwitchyardError(
+    'invalid_input',
+    `${key === undefined ? 'options' : flagName(key)}${given}: ${issue?.message ?? 'is invalid'}`,
+  )
+}

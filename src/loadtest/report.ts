@@ -1,0 +1,224 @@
+import os from 'node:os'
+import type { MoveDuringLoad } from './moves.ts'
+import type { RunOptions } from './options.ts'
+import {
+  type LatencySummary,
+  type Recorded,
+  type ShardLoad,
+  summarizeMs,
+  type TimelinePoint,
+} from './recorder.ts'
+
+/** The seed's targets: no query over 100 ms, 10,000+ appointments a day, sub-second responses. */
+export const TARGETS = { p99Ms: 100, bookingsPerDay: 10_000, maxMs: 1000 } as const
+
+/** How long before the fence and after the flip a moved tenant's requests count as "around" its cutover. */
+const AROUND_CUTOVER_MS = 1000
+
+export interface TargetVerdict {
+  name: string
+  measured: string
+  pass: boolean
+}
+
+export interface MoveReport extends MoveDuringLoad {
+  /** The moved tenant's requests from 1 s before its fence to 1 s after its flip (or over the whole move). */
+  clients: {
+    from: number
+    to: number
+    requests: number
+    errors: Record<string, number>
+    latency: LatencySummary
+  }
+}
+
+export interface LoadtestReport {
+  version: 1
+  createdAt: string
+  machine: {
+    cpus: number
+    cpuModel: string
+    memoryGb: number
+    node: string
+    platform: string
+    loadAverage: number[]
+  }
+  settings: Omit<RunOptions, 'json' | 'html' | 'url'> & { router: string; tenants: number }
+  /** Every tenant at its hourly API limit: the most the seed's limits let the tenants send. */
+  nominal: { tenants: number; apiRateLimitPerHour: number; requestsPerSecond: number }
+  totals: { requests: number; ok: number; errors: number; seconds: number; throughput: number }
+  latency: LatencySummary
+  operations: (LatencySummary & { name: string; kind: 'read' | 'write'; errors: number })[]
+  errors: Record<string, number>
+  reads: { replica: number; primary: number; unknown: number; replicaShare: number }
+  shards: (ShardLoad & { shard: string; share: number })[]
+  bookings: { count: number; perSecond: number; perDay: number }
+  moves: MoveReport[]
+  timeline: TimelinePoint[]
+  targets: TargetVerdict[]
+}
+
+export interface ReportInput {
+  options: RunOptions
+  router: string
+  tenants: number
+  apiRateLimitPerHour: number
+  recorded: Recorded
+  moves: MoveDuringLoad[]
+}
+
+export function buildReport(input: ReportInput): LoadtestReport {
+  const { options, recorded } = input
+  const seconds = options.duration
+  const requests = recorded.all.count
+  const errors = Object.values(recorded.errors).reduce((sum, n) => sum + n, 0)
+  const answeredReads = recorded.reads.replica + recorded.reads.primary
+  const shardTotal = Object.values(recorded.shards).reduce((sum, load) => sum + load.requests, 0)
+  const bookingsPerSecond = recorded.bookings / seconds
+  const nominal = round((input.tenants * input.apiRateLimitPerHour) / 3600, 1)
+  const { json: _json, html: _html, url: _url, ...settings } = options
+  const report: Omit<LoadtestReport, 'targets'> = {
+    version: 1,
+    createdAt: new Date().toISOString(),
+    machine: machine(),
+    settings: { ...settings, router: input.router, tenants: input.tenants },
+    nominal: {
+      tenants: input.tenants,
+      apiRateLimitPerHour: input.apiRateLimitPerHour,
+      requestsPerSecond: nominal,
+    },
+    totals: {
+      requests,
+      ok: requests - errors,
+      errors,
+      seconds,
+      throughput: round((requests - errors) / seconds, 1),
+    },
+    latency: recorded.all,
+    operations: recorded.operations,
+    errors: recorded.errors,
+    reads: {
+      ...recorded.reads,
+      replicaShare: answeredReads ? round(recorded.reads.replica / answeredReads, 3) : 0,
+    },
+    shards: Object.entries(recorded.shards)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([shard, load]) => ({
+        shard,
+        ...load,
+        share: shardTotal ? round(load.requests / shardTotal, 3) : 0,
+      })),
+    bookings: {
+      count: recorded.bookings,
+      perSecond: round(bookingsPerSecond, 2),
+      perDay: Math.round(bookingsPerSecond * 86_400),
+    },
+    moves: input.moves.map((move) => ({ ...move, clients: aroundCutover(move, recorded) })),
+    timeline: recorded.timeline,
+  }
+  return { ...report, targets: verdicts(report, options.rate) }
+}
+
+function aroundCutover(move: MoveDuringLoad, recorded: Recorded): MoveReport['clients'] {
+  const from = (move.fencedAt ?? move.startedAt) - AROUND_CUTOVER_MS
+  const to = (move.flippedAt ?? move.finishedAt ?? move.startedAt) + AROUND_CUTOVER_MS
+  const answers = (recorded.watched.get(move.tenant) ?? []).filter((a) => a.at >= from && a.at <= to)
+  const errors: Record<string, number> = {}
+  for (const answer of answers) if (answer.code) errors[answer.code] = (errors[answer.code] ?? 0) + 1
+  return {
+    from: round(from, 0),
+    to: round(to, 0),
+    requests: answers.length,
+    errors,
+    latency: summarizeMs(answers.map((a) => a.ms)),
+  }
+}
+
+function verdicts(report: Omit<LoadtestReport, 'targets'>, rate: number): TargetVerdict[] {
+  const { latency, nominal, bookings } = report
+  const atNominal = rate >= nominal.requestsPerSecond
+  return [
+    {
+      name: `p99 under ${TARGETS.p99Ms} ms at the nominal load`,
+      measured: `p99 ${latency.p99} ms at ${rate} req/s (nominal: ${nominal.tenants} tenants × ${nominal.apiRateLimitPerHour} req/h = ${nominal.requestsPerSecond} req/s)${atNominal ? '' : '; the run sent less than the nominal load'}`,
+      pass: atNominal && latency.count > 0 && latency.p99 < TARGETS.p99Ms,
+    },
+    {
+      name: `at least ${TARGETS.bookingsPerDay.toLocaleString('en-US')} appointments booked a day`,
+      measured: `${bookings.perSecond} bookings/s sustained = ${bookings.perDay.toLocaleString('en-US')} a day`,
+      pass: bookings.perDay >= TARGETS.bookingsPerDay,
+    },
+    {
+      name: 'every response under one second',
+      measured: `max ${latency.max} ms`,
+      pass: latency.count > 0 && latency.max < TARGETS.maxMs,
+    },
+  ]
+}
+
+function machine(): LoadtestReport['machine'] {
+  const cpus = os.cpus()
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    memoryGb: round(os.totalmem() / 1024 ** 3, 1),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    loadAverage: os.loadavg().map((load) => round(load, 2)),
+  }
+}
+
+const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits
+
+/** Formats rows as aligned columns; the CLI hands in its own `table` so every command prints alike. */
+export type TableFormatter = (rows: Record<string, unknown>[], columns: string[]) => string
+
+const percent = (share: number) => `${(share * 100).toFixed(1)}%`
+const codes = (errors: Record<string, number>) =>
+  Object.entries(errors)
+    .map(([code, n]) => `${code} ${n}`)
+    .join(', ') || 'none'
+
+/** The report for a terminal: settings, latency per operation, errors, reads, shards, moves, targets. */
+export function formatReport(report: LoadtestReport, table: TableFormatter): string {
+  const s = report.settings
+  const operations = [
+    ...report.operations,
+    { name: 'all', kind: '', errors: report.totals.errors, ...report.latency },
+  ]
+  const sections = [
+    `loadtest: ${s.rate} req/s open loop for ${s.duration} s (after ${s.warmup} s warm-up), ${s.connections} connections, ${percent(s.writeShare)} writes, zipf ${s.zipf}, ${s.tenants} tenants, router ${s.router}`,
+    table(
+      operations.map((op) => ({ ...op, requests: op.count })),
+      ['name', 'kind', 'requests', 'errors', 'p50', 'p95', 'p99', 'max'],
+    ),
+    '(latencies in ms, from each request’s scheduled time)',
+    `throughput: ${report.totals.throughput} answers/s ok (${report.totals.ok} of ${report.totals.requests})`,
+    `errors: ${codes(report.errors)}`,
+    `reads: ${percent(report.reads.replicaShare)} served by replicas (${report.reads.replica}), ${report.reads.primary} by primaries`,
+    table(
+      report.shards.map((shard) => ({ ...shard, share: percent(shard.share) })),
+      ['shard', 'requests', 'share', 'reads', 'replicaReads', 'writes'],
+    ),
+  ]
+  if (report.moves.length)
+    sections.push(
+      table(
+        report.moves.map((move) => ({
+          tenant: move.name,
+          move: `${move.from} → ${move.to ?? '?'}`,
+          state: move.state,
+          stallMs: move.stallMs ?? '',
+          requests: move.clients.requests,
+          errors: codes(move.clients.errors),
+          p99: move.clients.latency.p99,
+          max: move.clients.latency.max,
+          problem: move.error ?? '',
+        })),
+        ['tenant', 'move', 'state', 'stallMs', 'requests', 'errors', 'p99', 'max', 'problem'],
+      ),
+      '(moves: the tenant’s requests from 1 s before its fence to 1 s after its flip)',
+    )
+  sections.push(report.targets.map((t) => `${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`).join('\n'))
+  return `${sections.join('\n\n')}\n`
+}

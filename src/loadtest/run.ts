@@ -1,0 +1,196 @@
+import { writeFile } from 'node:fs/promises'
+import pino from 'pino'
+import type { Topology } from '../config/topology.ts'
+import type { Directory } from '../directory/connection.ts'
+import { createKey, revokeKey } from '../directory/keys.ts'
+import type { Redis } from '../directory/redis.ts'
+import { SwitchyardError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { startRouter } from '../router/server.ts'
+import { type Answer, driveOpenLoop } from './driver.ts'
+import { reportHtml } from './html.ts'
+import { assertRoomForMoves, type MoveDuringLoad, movable, moveCandidates, moveDuringLoad } from './moves.ts'
+import type { RunOptions } from './options.ts'
+import type { StepProgress } from './progress.ts'
+import { createRecorder } from './recorder.ts'
+import { buildReport, type LoadtestReport } from './report.ts'
+import { findLoadtestTenants } from './seed.ts'
+import { loadTenantContexts, operationPicker, type TenantContext, zipfPicker } from './workload.ts'
+
+export interface RunDeps {
+  topology: Topology
+  directory: Directory
+  redis?: Redis | undefined
+  /** Router and mover logs; warnings and errors only, by default, so they do not drown the progress. */
+  logger?: Logger
+  onProgress?: (progress: StepProgress) => void
+}
+
+/**
+ * Past this, a request counts as failed (`timeout`). Far above the seed's one-second target: a slow
+ * answer must show up as latency, not vanish as an error.
+ */
+const REQUEST_TIMEOUT_MS = 30_000
+
+/** Every tenant's hourly limit when the run starts its own router: the load must not be refused as 429s. */
+const LOADTEST_RATE_LIMIT = 1_000_000_000
+
+/**
+ * `switchyard loadtest run`: drives a router (its own, in this process, or `--url`) with the seed's
+ * workload over the loadtest tenants, open loop, moving `--moves` tenants meanwhile; returns the report
+ * and writes it as JSON and HTML.
+ */
+export async function runLoadtest(deps: RunDeps, options: RunOptions): Promise<LoadtestReport> {
+  const logger = deps.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'error' }, pino.destination(2))
+  const contexts = await workloadTenants(deps, options.prefix, options.tenants)
+  if (options.moves > 0)
+    await assertRoomForMoves(
+      deps.directory,
+      deps.topology.shards.map((shard) => shard.id),
+    )
+  const key = await createKey(deps.directory, {
+    scope: 'app',
+    tenants: contexts.map((context) => context.id),
+    name: 'loadtest',
+  })
+  const router = options.url ? undefined : await startOwnRouter(deps.topology, logger)
+  try {
+    const url = options.url ?? (router?.url as string)
+    const { recorded, moves } = await drive({ ...deps, logger }, options, contexts, url, key.key)
+    const report = buildReport({
+      options,
+      router: options.url ?? 'in-process',
+      tenants: contexts.length,
+      apiRateLimitPerHour: deps.topology.tenantLimits.api_rate_limit,
+      recorded,
+      moves,
+    })
+    await writeFile(options.json, `${JSON.stringify(report, null, 2)}\n`)
+    await writeFile(options.html, reportHtml(report))
+    return report
+  } finally {
+    await router?.close()
+    await revokeKey(deps.directory, key.id)
+  }
+}
+
+async function workloadTenants(deps: RunDeps, prefix: string, limit?: number): Promise<TenantContext[]> {
+  const tenants = (await findLoadtestTenants(deps.directory, prefix)).slice(0, limit)
+  const contexts = tenants.length ? await loadTenantContexts(deps.topology, tenants) : []
+  if (contexts.length === 0)
+    throw new SwitchyardError(
+      'no_tenants',
+      `no loadtest tenants with data (named ${prefix}-NNN): run \`switchyard loadtest seed\` first`,
+    )
+  return contexts
+}
+
+/**
+ * The run's own router, with every tenant's rate limit lifted through the documented override
+ * (`router.rateLimitOverride`, what SWITCHYARD_RATE_LIMIT sets) unless the topology already sets one.
+ */
+function startOwnRouter(topology: Topology, logger: Logger) {
+  const rateLimitOverride = topology.router.rateLimitOverride ?? LOADTEST_RATE_LIMIT
+  return startRouter({ ...topology, router: { ...topology.router, rateLimitOverride } }, { port: 0, logger })
+}
+
+async function drive(
+  deps: RunDeps & { logger: Logger },
+  options: RunOptions,
+  contexts: TenantContext[],
+  url: string,
+  key: string,
+) {
+  const warmupMs = options.warmup * 1000
+  const moving = moveCandidates(await movable(deps.directory, contexts), options.moves)
+  const recorder = createRecorder(warmupMs, new Set(moving.map((tenant) => tenant.id)))
+  const nextTenant = zipfPicker(contexts, options.zipf)
+  const nextOperation = operationPicker(options.writeShare)
+  const progress = runProgress(options, deps.onProgress)
+  const startedAt = performance.now()
+  const sinceWindow = () => performance.now() - startedAt - warmupMs
+  // Copying a tenant takes seconds before its cutover: the first move starts with the measured window,
+  // the others spread over it, so the cutovers fall while the load runs.
+  let movesDone = 0
+  const moves: Promise<MoveDuringLoad>[] = moving.map((tenant, k) =>
+    moveDuringLoad(
+      { topology: deps.topology, directory: deps.directory, redis: deps.redis, logger: deps.logger },
+      tenant,
+      warmupMs + (k * options.duration * 1000) / (moving.length + 1),
+      sinceWindow,
+    ).then((outcome) => {
+      movesDone += 1
+      if (sinceWindow() > options.duration * 1000) progress.moves(movesDone, moving.length)
+      return outcome
+    }),
+  )
+  const ticker = setInterval(() => progress.tick(performance.now() - startedAt), 250)
+  try {
+    await driveOpenLoop({
+      url,
+      key,
+      rate: options.rate,
+      seconds: options.warmup + options.duration,
+      connections: options.connections,
+      timeoutMs: REQUEST_TIMEOUT_MS,
+      next() {
+        const tenant = nextTenant()
+        const operation = nextOperation()
+        return {
+          tenant: tenant.id,
+          query: operation.build(tenant),
+          done(answer: Answer) {
+            recorder.record(operation.name, tenant.id, answer)
+            progress.answered(answer)
+            if (operation.name === 'book_appointment') rememberBooking(tenant, answer)
+          },
+        }
+      },
+    })
+  } finally {
+    clearInterval(ticker)
+  }
+  progress.finishing()
+  progress.moves(movesDone, moves.length)
+  return { recorded: recorder.result(), moves: await Promise.all(moves) }
+}
+
+/** A booked appointment can have its status changed later in the run, like a confirmation. */
+function rememberBooking(tenant: TenantContext, answer: Answer) {
+  const id = (answer.rows?.[0] as unknown[] | undefined)?.[0]
+  if (typeof id !== 'string') return
+  if (tenant.appointments.length < 200) tenant.appointments.push(id)
+  else tenant.appointments[Math.floor(Math.random() * tenant.appointments.length)] = id
+}
+
+/** Progress while the load runs: seconds elapsed of warm-up and load, answers and errors so far. */
+function runProgress(options: RunOptions, onProgress: (progress: StepProgress) => void = () => {}) {
+  let answers = 0
+  let errors = 0
+  const note = () => `${answers.toLocaleString('en-US')} answers, ${errors} errors`
+  return {
+    answered(answer: Answer) {
+      answers += 1
+      if (answer.code !== null) errors += 1
+    },
+    tick(elapsedMs: number) {
+      const seconds = Math.floor(elapsedMs / 1000)
+      if (seconds < options.warmup)
+        onProgress({ step: 'warm-up', done: seconds, total: options.warmup, note: note() })
+      else
+        onProgress({
+          step: 'load',
+          done: Math.min(options.duration, seconds - options.warmup),
+          total: options.duration,
+          note: note(),
+        })
+    },
+    finishing() {
+      onProgress({ step: 'load', done: options.duration, total: options.duration, note: note() })
+    },
+    moves(done: number, total: number) {
+      if (total)
+        onProgress({ step: 'moves', done, total, note: 'finished (cleanup waits out the route cache TTL)' })
+    },
+  }
+}

@@ -1,0 +1,258 @@
+import type { Topology } from '../config/topology.ts'
+import { shardPrimary } from '../directory/tenants.ts'
+import { openAdmin, type Sql } from '../shard/connection.ts'
+import type { LoadtestTenant } from './seed.ts'
+
+/** What a request needs to know about its tenant: ids to book with and rows to search and change. */
+export interface TenantContext {
+  id: string
+  name: string
+  /** The tenant's shard when the run started (moves change it; the router follows). */
+  shard: string
+  business: string
+  services: { id: string; minutes: number; price: string }[]
+  staff: string[]
+  customers: string[]
+  /** Future appointments whose status the run changes; bookings of the run join them. */
+  appointments: string[]
+}
+
+export type OperationName =
+  | 'appointments_by_status'
+  | 'appointments_by_business_day'
+  | 'customer_search'
+  | 'book_appointment'
+  | 'change_status'
+
+/** One request of the pg-proxy protocol (`POST /v1/query`). */
+export interface ProxyQuery {
+  sql: string
+  params: unknown[]
+  method: 'all' | 'execute'
+}
+
+export interface Operation {
+  name: OperationName
+  kind: 'read' | 'write'
+  /** Share within its kind (reads add up to 1, writes add up to 1). */
+  weight: number
+  build(tenant: TenantContext): ProxyQuery
+}
+
+const DAY_MS = 86_400_000
+const today = () => Math.floor(Date.now() / DAY_MS) * DAY_MS
+const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)] as T
+const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low + 1))
+const dayIso = (offsetDays: number) => new Date(today() + offsetDays * DAY_MS).toISOString()
+
+/** Name prefixes a receptionist types: the first letters of the generator's first names. */
+const SEARCH_PREFIXES = ['An', 'Lu', 'Mar', 'Jor', 'Luc', 'Pa', 'Ele', 'Die', 'Sa', 'Hug']
+
+/** `Mar` → `Mas`: the exclusive upper bound of the names starting with a prefix, so the index serves it. */
+const prefixEnd = (prefix: string) =>
+  prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)
+
+/**
+ * The seed's frequent queries, each filtering by tenant first ("SIEMPRE filtrar por tenantId primero")
+ * so its composite indexes serve them: appointments by status and date range, a business's day with
+ * customer and service (the seed's `include`), customer search by name prefix; and the writes of a
+ * booking app: book an appointment, change its status.
+ */
+export const OPERATIONS: readonly Operation[] = [
+  {
+    name: 'appointments_by_status',
+    kind: 'read',
+    weight: 0.4,
+    build(tenant) {
+      const future = Math.random() < 0.5
+      const from = future ? between(0, 21) : -between(7, 28)
+      const status = future ? pick(['scheduled', 'confirmed']) : pick(['completed', 'cancelled', 'no_show'])
+      return {
+        sql: `select id, customer_id, service_id, staff_id, start_time, end_time, status, price
+              from appointments
+              where tenant_id = $1 and status = $2 and start_time >= $3 and start_time < $4
+              order by start_time limit 50`,
+        params: [tenant.id, status, dayIso(from), dayIso(from + 7)],
+        method: 'all',
+      }
+    },
+  },
+  {
+    name: 'appointments_by_business_day',
+    kind: 'read',
+    weight: 0.35,
+    build(tenant) {
+      const day = between(-28, 27)
+      return {
+        sql: `select a.id, a.start_time, a.end_time, a.status, c.name as customer, c.phone, s.name as service
+              from appointments a
+              join customers c on c.tenant_id = a.tenant_id and c.id = a.customer_id
+              join services s on s.tenant_id = a.tenant_id and s.id = a.service_id
+              where a.tenant_id = $1 and a.business_id = $2 and a.start_time >= $3 and a.start_time < $4
+              order by a.start_time`,
+        params: [tenant.id, tenant.business, dayIso(day), dayIso(day + 1)],
+        method: 'all',
+      }
+    },
+  },
+  {
+    name: 'customer_search',
+    kind: 'read',
+    weight: 0.25,
+    build(tenant) {
+      const prefix = pick(SEARCH_PREFIXES)
+      return {
+        sql: `select id, name, email, phone from customers
+              where tenant_id = $1 and name >= $2 and name < $3 order by name limit 20`,
+        params: [tenant.id, prefix, prefixEnd(prefix)],
+        method: 'all',
+      }
+    },
+  },
+  {
+    name: 'book_appointment',
+    kind: 'write',
+    weight: 0.5,
+    build(tenant) {
+      // Spread over a year ahead: a busy tenant books a few a day, far below max_appointments_per_day.
+      const start =
+        today() + between(1, 365) * DAY_MS + between(9, 18) * 3_600_000 + 15 * between(0, 3) * 60_000
+      const service = pick(tenant.services)
+      return {
+        sql: `insert into appointments
+                (tenant_id, business_id, service_id, staff_id, customer_id, start_time, end_time, status, price)
+              values ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8) returning id`,
+        params: [
+          tenant.id,
+          tenant.business,
+          service.id,
+          pick(tenant.staff),
+          pick(tenant.customers),
+          new Date(start).toISOString(),
+          new Date(start + service.minutes * 60_000).toISOString(),
+          service.price,
+        ],
+        method: 'all',
+      }
+    },
+  },
+  {
+    name: 'change_status',
+    kind: 'write',
+    weight: 0.5,
+    build(tenant) {
+      return {
+        sql: 'update appointments set status = $3, updated_at = now() where tenant_id = $1 and id = $2',
+        params: [tenant.id, pick(tenant.appointments), pick(['confirmed', 'scheduled', 'cancelled'])],
+        method: 'execute',
+      }
+    },
+  },
+]
+
+/** Picks an operation: a write with probability `writeShare`, then one of its kind by weight. */
+export function operationPicker(writeShare: number): () => Operation {
+  const reads = OPERATIONS.filter((op) => op.kind === 'read')
+  const writes = OPERATIONS.filter((op) => op.kind === 'write')
+  const byWeight = (ops: Operation[]) => {
+    let u = Math.random()
+    for (const op of ops) {
+      u -= op.weight
+      if (u < 0) return op
+    }
+    return ops[ops.length - 1] as Operation
+  }
+  return () => byWeight(Math.random() < writeShare ? writes : reads)
+}
+
+/**
+ * Zipf over ranks 1..n: rank r is drawn with probability ∝ 1/r^s. s = 0 is uniform; at s = 1 with 300
+ * tenants the busiest gets ~16% of the requests and the last ~0.05%.
+ */
+export function zipfPicker<T>(items: readonly T[], exponent: number): () => T {
+  const cumulative: number[] = []
+  let sum = 0
+  for (let rank = 1; rank <= items.length; rank++) {
+    sum += 1 / rank ** exponent
+    cumulative.push(sum)
+  }
+  return () => {
+    const u = Math.random() * sum
+    let low = 0
+    let high = cumulative.length - 1
+    while (low < high) {
+      const mid = (low + high) >> 1
+      if ((cumulative[mid] as number) < u) low = mid + 1
+      else high = mid
+    }
+    return items[low] as T
+  }
+}
+
+/** How many future appointments per tenant the run may change the status of. */
+const CHANGEABLE = 50
+const KNOWN_CUSTOMERS = 100
+
+/**
+ * Reads, on each shard's primary, the ids the workload needs per tenant (business, services, staff,
+ * some customers and future appointments). Tenants without data are left out.
+ */
+export async function loadTenantContexts(
+  topology: Topology,
+  tenants: readonly LoadtestTenant[],
+): Promise<TenantContext[]> {
+  const shards = [...new Set(tenants.map((tenant) => tenant.shard))]
+  const loaded = await Promise.all(
+    shards.map(async (shard) => {
+      const sql = openAdmin(shardPrimary(topology, shard))
+      try {
+        return await contextsOn(
+          sql,
+          tenants.filter((tenant) => tenant.shard === shard),
+        )
+      } finally {
+        await sql.end({ timeout: 5 })
+      }
+    }),
+  )
+  const byId = new Map(loaded.flat().map((context) => [context.id, context]))
+  return tenants.flatMap((tenant) => byId.get(tenant.id) ?? [])
+}
+
+async function contextsOn(sql: Sql, tenants: LoadtestTenant[]): Promise<TenantContext[]> {
+  const ids = tenants.map((tenant) => tenant.id)
+  const [businesses, services, staff, customers, appointments] = await Promise.all([
+    sql<{ tenant_id: string; id: string }[]>`
+      select tenant_id, min(id::text) as id from businesses where tenant_id = any(${ids}::uuid[]) group by 1`,
+    sql<{ tenant_id: string; id: string; minutes: number; price: string }[]>`
+      select tenant_id, id, duration_minutes as minutes, price::text as price
+      from services where tenant_id = any(${ids}::uuid[])`,
+    sql<
+      { tenant_id: string; id: string }[]
+    >`select tenant_id, id from staff where tenant_id = any(${ids}::uuid[])`,
+    sql<{ tenant_id: string; id: string }[]>`
+      select t.id as tenant_id, c.id from unnest(${ids}::uuid[]) t(id)
+      cross join lateral (select id from customers where tenant_id = t.id limit ${KNOWN_CUSTOMERS}) c`,
+    sql<{ tenant_id: string; id: string }[]>`
+      select t.id as tenant_id, a.id from unnest(${ids}::uuid[]) t(id)
+      cross join lateral (select id from appointments where tenant_id = t.id and start_time > now()
+                          order by start_time limit ${CHANGEABLE}) a`,
+  ])
+  const of = <R extends { tenant_id: string }>(rows: R[], tenant: string) =>
+    rows.filter((row) => row.tenant_id === tenant)
+  return tenants.flatMap((tenant) => {
+    const business = businesses.find((row) => row.tenant_id === tenant.id)
+    const context: TenantContext = {
+      id: tenant.id,
+      name: tenant.name,
+      shard: tenant.shard,
+      business: business?.id ?? '',
+      services: of(services, tenant.id).map(({ id, minutes, price }) => ({ id, minutes, price })),
+      staff: of(staff, tenant.id).map((row) => row.id),
+      customers: of(customers, tenant.id).map((row) => row.id),
+      appointments: of(appointments, tenant.id).map((row) => row.id),
+    }
+    const usable = business && context.services.length && context.staff.length && context.customers.length
+    return usable && context.appointments.length ? [context] : []
+  })
+}

@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { openDirectory } from '../src/directory/connection.ts'
+import { openRedis } from '../src/directory/redis.ts'
+import { parseFlags, runFlags } from '../src/loadtest/options.ts'
+import type { LoadtestReport } from '../src/loadtest/report.ts'
+import { runLoadtest } from '../src/loadtest/run.ts'
+import { findLoadtestTenants, seedLoadtest } from '../src/loadtest/seed.ts'
+import { OPERATIONS } from '../src/loadtest/workload.ts'
+import { cli, closeAll, connect, removeTenants, topology } from './support.ts'
+
+const directory = openDirectory(topology().directory)
+const redis = openRedis(topology().redis as string)
+redis.on('error', () => {})
+// Test files share the topology: these tenants get a prefix of their own, and go again at the end.
+const prefix = `lt${randomBytes(4).toString('hex')}`
+let folder = ''
+
+afterAll(async () => {
+  const ids = (await findLoadtestTenants(directory, prefix)).map((tenant) => tenant.id)
+  if (ids.length) await connect(topology().directory)`delete from moves where tenant_id = any(${ids}::uuid[])`
+  await removeTenants(ids)
+  redis.disconnect()
+  await directory.close()
+  await closeAll()
+  if (folder) await rm(folder, { recursive: true, force: true })
+})
+
+describe('switchyard loadtest', () => {
+  it('seeds 30 tenants, then reuses them', async () => {
+    const first = await seedLoadtest(directory, topology(), { tenants: 30, scale: 0.1, prefix })
+    expect(first).toMatchObject({ tenants: 30, added: 30, filled: 30 })
+    expect(first.rows).toBeGreaterThan(30 * 300)
+    const again = await seedLoadtest(directory, topology(), { tenants: 30, scale: 0.1, prefix })
+    expect(again).toMatchObject({ tenants: 30, added: 0, filled: 0, rows: 0 })
+    const tenants = await findLoadtestTenants(directory, prefix)
+    expect(tenants.map((tenant) => tenant.index)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
+  })
+
+  it('runs 10 s of open-loop load with one move, and no request fails', async () => {
+    folder = await mkdtemp(path.join(tmpdir(), 'switchyard-loadtest-'))
+    const options = parseFlags(runFlags, {
+      prefix,
+      duration: '10',
+      warmup: '2',
+      rate: '40',
+      connections: '8',
+      moves: '1',
+      json: path.join(folder, 'report.json'),
+      html: path.join(folder, 'report.html'),
+    })
+    const report = await runLoadtest({ topology: topology(), directory, redis }, options)
+
+    expect(report.totals).toMatchObject({ requests: 400, errors: 0, ok: 400 })
+    expect(report.errors).toEqual({})
+    expect(report.operations.map((op) => op.name)).toEqual(OPERATIONS.map((op) => op.name))
+    for (const op of report.operations) {
+      expect(op.errors).toBe(0)
+      expect(op.p50).toBeLessThanOrEqual(op.p99)
+      expect(op.p99).toBeLessThanOrEqual(op.max)
+    }
+    const reads = report.operations.filter((op) => op.kind === 'read').reduce((sum, op) => sum + op.count, 0)
+    expect(report.reads.replica + report.reads.primary).toBe(reads)
+    expect(report.shards.map((s) => s.shard)).toEqual(
+      expect.arrayContaining(['shard-1', 'shard-2', 'shard-3']),
+    )
+    expect(report.shards.reduce((sum, s) => sum + s.requests, 0)).toBe(400)
+    expect(report.timeline).toHaveLength(10)
+    expect(report.targets.map((t) => typeof t.pass)).toEqual(['boolean', 'boolean', 'boolean'])
+
+    const [move] = report.moves
+    expect(report.moves).toHaveLength(1)
+    expect(move).toMatchObject({ state: 'done', error: null })
+    expect(move?.to).not.toBe(move?.from)
+    expect(move?.stallMs).toEqual(expect.any(Number))
+    const [row] = await connect(topology().directory)<{ shard_id: string }[]>`
+      select shard_id from tenants where id = ${move?.tenant ?? ''}`
+    expect(row?.shard_id).toBe(move?.to)
+
+    const written = JSON.parse(await readFile(options.json, 'utf8')) as LoadtestReport
+    expect(written).toEqual(JSON.parse(JSON.stringify(report)))
+    const html = await readFile(options.html, 'utf8')
+    expect(html).toContain('<script type="application/json" id="report-data">')
+    expect(html).toContain("setAttribute('data-chart', 'rendered')")
+    expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=/)
+  })
+
+  it('refuses bad flags with invalid_input naming the flag', async () => {
+    const answer = await cli(['loadtest', 'run', '--zipf', 'steep'])
+    expect(answer.code).toBe(1)
+    expect(answer.stderr).toContain('error [invalid_input]: --zipf "steep": must be a number')
+    const seed = await cli(['loadtest', 'seed', '--tenants', '0'])
+    expect(seed.stderr).toContain('error [invalid_input]: --tenants "0": must be at least 1')
+  })
+})
