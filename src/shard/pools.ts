@@ -14,6 +14,9 @@ export interface NodePools {
   close(): Promise<void>
 }
 
+/** Connections each pool keeps open from the start, so a cutover to a shard never waits for logins. */
+const WARM_CONNECTIONS = 2
+
 /**
  * One pool per node, logged in as the router's role, on the router's own wire client: a transaction
  * goes out as one pipeline with one Sync (postgres.js ends every query with its own Sync). Statements
@@ -28,6 +31,7 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
         url: node.url,
         max: options.size,
         idleTimeoutMs: 60_000,
+        minIdle: WARM_CONNECTIONS,
         connectTimeoutMs: 3000,
         parameters: {
           application_name: 'switchyard-router',

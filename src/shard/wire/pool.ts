@@ -5,6 +5,12 @@ export interface WirePoolOptions extends ConnectOptions {
   max: number
   /** Idle connections are closed after this long (the most recently used are kept busy first). */
   idleTimeoutMs?: number
+  /**
+   * Connections kept open even when idle, opened when the pool is made (and again by the idle sweep if
+   * they were lost): the first requests for a tenant that just moved to a shard this router had not
+   * used yet do not wait for logins in the middle of the cutover.
+   */
+  minIdle?: number
 }
 
 export interface WirePool {
@@ -33,16 +39,34 @@ export function createWirePool(options: WirePoolOptions): WirePool {
   let closing = false
   let drained: (() => void) | undefined
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000
-  const sweep = setInterval(closeIdle, Math.max(1000, idleTimeoutMs / 2))
+  const minIdle = Math.min(options.minIdle ?? 0, options.max)
+  const sweep = setInterval(
+    () => {
+      closeIdle()
+      warm()
+    },
+    Math.max(1000, idleTimeoutMs / 2),
+  )
   sweep.unref()
+  warm()
 
   function closeIdle() {
     const now = Date.now()
-    for (let i = idle.length - 1; i >= 0; i--) {
+    for (let i = idle.length - 1; i >= 0 && open.size > minIdle; i--) {
       const entry = idle[i] as (typeof idle)[number]
       if (now - entry.since < idleTimeoutMs) continue
       idle.splice(i, 1)
       void entry.connection.close()
+    }
+  }
+
+  /** Opens connections up to `minIdle`; a node that does not answer is tried again at the next sweep. */
+  function warm() {
+    for (let missing = minIdle - open.size - connecting; missing > 0 && !closing; missing--) {
+      openOne().then(
+        (connection) => (closing ? void connection.close() : handOff(connection)),
+        () => {},
+      )
     }
   }
 
