@@ -8,7 +8,7 @@ import { openRedis } from '../src/directory/redis.ts'
 import { parseFlags, runFlags } from '../src/loadtest/options.ts'
 import type { LoadtestReport } from '../src/loadtest/report.ts'
 import { runLoadtest } from '../src/loadtest/run.ts'
-import { findLoadtestTenants, seedLoadtest } from '../src/loadtest/seed.ts'
+import { findLoadtestTenants, seedLoadtest, volumeAt } from '../src/loadtest/seed.ts'
 import { OPERATIONS } from '../src/loadtest/workload.ts'
 import { cli, closeAll, connect, removeTenants, topology } from './support.ts'
 
@@ -33,7 +33,9 @@ describe('switchyard loadtest', () => {
   it('seeds 30 tenants, then reuses them', async () => {
     const first = await seedLoadtest(directory, topology(), { tenants: 30, scale: 0.1, prefix })
     expect(first).toMatchObject({ tenants: 30, added: 30, filled: 30 })
-    expect(first.rows).toBeGreaterThan(30 * 300)
+    // Per tenant: a business, its six days of hours, services, staff, customers, appointments.
+    const { services, staff, customers, appointments } = volumeAt(0.1)
+    expect(first.rows).toBe(30 * (1 + 6 + services + staff + customers + appointments))
     const again = await seedLoadtest(directory, topology(), { tenants: 30, scale: 0.1, prefix })
     expect(again).toMatchObject({ tenants: 30, added: 0, filled: 0, rows: 0 })
     const tenants = await findLoadtestTenants(directory, prefix)

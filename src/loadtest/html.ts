@@ -1,4 +1,11 @@
-import type { LoadtestReport } from './report.ts'
+import {
+  AROUND_CUTOVER,
+  COLUMNS,
+  describeSettings,
+  describeTotals,
+  type LoadtestReport,
+  reportRows,
+} from './report.ts'
 
 /**
  * The report as one self-contained HTML file: tables written here, and a latency-over-time chart
@@ -7,7 +14,7 @@ import type { LoadtestReport } from './report.ts'
  * and in a headless browser alike. The script sets `data-chart="rendered"` on <body> when it is done.
  */
 export function reportHtml(report: LoadtestReport): string {
-  const s = report.settings
+  const m = report.machine
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -17,9 +24,7 @@ export function reportHtml(report: LoadtestReport): string {
 </head>
 <body>
 <h1>Switchyard load test</h1>
-<p class="meta">${escapeHtml(report.createdAt)} · ${s.rate} req/s open loop for ${s.duration} s (after ${s.warmup} s warm-up) ·
-${s.connections} connections · ${Math.round(s.writeShare * 100)}% writes · zipf ${s.zipf} · ${s.tenants} tenants ·
-router ${escapeHtml(s.router)} · ${report.machine.cpus} vCPU ${escapeHtml(report.machine.cpuModel)}, Node ${escapeHtml(report.machine.node)}</p>
+<p class="meta">${escapeHtml(`${report.createdAt} · ${describeSettings(report)} · ${m.cpus} vCPU ${m.cpuModel}, Node ${m.node}, load average ${m.loadAverage.join(' ')}`)}</p>
 <ul class="targets">${report.targets
     .map(
       (t) =>
@@ -31,55 +36,23 @@ router ${escapeHtml(s.router)} · ${report.machine.cpus} vCPU ${escapeHtml(repor
 <h2>Answers per second</h2>
 <div id="throughput" class="chart"></div>
 <h2>Per operation (ms, from each request’s scheduled time)</h2>
-${htmlTable(
-  [...report.operations, { name: 'all', kind: '', errors: report.totals.errors, ...report.latency }].map(
-    (op) => ({
-      ...op,
-      requests: op.count,
-    }),
-  ),
-  ['name', 'kind', 'requests', 'errors', 'p50', 'p95', 'p99', 'max', 'mean'],
-)}
-<p>Throughput ${report.totals.throughput} answers/s ok (${report.totals.ok} of ${report.totals.requests}).
-Errors: ${escapeHtml(describeErrors(report.errors))}. Reads served by replicas: ${(report.reads.replicaShare * 100).toFixed(1)}%
-(${report.reads.replica} on replicas, ${report.reads.primary} on primaries). Bookings: ${report.bookings.count}
-(${report.bookings.perSecond}/s, ${report.bookings.perDay.toLocaleString('en-US')} a day).</p>
+${htmlTable(reportRows.operations(report), COLUMNS.operations)}
+<p>${describeTotals(report).map(escapeHtml).join('<br>')}</p>
 <h2>Per shard</h2>
-${htmlTable(
-  report.shards.map((shard) => ({ ...shard, share: `${(shard.share * 100).toFixed(1)}%` })),
-  ['shard', 'requests', 'share', 'reads', 'replicaReads', 'writes'],
-)}
-${movesSection(report)}
+${htmlTable(reportRows.shards(report), COLUMNS.shards)}
+${
+  report.moves.length
+    ? `<h2>Moves during the load</h2>
+${htmlTable(reportRows.moves(report), COLUMNS.moves)}
+<p>Requests and latency (ms): the moved tenant’s own, ${AROUND_CUTOVER}. flipAtS: seconds into the measured window.</p>`
+    : ''
+}
 <script type="application/json" id="report-data">${embedJson(report)}</script>
 <script>${CHART_SCRIPT}</script>
 </body>
 </html>
 `
 }
-
-function movesSection(report: LoadtestReport): string {
-  if (!report.moves.length) return ''
-  const rows = report.moves.map((move) => ({
-    tenant: move.name,
-    move: `${move.from} → ${move.to ?? '?'}`,
-    state: move.state,
-    'stall ms': move.stallMs ?? '',
-    'flip at s': move.flippedAt === null ? '' : (move.flippedAt / 1000).toFixed(1),
-    requests: move.clients.requests,
-    errors: describeErrors(move.clients.errors),
-    'p99 ms': move.clients.latency.p99,
-    'max ms': move.clients.latency.max,
-    problem: move.error ?? '',
-  }))
-  return `<h2>Moves during the load</h2>
-${htmlTable(rows, Object.keys(rows[0] ?? {}))}
-<p>Requests and latency: the moved tenant’s own, from 1 s before its fence to 1 s after its flip.</p>`
-}
-
-const describeErrors = (errors: Record<string, number>) =>
-  Object.entries(errors)
-    .map(([code, n]) => `${code} ${n}`)
-    .join(', ') || 'none'
 
 function htmlTable(rows: Record<string, unknown>[], columns: string[]): string {
   const head = columns.map((c) => `<th>${escapeHtml(c)}</th>`).join('')

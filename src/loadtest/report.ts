@@ -14,6 +14,7 @@ export const TARGETS = { p99Ms: 100, bookingsPerDay: 10_000, maxMs: 1000 } as co
 
 /** How long before the fence and after the flip a moved tenant's requests count as "around" its cutover. */
 const AROUND_CUTOVER_MS = 1000
+export const AROUND_CUTOVER = 'from 1 s before its fence to 1 s after its flip'
 
 export interface TargetVerdict {
   name: string
@@ -140,7 +141,7 @@ function verdicts(report: Omit<LoadtestReport, 'targets'>, rate: number): Target
   return [
     {
       name: `p99 under ${TARGETS.p99Ms} ms at the nominal load`,
-      measured: `p99 ${latency.p99} ms at ${rate} req/s (nominal: ${nominal.tenants} tenants × ${nominal.apiRateLimitPerHour} req/h = ${nominal.requestsPerSecond} req/s)${atNominal ? '' : '; the run sent less than the nominal load'}`,
+      measured: `p99 ${formatMs(latency.p99)} ms at ${rate} req/s (nominal: ${nominal.tenants} tenants × ${nominal.apiRateLimitPerHour} req/h = ${nominal.requestsPerSecond} req/s)${atNominal ? '' : '; the run sent less than the nominal load'}`,
       pass: atNominal && latency.count > 0 && latency.p99 < TARGETS.p99Ms,
     },
     {
@@ -150,7 +151,7 @@ function verdicts(report: Omit<LoadtestReport, 'targets'>, rate: number): Target
     },
     {
       name: 'every response under one second',
-      measured: `max ${latency.max} ms`,
+      measured: `max ${formatMs(latency.max)} ms`,
       pass: latency.count > 0 && latency.max < TARGETS.maxMs,
     },
   ]
@@ -170,54 +171,89 @@ function machine(): LoadtestReport['machine'] {
 
 const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits
 
+/** Milliseconds to read at a glance: 0.84, 12.3, 1019. */
+const formatMs = (ms: number) =>
+  ms >= 100 ? String(Math.round(ms)) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)
+
 /** Formats rows as aligned columns; the CLI hands in its own `table` so every command prints alike. */
 export type TableFormatter = (rows: Record<string, unknown>[], columns: string[]) => string
 
 const percent = (share: number) => `${(share * 100).toFixed(1)}%`
-const codes = (errors: Record<string, number>) =>
+
+/** Error counts as one phrase: `tenant_moving 2, timeout 1`, or `none`. */
+const describeErrors = (errors: Record<string, number>) =>
   Object.entries(errors)
     .map(([code, n]) => `${code} ${n}`)
     .join(', ') || 'none'
 
-/** The report for a terminal: settings, latency per operation, errors, reads, shards, moves, targets. */
-export function formatReport(report: LoadtestReport, table: TableFormatter): string {
+const latencyCells = (latency: LatencySummary) => ({
+  requests: latency.count,
+  p50: formatMs(latency.p50),
+  p95: formatMs(latency.p95),
+  p99: formatMs(latency.p99),
+  max: formatMs(latency.max),
+  mean: formatMs(latency.mean),
+})
+
+/** The rows of the report's tables, formatted once for the terminal and the HTML page alike. */
+export const reportRows = {
+  operations: (report: LoadtestReport) =>
+    [...report.operations, { name: 'all', kind: '', errors: report.totals.errors, ...report.latency }].map(
+      (op) => ({ name: op.name, kind: op.kind, errors: op.errors, ...latencyCells(op) }),
+    ),
+  shards: (report: LoadtestReport) =>
+    report.shards.map((shard) => ({ ...shard, share: percent(shard.share) })),
+  moves: (report: LoadtestReport) =>
+    report.moves.map((move) => ({
+      tenant: move.name,
+      move: `${move.from} → ${move.to ?? '?'}`,
+      state: move.state,
+      stallMs: move.stallMs ?? '',
+      flipAtS: move.flippedAt === null ? '' : (move.flippedAt / 1000).toFixed(1),
+      requests: move.clients.requests,
+      errors: describeErrors(move.clients.errors),
+      p99: formatMs(move.clients.latency.p99),
+      max: formatMs(move.clients.latency.max),
+      problem: move.error ?? '',
+    })),
+}
+
+export const COLUMNS = {
+  operations: ['name', 'kind', 'requests', 'errors', 'p50', 'p95', 'p99', 'max', 'mean'],
+  shards: ['shard', 'requests', 'share', 'reads', 'replicaReads', 'writes'],
+  moves: ['tenant', 'move', 'state', 'stallMs', 'flipAtS', 'requests', 'errors', 'p99', 'max', 'problem'],
+}
+
+/** One line about the settings, for the terminal and the page's header. */
+export function describeSettings(report: LoadtestReport): string {
   const s = report.settings
-  const operations = [
-    ...report.operations,
-    { name: 'all', kind: '', errors: report.totals.errors, ...report.latency },
+  return `${s.rate} req/s open loop for ${s.duration} s (after ${s.warmup} s warm-up), ${s.connections} connections, ${percent(s.writeShare)} writes, zipf ${s.zipf}, ${s.tenants} tenants, router ${s.router}`
+}
+
+/** Throughput, errors, reads by role and bookings in a few sentences. */
+export function describeTotals(report: LoadtestReport): string[] {
+  const { totals, reads, bookings } = report
+  return [
+    `throughput: ${totals.throughput} answers/s ok (${totals.ok} of ${totals.requests})`,
+    `errors: ${describeErrors(report.errors)}`,
+    `reads: ${percent(reads.replicaShare)} served by replicas (${reads.replica} on replicas, ${reads.primary} on primaries)`,
+    `bookings: ${bookings.count} (${bookings.perSecond}/s, ${bookings.perDay.toLocaleString('en-US')} a day)`,
   ]
+}
+
+/** The report for a terminal: settings, latency per operation, totals, shards, moves, targets. */
+export function formatReport(report: LoadtestReport, table: TableFormatter): string {
   const sections = [
-    `loadtest: ${s.rate} req/s open loop for ${s.duration} s (after ${s.warmup} s warm-up), ${s.connections} connections, ${percent(s.writeShare)} writes, zipf ${s.zipf}, ${s.tenants} tenants, router ${s.router}`,
-    table(
-      operations.map((op) => ({ ...op, requests: op.count })),
-      ['name', 'kind', 'requests', 'errors', 'p50', 'p95', 'p99', 'max'],
-    ),
+    `loadtest: ${describeSettings(report)}`,
+    table(reportRows.operations(report), COLUMNS.operations),
     '(latencies in ms, from each request’s scheduled time)',
-    `throughput: ${report.totals.throughput} answers/s ok (${report.totals.ok} of ${report.totals.requests})`,
-    `errors: ${codes(report.errors)}`,
-    `reads: ${percent(report.reads.replicaShare)} served by replicas (${report.reads.replica}), ${report.reads.primary} by primaries`,
-    table(
-      report.shards.map((shard) => ({ ...shard, share: percent(shard.share) })),
-      ['shard', 'requests', 'share', 'reads', 'replicaReads', 'writes'],
-    ),
+    describeTotals(report).join('\n'),
+    table(reportRows.shards(report), COLUMNS.shards),
   ]
   if (report.moves.length)
     sections.push(
-      table(
-        report.moves.map((move) => ({
-          tenant: move.name,
-          move: `${move.from} → ${move.to ?? '?'}`,
-          state: move.state,
-          stallMs: move.stallMs ?? '',
-          requests: move.clients.requests,
-          errors: codes(move.clients.errors),
-          p99: move.clients.latency.p99,
-          max: move.clients.latency.max,
-          problem: move.error ?? '',
-        })),
-        ['tenant', 'move', 'state', 'stallMs', 'requests', 'errors', 'p99', 'max', 'problem'],
-      ),
-      '(moves: the tenant’s requests from 1 s before its fence to 1 s after its flip)',
+      table(reportRows.moves(report), COLUMNS.moves),
+      `(moves: the moved tenant’s own requests ${AROUND_CUTOVER}; flipAtS: seconds into the measured window)`,
     )
   sections.push(report.targets.map((t) => `${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`).join('\n'))
   return `${sections.join('\n\n')}\n`

@@ -1,7 +1,7 @@
 import type { Topology } from '../config/topology.ts'
 import { shardPrimary } from '../directory/tenants.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
-import type { LoadtestTenant } from './seed.ts'
+import { LOADTEST_VOLUME, type LoadtestTenant } from './seed.ts'
 
 /** What a request needs to know about its tenant: ids to book with and rows to search and change. */
 export interface TenantContext {
@@ -40,6 +40,8 @@ export interface Operation {
 }
 
 const DAY_MS = 86_400_000
+/** Reads look at the days `seed` filled with appointments, before and after today. */
+const HISTORY_DAYS = LOADTEST_VOLUME.days
 const today = () => Math.floor(Date.now() / DAY_MS) * DAY_MS
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)] as T
 const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low + 1))
@@ -65,7 +67,7 @@ export const OPERATIONS: readonly Operation[] = [
     weight: 0.4,
     build(tenant) {
       const future = Math.random() < 0.5
-      const from = future ? between(0, 21) : -between(7, 28)
+      const from = future ? between(0, HISTORY_DAYS - 7) : -between(7, HISTORY_DAYS)
       const status = future ? pick(['scheduled', 'confirmed']) : pick(['completed', 'cancelled', 'no_show'])
       return {
         sql: `select id, customer_id, service_id, staff_id, start_time, end_time, status, price
@@ -82,7 +84,7 @@ export const OPERATIONS: readonly Operation[] = [
     kind: 'read',
     weight: 0.35,
     build(tenant) {
-      const day = between(-28, 27)
+      const day = between(-HISTORY_DAYS, HISTORY_DAYS - 1)
       return {
         sql: `select a.id, a.start_time, a.end_time, a.status, c.name as customer, c.phone, s.name as service
               from appointments a
