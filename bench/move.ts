@@ -107,7 +107,13 @@ async function main() {
     `topology up in ${((filled - started) / 1000).toFixed(1)} s; tenant filled with ${rows} rows in ${((Date.now() - filled) / 1000).toFixed(1)} s`,
   )
 
-  const router = await startRouter(topology, { port: 0, logger: pino({ level: 'warn' }) })
+  const router = await startRouter(topology, {
+    port: 0,
+    // BENCH_ROUTER_LOG=<file>: the router's info log (every request, stale routes) for a closer look.
+    logger: process.env.BENCH_ROUTER_LOG
+      ? pino({ level: 'info' }, pino.destination(process.env.BENCH_ROUTER_LOG))
+      : pino({ level: 'warn' }),
+  })
   cleanups.push(() => router.close())
   const samples: Sample[] = []
   const acknowledged: string[] = []

@@ -230,6 +230,9 @@ async function waitForCopy(ctx: MoveContext): Promise<Next> {
     const copiedRows = await countTenantRows(ctx.target, move.tenantId, tables)
     await ctx.report({ totalRows, copiedRows })
     if (sub.tablesPending === 0) {
+      // The target's planner statistics predate the copy: the tenant's first queries there (the quota
+      // triggers' counts among them) must not be planned as if its rows were not there.
+      await ctx.target.unsafe(`analyze ${tables.map((t) => t.name).join(', ')}`)
       deps.metrics?.rowsCopied.inc(copiedRows)
       return { state: 'catch_up', progress: { totalRows, copiedRows } }
     }
@@ -271,7 +274,9 @@ async function fence(ctx: MoveContext): Promise<Next> {
     // routers that have not heard of it hit the shard's fence and hold them all the same.
     const [frozen, fenced] = await Promise.allSettled([
       deps.directory.sql`
-        update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`,
+        update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`.then(
+        () => ctx.invalidate(),
+      ),
       fenceTenant(ctx.source, move.tenantId, lockTimeoutMs),
     ])
     if (frozen.status === 'rejected') {
