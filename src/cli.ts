@@ -696,15 +696,18 @@ const runOptions = (command: Command) =>
   command
     .option('--duration <s>', 'seconds of measured load (default 60)')
     .option('--warmup <s>', 'seconds of load before measuring (default 5)')
-    .option('--rate <n>', 'requests per second, open loop (default 400)')
+    .option(
+      '--rate <n>',
+      'requests per second, open loop; default nominal: every tenant at its hourly API limit',
+    )
     .option('--connections <n>', 'HTTP connections to the router (default 32)')
     .option('--write-share <share>', 'share of writes, 0 to 1 (default 0.2)')
     .option('--zipf <s>', 'tenant skew: Zipf exponent, 0 = uniform (default 1)')
     .option('--moves <n>', 'tenants to move while the load runs')
     .option('--tenants <n>', 'loadtest tenants to drive')
     .option('--prefix <name>', 'loadtest tenants are named <prefix>-NNN (default loadtest)')
-    .option('--json <file>', 'where to write the JSON report (default loadtest-report.json)')
-    .option('--html <file>', 'where to write the HTML report (default loadtest-report.html)')
+    .option('--json <file>', 'where to write the JSON report (default tmp/loadtest-report.json)')
+    .option('--html <file>', 'where to write the HTML report (default tmp/loadtest-report.html)')
 runOptions(
   loadtest
     .command('run')

@@ -43,8 +43,19 @@ export const runFlags = z.strictObject({
     .optional(),
   duration: count(1, 3600).default(60),
   warmup: count(0, 600).default(5),
-  /** Requests per second, scheduled at fixed intervals whatever the answers do (open loop). */
-  rate: count(1, 100_000).default(400),
+  /**
+   * Requests per second, scheduled at fixed intervals whatever the answers do (open loop); `nominal`:
+   * every tenant at its hourly API limit (the seed's 1000 req/h), the load the p99 target is set for.
+   */
+  rate: z
+    .union([
+      z.literal('nominal'),
+      z.coerce
+        .number({ message: 'must be a number of requests per second or "nominal"' })
+        .min(0.1, 'must be at least 0.1')
+        .max(100_000, 'must be at most 100000'),
+    ])
+    .default('nominal'),
   connections: count(1, 1024).default(32),
   writeShare: share.default(0.2),
   /** Zipf exponent over the tenants (0: every tenant alike; 1: the first tenant gets ~1/H(n) of the load). */
@@ -57,10 +68,12 @@ export const runFlags = z.strictObject({
   /** Drive only the first N loadtest tenants (default: every one `seed` made). */
   tenants: count(1, 10_000).optional(),
   prefix: prefix.default('loadtest'),
-  json: z.string().min(1).default('loadtest-report.json'),
-  html: z.string().min(1).default('loadtest-report.html'),
+  json: z.string().min(1).default('tmp/loadtest-report.json'),
+  html: z.string().min(1).default('tmp/loadtest-report.html'),
 })
 export type RunOptions = z.output<typeof runFlags>
+/** A run's options once `nominal` is worked out from the tenants and their limits. */
+export type ResolvedRun = RunOptions & { rate: number }
 
 /** `loadtest local` (what `npm run loadtest` runs): both, with room left on every shard for the moves. */
 export const localFlags = runFlags.omit({ url: true }).extend({

@@ -1,6 +1,6 @@
 import os from 'node:os'
 import type { MoveDuringLoad } from './moves.ts'
-import type { RunOptions } from './options.ts'
+import type { ResolvedRun } from './options.ts'
 import {
   type LatencySummary,
   type Recorded,
@@ -44,7 +44,7 @@ export interface LoadtestReport {
     platform: string
     loadAverage: number[]
   }
-  settings: Omit<RunOptions, 'json' | 'html' | 'url'> & { router: string; tenants: number }
+  settings: Omit<ResolvedRun, 'json' | 'html' | 'url'> & { router: string; tenants: number }
   /** Every tenant at its hourly API limit: the most the seed's limits let the tenants send. */
   nominal: { tenants: number; apiRateLimitPerHour: number; requestsPerSecond: number }
   totals: { requests: number; ok: number; errors: number; seconds: number; throughput: number }
@@ -59,8 +59,11 @@ export interface LoadtestReport {
   targets: TargetVerdict[]
 }
 
+/** Requests per second when every tenant sends its whole hourly API limit, evenly (0.1 req/s precision). */
+export const nominalRate = (tenants: number, perHour: number) => round((tenants * perHour) / 3600, 1)
+
 export interface ReportInput {
-  options: RunOptions
+  options: ResolvedRun
   router: string
   tenants: number
   apiRateLimitPerHour: number
@@ -76,7 +79,7 @@ export function buildReport(input: ReportInput): LoadtestReport {
   const answeredReads = recorded.reads.replica + recorded.reads.primary
   const shardTotal = Object.values(recorded.shards).reduce((sum, load) => sum + load.requests, 0)
   const bookingsPerSecond = recorded.bookings / seconds
-  const nominal = round((input.tenants * input.apiRateLimitPerHour) / 3600, 1)
+  const nominal = nominalRate(input.tenants, input.apiRateLimitPerHour)
   const { json: _json, html: _html, url: _url, ...settings } = options
   const report: Omit<LoadtestReport, 'targets'> = {
     version: 1,

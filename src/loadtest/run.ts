@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import pino from 'pino'
 import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
@@ -10,10 +11,10 @@ import { startRouter } from '../router/server.ts'
 import { type Answer, driveOpenLoop } from './driver.ts'
 import { reportHtml } from './html.ts'
 import { assertRoomForMoves, type MoveDuringLoad, movable, moveCandidates, moveDuringLoad } from './moves.ts'
-import type { RunOptions } from './options.ts'
+import type { ResolvedRun, RunOptions } from './options.ts'
 import type { StepProgress } from './progress.ts'
 import { createRecorder } from './recorder.ts'
-import { buildReport, type LoadtestReport } from './report.ts'
+import { buildReport, type LoadtestReport, nominalRate } from './report.ts'
 import { findLoadtestTenants } from './seed.ts'
 import { loadTenantContexts, operationPicker, type TenantContext, zipfPicker } from './workload.ts'
 
@@ -53,25 +54,35 @@ export async function runLoadtest(deps: RunDeps, options: RunOptions): Promise<L
     tenants: contexts.map((context) => context.id),
     name: 'loadtest',
   })
+  const apiRateLimitPerHour = deps.topology.tenantLimits.api_rate_limit
+  const resolved: ResolvedRun = {
+    ...options,
+    rate: options.rate === 'nominal' ? nominalRate(contexts.length, apiRateLimitPerHour) : options.rate,
+  }
   const router = options.url ? undefined : await startOwnRouter(deps.topology, logger)
   try {
     const url = options.url ?? (router?.url as string)
-    const { recorded, moves } = await drive({ ...deps, logger }, options, contexts, url, key.key)
+    const { recorded, moves } = await drive({ ...deps, logger }, resolved, contexts, url, key.key)
     const report = buildReport({
-      options,
+      options: resolved,
       router: options.url ?? 'in-process',
       tenants: contexts.length,
-      apiRateLimitPerHour: deps.topology.tenantLimits.api_rate_limit,
+      apiRateLimitPerHour,
       recorded,
       moves,
     })
-    await writeFile(options.json, `${JSON.stringify(report, null, 2)}\n`)
-    await writeFile(options.html, reportHtml(report))
+    await writeReport(options.json, `${JSON.stringify(report, null, 2)}\n`)
+    await writeReport(options.html, reportHtml(report))
     return report
   } finally {
     await router?.close()
     await revokeKey(deps.directory, key.id)
   }
+}
+
+async function writeReport(file: string, text: string) {
+  await mkdir(path.dirname(path.resolve(file)), { recursive: true })
+  await writeFile(file, text)
 }
 
 async function workloadTenants(deps: RunDeps, prefix: string, limit?: number): Promise<TenantContext[]> {
@@ -96,7 +107,7 @@ function startOwnRouter(topology: Topology, logger: Logger) {
 
 async function drive(
   deps: RunDeps & { logger: Logger },
-  options: RunOptions,
+  options: ResolvedRun,
   contexts: TenantContext[],
   url: string,
   key: string,
@@ -164,7 +175,7 @@ function rememberBooking(tenant: TenantContext, answer: Answer) {
 }
 
 /** Progress while the load runs: seconds elapsed of warm-up and load, answers and errors so far. */
-function runProgress(options: RunOptions, onProgress: (progress: StepProgress) => void = () => {}) {
+function runProgress(options: ResolvedRun, onProgress: (progress: StepProgress) => void = () => {}) {
   let answers = 0
   let errors = 0
   const note = () => `${answers.toLocaleString('en-US')} answers, ${errors} errors`
