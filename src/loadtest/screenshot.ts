@@ -35,7 +35,7 @@ export function screenshotReport(html: string, png: string): string {
       '--no-sandbox',
       '--disable-gpu',
       '--hide-scrollbars',
-      '--window-size=1100,1500',
+      '--window-size=1100,1800',
       // Lets the page's script run to the end before the picture is taken.
       '--virtual-time-budget=5000',
       `--screenshot=${out}`,
