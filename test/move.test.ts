@@ -33,6 +33,10 @@ describe('moving a tenant between shards', () => {
     expect(await moveArtifacts()).toEqual([])
     expect(move.progress.stallMs).toBeGreaterThanOrEqual(0)
     expect(move.progress.totalRows).toBe(total(before))
+    // The record says so too: no late progress report may put it back into `cleanup`.
+    const [record] =
+      await directory.sql`select state, finished_at is not null as finished from moves where id = ${move.id}`
+    expect(record).toEqual({ state: 'done', finished: true })
   })
 
   it('`switchyard move` runs a move to the end and prints it as JSON; `move status` shows it', async () => {

@@ -511,7 +511,7 @@ async function withRunLock(
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error)
       deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
-      await saveMove(deps.directory.sql, ctx.move, { error: message }).catch(() => {})
+      await ctx.save({ error: message }).catch(() => {})
       throw error
     } finally {
       await lock`select pg_advisory_unlock(hashtext('switchyard.move'), hashtext(${initial.id}))`.catch(
@@ -526,6 +526,14 @@ async function withRunLock(
 
 function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): MoveContext {
   let tables: Promise<TenantTable[]> | undefined
+  // Writes of the move's record go out one after another: a progress report still in flight must never
+  // land after (and undo) the state that follows it.
+  let queue: Promise<unknown> = Promise.resolve()
+  const serially = <T>(write: () => Promise<T>): Promise<T> => {
+    const next = queue.then(write, write)
+    queue = next.catch(() => {})
+    return next
+  }
   const sourceShard = deps.topology.shards.find((s) => s.id === move.sourceShard)
   if (!sourceShard)
     throw new SwitchyardError('shard_unknown', `shard "${move.sourceShard}" is not in the topology`)
@@ -540,14 +548,15 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): M
       tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas)
       return tables
     },
-    async save(change) {
-      ctx.move = await saveMove(deps.directory.sql, ctx.move, change)
-      deps.onProgress?.(ctx.move)
-      return ctx.move
+    save(change) {
+      return serially(async () => {
+        ctx.move = await saveMove(deps.directory.sql, ctx.move, change)
+        deps.onProgress?.(ctx.move)
+        return ctx.move
+      })
     },
     async report(progress) {
-      ctx.move = await saveMove(deps.directory.sql, ctx.move, { progress })
-      deps.onProgress?.(ctx.move)
+      await ctx.save({ progress })
     },
     async invalidate() {
       if (deps.redis) await publishInvalidation(deps.redis, move.tenantId)
