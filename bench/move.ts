@@ -1,14 +1,16 @@
 /**
- * `npm run bench:move`: moves one tenant holding about 100,000 rows from shard-1 to shard-2 while
- * clients keep writing for it through a router, and prints the move's total time, copy rate and
+ * `npm run bench:move`: moves one tenant holding about 100,000 rows from shard-1 to shard-2 (with
+ * `switchyard move` in its own process) while clients keep writing for it through a router, and prints the move's total time, copy rate and
  * cutover stall, and the write latency clients saw (p50 before, p99 and max during the move) and
  * their errors, with PASS/FAIL against the targets of issue 5. Boots the test suite's throwaway
  * topology (free ports, a temporary folder) and tears it down at the end, also on error or Ctrl-C.
  */
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pino from 'pino'
@@ -21,10 +23,8 @@ import type { Topology } from '../src/config/topology.ts'
 import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
-import { openRedis } from '../src/directory/redis.ts'
 import { addTenant } from '../src/directory/tenants.ts'
-import { startMove } from '../src/migrate-tenant/mover.ts'
-import { progressPrinter } from '../src/migrate-tenant/progress.ts'
+import type { Move } from '../src/migrate-tenant/record.ts'
 import { startRouter } from '../src/router/server.ts'
 import { withAdmin } from '../src/shard/connection.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
@@ -42,6 +42,7 @@ const options = z
   )
 
 const TARGETS = { stallMs: 200, errors: 0, totalSeconds: 30 }
+const CLI = new URL('../bin/switchyard.js', import.meta.url)
 const MIGRATIONS = fileURLToPath(new URL('../examples/appointments/migrations', import.meta.url))
 
 interface Sample {
@@ -51,6 +52,7 @@ interface Sample {
 }
 
 const cleanups: (() => Promise<unknown>)[] = []
+let configFile = ''
 const cleanup = async () => {
   for (const step of cleanups.reverse()) await step().catch((error: unknown) => console.error(error))
 }
@@ -60,17 +62,17 @@ async function boot(): Promise<Topology> {
   if (!redisServerPath()) throw new Error('bench:move needs redis-server on the PATH, as the tests do')
   const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-move-'))
   cleanups.push(() => rm(home, { recursive: true, force: true }))
-  const input = testTopologyInput(await freePorts(9))
-  const topology = parseTopology(
-    {
-      ...input,
-      router: { ...input.router, rateLimitOverride: 2_000_000_000 },
-      mover: { cleanupGraceMs: 500 },
-      tenantSchema: { ...input.tenantSchema, migrations: MIGRATIONS },
-    },
-    'bench/move.ts',
-    {},
-  )
+  const base = testTopologyInput(await freePorts(9))
+  const input = {
+    ...base,
+    router: { ...base.router, rateLimitOverride: 2_000_000_000 },
+    mover: { cleanupGraceMs: 500 },
+    tenantSchema: { ...base.tenantSchema, migrations: MIGRATIONS },
+  }
+  // The mover runs as `switchyard move` in its own process, as an operator would run it.
+  configFile = path.join(home, 'topology.json')
+  await writeFile(configFile, JSON.stringify(input))
+  const topology = parseTopology(input, 'bench/move.ts', {})
   cleanups.push(() => clusterDown(topology, { home }))
   await clusterUp(topology, { home, durable: false })
   await migrateAll(topology)
@@ -147,26 +149,9 @@ async function main() {
   })
 
   await new Promise((resolve) => setTimeout(resolve, 4000))
-  const redis = openRedis(topology.redis as string)
-  redis.on('error', () => {})
-  cleanups.push(async () => redis.disconnect())
-  const progress = progressPrinter()
   const timeline: { at: number; state: string }[] = []
   const moveStarted = performance.now()
-  const move = await startMove(
-    {
-      topology,
-      directory,
-      redis,
-      logger: pino({ level: 'warn' }),
-      onProgress: (m) => {
-        if (timeline.at(-1)?.state !== m.state) timeline.push({ at: performance.now(), state: m.state })
-        progress.update(m)
-      },
-    },
-    { tenant, target: 'shard-2' },
-  )
-  progress.done()
+  const move = await moveInChild(tenant, 'shard-2', timeline)
   const moveEnded = performance.now()
   await new Promise((resolve) => setTimeout(resolve, 1500))
   stopping = true
@@ -181,8 +166,40 @@ async function main() {
   slowest(samples, timeline, moveStarted)
 }
 
+/**
+ * `switchyard move <tenant> --to <shard> --json` in a child process: the mover gets its own event loop,
+ * as in production, instead of sharing this one with the router and the clients. Its progress lines
+ * (one per phase on a pipe) give the phase timeline; its stdout is the finished move.
+ */
+function moveInChild(
+  tenant: string,
+  target: string,
+  timeline: { at: number; state: string }[],
+): Promise<Move> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(CLI), 'move', tenant, '--to', target, '--json'], {
+      env: { ...process.env, SWITCHYARD_CONFIG: configFile },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString()
+    })
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      const state = /\s([a-z_]+) \(\d+\/\d+\)/.exec(line)?.[1]
+      if (state) timeline.push({ at: performance.now(), state })
+      process.stderr.write(`${line}\n`)
+    })
+    child.on('error', reject)
+    child.on('exit', (code) => {
+      if (code === 0) resolve(JSON.parse(stdout) as Move)
+      else reject(new Error(`switchyard move exited with ${code}`))
+    })
+  })
+}
+
 function report(
-  move: Awaited<ReturnType<typeof startMove>>,
+  move: Move,
   samples: Sample[],
   at: { moveStarted: number; moveEnded: number; acknowledged: number; onTarget: number },
 ) {
