@@ -92,4 +92,17 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     expect(resumed.code, resumed.stderr).toBe(0)
     await expectHome(tenant, 'shard-2', rows, 2)
   })
+
+  it('an abort killed halfway is finished by the next abort', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const move = await crashedMove(tenant, 'verify', 'before')
+    const killed = await cli(['move', 'abort', move.id], { SWITCHYARD_FAILPOINT: 'move:aborting:after' })
+    expect(killed.code).not.toBe(0)
+    const [record] = await directory.sql`select state from moves where id = ${move.id}`
+    expect(record?.state).toBe('aborting')
+    const aborted = await cli(['move', 'abort', move.id])
+    expect(aborted.code, aborted.stderr).toBe(0)
+    await expectHome(tenant, 'shard-1', rows, 1)
+  })
 })
