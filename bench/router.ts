@@ -850,7 +850,7 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
     ['tenant: routes.resolve (local hit)', () => deps.routes.resolve(fixture.tenant)],
     [
       'rate limit: admission.admit (Redis round trip)',
-      () => deps.admission.admit(fixture.tenant, 2_000_000_000),
+      () => deps.admission.admit(fixture.tenant, SHARD, 2_000_000_000),
     ],
     ['shard: the statement alone (passthrough pool)', () => single.unsafe(POINT_READ, params), singlePid],
     [

@@ -127,5 +127,12 @@ describe('rebalance apply: the executor runs a stored plan through the mover', (
     expect([after.status, after.body.error?.code]).toEqual([403, 'quota_exceeded'])
     expect(await shardOf(tenant.id)).toBe('shard-3')
     expect((await rowsOn('shard-3', tenant.id)).services).toBe(3)
+    // Its writes before the move were on shard-1's WAL: they do not keep its reads off shard-3's replica.
+    const node = await eventually(async () => {
+      const read = await query(router, tenant, 'select count(*)::int as n from services', [])
+      const served = read.headers.get('x-switchyard-node')
+      return served === 'shard-3-replica-1' ? served : undefined
+    })
+    expect(node).toBe('shard-3-replica-1')
   })
 })

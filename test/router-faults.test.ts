@@ -432,7 +432,7 @@ describe('Redis stopped (invariant 1)', () => {
     expect((await insertCustomer(router, tenant, 'before')).status).toBe(200)
     // The router uses Redis while it is there: the hourly counter and the last-write LSN are in it.
     expect(Number(await inRedis((redis) => redis.get(rateKey(tenant))))).toBe(1)
-    expect(await inRedis((redis) => redis.exists(keys.lastWrite(tenant.id)))).toBe(1)
+    expect(await inRedis((redis) => redis.exists(keys.lastWrite(tenant.id, tenant.shard)))).toBe(1)
 
     await stopNode('redis')
     try {
@@ -468,7 +468,7 @@ describe('Redis stopped (invariant 1)', () => {
     const before = Number(await inRedis((redis) => redis.get(rateKey(tenant))))
     expect((await insertCustomer(router, tenant, 'redis back')).status).toBe(200)
     expect(Number(await inRedis((redis) => redis.get(rateKey(tenant))))).toBe(before + 1)
-    expect(await inRedis((redis) => redis.exists(keys.lastWrite(tenant.id)))).toBe(1)
+    expect(await inRedis((redis) => redis.exists(keys.lastWrite(tenant.id, tenant.shard)))).toBe(1)
   })
 })
 

@@ -246,17 +246,36 @@ describe('rate limits', () => {
     )
   })
 
+  it("a tenant's last write is kept per shard: a position in one server's WAL says nothing of another's", async () => {
+    const redis = openRedis(topology().redis as string)
+    try {
+      expect(await redisReady(redis)).toBe(true)
+      const admission = createAdmission(redis)
+      const tenant = newTenantId()
+      await admission.recordWrite(tenant, 'shard-1', 1n << 40n)
+      expect((await admission.admit(tenant, 'shard-1', 100)).lastWriteLsn).toBe(1n << 40n)
+      expect((await admission.admit(tenant, 'shard-2', 100)).lastWriteLsn).toBeNull()
+      expect(admission.localLastWrite(tenant, 'shard-2')).toBeNull()
+      // Another router knows it only through Redis, per shard too.
+      const other = createAdmission(redis)
+      expect((await other.admit(tenant, 'shard-1', 100)).lastWriteLsn).toBe(1n << 40n)
+      expect((await other.admit(tenant, 'shard-2', 100)).lastWriteLsn).toBeNull()
+    } finally {
+      redis.disconnect()
+    }
+  })
+
   it('admissions of several tenants sent together count each tenant on its own', async () => {
     const redis = openRedis(topology().redis as string)
     try {
       expect(await redisReady(redis)).toBe(true)
       const admission = createAdmission(redis)
       const [first, second] = [newTenantId(), newTenantId()]
-      await admission.recordWrite(second, 42n)
+      await admission.recordWrite(second, 'shard-1', 42n)
       // One turn of the event loop: these go to Redis as one script call.
       const answers = await Promise.allSettled([
-        ...Array.from({ length: 10 }, () => admission.admit(first, 7)),
-        ...Array.from({ length: 4 }, () => admission.admit(second, 7)),
+        ...Array.from({ length: 10 }, () => admission.admit(first, 'shard-1', 7)),
+        ...Array.from({ length: 4 }, () => admission.admit(second, 'shard-1', 7)),
       ])
       const passed = (from: number, to: number) =>
         answers.slice(from, to).filter((answer) => answer.status === 'fulfilled') as PromiseFulfilledResult<

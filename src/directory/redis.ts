@@ -21,7 +21,8 @@ export type { Redis }
 export const keys = {
   route: (tenant: string) => `switchyard:route:${tenant}`,
   invalidations: 'switchyard:invalidate',
-  lastWrite: (tenant: string) => `switchyard:lsn:${tenant}`,
+  /** Per shard: LSNs of different servers do not compare, and a tenant that moved writes elsewhere. */
+  lastWrite: (tenant: string, shard: string) => `switchyard:lsn:${tenant}:${shard}`,
   rate: (tenant: string, window: number) => `switchyard:rate:${tenant}:${window}`,
 }
 

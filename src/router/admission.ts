@@ -10,20 +10,23 @@ export interface Admission {
   remaining: number
   /** Seconds until the window resets. */
   resetSeconds: number
-  /** The tenant's last acknowledged write, as far as any router knows (read-your-writes). */
+  /** The tenant's last acknowledged write on the shard admitted for, as far as any router knows. */
   lastWriteLsn: bigint | null
 }
 
 export interface AdmissionControl {
-  /** Counts the request against the tenant's hourly limit; throws `rate_limited` past it. */
-  admit(tenant: string, limit: number): Promise<Admission>
+  /**
+   * Counts the request against the tenant's hourly limit (throws `rate_limited` past it) and reads the
+   * tenant's last write on `shard`, the shard its route names.
+   */
+  admit(tenant: string, shard: string, limit: number): Promise<Admission>
   /**
    * Records a write's LSN so every router's next read of the tenant waits for it. Awaited before the
    * write is acknowledged: a client that reads through another router right after must find it.
    */
-  recordWrite(tenant: string, lsn: bigint): Promise<void>
-  /** The tenant's last write as far as this router alone knows, without a round trip. */
-  localLastWrite(tenant: string): bigint | null
+  recordWrite(tenant: string, shard: string, lsn: bigint): Promise<void>
+  /** The tenant's last write on `shard` as far as this router alone knows, without a round trip. */
+  localLastWrite(tenant: string, shard: string): bigint | null
   /**
    * True when this router already refused the tenant in the current window: its requests are then
    * admitted before they run, so a tenant over its limit costs the shards nothing.
@@ -54,11 +57,14 @@ return 1`
 
 /**
  * Per-tenant rate limits (fixed hourly windows, INCR is atomic so exactly `limit` requests pass in a
- * window however many routers run) and the last-write LSN. Without Redis both fall back to this
+ * window however many routers run) and the last-write LSN, kept per tenant and shard: a position in one
+ * server's WAL says nothing about another's, and after a move the tenant's writes are on the new shard
+ * (whose replicas serve it only once they have replayed the cutover). Without Redis both fall back to this
  * process: limits then count per router instance, and read-your-writes holds per instance.
  */
 export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): AdmissionControl {
   const localCounts = new Map<string, number>()
+  /** Keyed by `keys.lastWrite(tenant, shard)`. */
   const localLsn = new Map<string, bigint>()
   /** Tenants refused in a window, with that window. */
   const refused = new Map<string, number>()
@@ -77,7 +83,7 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
   }
 
   return {
-    async admit(tenant, limit) {
+    async admit(tenant, shard, limit) {
       const now = Math.floor(Date.now() / 1000)
       const window = Math.floor(now / WINDOW_SECONDS)
       const resetSeconds = (window + 1) * WINDOW_SECONDS - now
@@ -85,13 +91,13 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       let sharedLsn: bigint | null = null
       try {
         if (!shared || redis?.status !== 'ready') throw new Error('redis not ready')
-        const [n, lsn] = await shared(tenant, window)
+        const [n, lsn] = await shared(tenant, shard, window)
         count = n
         sharedLsn = lsn ? fromSortableLsn(lsn) : null
       } catch {
         count = localAdmit(tenant, window)
       }
-      const local = localLsn.get(tenant) ?? null
+      const local = localLsn.get(keys.lastWrite(tenant, shard)) ?? null
       const lastWriteLsn =
         sharedLsn === null ? local : local === null || sharedLsn > local ? sharedLsn : local
       if (count > limit) {
@@ -108,15 +114,14 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
       if (refused.get(tenant) === window) refused.delete(tenant)
       return { limit, remaining: limit - count, resetSeconds, lastWriteLsn }
     },
-    localLastWrite: (tenant) => localLsn.get(tenant) ?? null,
+    localLastWrite: (tenant, shard) => localLsn.get(keys.lastWrite(tenant, shard)) ?? null,
     overLimit: (tenant) => refused.get(tenant) === currentWindow(),
-    async recordWrite(tenant, lsn) {
-      const known = localLsn.get(tenant)
-      if (known === undefined || lsn > known) localLsn.set(tenant, lsn)
+    async recordWrite(tenant, shard, lsn) {
+      const key = keys.lastWrite(tenant, shard)
+      const known = localLsn.get(key)
+      if (known === undefined || lsn > known) localLsn.set(key, lsn)
       if (redis?.status !== 'ready') return
-      await runScript(redis, RECORD, [keys.lastWrite(tenant)], [sortableLsn(lsn), lsnTtlSeconds]).catch(
-        () => {},
-      )
+      await runScript(redis, RECORD, [key], [sortableLsn(lsn), lsnTtlSeconds]).catch(() => {})
     },
   }
 }
@@ -153,9 +158,9 @@ function createAdmitBatches(redis: Redis) {
     )
   }
 
-  return (tenant: string, window: number) =>
+  return (tenant: string, shard: string, window: number) =>
     new Promise<AdmitReply>((resolve, reject) => {
-      batch.keys.push(keys.rate(tenant, window), keys.lastWrite(tenant))
+      batch.keys.push(keys.rate(tenant, window), keys.lastWrite(tenant, shard))
       batch.waiters.push({ resolve, reject })
       if (batch.waiters.length >= MAX_BATCH) flush()
       else if (!scheduled) {

@@ -89,6 +89,9 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
       route = await waitForNewRoute(deps, route, deadline)
       continue
     }
+    // The last write the request knows of is on the shard it was first routed to; on another shard (the
+    // tenant moved meanwhile) it means nothing, so such a read goes to that shard's primary.
+    if (route.shard !== tx.route.shard && consistency === 'session') consistency = 'strong'
     const node = write
       ? deps.routing.primary(route.shard)
       : deps.routing.forRead(route.shard, { consistency, lastWriteLsn: tx.lastWriteLsn }, avoid)
@@ -116,7 +119,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
           limits: tx.limits,
         }),
       )
-      if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, outcome.lsn)
+      if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, node.shard, outcome.lsn)
       return { ...outcome, node, route, replayedLsn }
     } catch (error) {
       if (!(error instanceof TransactionError)) throw error
@@ -169,14 +172,14 @@ export async function dispatchAdmitted(
 ): Promise<Admitted> {
   const tenant = tx.route.tenant
   if (tx.write || deps.admission.overLimit(tenant)) {
-    const admission = await deps.admission.admit(tenant, limit)
+    const admission = await deps.admission.admit(tenant, tx.route.shard, limit)
     return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
   }
   // Admission's Redis command leaves once this turn's microtasks are done: after the shard pipeline.
-  const admitting = deps.admission.admit(tenant, limit)
+  const admitting = deps.admission.admit(tenant, tx.route.shard, limit)
   const reading = dispatch(deps, {
     ...tx,
-    lastWriteLsn: deps.admission.localLastWrite(tenant),
+    lastWriteLsn: deps.admission.localLastWrite(tenant, tx.route.shard),
     admitted: admitting,
   })
   const [admitted, read] = await Promise.allSettled([admitting, reading])
@@ -186,6 +189,7 @@ export async function dispatchAdmitted(
   const outcome = read.value
   const missed =
     tx.consistency === 'session' &&
+    outcome.node.shard === tx.route.shard &&
     outcome.replayedLsn !== null &&
     admission.lastWriteLsn !== null &&
     admission.lastWriteLsn > outcome.replayedLsn
