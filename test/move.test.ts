@@ -4,7 +4,7 @@ import { createKey } from '../src/directory/keys.ts'
 import { createMove, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
-import { startTestRouter, stopRouters } from './router-support.ts'
+import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
 import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
@@ -151,5 +151,31 @@ describe('moving a tenant between shards', () => {
       [400, 'invalid_input'],
       [400, 'invalid_input'],
     ])
+  })
+
+  it('a write held by a fence that gave up without the route changing lands once the shard unfences', async () => {
+    const router = await startTestRouter({ rateLimitOverride: 1_000_000 })
+    const tenant = await tenantWithKey('shard-2')
+    const source = connect(shard('shard-2').primary)
+    const fenced = (state: 'frozen' | 'owner') =>
+      source`update switchyard.tenant_ownership set state = ${state} where tenant_id = ${tenant.id}`
+    // The shard is fenced and the directory still says `moving`, as while a fence is tried.
+    await directory.sql`update tenants set state = 'moving' where id = ${tenant.id}`
+    await fenced('frozen')
+    try {
+      const write = query(router, tenant, 'insert into customers (tenant_id, name) values ($1, $2)', [
+        tenant.id,
+        'held by a fence',
+      ])
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // The fence gives up: the shard serves the tenant again; the route (shard, epoch, moving) is unchanged.
+      await fenced('owner')
+      const answer = await write
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+      expect((await rowsOn('shard-2', tenant.id)).customers).toBe(1)
+    } finally {
+      await fenced('owner')
+      await directory.sql`update tenants set state = 'active' where id = ${tenant.id}`
+    }
   })
 })

@@ -84,7 +84,9 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
   let consistency = tx.consistency
   let avoid: string | undefined
   for (let attempt = 0; ; attempt++) {
-    if (attempt > 8) throw moving(tenant)
+    // Held requests come back here every RETRY_UNCHANGED_MS while a move's fence is retried: the buffer
+    // window bounds those; the hard cap only a loop that would never end.
+    if ((attempt > 8 && Date.now() >= deadline) || attempt > 256) throw moving(tenant)
     if (write && route.state === 'frozen') {
       route = await waitForNewRoute(deps, route, deadline)
       continue
@@ -206,6 +208,9 @@ const sameRoute = (a: TenantRoute, b: TenantRoute) =>
  * 25 ms, re-reads the directory, and returns once the route has changed and is writable. Past the
  * deadline the client gets 503 with Retry-After and can try again.
  */
+/** How long a held request waits for a route that does not change before it tries the shard again. */
+const RETRY_UNCHANGED_MS = 100
+
 async function waitForNewRoute(
   deps: DispatchDeps,
   route: TenantRoute,
@@ -221,7 +226,10 @@ async function waitForNewRoute(
     }
     await nextChance(deps.routes, tenant, Math.min(25, left))
     const fresh = await deps.routes.resolve(tenant, { fresh: true })
-    if (!sameRoute(fresh, route) && fresh.state !== 'frozen') {
+    // A fence that gave up is undone on the shard without the route changing (the directory said
+    // `moving` before and after): unless the directory says frozen, try the shard again now and then.
+    const retry = fresh.state !== 'frozen' && Date.now() - started >= RETRY_UNCHANGED_MS
+    if ((!sameRoute(fresh, route) && fresh.state !== 'frozen') || retry) {
       deps.metrics.bufferWaits.observe({ outcome: 'released' }, (Date.now() - started) / 1000)
       return fresh
     }
