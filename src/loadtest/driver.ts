@@ -46,10 +46,13 @@ export async function driveOpenLoop(drive: Drive): Promise<{ sent: number; secon
     while (sent < total) {
       const now = performance.now()
       for (; sent < total && start + sent * interval <= now; sent++) {
-        const due = start + sent * interval
+        // `at` from the index, not `due - start`: (start + 2000) - start can come out as 1999.9999…, and
+        // the first measured request would be counted as warm-up.
+        const at = sent * interval
+        const due = start + at
         const request = drive.next()
         const flight = send(agent, endpoint, drive, request.tenant, request.query).then((answer) =>
-          request.done({ ...answer, at: due - start, ms: performance.now() - due }),
+          request.done({ ...answer, at, ms: performance.now() - due }),
         )
         inFlight.add(flight)
         void flight.finally(() => inFlight.delete(flight))
