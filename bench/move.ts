@@ -28,6 +28,7 @@ import type { Move } from '../src/migrate-tenant/record.ts'
 import { startRouter } from '../src/router/server.ts'
 import { withAdmin } from '../src/shard/connection.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
+import { createCleanups } from './router.ts'
 
 const options = z
   .object({
@@ -51,17 +52,14 @@ interface Sample {
   ok: boolean
 }
 
-const cleanups: (() => Promise<unknown>)[] = []
+// Teardown in reverse order, once: at the end, on error, or on Ctrl-C (bench:router's helper).
+const cleanups = createCleanups()
 let configFile = ''
-const cleanup = async () => {
-  for (const step of cleanups.reverse()) await step().catch((error: unknown) => console.error(error))
-}
-process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)))
 
 async function boot(): Promise<Topology> {
   if (!redisServerPath()) throw new Error('bench:move needs redis-server on the PATH, as the tests do')
   const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-move-'))
-  cleanups.push(() => rm(home, { recursive: true, force: true }))
+  cleanups.add(() => rm(home, { recursive: true, force: true }))
   const base = testTopologyInput(await freePorts(9))
   const input = {
     ...base,
@@ -73,7 +71,7 @@ async function boot(): Promise<Topology> {
   configFile = path.join(home, 'topology.json')
   await writeFile(configFile, JSON.stringify(input))
   const topology = parseTopology(input, 'bench/move.ts', {})
-  cleanups.push(() => clusterDown(topology, { home }))
+  cleanups.add(() => clusterDown(topology, { home }))
   await clusterUp(topology, { home, durable: false })
   await migrateAll(topology)
   return topology
@@ -89,7 +87,7 @@ async function main() {
   const started = Date.now()
   const topology = await boot()
   const directory = openDirectory(topology.directory)
-  cleanups.push(() => directory.close())
+  cleanups.add(() => directory.close())
   const tenant = randomUUID()
   await addTenant(directory, topology, { id: tenant, shard: 'shard-1', name: 'Bench Move' })
   // The bench books far more than the seed's 500 appointments a day for one tenant.
@@ -116,7 +114,7 @@ async function main() {
       ? pino({ level: 'info' }, pino.destination(process.env.BENCH_ROUTER_LOG))
       : pino({ level: 'warn' }),
   })
-  cleanups.push(() => router.close())
+  cleanups.add(() => router.close())
   const samples: Sample[] = []
   const acknowledged: string[] = []
   let stopping = false
@@ -285,5 +283,5 @@ function pct(values: number[], p: number): string {
 try {
   await main()
 } finally {
-  await cleanup()
+  await cleanups.run()
 }

@@ -1,6 +1,8 @@
 import { SwitchyardError } from '../errors.ts'
-import type { FailpointWhen } from './mover.ts'
 import type { MoveState } from './record.ts'
+
+/** Where in a phase a failpoint fires: before or after its side effect, or midway through `flip`. */
+export type FailpointWhen = 'before' | 'after' | 'midway'
 
 /**
  * Fault injection for the crash tests (and for operators rehearsing a crash):

@@ -5,13 +5,7 @@ import { publishInvalidation } from '../directory/routes.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
-import {
-  currentLsn,
-  fenceTenant,
-  LOCK_TIMEOUT_SQLSTATE,
-  restoreOwner,
-  unfenceTenant,
-} from '../shard/fence.ts'
+import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
 import { formatLsn, parseLsn } from '../shard/lsn.ts'
 import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
 import { type TenantTable, tenantTables } from '../shard/tables.ts'
@@ -28,6 +22,7 @@ import {
   subscriptionState,
   systemIdentifier,
 } from './artifacts.ts'
+import type { FailpointWhen } from './failpoint.ts'
 import type { MoverMetrics } from './metrics.ts'
 import { preflight } from './preflight.ts'
 import { FINISHED, findMove, type Move, type MoveState, type Phase, recordMove, saveMove } from './record.ts'
@@ -47,9 +42,6 @@ export interface MoverDeps {
    */
   failpoint?: ((state: MoveState, when: FailpointWhen) => void) | undefined
 }
-
-/** Where in a phase a failpoint fires: before or after its side effect, or midway through `flip`. */
-export type FailpointWhen = 'before' | 'after' | 'midway'
 
 /** How often the mover looks at copy and replication progress. */
 const POLL_MS = 2
@@ -136,7 +128,7 @@ async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
   const { move, source, target, name } = ctx
   deps.failpoint?.('aborting', 'before')
   // Frozen by the fence, or already `moved` by a flip that stopped before the directory changed.
-  await restoreOwner(source, move.tenantId)
+  await unfenceTenant(source, move.tenantId)
   await deps.directory.sql`
     update tenants set state = 'active' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
   await ctx.invalidate()

@@ -13,6 +13,7 @@ import {
   listTenants,
   type NewTenant,
   setTenantLimits,
+  tenantId,
 } from '../directory/tenants.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -49,7 +50,7 @@ export interface AdminDeps {
 
 const newPlanSchema = z.strictObject({ strategy: rebalanceStrategy.default('count') })
 const newMoveSchema = z.strictObject({
-  tenant: z.uuid({ message: 'must be a UUID' }),
+  tenant: tenantId,
   to: z.string().min(1),
 })
 const applyOptionsSchema = z.strictObject({

@@ -33,15 +33,11 @@ export async function fenceTenant(sql: Sql, tenant: string, lockTimeoutMs: numbe
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
-/** Undoes a fence that did not lead to a cutover: the source serves the tenant's writes again. */
+/**
+ * Undoes a fence that did not lead to a cutover: the source serves the tenant's writes again. Also
+ * undoes `moved` from a flip that stopped before the directory changed (an abort after a crash there).
+ */
 export async function unfenceTenant(sql: Sql, tenant: string): Promise<void> {
-  await sql`
-    update switchyard.tenant_ownership set state = 'owner', updated_at = now()
-    where tenant_id = ${tenant} and state = 'frozen'`
-}
-
-/** An aborted move gives the tenant back to the source: frozen by the fence, or `moved` by a cut-short flip. */
-export async function restoreOwner(sql: Sql, tenant: string): Promise<void> {
   await sql`
     update switchyard.tenant_ownership set state = 'owner', updated_at = now()
     where tenant_id = ${tenant} and state in ('frozen', 'moved')`

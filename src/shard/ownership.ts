@@ -13,10 +13,7 @@ export type OwnershipState = 'owner' | 'frozen' | 'moved' | 'incoming'
  * the leftover of an add that failed before the directory committed, never a tenant the directory knows.
  */
 export async function claimOwnership(sql: Sql, tenant: string, epoch: number): Promise<void> {
-  await sql`
-    insert into switchyard.tenant_ownership (tenant_id, epoch, state)
-    values (${tenant}, ${epoch}, 'owner')
-    on conflict (tenant_id) do update set epoch = excluded.epoch, state = 'owner', updated_at = now()`
+  await setOwnership(sql, tenant, epoch, 'owner')
 }
 
 export async function releaseOwnership(sql: Sql, tenant: string): Promise<void> {
