@@ -611,10 +611,12 @@ move
 move
   .command('abort <move>')
   .description('undo a move that has not cut over: source unfenced, target and replication artifacts cleaned')
+  .option('--move-back', 'past the cutover: finish the move, then move the tenant back to its source')
   .addOption(json)
   .action(
-    action(async (topology, id: string, options: { json?: boolean }) => {
-      await runMover(topology, options, (deps) => abortMove(deps, parseMoveId(id)))
+    action(async (topology, id: string, options: { json?: boolean; moveBack?: boolean }) => {
+      const moveBack = options.moveBack === true
+      await runMover(topology, options, (deps) => abortMove(deps, parseMoveId(id), { moveBack }))
     }),
   )
 

@@ -1,12 +1,15 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
+import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/record.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { cli, closeAll, connect, shard, topology } from './support.ts'
+import { post, startTestRouter, stopRouters } from './router-support.ts'
+import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
 afterAll(async () => {
+  await stopRouters()
   await directory.close()
   await closeAll()
 })
@@ -50,18 +53,26 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
       await expectHome(tenant, 'shard-2', rows, 2)
     })
 
-    it(`killed after ${phase}'s side effect: \`move abort\` restores the start (or, past the cutover, refuses and resume finishes)`, async () => {
+    it(`killed after ${phase}'s side effect: \`move abort\` restores the start (past the cutover, with --move-back)`, async () => {
       const tenant = await seededTenant('shard-1')
       const rows = await rowsOn('shard-1', tenant)
       const move = await crashedMove(tenant, phase, 'after')
       const aborted = await cli(['move', 'abort', move.id, '--json'])
       if (move.state === 'cleanup') {
-        // The directory already points at the target: going back would be a move of its own.
+        // The directory already points at the target and writes may have landed there: a plain abort
+        // refuses, --move-back finishes the move and moves the tenant back with a move of its own.
         expect(aborted.code).toBe(1)
-        expect(aborted.stderr).toMatch(/move_past_cutover/)
-        const resumed = await cli(['move', 'resume', move.id])
-        expect(resumed.code, resumed.stderr).toBe(0)
-        await expectHome(tenant, 'shard-2', rows, 2)
+        expect(aborted.stderr).toMatch(/move_past_cutover.*--move-back/)
+        const back = await cli(['move', 'abort', move.id, '--move-back', '--json'])
+        expect(back.code, back.stderr).toBe(0)
+        expect(JSON.parse(back.stdout)).toMatchObject({
+          sourceShard: 'shard-2',
+          targetShard: 'shard-1',
+          state: 'done',
+        })
+        const [original] = await directory.sql`select state from moves where id = ${move.id}`
+        expect(original).toEqual({ state: 'done' })
+        await expectHome(tenant, 'shard-1', rows, 3)
         return
       }
       expect(aborted.code, aborted.stderr).toBe(0)
@@ -91,6 +102,31 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     const resumed = await cli(['move', 'resume', move.id])
     expect(resumed.code, resumed.stderr).toBe(0)
     await expectHome(tenant, 'shard-2', rows, 2)
+  })
+
+  it('POST /admin/v1/moves/:id/abort past the cutover: refused, then with moveBack 202 and the tenant goes back', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const move = await crashedMove(tenant, 'cleanup', 'before')
+    const router = await startTestRouter()
+    const { key } = await createKey(directory, { scope: 'admin', name: 'move-back test' })
+    const abort = (body: unknown) =>
+      post<{ state?: string; error?: { code: string } }>(router, `/admin/v1/moves/${move.id}/abort`, body, {
+        authorization: `Bearer ${key}`,
+      })
+    expect(await abort({ moveBack: 'yes' })).toMatchObject({
+      status: 400,
+      body: { error: { code: 'invalid_input' } },
+    })
+    expect(await abort({})).toMatchObject({ status: 409, body: { error: { code: 'move_past_cutover' } } })
+    expect(await abort({ moveBack: true })).toMatchObject({ status: 202, body: { state: 'cleanup' } })
+    const back = await eventually(async () => {
+      const [found] = await directory.sql<{ state: string }[]>`
+        select state from moves where tenant_id = ${tenant} and source_shard = 'shard-2' and state = 'done'`
+      return found
+    }, 30_000)
+    expect(back).toEqual({ state: 'done' })
+    await expectHome(tenant, 'shard-1', rows, 3)
   })
 
   it('an abort killed halfway is finished by the next abort', async () => {

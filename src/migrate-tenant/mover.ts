@@ -104,24 +104,44 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
 /**
  * Aborts a move that has not cut over: the source serves the tenant again (unfenced), the
  * subscription, its slots and the publication are dropped, and the target loses every row of the
- * tenant and its ownership claim. After the cutover the move can only go forward (`move resume`).
+ * tenant and its ownership claim. After the cutover the tenant's writes have landed on the target, so
+ * nothing can be undone: abort refuses, unless `moveBack`, which finishes the move and then moves the
+ * tenant back to its source with a move of its own (what Vitess calls ReverseTraffic), and returns that
+ * move.
  */
-export async function abortMove(deps: MoverDeps, id: string): Promise<Move> {
-  return withRunLock(deps, id, async (ctx) => {
+export async function abortMove(
+  deps: MoverDeps,
+  id: string,
+  options: { moveBack?: boolean } = {},
+): Promise<Move> {
+  const outcome = await withRunLock<{ aborted: Move } | { cutOver: Move }>(deps, id, async (ctx) => {
     const move = ctx.move
-    if (move.state === 'aborted') return move
+    if (move.state === 'aborted') return { aborted: move }
     if (FINISHED.includes(move.state))
       throw new SwitchyardError('move_finished', `move ${move.id} is ${move.state}: nothing to abort`)
     const [tenant] = await deps.directory.sql<{ shard_id: string }[]>`
       select shard_id from tenants where id = ${move.tenantId}`
-    if (tenant?.shard_id === move.targetShard || move.state === 'cleanup')
+    if (tenant?.shard_id === move.targetShard || move.state === 'cleanup') {
+      if (options.moveBack) return { cutOver: move }
       throw new SwitchyardError(
         'move_past_cutover',
-        `move ${move.id} has cut over to ${move.targetShard}: it can only be resumed (\`switchyard move resume ${move.id}\`)`,
+        `move ${move.id} has cut over to ${move.targetShard}: resume it (\`switchyard move resume ${move.id}\`), or finish it and move the tenant back to ${move.sourceShard} (\`switchyard move abort ${move.id} --move-back\`)`,
       )
+    }
     await ctx.save({ state: 'aborting' })
-    return finishAbort(deps, ctx)
+    return { aborted: await finishAbort(deps, ctx) }
   })
+  return 'aborted' in outcome ? outcome.aborted : moveBack(deps, outcome.cutOver)
+}
+
+/** The abort of a move past its cutover: it runs to the end, then a new move takes the tenant back. */
+async function moveBack(deps: MoverDeps, move: Move): Promise<Move> {
+  const finished = await runMove(deps, move.id)
+  deps.logger.info(
+    { move: move.id, tenant: move.tenantId, from: finished.targetShard, to: finished.sourceShard },
+    'move aborted past its cutover: moving the tenant back',
+  )
+  return startMove(deps, { tenant: move.tenantId, target: move.sourceShard })
 }
 
 async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
@@ -484,11 +504,11 @@ export function shardConnections(topology: Topology) {
  * Runs `use` holding the move's run lock (a session advisory lock on a reserved directory connection:
  * a crashed runner's lock goes with its connection), with the move loaded and shard connections open.
  */
-async function withRunLock(
+async function withRunLock<T>(
   deps: MoverDeps,
   id: string,
-  use: (ctx: MoveContext) => Promise<Move>,
-): Promise<Move> {
+  use: (ctx: MoveContext) => Promise<T>,
+): Promise<T> {
   const initial = await findMove(deps.directory, id)
   const lock = await deps.directory.sql.reserve()
   const shards = shardConnections(deps.topology)

@@ -19,7 +19,7 @@ import { describeIssues, SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
 import { abortMove, createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
-import { findMove, listMoves } from '../migrate-tenant/record.ts'
+import { findMove, listMoves, parseMoveId } from '../migrate-tenant/record.ts'
 import { assertAdmin, type KeyCheck } from '../router/auth.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
@@ -53,6 +53,7 @@ const newMoveSchema = z.strictObject({
   tenant: tenantId,
   to: z.string().min(1),
 })
+const abortSchema = z.strictObject({ moveBack: z.boolean().default(false) })
 const applyOptionsSchema = z.strictObject({
   concurrency: z.number().int().min(1).max(16).optional(),
   maxPerSource: z.number().int().min(1).max(16).optional(),
@@ -151,7 +152,19 @@ export function createAdminApi(deps: AdminDeps): Hono {
     inBackground(runMove(moverDeps, move.id), move.id)
     return c.json(move, 202)
   })
-  api.post('/moves/:id/abort', async (c) => c.json(await abortMove(moverDeps, c.req.param('id') as string)))
+  api.post('/moves/:id/abort', async (c) => {
+    const body = abortSchema.safeParse(await readBody(c, {}))
+    if (!body.success) throw new SwitchyardError('invalid_input', describeIssues(body.error.issues))
+    const id = parseMoveId(c.req.param('id'))
+    try {
+      return c.json(await abortMove(moverDeps, id))
+    } catch (error) {
+      if (!body.data.moveBack || (error as SwitchyardError).code !== 'move_past_cutover') throw error
+    }
+    // Past the cutover, moving back is a whole move: it runs on in this router (GET /moves).
+    inBackground(abortMove(moverDeps, id, { moveBack: true }), id)
+    return c.json(await findMove(directory, id), 202)
+  })
 
   return api
 }
