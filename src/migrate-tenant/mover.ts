@@ -141,7 +141,20 @@ async function moveBack(deps: MoverDeps, move: Move): Promise<Move> {
     { move: move.id, tenant: move.tenantId, from: finished.targetShard, to: finished.sourceShard },
     'move aborted past its cutover: moving the tenant back',
   )
-  return startMove(deps, { tenant: move.tenantId, target: move.sourceShard })
+  // Whatever stops the way back, the operator learns where the tenant is now.
+  const where = `move ${move.id} finished (tenant ${move.tenantId} is on ${finished.targetShard})`
+  const back = await createMove(deps, { tenant: move.tenantId, target: move.sourceShard }).catch((error) => {
+    throw inContext(error, `${where}, but moving it back to ${move.sourceShard} was refused`)
+  })
+  return runMove(deps, back.id).catch((error) => {
+    throw inContext(error, `${where}; move ${back.id} taking it back stopped (resume or abort it)`)
+  })
+}
+
+function inContext(error: unknown, context: string): SwitchyardError {
+  const message = error instanceof Error ? error.message : String(error)
+  const code = error instanceof SwitchyardError ? error.code : 'move_back_failed'
+  return new SwitchyardError(code, `${context}: ${message}`)
 }
 
 async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
