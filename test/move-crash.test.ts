@@ -4,7 +4,7 @@ import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/record.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { post, startTestRouter, stopRouters } from './router-support.ts'
+import { post, query, startTestRouter, stopRouters } from './router-support.ts'
 import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
@@ -127,6 +127,30 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     }, 30_000)
     expect(back).toEqual({ state: 'done' })
     await expectHome(tenant, 'shard-1', rows, 3)
+  })
+
+  it('a mover killed while the tenant is fenced: a router resumes the move and the write it held lands', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const { key } = await createKey(directory, { scope: 'app', tenants: [tenant], name: 'rescue test' })
+    // The suite's routers leave crashed moves alone; this one looks for fenced ones twice a second.
+    const router = await startTestRouter({ moveRescueIntervalMs: 500 })
+    const move = await crashedMove(tenant, 'verify', 'before')
+    const held = await query(
+      router,
+      { id: tenant, shard: 'shard-1', key },
+      "update customers set phone = 'held'",
+    )
+    expect(held.status, JSON.stringify(held.body)).toBe(200)
+    const done = await eventually(async () => {
+      const [found] = await directory.sql<{ state: string }[]>`select state from moves where id = ${move.id}`
+      return found?.state === 'done' ? found : undefined
+    }, 30_000)
+    expect(done).toEqual({ state: 'done' })
+    const phones = await connect(shard('shard-2').primary)`
+      select distinct phone from customers where tenant_id = ${tenant}`
+    expect(phones).toEqual([{ phone: 'held' }])
+    await expectHome(tenant, 'shard-2', rows, 2)
   })
 
   it('an abort killed halfway is finished by the next abort', async () => {

@@ -153,6 +153,30 @@ describe('moving a tenant between shards', () => {
     ])
   })
 
+  it('an error while fenced, before the flip, unfences the tenant; the move waits in catch_up and resumes', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const failing = {
+      ...moverDeps(directory),
+      failpoint: (state: string, when: string) => {
+        if (state === 'verify' && when === 'before') throw new Error('injected: the target stopped answering')
+      },
+    }
+    await expect(startMove(failing, { tenant, target: 'shard-2' })).rejects.toThrow(/injected/)
+    const [move] = await directory.sql<{ id: string; state: string; error: string }[]>`
+      select id, state, error from moves where tenant_id = ${tenant}`
+    expect(move).toMatchObject({ state: 'catch_up', error: expect.stringMatching(/injected/) })
+    const [route] = await directory.sql`select shard_id, state from tenants where id = ${tenant}`
+    expect(route).toEqual({ shard_id: 'shard-1', state: 'moving' })
+    expect(await readOwnership(connect(shard('shard-1').primary), tenant)).toEqual({
+      epoch: 1,
+      state: 'owner',
+    })
+    const resumed = await runMove(moverDeps(directory), move?.id as string)
+    expect(resumed.state).toBe('done')
+    expect(await rowsOn('shard-2', tenant)).toEqual(rows)
+  })
+
   it('a write held by a fence that gave up without the route changing lands once the shard unfences', async () => {
     const router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     const tenant = await tenantWithKey('shard-2')

@@ -63,6 +63,11 @@ export const topologySchema = z
           .min(1024)
           .default(1024 * 1024),
         maxParams: z.coerce.number().int().min(1).max(65_535).default(10_000),
+        /**
+         * How often this router looks for a move whose mover stopped while the tenant was fenced (its
+         * writes held) and resumes it, so clients see a pause, not 503s; 0 turns it off.
+         */
+        moveRescueIntervalMs: z.coerce.number().int().min(0).default(1_000),
         /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
       })

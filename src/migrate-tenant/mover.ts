@@ -82,8 +82,12 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
     while (!FINISHED.includes(move.state)) {
       const state = move.state as Phase
       const started = performance.now()
-      deps.failpoint?.(state, 'before')
-      const next = await STEPS[state](ctx)
+      // A failpoint that throws (in-process tests) is an error of the step, as a shard's would be.
+      const step = async () => {
+        deps.failpoint?.(state, 'before')
+        return STEPS[state](ctx)
+      }
+      const next = await step().catch((error) => leaveFence(ctx, state, error))
       deps.failpoint?.(state, 'after')
       const ms = Math.round(performance.now() - started)
       deps.metrics?.phaseSeconds.observe({ phase: state }, ms / 1000)
@@ -336,6 +340,27 @@ async function unfence(ctx: MoveContext): Promise<void> {
     update tenants set state = 'moving' where id = ${ctx.move.tenantId} and shard_id = ${ctx.move.sourceShard}`
   await ctx.report({ frozenAt: null })
   await ctx.invalidate()
+}
+
+/**
+ * An error between the fence and the flip (a shard or the directory not answering) must not leave the
+ * tenant's writes held: the move unfences, as when the target is too slow, and waits in catch-up to be
+ * resumed. Best effort: a source that does not answer cannot be unfenced, and a router's rescue (or the
+ * operator) resumes the move from where it stopped. The flip itself is never undone here: once it has
+ * begun, only going forward (resume) or `move abort` is safe.
+ */
+async function leaveFence(ctx: MoveContext, state: Phase, error: unknown): Promise<never> {
+  if (state === 'final_catch_up' || state === 'verify') {
+    await unfence(ctx)
+      .then(() => ctx.save({ state: 'catch_up' }))
+      .catch((failed: Error) =>
+        ctx.deps.logger.error(
+          { move: ctx.move.id, error: failed.message },
+          'could not unfence after an error',
+        ),
+      )
+  }
+  throw error
 }
 
 /**

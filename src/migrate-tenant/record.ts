@@ -89,6 +89,18 @@ export async function listMoves(directory: Directory, options: { open?: boolean;
   return rows.map(asMove)
 }
 
+/**
+ * Open moves whose tenant is fenced (directory state `frozen`): its writes are held until the move goes
+ * on. A live mover passes through this in milliseconds; a move that stays here has lost its mover.
+ */
+export async function fencedMoves(directory: Directory): Promise<string[]> {
+  const rows = await directory.sql<{ id: string }[]>`
+    select m.id from moves m join tenants t on t.id = m.tenant_id and t.shard_id = m.source_shard
+    where m.state not in ('done', 'aborted', 'failed') and t.state = 'frozen'
+    order by m.updated_at`
+  return rows.map((row) => row.id)
+}
+
 /** Unprepared queries answer timestamps as text: the record has Dates. */
 const asMove = (row: Move): Move => ({
   ...row,

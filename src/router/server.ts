@@ -5,6 +5,8 @@ import { openDirectory } from '../directory/connection.ts'
 import { openRedis } from '../directory/redis.ts'
 import { createRouteCache } from '../directory/routes.ts'
 import { type Logger, logger as rootLogger } from '../log.ts'
+import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
+import { startMoveRescue } from '../placement/rescue.ts'
 import { startMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
 import { createPools } from '../shard/pools.ts'
@@ -82,6 +84,10 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   await monitor.ready
   ready = true
   logger.info({ port, host: config.host, nodes: nodes.length, redis: Boolean(redis) }, 'router listening')
+  const rescue = startMoveRescue(
+    { topology, directory, redis, logger, metrics: createMoverMetrics(metrics.registry) },
+    config.moveRescueIntervalMs,
+  )
 
   let closing: Promise<void> | undefined
   return {
@@ -91,6 +97,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     close() {
       closing ??= (async () => {
         ready = false
+        await rescue.stop()
         await new Promise<void>((resolve) => {
           server.close(() => resolve())
           // Idle keep-alive sockets would hold close() open; busy ones finish their request first.

@@ -44,7 +44,8 @@ export function testTopologyInput(ports: number[]) {
   return {
     directory: url(directory, 'switchyard'),
     redis: `redis://127.0.0.1:${redis}`,
-    router: { port: router },
+    // Crash tests leave fenced moves on purpose, for `move resume` and `move abort` to find.
+    router: { port: router, moveRescueIntervalMs: 0 },
     // Moves clean the source up right after the cutover: test files share the shards.
     mover: { cleanupGraceMs: 200 },
     tenantSchema: { migrations: path.resolve('examples/appointments/migrations'), schemas: ['public'] },
