@@ -136,17 +136,24 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     // The suite's routers leave crashed moves alone; this one looks for fenced ones twice a second.
     const router = await startTestRouter({ moveRescueIntervalMs: 500 })
     const move = await crashedMove(tenant, 'verify', 'before')
-    const held = await query(
-      router,
-      { id: tenant, shard: 'shard-1', key },
-      "update customers set phone = 'held'",
-    )
-    expect(held.status, JSON.stringify(held.body)).toBe(200)
-    const done = await eventually(async () => {
-      const [found] = await directory.sql<{ state: string }[]>`select state from moves where id = ${move.id}`
-      return found?.state === 'done' ? found : undefined
-    }, 30_000)
-    expect(done).toEqual({ state: 'done' })
+    try {
+      const held = await query(
+        router,
+        { id: tenant, shard: 'shard-1', key },
+        "update customers set phone = 'held'",
+      )
+      expect(held.status, JSON.stringify(held.body)).toBe(200)
+      const done = await eventually(async () => {
+        const [found] = await directory.sql<
+          { state: string }[]
+        >`select state from moves where id = ${move.id}`
+        return found?.state === 'done' ? found : undefined
+      }, 30_000)
+      expect(done).toEqual({ state: 'done' })
+    } finally {
+      // The other tests here crash moves for `move resume` and `move abort` to find: no rescue for them.
+      await router.close()
+    }
     const phones = await connect(shard('shard-2').primary)`
       select distinct phone from customers where tenant_id = ${tenant}`
     expect(phones).toEqual([{ phone: 'held' }])
