@@ -177,6 +177,48 @@ describe('moving a tenant between shards', () => {
     expect(await rowsOn('shard-2', tenant)).toEqual(rows)
   })
 
+  it('a runner that lost its run lock (its directory session ended) stops at its next record write; another finishes', async () => {
+    const tenant = await seededTenant('shard-1')
+    const rows = await rowsOn('shard-1', tenant)
+    const cutOff = {
+      ...moverDeps(directory),
+      // While fenced, the session holding the run lock ends (a network cut, a directory restart): from
+      // here on another process (a router's rescue, an operator) may run the move. This one lives on.
+      failpoint: async (state: string, when: string) => {
+        if (state !== 'verify' || when !== 'before') return
+        await directory.sql`
+          select pg_terminate_backend(l.pid, 5000) from pg_locks l join moves m on m.tenant_id = ${tenant}
+          where l.locktype = 'advisory' and l.classid = hashtext('switchyard.move')::oid
+            and l.objid = hashtext(m.id::text)::oid`
+      },
+    }
+    await expect(startMove(cutOff, { tenant, target: 'shard-2' })).rejects.toThrow(
+      /no longer run by this process/,
+    )
+    const [move] = await directory.sql<{ id: string; state: string }[]>`
+      select id, state from moves where tenant_id = ${tenant}`
+    // It did not go on to the flip: the directory and the source still have the tenant, fenced.
+    expect(move?.state).toBe('verify')
+    const [route] = await directory.sql`select shard_id, state from tenants where id = ${tenant}`
+    expect(route).toEqual({ shard_id: 'shard-1', state: 'frozen' })
+    const resumed = await runMove(moverDeps(directory), move?.id as string)
+    expect(resumed.state).toBe('done')
+    expect(await rowsOn('shard-2', tenant)).toEqual(rows)
+  })
+
+  it('a move that waits longer than an idle connection lives keeps its run lock to the end', async () => {
+    const tenant = await seededTenant('shard-1')
+    const slow = {
+      ...moverDeps(directory),
+      // A long copy: the run lock's session sits idle past the 5 s after which pools drop idle connections.
+      failpoint: async (state: string, when: string) => {
+        if (state === 'copy' && when === 'before') await new Promise((resolve) => setTimeout(resolve, 6_000))
+      },
+    }
+    const move = await startMove(slow, { tenant, target: 'shard-2' })
+    expect(move.state).toBe('done')
+  })
+
   it('a write held by a fence that gave up without the route changing lands once the shard unfences', async () => {
     const router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     const tenant = await tenantWithKey('shard-2')

@@ -2,6 +2,7 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import type { Redis } from '../directory/redis.ts'
 import { publishInvalidation } from '../directory/routes.ts'
+import { withSessionLock } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
@@ -40,7 +41,7 @@ export interface MoverDeps {
    * Crash tests: called before and after each phase's side effect. `SWITCHYARD_FAILPOINT` in the CLI
    * kills the process (SIGKILL) there.
    */
-  failpoint?: ((state: MoveState, when: FailpointWhen) => void) | undefined
+  failpoint?: ((state: MoveState, when: FailpointWhen) => void | Promise<void>) | undefined
 }
 
 /** How often the mover looks at copy and replication progress. */
@@ -84,11 +85,11 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
       const started = performance.now()
       // A failpoint that throws (in-process tests) is an error of the step, as a shard's would be.
       const step = async () => {
-        deps.failpoint?.(state, 'before')
+        await deps.failpoint?.(state, 'before')
         return STEPS[state](ctx)
       }
       const next = await step().catch((error) => leaveFence(ctx, state, error))
-      deps.failpoint?.(state, 'after')
+      await deps.failpoint?.(state, 'after')
       const ms = Math.round(performance.now() - started)
       deps.metrics?.phaseSeconds.observe({ phase: state }, ms / 1000)
       const rate =
@@ -163,7 +164,7 @@ function inContext(error: unknown, context: string): SwitchyardError {
 
 async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
   const { move, source, target, name } = ctx
-  deps.failpoint?.('aborting', 'before')
+  await deps.failpoint?.('aborting', 'before')
   // Frozen by the fence, or already `moved` by a flip that stopped before the directory changed.
   await unfenceTenant(source, move.tenantId)
   await deps.directory.sql`
@@ -176,7 +177,7 @@ async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
   // The directory does not place the tenant on the target (abortMove checked): whatever the target's
   // row says (`incoming`, or `owner` from a flip cut short), it goes.
   await releaseOwnership(target, move.tenantId)
-  deps.failpoint?.('aborting', 'after')
+  await deps.failpoint?.('aborting', 'after')
   const done = await ctx.save({ state: 'aborted' })
   deps.metrics?.moves.inc({ outcome: 'aborted' })
   deps.logger.info({ move: move.id, tenant: move.tenantId }, 'move aborted')
@@ -193,6 +194,8 @@ interface MoveContext {
   deps: MoverDeps
   /** The move as last persisted. */
   move: Move
+  /** Backend pid of the directory session holding the move's run lock: every record write checks it. */
+  runner: number
   name: string
   source: Sql
   target: Sql
@@ -335,6 +338,8 @@ async function fence(ctx: MoveContext): Promise<Next> {
 }
 
 async function unfence(ctx: MoveContext): Promise<void> {
+  // Only the move's runner may unfence: another process may be flipping it (the record write checks).
+  await ctx.save({})
   await unfenceTenant(ctx.source, ctx.move.tenantId)
   await ctx.deps.directory.sql`
     update tenants set state = 'moving' where id = ${ctx.move.tenantId} and shard_id = ${ctx.move.sourceShard}`
@@ -435,7 +440,7 @@ async function flip(ctx: MoveContext): Promise<Next> {
   await disableSubscription(ctx.target, ctx.name)
   await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
   const cutoverLsn = formatLsn(await currentLsn(ctx.target))
-  deps.failpoint?.('flip', 'midway')
+  await deps.failpoint?.('flip', 'midway')
   // Reads too stop on the source now (they would be stale); routers hold them for the few ms to the flip.
   await setOwnership(ctx.source, move.tenantId, epoch - 1, 'moved')
   const flippedAt = Date.now()
@@ -447,11 +452,12 @@ async function flip(ctx: MoveContext): Promise<Next> {
           and state = 'frozen'`
       if (done.count !== 1)
         throw new SwitchyardError('move_broken', `tenant ${move.tenantId} changed under the move`)
-      ctx.move = await saveMove(sql, ctx.move, {
-        state: 'cleanup',
-        cutoverLsn,
-        progress: { flippedAt },
-      })
+      ctx.move = await saveMove(
+        sql,
+        ctx.move,
+        { state: 'cleanup', cutoverLsn, progress: { flippedAt } },
+        ctx.runner,
+      )
     })
   }
   // Routers holding the tenant's writes wake on this and resolve the new route.
@@ -539,8 +545,10 @@ export function shardConnections(topology: Topology) {
 }
 
 /**
- * Runs `use` holding the move's run lock (a session advisory lock on a reserved directory connection:
- * a crashed runner's lock goes with its connection), with the move loaded and shard connections open.
+ * Runs `use` holding the move's run lock (a session advisory lock in the directory: a crashed runner's
+ * lock goes with its connection), with the move loaded and shard connections open. Every record the
+ * run writes checks the lock is still this session's (`saveMove`'s runner), so a runner whose session
+ * was cut stops at its next write while another process may take the move over.
  */
 async function withRunLock<T>(
   deps: MoverDeps,
@@ -548,33 +556,29 @@ async function withRunLock<T>(
   use: (ctx: MoveContext) => Promise<T>,
 ): Promise<T> {
   const initial = await findMove(deps.directory, id)
-  const lock = await deps.directory.sql.reserve()
-  const shards = shardConnections(deps.topology)
-  try {
-    const [got] = await lock<{ locked: boolean }[]>`
-      select pg_try_advisory_lock(hashtext('switchyard.move'), hashtext(${initial.id})) as locked`
-    if (!got?.locked)
-      throw new SwitchyardError('move_busy', `move ${initial.id} is being run by another process`)
-    const ctx = moveContext(deps, await findMove(deps.directory, id), shards.get)
-    try {
-      return await use(ctx)
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error)
-      deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
-      await ctx.save({ error: message }).catch(() => {})
-      throw error
-    } finally {
-      await lock`select pg_advisory_unlock(hashtext('switchyard.move'), hashtext(${initial.id}))`.catch(
-        () => {},
-      )
-    }
-  } finally {
-    lock.release()
-    await shards.close()
-  }
+  const busy = () => new SwitchyardError('move_busy', `move ${initial.id} is being run by another process`)
+  return withSessionLock(
+    deps.topology.directory,
+    { scope: 'switchyard.move', id: initial.id },
+    busy,
+    async (session) => {
+      const shards = shardConnections(deps.topology)
+      const ctx = moveContext(deps, await findMove(deps.directory, id), shards.get, session.pid)
+      try {
+        return await use(ctx)
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error)
+        deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
+        await ctx.save({ error: message }).catch(() => {})
+        throw error
+      } finally {
+        await shards.close()
+      }
+    },
+  )
 }
 
-function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): MoveContext {
+function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, runner: number): MoveContext {
   let tables: Promise<TenantTable[]> | undefined
   // Writes of the move's record go out one after another: a progress report still in flight must never
   // land after (and undo) the state that follows it.
@@ -590,6 +594,7 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): M
   const ctx: MoveContext = {
     deps,
     move,
+    runner,
     name: artifactName(move.id),
     source: shard(move.sourceShard),
     target: shard(move.targetShard),
@@ -600,7 +605,7 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql): M
     },
     save(change) {
       return serially(async () => {
-        ctx.move = await saveMove(deps.directory.sql, ctx.move, change)
+        ctx.move = await saveMove(deps.directory.sql, ctx.move, change, runner)
         deps.onProgress?.(ctx.move)
         return ctx.move
       })

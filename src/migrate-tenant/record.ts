@@ -114,6 +114,7 @@ export async function saveMove(
   sql: Queries,
   move: Move,
   change: Partial<Pick<Move, 'state' | 'fenceLsn' | 'cutoverLsn' | 'error'>> & { progress?: MoveProgress },
+  runner?: number,
 ): Promise<Move> {
   const next: Move = {
     ...move,
@@ -122,14 +123,31 @@ export async function saveMove(
     updatedAt: new Date(),
   }
   const finished = FINISHED.includes(next.state)
-  await sql`
+  const saved = await sql`
     update moves set state = ${next.state}, fence_lsn = ${next.fenceLsn}, cutover_lsn = ${next.cutoverLsn},
       progress = ${JSON.stringify(next.progress)}::jsonb, error = ${next.error}, updated_at = now(),
       finished_at = ${finished ? sql`now()` : null}
-    where id = ${move.id}`
+    where id = ${move.id} ${runner === undefined ? sql`` : holdsRunLock(sql, move.id, runner)}`
+  if (saved.count !== 1 && runner !== undefined)
+    throw new SwitchyardError(
+      'move_busy',
+      `move ${move.id} is no longer run by this process: the directory session holding its run lock ended, and another process may run it now`,
+    )
   if (finished) next.finishedAt = new Date()
   return next
 }
+
+/**
+ * The move's run lock (`pg_try_advisory_lock(hashtext('switchyard.move'), hashtext(id))`) is still held
+ * by the directory session `runner` (its backend pid). A runner whose session ended (a network cut, a
+ * directory restart) may live on while another process takes the move over: with this condition on
+ * every record it writes, it stops at its next write instead of acting on a move it no longer runs.
+ */
+const holdsRunLock = (sql: Queries, id: string, runner: number) => sql`
+  and exists (select 1 from pg_locks l
+              where l.locktype = 'advisory' and l.granted and l.pid = ${runner}
+                and l.classid = hashtext('switchyard.move')::oid and l.objid = hashtext(${id})::oid
+                and l.objsubid = 2)`
 
 /** A new move, as the directory must see it before anything happens on a shard. */
 export interface MoveRequest {

@@ -1,4 +1,5 @@
 import type { Directory } from '../directory/connection.ts'
+import { withSessionLock } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
 import { createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
 import { findMove, type Move } from '../migrate-tenant/record.ts'
@@ -30,37 +31,35 @@ export async function executePlan(
   const concurrency = Math.max(1, options.concurrency ?? 1)
   const maxPerSource = Math.max(1, options.maxPerSource ?? 1)
   const plan = await startApplying(directory, id)
-  const lock = await directory.sql.reserve()
-  try {
-    const [got] = await lock<{ locked: boolean }[]>`
-      select pg_try_advisory_lock(hashtext('switchyard.plan'), hashtext(${plan.id})) as locked`
-    if (!got?.locked)
-      throw new SwitchyardError('plan_busy', `plan ${plan.id} is being applied by another process`)
-    const queue = plan.moves.filter((m) => m.state !== 'done' && m.state !== 'failed')
-    const running = new Map<string, number>()
-    const take = (): StoredPlanMove | undefined => {
-      const index = queue.findIndex((m) => (running.get(m.from) ?? 0) < maxPerSource)
-      return index === -1 ? undefined : queue.splice(index, 1)[0]
-    }
-    const worker = async () => {
-      for (;;) {
-        if ((await planState(directory, plan.id)) === 'cancelled') return
-        const next = take()
-        if (!next) return
-        running.set(next.from, (running.get(next.from) ?? 0) + 1)
-        try {
-          await applyOne(deps, plan.id, next, options)
-        } finally {
-          running.set(next.from, (running.get(next.from) ?? 1) - 1)
+  const busy = () => new SwitchyardError('plan_busy', `plan ${plan.id} is being applied by another process`)
+  return withSessionLock(
+    deps.topology.directory,
+    { scope: 'switchyard.plan', id: plan.id },
+    busy,
+    async () => {
+      const queue = plan.moves.filter((m) => m.state !== 'done' && m.state !== 'failed')
+      const running = new Map<string, number>()
+      const take = (): StoredPlanMove | undefined => {
+        const index = queue.findIndex((m) => (running.get(m.from) ?? 0) < maxPerSource)
+        return index === -1 ? undefined : queue.splice(index, 1)[0]
+      }
+      const worker = async () => {
+        for (;;) {
+          if ((await planState(directory, plan.id)) === 'cancelled') return
+          const next = take()
+          if (!next) return
+          running.set(next.from, (running.get(next.from) ?? 0) + 1)
+          try {
+            await applyOne(deps, plan.id, next, options)
+          } finally {
+            running.set(next.from, (running.get(next.from) ?? 1) - 1)
+          }
         }
       }
-    }
-    await Promise.all(Array.from({ length: concurrency }, worker))
-    return await finishPlan(directory, plan.id)
-  } finally {
-    await lock`select pg_advisory_unlock(hashtext('switchyard.plan'), hashtext(${plan.id}))`.catch(() => {})
-    lock.release()
-  }
+      await Promise.all(Array.from({ length: concurrency }, worker))
+      return finishPlan(directory, plan.id)
+    },
+  )
 }
 
 /** Marks an open plan `applying` (refusing a closed one): the admin API answers with it, then runs it. */
