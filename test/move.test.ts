@@ -1,7 +1,8 @@
+import pino from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
-import { createMove, runMove, startMove } from '../src/migrate-tenant/mover.ts'
+import { abortMove, createMove, type MoverDeps, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
 import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
@@ -243,5 +244,67 @@ describe('moving a tenant between shards', () => {
       await fenced('owner')
       await directory.sql`update tenants set state = 'active' where id = ${tenant.id}`
     }
+  })
+})
+
+describe('verify from a baseline hashed before the fence', () => {
+  /** Mover deps that keep the baseline whatever the tenant's size, and collect the mover's log. */
+  const baselineDeps = (logs: string[], beforeFence: () => Promise<unknown>): MoverDeps => ({
+    ...moverDeps(directory),
+    topology: { ...topology(), mover: { ...topology().mover, verifyFromBaselineAboveMs: 0 } },
+    logger: pino({ level: 'info' }, { write: (line: string) => logs.push(line) }),
+    // Runs after the baseline is taken (catch-up done) and before the fence.
+    failpoint: async (state, when) => {
+      if (state === 'fence' && when === 'before') await beforeFence()
+    },
+  })
+  const verified = (logs: string[]) =>
+    logs.map((line) => JSON.parse(line)).filter((entry) => entry.msg === 'verify hashed both sides')
+
+  it('inserts, updates and deletes made between the baseline and the fence verify equal', async () => {
+    const tenant = await seededTenant('shard-1')
+    const source = connect(shard('shard-1').primary)
+    const [first] = await source<{ customer: string; appointment: string }[]>`
+      select (select id from customers where tenant_id = ${tenant} order by id limit 1) as customer,
+             (select id from appointments where tenant_id = ${tenant} order by id limit 1) as appointment`
+    const logs: string[] = []
+    const deps = baselineDeps(logs, async () => {
+      await source`insert into customers (tenant_id, name, email, phone)
+                   values (${tenant}, 'Late', 'late@example.com', 'inserted')`
+      await source`update customers set phone = 'updated' where tenant_id = ${tenant} and id = ${first?.customer ?? ''}`
+      await source`delete from appointments where tenant_id = ${tenant} and id = ${first?.appointment ?? ''}`
+    })
+    const move = await startMove(deps, { tenant, target: 'shard-2' })
+    expect(move.state).toBe('done')
+    expect(verified(logs)).toMatchObject([{ fromBaseline: true, equal: true }])
+    const target = connect(shard('shard-2').primary)
+    const phones = await target<{ phone: string }[]>`
+      select phone from customers where tenant_id = ${tenant} and phone in ('inserted', 'updated') order by phone`
+    expect(phones).toEqual([{ phone: 'inserted' }, { phone: 'updated' }])
+    const [gone] =
+      await target`select count(*)::int as n from appointments where id = ${first?.appointment ?? ''}`
+    expect(gone).toEqual({ n: 0 })
+  })
+
+  it("a row changed on the target behind the mover's back since the baseline fails verify", async () => {
+    const tenant = await seededTenant('shard-1')
+    const target = connect(shard('shard-2').primary)
+    const logs: string[] = []
+    const deps = baselineDeps(
+      logs,
+      () => target`
+      update customers set phone = 'diverged'
+      where tenant_id = ${tenant} and id = (select id from customers where tenant_id = ${tenant} order by id limit 1)`,
+    )
+    await expect(startMove(deps, { tenant, target: 'shard-2' })).rejects.toThrow(
+      /customers: .* \(content differs\)/,
+    )
+    expect(verified(logs)).toMatchObject([{ fromBaseline: true, equal: false }])
+    expect(logs.some((line) => line.includes('hashing in full'))).toBe(true)
+    const [move] = await directory.sql<{ id: string; state: string }[]>`
+      select id, state from moves where tenant_id = ${tenant}`
+    expect(move?.state).toBe('catch_up')
+    await abortMove(moverDeps(directory), move?.id as string)
+    expect(await moveArtifacts()).toEqual([])
   })
 })

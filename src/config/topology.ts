@@ -97,6 +97,11 @@ export const topologySchema = z
         cleanupGraceMs: z.coerce.number().int().min(0).optional(),
         /** Rows per DELETE when the source's copy (or an aborted target's) is removed. */
         deleteBatchRows: z.coerce.number().int().min(1).default(5_000),
+        /**
+         * Verify hashes only the rows changed since a baseline hashed before the fence when the full
+         * hash takes at least this long; below it, one full hash while fenced is quicker.
+         */
+        verifyFromBaselineAboveMs: z.coerce.number().int().min(0).default(20),
         /** Open moves out of one source shard at a time. */
         maxPerSource: z.coerce.number().int().min(1).default(2),
       })

@@ -23,11 +23,12 @@ import {
   subscriptionState,
   systemIdentifier,
 } from './artifacts.ts'
+import { type Baseline, digestSince, releaseBaseline, takeBaseline } from './baseline.ts'
 import type { FailpointWhen } from './failpoint.ts'
 import type { MoverMetrics } from './metrics.ts'
 import { preflight } from './preflight.ts'
 import { FINISHED, findMove, type Move, type MoveState, type Phase, recordMove, saveMove } from './record.ts'
-import { countTenantRows, deleteTenantRows, digestTenant } from './rows.ts'
+import { countTenantRows, deleteTenantRows, digestTenant, type TableDigest } from './rows.ts'
 
 export interface MoverDeps {
   topology: Topology
@@ -196,10 +197,13 @@ interface MoveContext {
   move: Move
   /** Backend pid of the directory session holding the move's run lock: every record write checks it. */
   runner: number
+  /** Verify's reference points (memory only: a resumed move hashes everything). */
+  baselines?: { source: Baseline; target: Baseline } | null | undefined
   name: string
   source: Sql
   target: Sql
   sourceUrl: string
+  targetUrl: string
   tables(): Promise<TenantTable[]>
   save(change: Parameters<typeof saveMove>[2]): Promise<Move>
   /** Persists progress without changing state (for the progress bar in other processes). */
@@ -278,10 +282,53 @@ async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
   for (;;) {
     const lag = await lagBytes(ctx)
     await ctx.report({ lagBytes: lag })
-    if (lag <= ctx.deps.topology.mover.catchUpBytes) return { state: 'fence', progress: { lagBytes: lag } }
+    if (lag <= ctx.deps.topology.mover.catchUpBytes) {
+      // Verify's reference point, hashed before the fence so that verify, while fenced, only hashes
+      // what changed since (baseline.ts); then lag is looked at again, as the hashing took a while.
+      if (ctx.baselines !== undefined) return { state: 'fence', progress: { lagBytes: lag } }
+      ctx.baselines = await takeBaselines(ctx)
+      continue
+    }
     if (Date.now() > deadline) throw timeout(ctx, 'catch-up')
     await sleep(POLL_MS * 4)
   }
+}
+
+async function takeBaselines(ctx: MoveContext): Promise<MoveContext['baselines']> {
+  const tables = await ctx.tables()
+  const [source, target] = await Promise.allSettled([
+    takeBaseline(ctx.sourceUrl, ctx.move.tenantId, tables),
+    takeBaseline(ctx.targetUrl, ctx.move.tenantId, tables),
+  ])
+  if (source.status === 'fulfilled' && target.status === 'fulfilled') {
+    const baselines = { source: source.value, target: target.value }
+    const worth = ctx.deps.topology.mover.verifyFromBaselineAboveMs
+    if (Math.max(baselines.source.ms, baselines.target.ms) >= worth) return baselines
+  } else {
+    const failed = [source, target].find((side) => side.status === 'rejected') as PromiseRejectedResult
+    ctx.deps.logger.warn({ move: ctx.move.id, error: String(failed.reason) }, 'verify baseline not taken')
+  }
+  // Verify hashes everything, as a resumed move does.
+  for (const side of [source, target]) if (side.status === 'fulfilled') await releaseBaseline(side.value)
+  return null
+}
+
+
+async function releaseBaselines(ctx: MoveContext): Promise<void> {
+  const baselines = ctx.baselines
+  ctx.baselines = null
+  await Promise.all([releaseBaseline(baselines?.source), releaseBaseline(baselines?.target)])
+}
+
+/** Both sides' digests: from the baselines when there are (and `full` is not asked), else in full. */
+async function digestBothSides(ctx: MoveContext, tables: TenantTable[], full: boolean) {
+  const tenant = ctx.move.tenantId
+  const side = async (sql: Sql, baseline: Baseline | undefined) => {
+    const since =
+      baseline && !full ? await digestSince(baseline, sql, tenant, tables).catch(() => undefined) : undefined
+    return since ?? digestTenant(sql, tenant, tables)
+  }
+  return Promise.all([side(ctx.source, ctx.baselines?.source), side(ctx.target, ctx.baselines?.target)])
 }
 
 async function lagBytes(ctx: MoveContext): Promise<number> {
@@ -402,11 +449,31 @@ async function waitPastFence(ctx: MoveContext): Promise<Next> {
 async function verify(ctx: MoveContext): Promise<Next> {
   if (!(await stillFenced(ctx))) return { state: 'fence' }
   const tables = await ctx.tables()
-  const [before, after] = await Promise.all([
-    digestTenant(ctx.source, ctx.move.tenantId, tables),
-    digestTenant(ctx.target, ctx.move.tenantId, tables),
-  ])
-  const differ = before.filter((b, i) => b.rows !== after[i]?.rows || b.hash !== after[i]?.hash)
+  const differing = (a: TableDigest[], b: TableDigest[]) =>
+    a.filter((d, i) => d.rows !== b[i]?.rows || d.hash !== b[i]?.hash)
+  const started = performance.now()
+  const fromBaseline = Boolean(ctx.baselines)
+  let [before, after] = await digestBothSides(ctx, tables, false)
+  let differ = differing(before, after)
+  ctx.deps.logger.info(
+    {
+      move: ctx.move.id,
+      fromBaseline,
+      ms: Math.round(performance.now() - started),
+      equal: differ.length === 0,
+    },
+    'verify hashed both sides',
+  )
+  if (differ.length > 0 && ctx.baselines) {
+    // Never fail a move on the shortcut alone: a difference is confirmed by hashing every row.
+    ctx.deps.logger.warn(
+      { move: ctx.move.id },
+      'verify: the sides differ since the baseline; hashing in full',
+    )
+    ;[before, after] = await digestBothSides(ctx, tables, true)
+    differ = differing(before, after)
+  }
+  await releaseBaselines(ctx)
   if (differ.length > 0) {
     await unfence(ctx)
     const detail = differ
@@ -572,6 +639,7 @@ async function withRunLock<T>(
         await ctx.save({ error: message }).catch(() => {})
         throw error
       } finally {
+        await releaseBaselines(ctx)
         await shards.close()
       }
     },
@@ -588,9 +656,11 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     queue = next.catch(() => {})
     return next
   }
-  const sourceShard = deps.topology.shards.find((s) => s.id === move.sourceShard)
-  if (!sourceShard)
-    throw new SwitchyardError('shard_unknown', `shard "${move.sourceShard}" is not in the topology`)
+  const primaryOf = (id: string) => {
+    const found = deps.topology.shards.find((s) => s.id === id)
+    if (!found) throw new SwitchyardError('shard_unknown', `shard "${id}" is not in the topology`)
+    return found.primary
+  }
   const ctx: MoveContext = {
     deps,
     move,
@@ -598,7 +668,8 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     name: artifactName(move.id),
     source: shard(move.sourceShard),
     target: shard(move.targetShard),
-    sourceUrl: sourceShard.primary,
+    sourceUrl: primaryOf(move.sourceShard),
+    targetUrl: primaryOf(move.targetShard),
     tables: () => {
       tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas)
       return tables
