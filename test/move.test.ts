@@ -276,7 +276,7 @@ describe('verify from a baseline hashed before the fence', () => {
     })
     const move = await startMove(deps, { tenant, target: 'shard-2' })
     expect(move.state).toBe('done')
-    expect(verified(logs)).toMatchObject([{ fromBaseline: true, equal: true }])
+    expect(verified(logs)).toMatchObject([{ sidesFromBaseline: 2, equal: true }])
     const target = connect(shard('shard-2').primary)
     const phones = await target<{ phone: string }[]>`
       select phone from customers where tenant_id = ${tenant} and phone in ('inserted', 'updated') order by phone`
@@ -284,6 +284,23 @@ describe('verify from a baseline hashed before the fence', () => {
     const [gone] =
       await target`select count(*)::int as n from appointments where id = ${first?.appointment ?? ''}`
     expect(gone).toEqual({ n: 0 })
+  })
+
+  it('a baseline whose snapshot session is gone is not used: that side is hashed in full', async () => {
+    const tenant = await seededTenant('shard-1')
+    const source = connect(shard('shard-1').primary)
+    const logs: string[] = []
+    const deps = baselineDeps(logs, async () => {
+      await source`insert into customers (tenant_id, name, email, phone) values (${tenant}, 'Late', 'l@example.com', '1')`
+      // The session exporting the source's snapshot ends (a cut, idle_in_transaction_session_timeout).
+      const ended = await source`
+        select pg_terminate_backend(pid, 5000) as ended from pg_stat_activity
+        where state = 'idle in transaction' and query like '%pg_export_snapshot%'`
+      expect(ended).toEqual([{ ended: true }])
+    })
+    const move = await startMove(deps, { tenant, target: 'shard-2' })
+    expect(move.state).toBe('done')
+    expect(verified(logs)).toMatchObject([{ sidesFromBaseline: 1, equal: true }])
   })
 
   it("a row changed on the target behind the mover's back since the baseline fails verify", async () => {
@@ -299,7 +316,7 @@ describe('verify from a baseline hashed before the fence', () => {
     await expect(startMove(deps, { tenant, target: 'shard-2' })).rejects.toThrow(
       /customers: .* \(content differs\)/,
     )
-    expect(verified(logs)).toMatchObject([{ fromBaseline: true, equal: false }])
+    expect(verified(logs)).toMatchObject([{ sidesFromBaseline: 2, equal: false }])
     expect(logs.some((line) => line.includes('hashing in full'))).toBe(true)
     const [move] = await directory.sql<{ id: string; state: string }[]>`
       select id, state from moves where tenant_id = ${tenant}`

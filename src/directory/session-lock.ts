@@ -23,7 +23,19 @@ export async function withSessionLock<T>(
   busy: () => SwitchyardError,
   use: (session: LockSession) => Promise<T>,
 ): Promise<T> {
-  const sql = openAdmin(directoryUrl, { max: 1, idle_timeout: 0, max_lifetime: 0 })
+  const sql = openAdmin(directoryUrl, {
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    // The directory must notice a holder whose machine is gone (no FIN, no RST) within a minute, not
+    // the kernel's two hours: until then its lock stands and nobody can take over.
+    connection: {
+      search_path: 'public',
+      tcp_keepalives_idle: 20,
+      tcp_keepalives_interval: 5,
+      tcp_keepalives_count: 4,
+    },
+  })
   try {
     const [got] = await sql<{ locked: boolean; pid: number }[]>`
       select pg_try_advisory_lock(hashtext(${lock.scope}), hashtext(${lock.id})) as locked,

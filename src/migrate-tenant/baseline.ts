@@ -3,17 +3,19 @@ import type { TenantTable } from '../shard/tables.ts'
 import { digestTenant, type TableDigest } from './rows.ts'
 
 /**
- * Verify's reference point, taken on one side before the fence: the tenant's digest in a REPEATABLE
- * READ transaction that stays open (on a connection of its own) until verify, so verify can look at the
- * rows as they were then.
+ * Verify's reference point, taken on one side before the fence: a snapshot S exported by a
+ * `REPEATABLE READ` transaction that stays open (on a connection of its own, reading nothing, so it
+ * holds no lock on any table), and the tenant's digest in S. Verify reads S again by importing it
+ * (`SET TRANSACTION SNAPSHOT`); when the exporting session is gone (cut, killed, timed out), the import
+ * fails and verify hashes in full: a baseline can be missing, never silently wrong.
  *
  * While fenced, verify then hashes only the rows that may have changed since, instead of every row of
- * the tenant (the full hash of 100,000 rows is most of the cutover stall). A row changed since the
- * baseline snapshot S has either a version visible now whose `xmin` is at or past S's xmin horizon (an
- * insert or the new version of an update: every transaction that committed after S has an xid at or
- * past the horizon, subtransactions included), or a version visible in S whose `xmax` is at or past it
- * (a delete or the old version of an update). The keys of both make a set T that holds every changed
- * row (and maybe some unchanged ones, which cancel out), so
+ * the tenant (the full hash of 100,000 rows is most of the cutover stall). A row changed since S has
+ * either a version visible now whose `xmin` is at or past S's xmin horizon (an insert or the new version
+ * of an update: every transaction that committed after S has an xid at or past the horizon,
+ * subtransactions included), or a version visible in S whose `xmax` is at or past it (a delete or the
+ * old version of an update). The keys of both make a set T that holds every changed row (and maybe some
+ * unchanged ones, which cancel out), so
  *
  *   digest now = digest(S) − digest(S's rows with a key in T) + digest(current rows with a key in T)
  *
@@ -24,38 +26,58 @@ import { digestTenant, type TableDigest } from './rows.ts'
  * move has none). A difference between the sides is confirmed by a full hash before verify fails.
  */
 export interface Baseline {
-  sql: Sql
-  /** xmin of the baseline snapshot: every transaction that committed after it has an xid ≥ this. */
+  /** The session exporting S: open, idle in transaction, until the baseline is released. */
+  exporter: Sql
+  snapshot: string
+  /** xmin of S: every transaction that committed after S has an xid at or past this (32-bit). */
   horizon: string
   digests: TableDigest[]
   /** How long the baseline's full hash took. */
   ms: number
+  /** When S was taken (Date.now()): an old one holds back vacuum for nothing and is taken again. */
+  takenAt: number
   /** Per table: the primary-key column besides `tenant_id` and its type, when there is exactly one. */
   keys: Map<string, { column: string; type: string } | undefined>
 }
 
-export async function takeBaseline(url: string, tenant: string, tables: TenantTable[]): Promise<Baseline> {
-  const sql = openAdmin(url, { max: 1, idle_timeout: 0, max_lifetime: 0 })
+export async function takeBaseline(
+  url: string,
+  pool: Sql,
+  tenant: string,
+  tables: TenantTable[],
+): Promise<Baseline> {
+  const exporter = openAdmin(url, { max: 1, idle_timeout: 0, max_lifetime: 0 })
   try {
-    await sql.unsafe('begin isolation level repeatable read read only')
-    const [snapshot] = await sql<{ horizon: string }[]>`
-      select pg_snapshot_xmin(pg_current_snapshot())::text as horizon`
+    await exporter.unsafe('begin isolation level repeatable read read only')
+    await exporter.unsafe("set local idle_in_transaction_session_timeout = '0'")
+    const [exported] = await exporter<{ snapshot: string; horizon: string }[]>`
+      select pg_export_snapshot() as snapshot, pg_snapshot_xmin(pg_current_snapshot())::text as horizon`
+    if (!exported || !/^[0-9A-F-]+$/i.test(exported.snapshot)) throw new Error('no snapshot exported')
+    // An xid8 (epoch and xid); xmin and xmax on rows are 32-bit xids.
+    const horizon = String(BigInt(exported.horizon) % 2n ** 32n)
+    const partial = { exporter, snapshot: exported.snapshot, horizon, takenAt: Date.now() }
     const started = performance.now()
-    const digests = await digestTenant(sql, tenant, tables)
+    const digests = await inSnapshot(partial, pool, (tx) => digestTenant(tx, tenant, tables))
     const ms = performance.now() - started
     const keys = new Map<string, { column: string; type: string } | undefined>()
-    for (const table of tables) keys.set(table.name, await singleKey(sql, table))
-    // An xid8 (epoch and xid); xmin and xmax on rows are 32-bit xids.
-    const horizon = String(BigInt(snapshot?.horizon ?? '0') % 2n ** 32n)
-    return { sql, horizon, digests, ms, keys }
+    for (const table of tables) keys.set(table.name, await singleKey(pool, table))
+    return { ...partial, digests, ms, keys }
   } catch (error) {
-    await sql.end({ timeout: 1 })
+    await exporter.end({ timeout: 1 })
     throw error
   }
 }
 
 export async function releaseBaseline(baseline: Baseline | undefined): Promise<void> {
-  await baseline?.sql.end({ timeout: 1 }).catch(() => {})
+  await baseline?.exporter.end({ timeout: 1 }).catch(() => {})
+}
+
+/** Runs `use` in a transaction that sees the baseline's snapshot S (fails if its exporter is gone). */
+async function inSnapshot<T>(baseline: Pick<Baseline, 'snapshot'>, pool: Sql, use: (tx: Sql) => Promise<T>) {
+  return (await pool.begin('isolation level repeatable read read only', async (tx) => {
+    await tx.unsafe(`set transaction snapshot '${baseline.snapshot}'`)
+    return use(tx as unknown as Sql)
+  })) as T
 }
 
 async function singleKey(sql: Sql, table: TenantTable) {
@@ -80,6 +102,7 @@ export async function digestSince(
   tenant: string,
   tables: TenantTable[],
 ): Promise<TableDigest[] | undefined> {
+  const inS = <T>(use: (tx: Sql) => Promise<T>) => inSnapshot(baseline, current, use)
   const keyed = tables.flatMap((table) => {
     const key = baseline.keys.get(table.name)
     const base = baseline.digests.find((d) => d.table === table.name)
@@ -103,12 +126,14 @@ export async function digestSince(
       ),
       [tenant, baseline.horizon],
     ),
-    baseline.sql.unsafe<{ i: number; keys: string[] }[]>(
-      union(
-        (k, i) => `select ${i} as i, coalesce(array_agg(${k.column}::text), '{}') as keys
+    inS((tx) =>
+      tx.unsafe<{ i: number; keys: string[] }[]>(
+        union(
+          (k, i) => `select ${i} as i, coalesce(array_agg(${k.column}::text), '{}') as keys
          from ${k.table} where tenant_id = $1 and xmax <> '0'::xid and age(xmax) <= ${at}`,
+        ),
+        [tenant, baseline.horizon],
       ),
-      [tenant, baseline.horizon],
     ),
   ])
   const nowBy = byIndex(now)
@@ -137,7 +162,7 @@ export async function digestSince(
       ),
     )
   }
-  const [before, after] = await Promise.all([digestTouched(baseline.sql), digestTouched(current)])
+  const [before, after] = await Promise.all([inS(digestTouched), digestTouched(current)])
 
   const digests: TableDigest[] = []
   for (const [i, k] of keyed.entries()) {

@@ -142,7 +142,9 @@ export async function abortMove(
 
 /** The abort of a move past its cutover: it runs to the end, then a new move takes the tenant back. */
 async function moveBack(deps: MoverDeps, move: Move): Promise<Move> {
-  const finished = await runMove(deps, move.id)
+  const finished = await runMove(deps, move.id).catch((error) => {
+    throw inContext(error, `move ${move.id} could not be finished before moving the tenant back`)
+  })
   deps.logger.info(
     { move: move.id, tenant: move.tenantId, from: finished.targetShard, to: finished.sourceShard },
     'move aborted past its cutover: moving the tenant back',
@@ -285,6 +287,8 @@ async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
     if (lag <= ctx.deps.topology.mover.catchUpBytes) {
       // Verify's reference point, hashed before the fence so that verify, while fenced, only hashes
       // what changed since (baseline.ts); then lag is looked at again, as the hashing took a while.
+      const taken = ctx.baselines?.source.takenAt ?? Date.now()
+      if (Date.now() - taken > BASELINE_MAX_AGE_MS) await releaseBaselines(ctx, undefined)
       if (ctx.baselines !== undefined) return { state: 'fence', progress: { lagBytes: lag } }
       ctx.baselines = await takeBaselines(ctx)
       continue
@@ -297,8 +301,8 @@ async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
 async function takeBaselines(ctx: MoveContext): Promise<MoveContext['baselines']> {
   const tables = await ctx.tables()
   const [source, target] = await Promise.allSettled([
-    takeBaseline(ctx.sourceUrl, ctx.move.tenantId, tables),
-    takeBaseline(ctx.targetUrl, ctx.move.tenantId, tables),
+    takeBaseline(ctx.sourceUrl, ctx.source, ctx.move.tenantId, tables),
+    takeBaseline(ctx.targetUrl, ctx.target, ctx.move.tenantId, tables),
   ])
   if (source.status === 'fulfilled' && target.status === 'fulfilled') {
     const baselines = { source: source.value, target: target.value }
@@ -313,22 +317,37 @@ async function takeBaselines(ctx: MoveContext): Promise<MoveContext['baselines']
   return null
 }
 
+/**
+ * A baseline kept through fence attempts that gave up (each back to catch-up) is taken again after this:
+ * its snapshot holds back vacuum on the shard.
+ */
+const BASELINE_MAX_AGE_MS = 60_000
 
-async function releaseBaselines(ctx: MoveContext): Promise<void> {
+/** Ends the baselines' snapshots; `then` null: verify hashes in full from here; undefined: take anew. */
+async function releaseBaselines(ctx: MoveContext, then: null | undefined = null): Promise<void> {
   const baselines = ctx.baselines
-  ctx.baselines = null
+  ctx.baselines = then
   await Promise.all([releaseBaseline(baselines?.source), releaseBaseline(baselines?.target)])
 }
 
-/** Both sides' digests: from the baselines when there are (and `full` is not asked), else in full. */
+/**
+ * Both sides' digests: from the baselines when there are (and `full` is not asked), else in full (a
+ * baseline that fails, e.g. its snapshot's session is gone, means a full hash of that side).
+ */
 async function digestBothSides(ctx: MoveContext, tables: TenantTable[], full: boolean) {
   const tenant = ctx.move.tenantId
+  let sidesFromBaseline = 0
   const side = async (sql: Sql, baseline: Baseline | undefined) => {
     const since =
       baseline && !full ? await digestSince(baseline, sql, tenant, tables).catch(() => undefined) : undefined
+    if (since) sidesFromBaseline += 1
     return since ?? digestTenant(sql, tenant, tables)
   }
-  return Promise.all([side(ctx.source, ctx.baselines?.source), side(ctx.target, ctx.baselines?.target)])
+  const [before, after] = await Promise.all([
+    side(ctx.source, ctx.baselines?.source),
+    side(ctx.target, ctx.baselines?.target),
+  ])
+  return { before, after, sidesFromBaseline }
 }
 
 async function lagBytes(ctx: MoveContext): Promise<number> {
@@ -452,13 +471,12 @@ async function verify(ctx: MoveContext): Promise<Next> {
   const differing = (a: TableDigest[], b: TableDigest[]) =>
     a.filter((d, i) => d.rows !== b[i]?.rows || d.hash !== b[i]?.hash)
   const started = performance.now()
-  const fromBaseline = Boolean(ctx.baselines)
-  let [before, after] = await digestBothSides(ctx, tables, false)
+  let { before, after, sidesFromBaseline } = await digestBothSides(ctx, tables, false)
   let differ = differing(before, after)
   ctx.deps.logger.info(
     {
       move: ctx.move.id,
-      fromBaseline,
+      sidesFromBaseline,
       ms: Math.round(performance.now() - started),
       equal: differ.length === 0,
     },
@@ -470,7 +488,7 @@ async function verify(ctx: MoveContext): Promise<Next> {
       { move: ctx.move.id },
       'verify: the sides differ since the baseline; hashing in full',
     )
-    ;[before, after] = await digestBothSides(ctx, tables, true)
+    ;({ before, after } = await digestBothSides(ctx, tables, true))
     differ = differing(before, after)
   }
   await releaseBaselines(ctx)
@@ -563,7 +581,8 @@ async function cleanup(ctx: MoveContext): Promise<Next> {
     move.tenantId,
     await ctx.tables(),
     deps.topology.mover.deleteBatchRows,
-    (deleted) => void ctx.report({ deletedRows: deleted }),
+    // A report that fails (the run lock lost) must not crash the process: the next save stops the run.
+    (deleted) => void ctx.report({ deletedRows: deleted }).catch(() => {}),
   )
   await releaseOwnership(ctx.source, move.tenantId)
   return { state: 'done', error: null, progress: { deletedRows } }
