@@ -19,9 +19,11 @@ import { digestTenant, type TableDigest } from './rows.ts'
  *
  *   digest now = digest(S) − digest(S's rows with a key in T) + digest(current rows with a key in T)
  *
- * for the count and for the hash sum alike. An `xmax` that is a multixact id cannot be compared with
- * xids, so a delete behind one could be missed; the count catches it: the current count is read
- * directly, and when it differs from the computed one the side is hashed in full. So is any table whose
+ * for the count and for the hash sum alike. The keys of new versions alone cover inserts and updates
+ * (an update keeps its key); a deleted row they miss leaves the computed count one above the real one,
+ * which is read directly, so the `xmax` scan runs only when the counts do not add up. An `xmax` that is
+ * a multixact id cannot be compared with xids, so a delete behind one could still be missed; the count
+ * catches that too, and the side is hashed in full. So is any table whose
  * primary key is not `tenant_id` plus one column, and a whole side whose baseline is gone (a resumed
  * move has none). A difference between the sides is confirmed by a full hash before verify fails.
  */
@@ -120,10 +122,10 @@ export async function digestSince(
   const byIndex = <T extends { i: number }>(rows: T[]) => new Map(rows.map((row) => [row.i, row]))
   if (keyed.length === 0) return digestTenant(current, tenant, tables)
 
-  // Round 1. Now: every row's count, and the keys of rows written since the baseline (age(): no text
-  // conversion per row). Baseline: keys of rows deleted or updated since (or only locked: they cancel).
-  const [now, gone] = await Promise.all([
-    current.unsafe<{ i: number; rows: number; keys: string[] }[]>(
+  // Round 1: every row's count now, and the keys of rows written since S (age(): no text conversion
+  // per row). That covers inserts and both versions of updates (an update keeps its key).
+  const now = byIndex(
+    await current.unsafe<{ i: number; rows: number; keys: string[] }[]>(
       union(
         (k, i) => `select ${i} as i, count(*)::int as rows,
            coalesce(array_agg(${k.column}::text) filter (where age(xmin) <= ${at}), '{}') as keys
@@ -131,56 +133,66 @@ export async function digestSince(
       ),
       [tenant, baseline.horizon],
     ),
-    inS((tx) =>
-      tx.unsafe<{ i: number; keys: string[] }[]>(
-        union(
-          (k, i) => `select ${i} as i, coalesce(array_agg(${k.column}::text), '{}') as keys
-         from ${k.table} where tenant_id = $1 and xmax <> '0'::xid and age(xmax) <= ${at}`,
+  )
+  let touched = keyed.map((_, i) => now.get(i)?.keys ?? [])
+  let digests = await tally(touched)
+  if (!digests) {
+    // The counts do not add up: rows were deleted since S. Round 3: the keys of S's rows deleted or
+    // updated since (their xmax, in S; rows only locked since come along and cancel out), then again.
+    const gone = byIndex(
+      await inS((tx) =>
+        tx.unsafe<{ i: number; keys: string[] }[]>(
+          union(
+            (k, i) => `select ${i} as i, coalesce(array_agg(${k.column}::text), '{}') as keys
+             from ${k.table} where tenant_id = $1 and xmax <> '0'::xid and age(xmax) <= ${at}`,
+          ),
+          [tenant, baseline.horizon],
         ),
-        [tenant, baseline.horizon],
-      ),
-    ),
-  ])
-  const nowBy = byIndex(now)
-  const goneBy = byIndex(gone)
-  const touched = keyed.map((_, i) => [
-    ...new Set([...(nowBy.get(i)?.keys ?? []), ...(goneBy.get(i)?.keys ?? [])]),
-  ])
-
-  // Round 2: count and hash of the touched rows, as they were and as they are.
-  const digestTouched = async (sql: Sql) => {
-    const params: unknown[] = [tenant]
-    const parts = keyed.flatMap((k, i) => {
-      const keys = touched[i] ?? []
-      if (keys.length === 0) return []
-      params.push(keys)
-      return [
-        `select ${i} as i, count(*)::int as rows, coalesce(sum(hash_record_extended(t, 0)), 0)::text as hash
-         from ${k.table} t where tenant_id = $1 and ${k.column} = any($${params.length}::text[]::${k.type}[])`,
-      ]
-    })
-    if (parts.length === 0) return new Map<number, { i: number; rows: number; hash: string }>()
-    return byIndex(
-      await sql.unsafe<{ i: number; rows: number; hash: string }[]>(
-        parts.join(' union all '),
-        params as never[],
       ),
     )
+    touched = touched.map((keys, i) => [...new Set([...keys, ...(gone.get(i)?.keys ?? [])])])
+    // Still not adding up (a delete behind a multixact xmax): the caller hashes in full.
+    digests = await tally(touched)
+    if (!digests) return undefined
   }
-  const [before, after] = await Promise.all([inS(digestTouched), digestTouched(current)])
 
-  const digests: TableDigest[] = []
-  for (const [i, k] of keyed.entries()) {
-    const rows = k.base.rows - (before.get(i)?.rows ?? 0) + (after.get(i)?.rows ?? 0)
-    // A change the keys missed (a delete behind a multixact xmax) shows in the count.
-    if (rows !== nowBy.get(i)?.rows) return undefined
-    const hash = BigInt(k.base.hash) - BigInt(before.get(i)?.hash ?? '0') + BigInt(after.get(i)?.hash ?? '0')
-    digests.push({ table: k.table, rows, hash: String(hash) })
+  /** Round 2: count and hash of the touched rows in S and now; undefined when a count is off. */
+  async function tally(keysOf: string[][]): Promise<TableDigest[] | undefined> {
+    const digestTouched = async (sql: Sql) => {
+      const params: unknown[] = [tenant]
+      const parts = keyed.flatMap((k, i) => {
+        const keys = keysOf[i] ?? []
+        if (keys.length === 0) return []
+        params.push(keys)
+        return [
+          `select ${i} as i, count(*)::int as rows, coalesce(sum(hash_record_extended(t, 0)), 0)::text as hash
+           from ${k.table} t where tenant_id = $1 and ${k.column} = any($${params.length}::text[]::${k.type}[])`,
+        ]
+      })
+      if (parts.length === 0) return new Map<number, { i: number; rows: number; hash: string }>()
+      return byIndex(
+        await sql.unsafe<{ i: number; rows: number; hash: string }[]>(
+          parts.join(' union all '),
+          params as never[],
+        ),
+      )
+    }
+    const [before, after] = await Promise.all([inS(digestTouched), digestTouched(current)])
+    const tallied: TableDigest[] = []
+    for (const [i, k] of keyed.entries()) {
+      const rows = k.base.rows - (before.get(i)?.rows ?? 0) + (after.get(i)?.rows ?? 0)
+      if (rows !== now.get(i)?.rows) return undefined
+      const hash =
+        BigInt(k.base.hash) - BigInt(before.get(i)?.hash ?? '0') + BigInt(after.get(i)?.hash ?? '0')
+      tallied.push({ table: k.table, rows, hash: String(hash) })
+    }
+    return tallied
   }
+
   const rest = others.length ? await digestTenant(current, tenant, others) : []
   return tables.map(
     (table) =>
-      digests.find((d) => d.table === table.name) ??
+      digests?.find((d) => d.table === table.name) ??
       (rest.find((d) => d.table === table.name) as TableDigest),
   )
 }

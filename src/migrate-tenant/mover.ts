@@ -339,7 +339,15 @@ async function digestBothSides(ctx: MoveContext, tables: TenantTable[], full: bo
   let sidesFromBaseline = 0
   const side = async (sql: Sql, baseline: Baseline | undefined) => {
     const since =
-      baseline && !full ? await digestSince(baseline, sql, tenant, tables).catch(() => undefined) : undefined
+      baseline && !full
+        ? await digestSince(baseline, sql, tenant, tables).catch((error: Error) => {
+            ctx.deps.logger.warn(
+              { move: ctx.move.id, error: error.message },
+              'verify: baseline unusable; hashing in full',
+            )
+            return undefined
+          })
+        : undefined
     if (since) sidesFromBaseline += 1
     return since ?? digestTenant(sql, tenant, tables)
   }
