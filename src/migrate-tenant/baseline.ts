@@ -82,7 +82,8 @@ export async function releaseBaseline(baseline: Baseline | undefined): Promise<v
 /** Runs `use` in a transaction that sees the baseline's snapshot S (fails if its exporter is gone). */
 async function inSnapshot<T>(baseline: Pick<Baseline, 'snapshot'>, pool: Sql, use: (tx: Sql) => Promise<T>) {
   return (await pool.begin('isolation level repeatable read read only', async (tx) => {
-    await tx.unsafe(`set transaction snapshot '${baseline.snapshot}'`)
+    // Not prepared: every snapshot id is new text, and named statements would pile up on the connection.
+    await tx.unsafe(`set transaction snapshot '${baseline.snapshot}'`, [], { prepare: false })
     return use(tx as unknown as Sql)
   })) as T
 }
@@ -158,28 +159,33 @@ export async function digestSince(
 
   /** Round 2: count and hash of the touched rows in S and now; undefined when a count is off. */
   async function tally(keysOf: string[][]): Promise<TableDigest[] | undefined> {
+    type Touched = { i: number; rows: number; hash: string; fresh: number }
     const digestTouched = async (sql: Sql) => {
-      const params: unknown[] = [tenant]
+      const params: unknown[] = [tenant, baseline.horizon]
       const parts = keyed.flatMap((k, i) => {
         const keys = keysOf[i] ?? []
         if (keys.length === 0) return []
         params.push(keys)
         return [
-          `select ${i} as i, count(*)::int as rows, coalesce(sum(hash_record_extended(t, 0)), 0)::text as hash
+          `select ${i} as i, count(*)::int as rows, coalesce(sum(hash_record_extended(t, 0)), 0)::text as hash,
+             (count(*) filter (where age(xmin) <= ${at}))::int as fresh
            from ${k.table} t where tenant_id = $1 and ${k.column} = any($${params.length}::text[]::${k.type}[])`,
         ]
       })
-      if (parts.length === 0) return new Map<number, { i: number; rows: number; hash: string }>()
       return byIndex(
-        await sql.unsafe<{ i: number; rows: number; hash: string }[]>(
-          parts.join(' union all '),
-          params as never[],
-        ),
+        parts.length ? await sql.unsafe<Touched[]>(parts.join(' union all '), params as never[]) : [],
       )
     }
-    const [before, after] = await Promise.all([inS(digestTouched), digestTouched(current)])
+    // Nothing written since S (no keys at all): S's digest is the digest now, no round trip needed.
+    const nothing = keysOf.every((keys) => keys.length === 0)
+    const [before, after] = nothing
+      ? [new Map<number, Touched>(), new Map<number, Touched>()]
+      : await Promise.all([inS(digestTouched), digestTouched(current)])
     const tallied: TableDigest[] = []
     for (const [i, k] of keyed.entries()) {
+      // Every row written since S must be found again by its key (a key whose text does not cast back
+      // to an equal value would hide a change from both reads).
+      if ((after.get(i)?.fresh ?? 0) !== (now.get(i)?.keys.length ?? 0)) return undefined
       const rows = k.base.rows - (before.get(i)?.rows ?? 0) + (after.get(i)?.rows ?? 0)
       if (rows !== now.get(i)?.rows) return undefined
       const hash =

@@ -45,6 +45,8 @@ export interface MoverDeps {
   failpoint?: ((state: MoveState, when: FailpointWhen) => void | Promise<void>) | undefined
 }
 
+/** How often progress is written to the move's record while polling (the progress bar reads it). */
+const REPORT_EVERY_MS = 200
 /** How often the mover looks at copy and replication progress. */
 const POLL_MS = 2
 const SLOW_POLL_MS = 200
@@ -281,14 +283,20 @@ async function waitForCopy(ctx: MoveContext): Promise<Next> {
 
 async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
   const deadline = Date.now() + ctx.deps.topology.mover.catchUpTimeoutMs
+  let reported = 0
   for (;;) {
+    // A baseline kept through fence attempts that gave up holds back vacuum: past its age, take it anew.
+    const taken = ctx.baselines?.source.takenAt ?? Date.now()
+    if (Date.now() - taken > BASELINE_MAX_AGE_MS) await releaseBaselines(ctx, undefined)
     const lag = await lagBytes(ctx)
-    await ctx.report({ lagBytes: lag })
+    // Lag is polled every few ms; the record (a directory write, with its run-lock check) a few times a second.
+    if (Date.now() - reported >= REPORT_EVERY_MS) {
+      await ctx.report({ lagBytes: lag })
+      reported = Date.now()
+    }
     if (lag <= ctx.deps.topology.mover.catchUpBytes) {
       // Verify's reference point, hashed before the fence so that verify, while fenced, only hashes
       // what changed since (baseline.ts); then lag is looked at again, as the hashing took a while.
-      const taken = ctx.baselines?.source.takenAt ?? Date.now()
-      if (Date.now() - taken > BASELINE_MAX_AGE_MS) await releaseBaselines(ctx, undefined)
       if (ctx.baselines !== undefined) return { state: 'fence', progress: { lagBytes: lag } }
       ctx.baselines = await takeBaselines(ctx)
       continue
@@ -490,7 +498,7 @@ async function verify(ctx: MoveContext): Promise<Next> {
     },
     'verify hashed both sides',
   )
-  if (differ.length > 0 && ctx.baselines) {
+  if (differ.length > 0 && sidesFromBaseline > 0) {
     // Never fail a move on the shortcut alone: a difference is confirmed by hashing every row.
     ctx.deps.logger.warn(
       { move: ctx.move.id },
