@@ -29,6 +29,13 @@ async function crashedMove(tenant: string, phase: string, when: 'before' | 'afte
   return move as { id: string; state: string }
 }
 
+/** A seeded tenant on shard-1, its rows, and the move to shard-2 a killed mover left at `phase`. */
+async function seededCrash(phase: string, when: 'before' | 'after' | 'midway') {
+  const tenant = await seededTenant('shard-1')
+  const rows = await rowsOn('shard-1', tenant)
+  return { tenant, rows, move: await crashedMove(tenant, phase, when) }
+}
+
 async function expectHome(tenant: string, on: string, rows: Record<string, number>, epoch: number) {
   const [row] = await directory.sql`select shard_id, epoch, state from tenants where id = ${tenant}`
   expect(row).toEqual({ shard_id: on, epoch, state: 'active' })
@@ -43,9 +50,7 @@ async function expectHome(tenant: string, on: string, rows: Record<string, numbe
 describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or aborts cleanly', () => {
   for (const phase of CRASH_AT) {
     it(`killed at ${phase}: \`move resume\` finishes it`, async () => {
-      const tenant = await seededTenant('shard-1')
-      const rows = await rowsOn('shard-1', tenant)
-      const move = await crashedMove(tenant, phase, 'before')
+      const { tenant, rows, move } = await seededCrash(phase, 'before')
       expect(move.state).toBe(phase)
       const resumed = await cli(['move', 'resume', move.id, '--json'])
       expect(resumed.code, resumed.stderr).toBe(0)
@@ -54,9 +59,7 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     })
 
     it(`killed after ${phase}'s side effect: \`move abort\` restores the start (past the cutover, with --move-back)`, async () => {
-      const tenant = await seededTenant('shard-1')
-      const rows = await rowsOn('shard-1', tenant)
-      const move = await crashedMove(tenant, phase, 'after')
+      const { tenant, rows, move } = await seededCrash(phase, 'after')
       const aborted = await cli(['move', 'abort', move.id, '--json'])
       if (move.state === 'cleanup') {
         // The directory already points at the target and writes may have landed there: a plain abort
@@ -82,9 +85,7 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
   }
 
   it('killed midway through flip (shards flipped, directory not): abort gives the tenant back to the source', async () => {
-    const tenant = await seededTenant('shard-1')
-    const rows = await rowsOn('shard-1', tenant)
-    const move = await crashedMove(tenant, 'flip', 'midway')
+    const { tenant, rows, move } = await seededCrash('flip', 'midway')
     expect(move.state).toBe('flip')
     expect(await readOwnership(connect(shard('shard-2').primary), tenant)).toEqual({
       epoch: 2,
@@ -96,18 +97,14 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
   })
 
   it('killed midway through flip: resume finishes the cutover', async () => {
-    const tenant = await seededTenant('shard-1')
-    const rows = await rowsOn('shard-1', tenant)
-    const move = await crashedMove(tenant, 'flip', 'midway')
+    const { tenant, rows, move } = await seededCrash('flip', 'midway')
     const resumed = await cli(['move', 'resume', move.id])
     expect(resumed.code, resumed.stderr).toBe(0)
     await expectHome(tenant, 'shard-2', rows, 2)
   })
 
   it('POST /admin/v1/moves/:id/abort past the cutover: refused, then with moveBack 202 and the tenant goes back', async () => {
-    const tenant = await seededTenant('shard-1')
-    const rows = await rowsOn('shard-1', tenant)
-    const move = await crashedMove(tenant, 'cleanup', 'before')
+    const { tenant, rows, move } = await seededCrash('cleanup', 'before')
     const router = await startTestRouter()
     const { key } = await createKey(directory, { scope: 'admin', name: 'move-back test' })
     const abort = (body: unknown) =>
@@ -161,9 +158,7 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
   })
 
   it('an abort killed halfway is finished by the next abort', async () => {
-    const tenant = await seededTenant('shard-1')
-    const rows = await rowsOn('shard-1', tenant)
-    const move = await crashedMove(tenant, 'verify', 'before')
+    const { tenant, rows, move } = await seededCrash('verify', 'before')
     const killed = await cli(['move', 'abort', move.id], { SWITCHYARD_FAILPOINT: 'move:aborting:after' })
     expect(killed.code).not.toBe(0)
     const [record] = await directory.sql`select state from moves where id = ${move.id}`

@@ -1,5 +1,5 @@
 import type { SwitchyardError } from '../errors.ts'
-import { openAdmin } from '../shard/connection.ts'
+import { openSession, type Queries } from '../shard/connection.ts'
 
 /** The directory session holding a lock: record writes can check the lock is still its own. */
 export interface LockSession {
@@ -10,12 +10,8 @@ export interface LockSession {
 /**
  * Runs `use` holding the session advisory lock `(hashtext(scope), hashtext(id))` in the directory, or
  * throws `busy()` when another session holds it. A crashed holder's lock goes with its connection, so a
- * crash never leaves the lock behind.
- *
- * The session is a client of its own (one connection), not one reserved from a pool: if it is cut,
- * postgres.js must not hand the dead connection back (a reserved one crashes the process on its next
- * query), and the unlock then runs on a new session, where it is a no-op. It must outlive the longest
- * holder (a copy of a large tenant, a whole plan): no idle timeout, no maximum lifetime.
+ * crash never leaves the lock behind. The session (`openSession`) outlives the longest holder (a copy of
+ * a large tenant, a whole plan); if it is cut, the unlock runs on a new session, where it is a no-op.
  */
 export async function withSessionLock<T>(
   directoryUrl: string,
@@ -23,18 +19,12 @@ export async function withSessionLock<T>(
   busy: () => SwitchyardError,
   use: (session: LockSession) => Promise<T>,
 ): Promise<T> {
-  const sql = openAdmin(directoryUrl, {
-    max: 1,
-    idle_timeout: 0,
-    max_lifetime: 0,
-    // The directory must notice a holder whose machine is gone (no FIN, no RST) within a minute, not
-    // the kernel's two hours: until then its lock stands and nobody can take over.
-    connection: {
-      search_path: 'public',
-      tcp_keepalives_idle: 20,
-      tcp_keepalives_interval: 5,
-      tcp_keepalives_count: 4,
-    },
+  // The directory must notice a holder whose machine is gone (no FIN, no RST) within a minute, not the
+  // kernel's two hours: until then its lock stands and nobody can take over.
+  const sql = openSession(directoryUrl, {
+    tcp_keepalives_idle: 20,
+    tcp_keepalives_interval: 5,
+    tcp_keepalives_count: 4,
   })
   try {
     const [got] = await sql<{ locked: boolean; pid: number }[]>`
@@ -50,3 +40,14 @@ export async function withSessionLock<T>(
     await sql.end({ timeout: 5 })
   }
 }
+
+/**
+ * SQL condition: the session `pid` still holds `lock` (as `withSessionLock` took it). A holder whose
+ * session ended (a network cut, a directory restart) may live on while another process takes over;
+ * writes guarded by this fail instead of acting on what it no longer holds.
+ */
+export const stillHeld = (sql: Queries, lock: { scope: string; id: string }, pid: number) => sql`
+  exists (select 1 from pg_locks l
+          where l.locktype = 'advisory' and l.granted and l.pid = ${pid}
+            and l.classid = hashtext(${lock.scope})::oid and l.objid = hashtext(${lock.id})::oid
+            and l.objsubid = 2)`

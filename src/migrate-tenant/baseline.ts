@@ -1,4 +1,4 @@
-import { openAdmin, type Sql } from '../shard/connection.ts'
+import { openSession, type Sql } from '../shard/connection.ts'
 import type { TenantTable } from '../shard/tables.ts'
 import { digestTenant, type TableDigest } from './rows.ts'
 
@@ -48,7 +48,7 @@ export async function takeBaseline(
   tenant: string,
   tables: TenantTable[],
 ): Promise<Baseline> {
-  const exporter = openAdmin(url, { max: 1, idle_timeout: 0, max_lifetime: 0 })
+  const exporter = openSession(url)
   try {
     await exporter.unsafe('begin isolation level repeatable read read only')
     await exporter.unsafe("set local idle_in_transaction_session_timeout = '0'")

@@ -27,7 +27,16 @@ import { type Baseline, digestSince, releaseBaseline, takeBaseline } from './bas
 import type { FailpointWhen } from './failpoint.ts'
 import type { MoverMetrics } from './metrics.ts'
 import { preflight } from './preflight.ts'
-import { FINISHED, findMove, type Move, type MoveState, type Phase, recordMove, saveMove } from './record.ts'
+import {
+  FINISHED,
+  findMove,
+  type Move,
+  type MoveState,
+  type Phase,
+  recordMove,
+  runLock,
+  saveMove,
+} from './record.ts'
 import { countTenantRows, deleteTenantRows, digestTenant, type TableDigest } from './rows.ts'
 
 export interface MoverDeps {
@@ -659,26 +668,21 @@ async function withRunLock<T>(
 ): Promise<T> {
   const initial = await findMove(deps.directory, id)
   const busy = () => new SwitchyardError('move_busy', `move ${initial.id} is being run by another process`)
-  return withSessionLock(
-    deps.topology.directory,
-    { scope: 'switchyard.move', id: initial.id },
-    busy,
-    async (session) => {
-      const shards = shardConnections(deps.topology)
-      const ctx = moveContext(deps, await findMove(deps.directory, id), shards.get, session.pid)
-      try {
-        return await use(ctx)
-      } catch (error) {
-        const message = error instanceof Error ? error.message : String(error)
-        deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
-        await ctx.save({ error: message }).catch(() => {})
-        throw error
-      } finally {
-        await releaseBaselines(ctx)
-        await shards.close()
-      }
-    },
-  )
+  return withSessionLock(deps.topology.directory, runLock(initial.id), busy, async (session) => {
+    const shards = shardConnections(deps.topology)
+    const ctx = moveContext(deps, await findMove(deps.directory, id), shards.get, session.pid)
+    try {
+      return await use(ctx)
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error)
+      deps.logger.error({ move: initial.id, state: ctx.move.state, error: message }, 'move stopped')
+      await ctx.save({ error: message }).catch(() => {})
+      throw error
+    } finally {
+      await releaseBaselines(ctx)
+      await shards.close()
+    }
+  })
 }
 
 function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, runner: number): MoveContext {

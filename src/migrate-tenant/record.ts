@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
+import { stillHeld } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Queries } from '../shard/connection.ts'
 
@@ -127,7 +128,7 @@ export async function saveMove(
     update moves set state = ${next.state}, fence_lsn = ${next.fenceLsn}, cutover_lsn = ${next.cutoverLsn},
       progress = ${JSON.stringify(next.progress)}::jsonb, error = ${next.error}, updated_at = now(),
       finished_at = ${finished ? sql`now()` : null}
-    where id = ${move.id} ${runner === undefined ? sql`` : holdsRunLock(sql, move.id, runner)}`
+    where id = ${move.id} ${runner === undefined ? sql`` : sql`and ${stillHeld(sql, runLock(move.id), runner)}`}`
   if (saved.count !== 1 && runner !== undefined)
     throw new SwitchyardError(
       'move_busy',
@@ -138,16 +139,10 @@ export async function saveMove(
 }
 
 /**
- * The move's run lock (`pg_try_advisory_lock(hashtext('switchyard.move'), hashtext(id))`) is still held
- * by the directory session `runner` (its backend pid). A runner whose session ended (a network cut, a
- * directory restart) may live on while another process takes the move over: with this condition on
- * every record it writes, it stops at its next write instead of acting on a move it no longer runs.
+ * The move's run lock (a session advisory lock in the directory): one process at a time runs a move.
+ * `saveMove` with a `runner` (the holding session's pid) writes only while that session still holds it.
  */
-const holdsRunLock = (sql: Queries, id: string, runner: number) => sql`
-  and exists (select 1 from pg_locks l
-              where l.locktype = 'advisory' and l.granted and l.pid = ${runner}
-                and l.classid = hashtext('switchyard.move')::oid and l.objid = hashtext(${id})::oid
-                and l.objsubid = 2)`
+export const runLock = (id: string) => ({ scope: 'switchyard.move', id })
 
 /** A new move, as the directory must see it before anything happens on a shard. */
 export interface MoveRequest {

@@ -20,6 +20,21 @@ export function openAdmin(url: string, options: postgres.Options<Record<string, 
   })
 }
 
+/**
+ * A session that must last as long as its holder needs it (a lock, an exported snapshot): one
+ * connection of its own, never closed for being idle or old. Its own client, not a connection reserved
+ * from a pool: if it is cut, postgres.js must not hand the dead connection back (a reserved one crashes
+ * the process on its next query).
+ */
+export function openSession(url: string, connection: Record<string, string | number> = {}): Sql {
+  return openAdmin(url, {
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    connection: { search_path: 'public', ...connection },
+  })
+}
+
 /** The innermost message of an error: drizzle wraps the server's own words in `cause`. */
 export function rootMessage(error: unknown): string {
   let current = error as { message?: string; cause?: unknown }
