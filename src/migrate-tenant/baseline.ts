@@ -1,6 +1,6 @@
 import { openSession, type Sql } from '../shard/connection.ts'
 import type { TenantTable } from '../shard/tables.ts'
-import { digestTenant, type TableDigest } from './rows.ts'
+import { digestTenant, type HashedTable, type TableDigest } from './rows.ts'
 
 /**
  * Verify's reference point, taken on one side before the fence: a snapshot S exported by a
@@ -46,7 +46,7 @@ export async function takeBaseline(
   url: string,
   pool: Sql,
   tenant: string,
-  tables: TenantTable[],
+  tables: HashedTable[],
 ): Promise<Baseline> {
   const exporter = openSession(url)
   try {
@@ -108,13 +108,15 @@ export async function digestSince(
   baseline: Baseline,
   current: Sql,
   tenant: string,
-  tables: TenantTable[],
+  tables: HashedTable[],
 ): Promise<TableDigest[] | undefined> {
   const inS = <T>(use: (tx: Sql) => Promise<T>) => inSnapshot(baseline, current, use)
   const keyed = tables.flatMap((table) => {
     const key = baseline.keys.get(table.name)
     const base = baseline.digests.find((d) => d.table === table.name)
-    return key && base ? [{ table: table.name, column: quote(key.column), type: key.type, base }] : []
+    return key && base
+      ? [{ table: table.name, column: quote(key.column), type: key.type, rowHash: table.rowHash, base }]
+      : []
   })
   const others = tables.filter((table) => !keyed.some((k) => k.table === table.name))
   const at = 'age($2::text::xid)'
@@ -167,7 +169,7 @@ export async function digestSince(
         if (keys.length === 0) return []
         params.push(keys)
         return [
-          `select ${i} as i, count(*)::int as rows, coalesce(sum(hash_record_extended(t, 0)), 0)::text as hash,
+          `select ${i} as i, count(*)::int as rows, coalesce(sum(${k.rowHash}), 0)::text as hash,
              (count(*) filter (where age(xmin) <= ${at}))::int as fresh
            from ${k.table} t where tenant_id = $1 and ${k.column} = any($${params.length}::text[]::${k.type}[])`,
         ]

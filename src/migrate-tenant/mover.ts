@@ -2,14 +2,14 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import type { Redis } from '../directory/redis.ts'
 import { publishInvalidation } from '../directory/routes.ts'
-import { withSessionLock } from '../directory/session-lock.ts'
+import { stillHeld, withSessionLock } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
 import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
 import { formatLsn, parseLsn } from '../shard/lsn.ts'
 import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
-import { type TenantTable, tenantTables } from '../shard/tables.ts'
+import { tenantTables } from '../shard/tables.ts'
 import {
   artifactName,
   createPublication,
@@ -35,9 +35,17 @@ import {
   type Phase,
   recordMove,
   runLock,
+  runLockLost,
   saveMove,
 } from './record.ts'
-import { countTenantRows, deleteTenantRows, digestTenant, type TableDigest } from './rows.ts'
+import {
+  countTenantRows,
+  deleteTenantRows,
+  digestTenant,
+  type HashedTable,
+  type TableDigest,
+  withRowHashes,
+} from './rows.ts'
 
 export interface MoverDeps {
   topology: Topology
@@ -217,7 +225,7 @@ interface MoveContext {
   target: Sql
   sourceUrl: string
   targetUrl: string
-  tables(): Promise<TenantTable[]>
+  tables(): Promise<HashedTable[]>
   save(change: Parameters<typeof saveMove>[2]): Promise<Move>
   /** Persists progress without changing state (for the progress bar in other processes). */
   report(progress: Move['progress']): Promise<void>
@@ -351,7 +359,7 @@ async function releaseBaselines(ctx: MoveContext, then: null | undefined = null)
  * Both sides' digests: from the baselines when there are (and `full` is not asked), else in full (a
  * baseline that fails, e.g. its snapshot's session is gone, means a full hash of that side).
  */
-async function digestBothSides(ctx: MoveContext, tables: TenantTable[], full: boolean) {
+async function digestBothSides(ctx: MoveContext, tables: HashedTable[], full: boolean) {
   const tenant = ctx.move.tenantId
   let sidesFromBaseline = 0
   const side = async (sql: Sql, baseline: Baseline | undefined) => {
@@ -539,8 +547,12 @@ async function verify(ctx: MoveContext): Promise<Next> {
 async function flip(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
   const epoch = fromEpoch(move) + 1
-  const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number }[]>`
-    select shard_id, epoch from tenants where id = ${move.tenantId}`
+  // The run lock is checked in the same round trip: the shard steps below are not directory writes, and
+  // a runner whose lock session ended must not hand the tenant to the target while another one aborts.
+  const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number; held: boolean }[]>`
+    select shard_id, epoch, ${stillHeld(deps.directory.sql, runLock(move.id), ctx.runner)} as held
+    from tenants where id = ${move.tenantId}`
+  if (tenant && !tenant.held) throw runLockLost(move.id)
   const flipped = tenant?.shard_id === move.targetShard && tenant.epoch === epoch
   if (!flipped && !(await stillFenced(ctx))) {
     await enableSubscription(ctx.target, ctx.name)
@@ -686,7 +698,7 @@ async function withRunLock<T>(
 }
 
 function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, runner: number): MoveContext {
-  let tables: Promise<TenantTable[]> | undefined
+  let tables: Promise<HashedTable[]> | undefined
   // Writes of the move's record go out one after another: a progress report still in flight must never
   // land after (and undo) the state that follows it.
   let queue: Promise<unknown> = Promise.resolve()
@@ -710,7 +722,9 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     sourceUrl: primaryOf(move.sourceShard),
     targetUrl: primaryOf(move.targetShard),
     tables: () => {
-      tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas)
+      tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas).then((found) =>
+        withRowHashes(ctx.source, found),
+      )
       return tables
     },
     save(change) {

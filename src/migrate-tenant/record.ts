@@ -129,11 +129,7 @@ export async function saveMove(
       progress = ${JSON.stringify(next.progress)}::jsonb, error = ${next.error}, updated_at = now(),
       finished_at = ${finished ? sql`now()` : null}
     where id = ${move.id} ${runner === undefined ? sql`` : sql`and ${stillHeld(sql, runLock(move.id), runner)}`}`
-  if (saved.count !== 1 && runner !== undefined)
-    throw new SwitchyardError(
-      'move_busy',
-      `move ${move.id} is no longer run by this process: the directory session holding its run lock ended, and another process may run it now`,
-    )
+  if (saved.count !== 1 && runner !== undefined) throw runLockLost(move.id)
   if (finished) next.finishedAt = new Date()
   return next
 }
@@ -143,6 +139,12 @@ export async function saveMove(
  * `saveMove` with a `runner` (the holding session's pid) writes only while that session still holds it.
  */
 export const runLock = (id: string) => ({ scope: 'switchyard.move', id })
+
+export const runLockLost = (id: string) =>
+  new SwitchyardError(
+    'move_busy',
+    `move ${id} is no longer run by this process: the directory session holding its run lock ended, and another process may run it now`,
+  )
 
 /** A new move, as the directory must see it before anything happens on a shard. */
 export interface MoveRequest {

@@ -8,31 +8,46 @@ export interface TableDigest {
   hash: string
 }
 
-/**
- * Row count and content hash of the tenant's rows in every tenant table. The hash is the sum of the
- * per-row `hash_record_extended` (each column hashed by its type's own hash function: no text output,
- * about 6× faster than hashing `row::text`, and verify runs while the tenant is fenced), so it needs no
- * sort and does not depend on the order rows were copied in. Both sides run the same PostgreSQL and
- * schema, so equal rows hash equally. A table with a column type that has no hash function (`json`,
- * `point`) falls back to hashing the row's text. Runs as the admin (a superuser), which RLS does not
- * filter.
- */
-export async function digestTenant(sql: Sql, tenant: string, tables: TenantTable[]): Promise<TableDigest[]> {
-  if (tables.length === 0) return []
-  try {
-    return await digestWith(sql, tenant, tables, 'hash_record_extended(t, 0)')
-  } catch (error) {
-    if ((error as { code?: string }).code !== '42883') throw error
-    return digestWith(sql, tenant, tables, 'hashtextextended(t::text, 0)')
-  }
+/** A tenant table with the expression that hashes one of its rows, `t`, for verify. */
+export interface HashedTable extends TenantTable {
+  rowHash: string
 }
 
-async function digestWith(sql: Sql, tenant: string, tables: TenantTable[], rowHash: string) {
+/**
+ * Chooses each table's row hash, once per move and outside any transaction (a failed probe inside one
+ * would abort it): `hash_record_extended`, each column hashed by its type's own hash function (no text
+ * output, about 6× faster than hashing `row::text`, and verify runs while the tenant is fenced), or, for
+ * a table with a column type that has no extended hash function (`json`, `point`, arrays or domains or
+ * composites of them), the hash of the row's text. The probe hashes an all-null row of the table, which
+ * looks up every column's hash function as a real row does.
+ */
+export async function withRowHashes(sql: Sql, tables: TenantTable[]): Promise<HashedTable[]> {
+  return Promise.all(
+    tables.map(async (table) => {
+      try {
+        await sql.unsafe(`select hash_record_extended(json_populate_record(null::${table.name}, '{}'), 0)`)
+        return { ...table, rowHash: 'hash_record_extended(t, 0)' }
+      } catch (error) {
+        if ((error as { code?: string }).code !== '42883') throw error
+        return { ...table, rowHash: 'hashtextextended(t::text, 0)' }
+      }
+    }),
+  )
+}
+
+/**
+ * Row count and content hash of the tenant's rows in every tenant table: the sum of the per-row hashes,
+ * so it needs no sort and does not depend on the order rows were copied in. Both sides run the same
+ * PostgreSQL and schema, so equal rows hash equally. Runs as the admin (a superuser), which RLS does
+ * not filter.
+ */
+export async function digestTenant(sql: Sql, tenant: string, tables: HashedTable[]): Promise<TableDigest[]> {
+  if (tables.length === 0) return []
   // One statement for all tables: round trips while fenced are stall too. sum(int8) is exact (it
   // returns numeric) and accumulates in 128-bit integers, faster than a sum over numeric casts.
   const parts = tables.map(
     (table, i) =>
-      `select ${i} as i, count(*)::int as rows, coalesce(sum(${rowHash}), 0)::text as hash
+      `select ${i} as i, count(*)::int as rows, coalesce(sum(${table.rowHash}), 0)::text as hash
        from ${table.name} t where tenant_id = $1`,
   )
   const rows = await sql.unsafe<{ i: number; rows: number; hash: string }[]>(parts.join(' union all '), [
