@@ -288,10 +288,8 @@ async function waitForCopy(ctx: MoveContext): Promise<Next> {
     await ctx.report({ totalRows, copiedRows })
     if (sub.tablesPending === 0) {
       // The target's planner statistics predate the copy: the tenant's first queries there (the quota
-      // triggers' counts among them) must not be planned as if its rows were not there. Vacuum too: it
-      // marks the copied pages all-visible, without which every count by index visits each row's heap
-      // page, and the writes released at cutover queue on the quota lock behind those counts.
-      await ctx.target.unsafe(`vacuum (analyze) ${tables.map((t) => t.name).join(', ')}`)
+      // triggers' counts among them) must not be planned as if its rows were not there.
+      await ctx.target.unsafe(`analyze ${tables.map((t) => t.name).join(', ')}`)
       deps.metrics?.rowsCopied.inc(copiedRows)
       return { state: 'catch_up', progress: { totalRows, copiedRows } }
     }
