@@ -3,7 +3,7 @@ import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/record.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
-import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
+import { contentOn, moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
 import { post, query, startTestRouter, stopRouters } from './router-support.ts'
 import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
@@ -32,14 +32,15 @@ async function crashedMove(tenant: string, phase: string, when: 'before' | 'afte
 /** A seeded tenant on shard-1, its rows, and the move to shard-2 a killed mover left at `phase`. */
 async function seededCrash(phase: string, when: 'before' | 'after' | 'midway') {
   const tenant = await seededTenant('shard-1')
-  const rows = await rowsOn('shard-1', tenant)
+  const rows = await contentOn('shard-1', tenant)
   return { tenant, rows, move: await crashedMove(tenant, phase, when) }
 }
 
-async function expectHome(tenant: string, on: string, rows: Record<string, number>, epoch: number) {
+/** The tenant is home on `on` at `epoch` with exactly the content it had, and nothing is left elsewhere. */
+async function expectHome(tenant: string, on: string, rows: Record<string, string>, epoch: number) {
   const [row] = await directory.sql`select shard_id, epoch, state from tenants where id = ${tenant}`
   expect(row).toEqual({ shard_id: on, epoch, state: 'active' })
-  expect(await rowsOn(on, tenant)).toEqual(rows)
+  expect(await contentOn(on, tenant)).toEqual(rows)
   expect(await readOwnership(connect(shard(on).primary), tenant)).toEqual({ epoch, state: 'owner' })
   const away = on === 'shard-1' ? 'shard-2' : 'shard-1'
   expect(total(await rowsOn(away, tenant))).toBe(0)
@@ -49,39 +50,45 @@ async function expectHome(tenant: string, on: string, rows: Record<string, numbe
 
 describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or aborts cleanly', () => {
   for (const phase of CRASH_AT) {
-    it(`killed at ${phase}: \`move resume\` finishes it`, async () => {
-      const { tenant, rows, move } = await seededCrash(phase, 'before')
-      expect(move.state).toBe(phase)
-      const resumed = await cli(['move', 'resume', move.id, '--json'])
-      expect(resumed.code, resumed.stderr).toBe(0)
-      expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'done' })
-      await expectHome(tenant, 'shard-2', rows, 2)
-    })
+    for (const when of ['before', 'after'] as const) {
+      const at = when === 'before' ? `at ${phase}` : `after ${phase}'s side effect`
+      // The flip records `cleanup` in the very transaction that flips the directory.
+      const left = when === 'after' && phase === 'flip' ? 'cleanup' : phase
+      it(`killed ${at}: \`move resume\` finishes it`, async () => {
+        const { tenant, rows, move } = await seededCrash(phase, when)
+        expect(move.state).toBe(left)
+        const resumed = await cli(['move', 'resume', move.id, '--json'])
+        expect(resumed.code, resumed.stderr).toBe(0)
+        expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'done' })
+        await expectHome(tenant, 'shard-2', rows, 2)
+      })
 
-    it(`killed after ${phase}'s side effect: \`move abort\` restores the start (past the cutover, with --move-back)`, async () => {
-      const { tenant, rows, move } = await seededCrash(phase, 'after')
-      const aborted = await cli(['move', 'abort', move.id, '--json'])
-      if (move.state === 'cleanup') {
-        // The directory already points at the target and writes may have landed there: a plain abort
-        // refuses, --move-back finishes the move and moves the tenant back with a move of its own.
-        expect(aborted.code).toBe(1)
-        expect(aborted.stderr).toMatch(/move_past_cutover.*--move-back/)
-        const back = await cli(['move', 'abort', move.id, '--move-back', '--json'])
-        expect(back.code, back.stderr).toBe(0)
-        expect(JSON.parse(back.stdout)).toMatchObject({
-          sourceShard: 'shard-2',
-          targetShard: 'shard-1',
-          state: 'done',
-        })
-        const [original] = await directory.sql`select state from moves where id = ${move.id}`
-        expect(original).toEqual({ state: 'done' })
-        await expectHome(tenant, 'shard-1', rows, 3)
-        return
-      }
-      expect(aborted.code, aborted.stderr).toBe(0)
-      expect(JSON.parse(aborted.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
-      await expectHome(tenant, 'shard-1', rows, 1)
-    })
+      it(`killed ${at}: \`move abort\` restores the start (past the cutover, with --move-back)`, async () => {
+        const { tenant, rows, move } = await seededCrash(phase, when)
+        expect(move.state).toBe(left)
+        const aborted = await cli(['move', 'abort', move.id, '--json'])
+        if (move.state === 'cleanup') {
+          // The directory already points at the target and writes may have landed there: a plain abort
+          // refuses, --move-back finishes the move and moves the tenant back with a move of its own.
+          expect(aborted.code).toBe(1)
+          expect(aborted.stderr).toMatch(/move_past_cutover.*--move-back/)
+          const back = await cli(['move', 'abort', move.id, '--move-back', '--json'])
+          expect(back.code, back.stderr).toBe(0)
+          expect(JSON.parse(back.stdout)).toMatchObject({
+            sourceShard: 'shard-2',
+            targetShard: 'shard-1',
+            state: 'done',
+          })
+          const [original] = await directory.sql`select state from moves where id = ${move.id}`
+          expect(original).toEqual({ state: 'done' })
+          await expectHome(tenant, 'shard-1', rows, 3)
+          return
+        }
+        expect(aborted.code, aborted.stderr).toBe(0)
+        expect(JSON.parse(aborted.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
+        await expectHome(tenant, 'shard-1', rows, 1)
+      })
+    }
   }
 
   it('killed midway through flip (shards flipped, directory not): abort gives the tenant back to the source', async () => {
@@ -128,7 +135,7 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
 
   it('a mover killed while the tenant is fenced: a router resumes the move and the write it held lands', async () => {
     const tenant = await seededTenant('shard-1')
-    const rows = await rowsOn('shard-1', tenant)
+    const counts = await rowsOn('shard-1', tenant)
     const { key } = await createKey(directory, { scope: 'app', tenants: [tenant], name: 'rescue test' })
     // The suite's routers leave crashed moves alone; this one looks for fenced ones twice a second.
     const router = await startTestRouter({ moveRescueIntervalMs: 500 })
@@ -154,7 +161,9 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     const phones = await connect(shard('shard-2').primary)`
       select distinct phone from customers where tenant_id = ${tenant}`
     expect(phones).toEqual([{ phone: 'held' }])
-    await expectHome(tenant, 'shard-2', rows, 2)
+    // The held write changed the content: the rows are all there, and nothing is left elsewhere.
+    expect(await rowsOn('shard-2', tenant)).toEqual(counts)
+    await expectHome(tenant, 'shard-2', await contentOn('shard-2', tenant), 2)
   })
 
   it('an abort killed halfway is finished by the next abort', async () => {

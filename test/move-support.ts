@@ -29,6 +29,21 @@ export async function rowsOn(on: string, tenant: string): Promise<Record<string,
   return counts
 }
 
+/** The tenant's rows on a shard's primary, per table: their count and a hash of their content. */
+export async function contentOn(on: string, tenant: string): Promise<Record<string, string>> {
+  const sql = connect(shard(on).primary)
+  const content: Record<string, string> = {}
+  for (const table of TABLES) {
+    const [row] = await sql.unsafe<{ digest: string }[]>(
+      `select count(*) || ' rows, hash ' || coalesce(sum(hash_record_extended(t, 0)), 0) as digest
+       from ${table} t where tenant_id = $1`,
+      [tenant],
+    )
+    content[table] = row?.digest ?? ''
+  }
+  return content
+}
+
 export const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0)
 
 /** Publications, subscriptions and slots a move left anywhere (they are all named `sy_move_…`). */

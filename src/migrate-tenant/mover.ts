@@ -399,21 +399,23 @@ async function lagBytes(ctx: MoveContext): Promise<number> {
 async function fence(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
   const { lockTimeoutMs, fenceAttempts } = deps.topology.mover
+  if (ctx.baselines === undefined) return resumedFenced(ctx)
   for (let attempt = 1; attempt <= fenceAttempts; attempt++) {
     const frozenAt = Date.now()
     // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
-    // routers that have not heard of it hit the shard's fence and hold them all the same.
-    const [frozen, fenced] = await Promise.allSettled([
-      deps.directory.sql`
-        update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`.then(
-        () => ctx.invalidate(),
-      ),
+    // routers that have not heard of it hit the shard's fence and hold them all the same. It commits
+    // before the shard is fenced: a source fenced behind a directory that does not say so (the mover
+    // dying, the directory failing in between) would be found by no rescue, and its writes held for good.
+    await deps.directory.sql`
+      update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
+    const [told, fenced] = await Promise.allSettled([
+      ctx.invalidate(),
       fenceTenant(ctx.source, move.tenantId, lockTimeoutMs),
     ])
-    if (frozen.status === 'rejected') {
-      // Routers would not hold the tenant's writes, and the flip checks the directory says frozen.
+    if (told.status === 'rejected') {
+      // Routers would go on sending writes to the source until their route cache expires.
       await unfence(ctx)
-      throw frozen.reason
+      throw told.reason
     }
     if (fenced.status === 'fulfilled') {
       return {
@@ -430,6 +432,8 @@ async function fence(ctx: MoveContext): Promise<Next> {
     await unfence(ctx)
     await sleep(100 * attempt)
   }
+  // Back to catch-up: a resume then looks at the lag again before it fences.
+  await ctx.save({ state: 'catch_up' })
   throw new SwitchyardError(
     'fence_timeout',
     `the tenant's writes did not drain within ${lockTimeoutMs} ms in ${fenceAttempts} attempts; the move waits (resume it)`,
@@ -468,6 +472,19 @@ async function leaveFence(ctx: MoveContext, state: Phase, error: unknown): Promi
 }
 
 /**
+ * A move resumed at the fence or while fenced has no baseline in this process (it lives in the
+ * mover's memory): verify would hash every row of the tenant while its writes are held, however large
+ * it is, and the lag was last looked at before the crash. So the tenant is let go, and the move goes
+ * back to catch-up, which looks at the lag, takes the baselines and fences again.
+ */
+async function resumedFenced(ctx: MoveContext): Promise<Next> {
+  ctx.deps.logger.info({ move: ctx.move.id }, 'resumed at the fence: back to catch-up first')
+  // Whatever the crash left: the directory's `frozen` without the shard's fence holds writes too.
+  await unfence(ctx)
+  return { state: 'catch_up' }
+}
+
+/**
  * After a crash between fence and flip the source may have been unfenced (a fence retry, a final
  * catch-up that timed out). `moved` is a flip that stopped before the directory changed: still fenced.
  */
@@ -478,6 +495,7 @@ async function stillFenced(ctx: MoveContext): Promise<boolean> {
 
 /** Waits until the target has applied (and made durable) everything up to the fence LSN. */
 async function waitPastFence(ctx: MoveContext): Promise<Next> {
+  if (ctx.baselines === undefined) return resumedFenced(ctx)
   if (!ctx.move.fenceLsn || !(await stillFenced(ctx))) return { state: 'fence' }
   const fenceLsn = parseLsn(ctx.move.fenceLsn)
   const deadline = Date.now() + ctx.deps.topology.mover.cutoverTimeoutMs
@@ -499,6 +517,7 @@ async function waitPastFence(ctx: MoveContext): Promise<Next> {
  * something to cut over.
  */
 async function verify(ctx: MoveContext): Promise<Next> {
+  if (ctx.baselines === undefined) return resumedFenced(ctx)
   if (!(await stillFenced(ctx))) return { state: 'fence' }
   const tables = await ctx.tables()
   const differing = (a: TableDigest[], b: TableDigest[]) =>

@@ -12,7 +12,10 @@ export const LOCK_TIMEOUT_SQLSTATE = '55P03'
  * writes can queue: when in-flight writes do not drain in time it throws 55P03 and nothing changed.
  *
  * Returns the fence LSN, read after the fence committed: every write the tenant ever had on this shard
- * is before it.
+ * is before it. The fence commits synchronously whatever the shard's default: with
+ * `synchronous_commit=off`, writes acknowledged before it may not be written out yet, and the write
+ * position read next (what the target's apply can reach) would be short of them; flushing the fence's
+ * commit flushes everything before it.
  */
 export async function fenceTenant(sql: Sql, tenant: string, lockTimeoutMs: number): Promise<bigint> {
   if (!UUID.test(tenant) || !Number.isInteger(lockTimeoutMs)) throw new Error('fence needs a tenant UUID')
@@ -21,6 +24,7 @@ export async function fenceTenant(sql: Sql, tenant: string, lockTimeoutMs: numbe
   const results = (await sql
     .unsafe(
       `select set_config('lock_timeout', '${lockTimeoutMs}ms', true);
+       select set_config('synchronous_commit', 'local', true);
        select pg_advisory_xact_lock(switchyard.tenant_lock_key('${tenant}'::uuid));
        update switchyard.tenant_ownership set state = 'frozen', updated_at = now()
         where tenant_id = '${tenant}'::uuid and state in ('owner', 'frozen') returning 1 as fenced`,
