@@ -107,12 +107,49 @@ describe('moving a tenant between shards', () => {
         expect.stringMatching(
           /^publication sy_move_abab.* belongs to move abababab-abab-abab-abab-abababababab, which is not open/,
         ),
-        expect.stringMatching(/^slot sy_move_abab.*inactive, holding WAL/),
+        expect.stringMatching(/^slot sy_move_abab.*inactive, holding .* of WAL/),
       ])
     } finally {
       await source`select pg_drop_replication_slot(${name})`
       await source.unsafe(`drop publication ${name}`)
     }
+  })
+
+  it('`switchyard doctor` reports the WAL kept by an open move that no process runs and whose slot nobody reads', async () => {
+    const tenant = await seededTenant('shard-1')
+    const deps: MoverDeps = {
+      ...moverDeps(directory),
+      failpoint: (state) => {
+        if (state === 'catch_up') throw new Error('the mover stops here')
+      },
+    }
+    await expect(startMove(deps, { tenant, target: 'shard-2' })).rejects.toThrow(/stops here/)
+    const [move] = await directory.sql<{ id: string }[]>`select id from moves where tenant_id = ${tenant}`
+    const id = move?.id as string
+    const slot = `sy_move_${id.replaceAll('-', '')}`
+    const findings = async () =>
+      (
+        JSON.parse((await cli(['doctor', '--json'])).stdout) as {
+          findings: { check: string; ok: boolean; detail: string }[]
+        }
+      ).findings.filter((f) => f.check === 'move leftovers' && !f.ok)
+    // Its subscription still streams: the slot is read, nothing piles up.
+    expect(await findings()).toEqual([])
+    // An apply error disables the subscription (disable_on_error): the slot keeps WAL from now on.
+    await connect(shard('shard-2').primary).unsafe(`alter subscription ${slot} disable`)
+    const reported = await eventually(async () => {
+      const found = await findings()
+      return found.length > 0 ? found : undefined
+    }, 10_000)
+    expect(reported.map((f) => f.detail)).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^slot ${slot} \\(inactive, holding .* of WAL\\) belongs to move ${id} \\(catch_up\\), which no process runs: .*move resume ${id}`,
+        ),
+      ),
+    ])
+    await abortMove(moverDeps(directory), id)
+    expect(await findings()).toEqual([])
   })
 
   it('POST /admin/v1/moves starts a move in the router; GET shows it to the end; /metrics has its stall', async () => {

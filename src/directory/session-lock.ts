@@ -42,12 +42,12 @@ export async function withSessionLock<T>(
 }
 
 /**
- * SQL condition: the session `pid` still holds `lock` (as `withSessionLock` took it). A holder whose
- * session ended (a network cut, a directory restart) may live on while another process takes over;
- * writes guarded by this fail instead of acting on what it no longer holds.
+ * SQL condition: the session `pid` still holds `lock` (as `withSessionLock` took it), or with no `pid`,
+ * any session does. A holder whose session ended (a network cut, a directory restart) may live on while
+ * another process takes over; writes guarded by this fail instead of acting on what it no longer holds.
  */
-export const stillHeld = (sql: Queries, lock: { scope: string; id: string }, pid: number) => sql`
+export const stillHeld = (sql: Queries, lock: { scope: string; id: string }, pid?: number) => sql`
   exists (select 1 from pg_locks l
-          where l.locktype = 'advisory' and l.granted and l.pid = ${pid}
+          where l.locktype = 'advisory' and l.granted ${pid === undefined ? sql`` : sql`and l.pid = ${pid}`}
             and l.classid = hashtext(${lock.scope})::oid and l.objid = hashtext(${lock.id})::oid
             and l.objsubid = 2)`
