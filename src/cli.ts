@@ -605,7 +605,12 @@ move
   .addOption(json)
   .action(
     action(async (topology, id: string, options: { json?: boolean }) => {
-      await runMover(topology, options, (deps) => runMove(deps, parseMoveId(id)))
+      const resumed = await runMover(topology, options, (deps) => runMove(deps, parseMoveId(id)))
+      // A move that was being aborted resumes into its abort: finished, but not moved.
+      if (resumed.state !== 'done') {
+        say(`move ${resumed.id} ended ${resumed.state}, not done: it was being aborted`)
+        process.exitCode = 1
+      }
     }),
   )
 move
@@ -625,7 +630,7 @@ async function runMover(
   topology: Topology,
   options: { json?: boolean },
   run: (deps: MoverDeps) => Promise<Move>,
-) {
+): Promise<Move> {
   const progress = progressPrinter()
   const done = await withDirectory(topology, (directory) =>
     withRedis(topology.redis, (redis) =>
@@ -646,6 +651,7 @@ async function runMover(
       `move ${done.id}: tenant ${done.tenantId} ${done.sourceShard} → ${done.targetShard} ${done.state}${stall}`,
     )
   }
+  return done
 }
 
 const moveRow = (m: Move) => ({

@@ -176,4 +176,15 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     expect(aborted.code, aborted.stderr).toBe(0)
     await expectHome(tenant, 'shard-1', rows, 1)
   })
+
+  it('`move resume` of an abort killed halfway finishes the abort and says the move is not done (exit 1)', async () => {
+    const { tenant, rows, move } = await seededCrash('verify', 'before')
+    const killed = await cli(['move', 'abort', move.id], { SWITCHYARD_FAILPOINT: 'move:aborting:after' })
+    expect(killed.code).not.toBe(0)
+    const resumed = await cli(['move', 'resume', move.id, '--json'])
+    expect(resumed.code).toBe(1)
+    expect(resumed.stderr).toMatch(/ended aborted, not done/)
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
+    await expectHome(tenant, 'shard-1', rows, 1)
+  })
 })
