@@ -77,6 +77,15 @@ describe('moving a tenant between shards', () => {
     } finally {
       await target`update switchyard.schema_version set version = replace(version, '+other', '')`
     }
+    const both = ['shard-1', 'shard-3'].map((id) => connect(shard(id).primary))
+    for (const sql of both)
+      await sql`create table public.move_parts (tenant_id uuid not null, id int not null,
+                  primary key (tenant_id, id)) partition by hash (tenant_id)`
+    try {
+      await refuse({ tenant, target: 'shard-3' }, 'partitioned_table')
+    } finally {
+      for (const sql of both) await sql`drop table public.move_parts`
+    }
     const cliRefused = await cli(['move', tenant, '--to', 'shard-1'])
     expect(cliRefused.code).toBe(1)
     expect(cliRefused.stderr).toMatch(/error \[same_shard\]/)

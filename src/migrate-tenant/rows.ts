@@ -85,7 +85,8 @@ export async function deleteTenantRows(
       const done = await sql.begin(async (tx) => {
         await tx`select set_config('session_replication_role', 'replica', true)`
         return tx.unsafe(
-          `delete from ${table.name} where ctid = any(array(
+          // tenant_id again outside: a ctid is unique only within one table (not across partitions).
+          `delete from ${table.name} where tenant_id = $1 and ctid = any(array(
              select ctid from ${table.name} where tenant_id = $1 limit ${Math.trunc(batchRows)}))`,
           [tenant],
         )

@@ -11,6 +11,8 @@ export interface TenantTable {
   pk: string[]
   /** Columns of the replica identity (all columns for FULL, none for NOTHING). */
   identity: string[]
+  /** A partitioned table or one of its partitions. */
+  partitioned: boolean
 }
 
 /** Every table (and partition) in the tenant schemas: each must be a tenant table. */
@@ -34,7 +36,8 @@ export async function tenantTables(sql: Queries, schemas: string[]): Promise<Ten
                    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
                    where i.indrelid = c.oid
                      and (case c.relreplident when 'i' then i.indisreplident else i.indisprimary end))
-           end, '{}') as identity
+           end, '{}') as identity,
+           c.relkind = 'p' or c.relispartition as partitioned
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.relkind in ('r', 'p') and n.nspname = any(${schemas})
     order by 1`
