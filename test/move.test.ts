@@ -86,6 +86,16 @@ describe('moving a tenant between shards', () => {
     } finally {
       for (const sql of both) await sql`drop table public.move_parts`
     }
+    // Rows of the tenant that no move put on the target: the move does not delete what it did not write.
+    const stray = connect(shard('shard-3').primary)
+    await stray`insert into businesses (tenant_id, name) values (${tenant}, 'Stray')`
+    try {
+      await refuse({ tenant, target: 'shard-3' }, 'target_has_rows')
+      const [kept] = await stray`select count(*)::int as n from businesses where tenant_id = ${tenant}`
+      expect(kept).toEqual({ n: 1 })
+    } finally {
+      await stray`delete from businesses where tenant_id = ${tenant}`
+    }
     const cliRefused = await cli(['move', tenant, '--to', 'shard-1'])
     expect(cliRefused.code).toBe(1)
     expect(cliRefused.stderr).toMatch(/error \[same_shard\]/)

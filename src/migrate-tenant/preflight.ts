@@ -4,7 +4,8 @@ import { findTenant, parseTenantId } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Sql } from '../shard/connection.ts'
 import { readOwnership } from '../shard/ownership.ts'
-import { tenantTables } from '../shard/tables.ts'
+import { type TenantTable, tenantTables } from '../shard/tables.ts'
+import { countTenantRows } from './rows.ts'
 
 /** A move request checked against the shards, before anything is recorded or created. */
 export interface CheckedMove {
@@ -54,7 +55,8 @@ export async function preflight(
       'schema_mismatch',
       `${row.shardId} and ${target} differ: schema ${from.version} vs ${to.version}${from.tables !== to.tables ? ', and their tenant tables differ' : ''}; run \`switchyard migrate\``,
     )
-  for (const table of await tenantTables(source, topology.tenantSchema.schemas)) {
+  const tables = await tenantTables(source, topology.tenantSchema.schemas)
+  for (const table of tables) {
     // A row filter on a partitioned table needs publish_via_partition_root, and the copy, verify and
     // cleanup would have to see partitions through their root: not built yet, so refused up front.
     if (table.partitioned)
@@ -74,6 +76,7 @@ export async function preflight(
       'target_owns_tenant',
       `${target} says it owns tenant ${tenant} (${owned.state}, epoch ${owned.epoch}) but the directory places it on ${row.shardId}: run \`switchyard doctor\``,
     )
+  await noStrayRows(directory, into, { tenant, target, claimed: owned !== undefined }, tables)
   return { tenant, source: row.shardId, target }
 }
 
@@ -83,4 +86,29 @@ async function schemaOf(sql: Sql, schemas: string[]): Promise<{ version: string;
   )
   const tables = await tenantTables(sql, schemas)
   return { version: row?.version ?? 'none', tables: tables.map((t) => t.name).join(',') }
+}
+
+/**
+ * Rows of the tenant already on the target are removed by the move only when a move left them (an
+ * abort that crashed, a copy not yet cleaned up after the tenant moved away): the target has an
+ * ownership row for it, or an earlier move of the tenant went to or from the target. Any other rows
+ * were put there by something else, and the move does not delete what it did not write.
+ */
+async function noStrayRows(
+  directory: Directory,
+  into: Sql,
+  on: { tenant: string; target: string; claimed: boolean },
+  tables: TenantTable[],
+): Promise<void> {
+  if (on.claimed) return
+  const rows = await countTenantRows(into, on.tenant, tables)
+  if (rows === 0) return
+  const [earlier] = await directory.sql<{ n: number }[]>`
+    select count(*)::int as n from moves
+    where tenant_id = ${on.tenant} and ${on.target} in (source_shard, target_shard)`
+  if ((earlier?.n ?? 0) > 0) return
+  throw new SwitchyardError(
+    'target_has_rows',
+    `${on.target} already holds ${rows} rows of tenant ${on.tenant}, and no move of the tenant ever went to or from it: they are not a move's leftovers; look at them and delete them before moving the tenant there`,
+  )
 }
