@@ -267,11 +267,15 @@ function slowest(samples: Sample[], timeline: { at: number; state: string }[], m
     at < moveStarted
       ? 'before the move'
       : ([...timeline].reverse().find((t) => t.at <= at)?.state ?? 'preflight')
+  const line = (s: Sample) =>
+    `  ${s.ms.toFixed(1).padStart(7)} ms at ${((s.at - moveStarted) / 1000).toFixed(3).padStart(7)} s  ${phaseAt(s.at)} → ${phaseAt(s.at + s.ms)}`
   console.log('slowest writes (start relative to the move start, and the phase then → at its end):')
-  for (const s of [...samples].sort((a, b) => b.ms - a.ms).slice(0, 5))
-    console.log(
-      `  ${s.ms.toFixed(1).padStart(7)} ms at ${((s.at - moveStarted) / 1000).toFixed(3).padStart(7)} s  ${phaseAt(s.at)} → ${phaseAt(s.at + s.ms)}`,
-    )
+  for (const s of [...samples].sort((a, b) => b.ms - a.ms).slice(0, 5)) console.log(line(s))
+  // The cutover's own share: writes that ended after the fence (held by it, or the first on the target).
+  const fenced = timeline.find((t) => t.state === 'fence')?.at
+  const after = fenced === undefined ? [] : samples.filter((s) => s.at + s.ms >= fenced)
+  console.log('slowest writes that ended after the fence:')
+  for (const s of after.sort((a, b) => b.ms - a.ms).slice(0, 5)) console.log(line(s))
 }
 
 function pct(values: number[], p: number): string {
