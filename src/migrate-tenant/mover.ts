@@ -566,6 +566,13 @@ async function verify(ctx: MoveContext): Promise<Next> {
 async function flip(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
   const epoch = fromEpoch(move) + 1
+  // Each step's ms, logged with the cutover: the flip is all stall, and which step was slow matters.
+  const steps: Record<string, number> = {}
+  let lapped = performance.now()
+  const lap = (step: string) => {
+    steps[step] = Math.round(performance.now() - lapped)
+    lapped = performance.now()
+  }
   // The run lock is checked in the same round trip: the shard steps below are not directory writes, and
   // a runner whose lock session ended must not hand the tenant to the target while another one aborts.
   const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number; held: boolean }[]>`
@@ -577,13 +584,17 @@ async function flip(ctx: MoveContext): Promise<Next> {
     await enableSubscription(ctx.target, ctx.name)
     return { state: 'fence' }
   }
+  lap('check')
   // The target is about to take writes: nothing from the source may be applied over them any more.
   await disableSubscription(ctx.target, ctx.name)
+  lap('disableSubscription')
   await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
   const cutoverLsn = formatLsn(await currentLsn(ctx.target))
+  lap('targetOwner')
   await deps.failpoint?.('flip', 'midway')
   // Reads too stop on the source now (they would be stale); routers hold them for the few ms to the flip.
   await setOwnership(ctx.source, move.tenantId, epoch - 1, 'moved')
+  lap('sourceMoved')
   const flippedAt = Date.now()
   if (!flipped) {
     await deps.directory.sql.begin(async (sql) => {
@@ -601,12 +612,14 @@ async function flip(ctx: MoveContext): Promise<Next> {
       )
     })
   }
+  lap('directory')
   // Routers holding the tenant's writes wake on this and resolve the new route.
   await ctx.invalidate()
+  lap('invalidate')
   // The stall as clients see it: from the fence until routers are told where the tenant is now.
   const stall = move.progress.frozenAt ? { stallMs: Date.now() - move.progress.frozenAt } : {}
   if (stall.stallMs !== undefined) deps.metrics?.stallSeconds.observe(stall.stallMs / 1000)
-  deps.logger.info({ move: move.id, tenant: move.tenantId, ...stall, cutoverLsn }, 'move cut over')
+  deps.logger.info({ move: move.id, tenant: move.tenantId, ...stall, cutoverLsn, steps }, 'move cut over')
   return {
     state: 'cleanup',
     cutoverLsn: ctx.move.cutoverLsn ?? cutoverLsn,
