@@ -15,36 +15,34 @@ export async function seededTenant(on: string): Promise<string> {
 
 const TABLES = ['businesses', 'services', 'staff', 'customers', 'appointments', 'working_hours']
 
-/** The tenant's rows on a shard's primary, per table (admin connection: RLS does not filter it). */
-export async function rowsOn(on: string, tenant: string): Promise<Record<string, number>> {
+/** One value per example table for the tenant's rows on a shard's primary (admin: RLS does not filter). */
+async function perTable<T>(on: string, tenant: string, select: string): Promise<Record<string, T>> {
   const sql = connect(shard(on).primary)
-  const counts: Record<string, number> = {}
+  const values: Record<string, T> = {}
   for (const table of TABLES) {
-    const [row] = await sql.unsafe<{ n: number }[]>(
-      `select count(*)::int as n from ${table} where tenant_id = $1`,
+    const [row] = await sql.unsafe<{ value: T }[]>(
+      `select ${select} as value from ${table} t where tenant_id = $1`,
       [tenant],
     )
-    counts[table] = row?.n ?? 0
+    values[table] = row?.value as T
   }
-  return counts
+  return values
 }
+
+/** The tenant's rows on a shard's primary, per table. */
+export const rowsOn = (on: string, tenant: string) => perTable<number>(on, tenant, 'count(*)::int')
 
 /** The tenant's rows on a shard's primary, per table: their count and a hash of their content. */
-export async function contentOn(on: string, tenant: string): Promise<Record<string, string>> {
-  const sql = connect(shard(on).primary)
-  const content: Record<string, string> = {}
-  for (const table of TABLES) {
-    const [row] = await sql.unsafe<{ digest: string }[]>(
-      `select count(*) || ' rows, hash ' || coalesce(sum(hash_record_extended(t, 0)), 0) as digest
-       from ${table} t where tenant_id = $1`,
-      [tenant],
-    )
-    content[table] = row?.digest ?? ''
-  }
-  return content
-}
+export const contentOn = (on: string, tenant: string) =>
+  perTable<string>(on, tenant, `count(*) || ' rows, hash ' || coalesce(sum(hash_record_extended(t, 0)), 0)`)
 
 export const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0)
+
+/** The `move leftovers` problems in `switchyard doctor --json`'s output. */
+export const leftoverProblems = (stdout: string) =>
+  (JSON.parse(stdout) as { findings: { check: string; ok: boolean; detail: string }[] }).findings.filter(
+    (f) => f.check === 'move leftovers' && !f.ok,
+  )
 
 /** Publications, subscriptions and slots a move left anywhere (they are all named `sy_move_…`). */
 export async function moveArtifacts(): Promise<string[]> {

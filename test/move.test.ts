@@ -4,7 +4,7 @@ import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { abortMove, createMove, type MoverDeps, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
-import { moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
+import { leftoverProblems, moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
 import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
 import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
 
@@ -110,11 +110,7 @@ describe('moving a tenant between shards', () => {
 
   it('`switchyard doctor` reports a publication or slot a move left behind, and is clean without one', async () => {
     const clean = await cli(['doctor', '--json'])
-    const leftovers = (out: string) =>
-      (JSON.parse(out) as { findings: { check: string; ok: boolean; detail: string }[] }).findings.filter(
-        (f) => f.check === 'move leftovers' && !f.ok,
-      )
-    expect(leftovers(clean.stdout)).toEqual([])
+    expect(leftoverProblems(clean.stdout)).toEqual([])
     const source = connect(shard('shard-3').primary)
     const name = `sy_move_${'ab'.repeat(16)}`
     await source.unsafe(`create publication ${name}`)
@@ -122,7 +118,7 @@ describe('moving a tenant between shards', () => {
     try {
       const found = await cli(['doctor', '--json'])
       expect(found.code).toBe(1)
-      expect(leftovers(found.stdout).map((f) => f.detail)).toEqual([
+      expect(leftoverProblems(found.stdout).map((f) => f.detail)).toEqual([
         expect.stringMatching(
           /^publication sy_move_abab.* belongs to move abababab-abab-abab-abab-abababababab, which is not open/,
         ),
@@ -146,12 +142,7 @@ describe('moving a tenant between shards', () => {
     const [move] = await directory.sql<{ id: string }[]>`select id from moves where tenant_id = ${tenant}`
     const id = move?.id as string
     const slot = `sy_move_${id.replaceAll('-', '')}`
-    const findings = async () =>
-      (
-        JSON.parse((await cli(['doctor', '--json'])).stdout) as {
-          findings: { check: string; ok: boolean; detail: string }[]
-        }
-      ).findings.filter((f) => f.check === 'move leftovers' && !f.ok)
+    const findings = async () => leftoverProblems((await cli(['doctor', '--json'])).stdout)
     // Its subscription still streams: the slot is read, nothing piles up.
     expect(await findings()).toEqual([])
     // An apply error disables the subscription (disable_on_error): the slot keeps WAL from now on.

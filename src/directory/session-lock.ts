@@ -1,5 +1,5 @@
 import type { SwitchyardError } from '../errors.ts'
-import { openSession, type Queries } from '../shard/connection.ts'
+import { type Fragment, openSession, type Queries } from '../shard/connection.ts'
 
 /** The directory session holding a lock: record writes can check the lock is still its own. */
 export interface LockSession {
@@ -45,8 +45,9 @@ export async function withSessionLock<T>(
  * SQL condition: the session `pid` still holds `lock` (as `withSessionLock` took it), or with no `pid`,
  * any session does. A holder whose session ended (a network cut, a directory restart) may live on while
  * another process takes over; writes guarded by this fail instead of acting on what it no longer holds.
+ * The lock's id may be a fragment (a column), to ask about every row of a query at once.
  */
-export const stillHeld = (sql: Queries, lock: { scope: string; id: string }, pid?: number) => sql`
+export const stillHeld = (sql: Queries, lock: { scope: string; id: string | Fragment }, pid?: number) => sql`
   exists (select 1 from pg_locks l
           where l.locktype = 'advisory' and l.granted ${pid === undefined ? sql`` : sql`and l.pid = ${pid}`}
             and l.classid = hashtext(${lock.scope})::oid and l.objid = hashtext(${lock.id})::oid

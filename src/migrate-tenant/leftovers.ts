@@ -28,16 +28,11 @@ interface OpenMove {
  * open is fine; any other is a leftover, and a slot left behind keeps the source's WAL forever.
  */
 export async function moveLeftovers(topology: Topology): Promise<Finding[]> {
-  const open = await withDirectory(topology, async (directory) => {
-    const rows = await directory.sql<{ id: string; state: string }[]>`
-      select id, state from moves where state not in ('done', 'aborted', 'failed')`
-    const moves = new Map<string, OpenMove>()
-    for (const row of rows) {
-      const [lock] = await directory.sql<{ running: boolean }[]>`
-        select ${stillHeld(directory.sql, runLock(row.id))} as running`
-      moves.set(row.id, { state: row.state, running: lock?.running ?? false })
-    }
-    return moves
+  const open = await withDirectory(topology, async ({ sql }) => {
+    const rows = await sql<({ id: string } & OpenMove)[]>`
+      select m.id, m.state, ${stillHeld(sql, runLock(sql`m.id::text`))} as running
+      from moves m where m.state not in ('done', 'aborted', 'failed')`
+    return new Map(rows.map(({ id, ...move }) => [id, move]))
   }).catch(() => undefined)
   const findings: Finding[] = []
   for (const shard of topology.shards) {
@@ -61,8 +56,8 @@ export async function moveLeftovers(topology: Topology): Promise<Finding[]> {
     let leftovers = 0
     for (const artifact of artifacts) {
       const move = moveIdOf(artifact.name)
-      const state = move ? open?.get(move) : undefined
-      if (state && move && artifact.kind === 'slot' && !artifact.active && !state.running) {
+      const openMove = move ? open?.get(move) : undefined
+      if (openMove && move && artifact.kind === 'slot' && !artifact.active && !openMove.running) {
         // An open move that nothing runs (its mover stopped on an error or died) and whose slot no
         // subscription reads: the source keeps WAL for it until the move is resumed or aborted.
         leftovers += 1
@@ -70,11 +65,11 @@ export async function moveLeftovers(topology: Topology): Promise<Finding[]> {
           check: 'move leftovers',
           target,
           ok: false,
-          detail: `slot ${artifact.name} (inactive, holding ${artifact.retained ?? 'some'} of WAL) belongs to move ${move} (${state.state}), which no process runs: \`switchyard move resume ${move}\` or \`switchyard move abort ${move}\``,
+          detail: `slot ${artifact.name} (inactive, holding ${artifact.retained ?? 'some'} of WAL) belongs to move ${move} (${openMove.state}), which no process runs: \`switchyard move resume ${move}\` or \`switchyard move abort ${move}\``,
         })
         continue
       }
-      if (state) continue
+      if (openMove) continue
       // A table-sync slot names no move; an active one is a copy in progress, an inactive one is left.
       if (!move && artifact.active) continue
       leftovers += 1

@@ -3,6 +3,7 @@ import type { Directory } from '../directory/connection.ts'
 import type { Redis } from '../directory/redis.ts'
 import { publishInvalidation } from '../directory/routes.ts'
 import { stillHeld, withSessionLock } from '../directory/session-lock.ts'
+import { shardPrimary } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
@@ -100,6 +101,7 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
   return withRunLock(deps, id, async (ctx) => {
     let move = ctx.move
     if (move.state === 'aborting') return finishAbort(deps, ctx)
+    if (FENCED_PHASES.includes(move.state)) move = await ctx.save(await resumedFenced(ctx))
     while (!FINISHED.includes(move.state)) {
       const state = move.state as Phase
       const started = performance.now()
@@ -218,7 +220,11 @@ interface MoveContext {
   move: Move
   /** Backend pid of the directory session holding the move's run lock: every record write checks it. */
   runner: number
-  /** Verify's reference points (memory only: a resumed move hashes everything). */
+  /**
+   * Verify's reference points, in this process's memory only (a move resumed at or past the fence goes
+   * back to catch-up to take them). Undefined: not taken yet (catch-up takes them); null: verify hashes
+   * every row (not worth it for a small tenant, not taken, or already used).
+   */
   baselines?: { source: Baseline; target: Baseline } | null | undefined
   name: string
   source: Sql
@@ -399,7 +405,6 @@ async function lagBytes(ctx: MoveContext): Promise<number> {
 async function fence(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
   const { lockTimeoutMs, fenceAttempts } = deps.topology.mover
-  if (ctx.baselines === undefined) return resumedFenced(ctx)
   for (let attempt = 1; attempt <= fenceAttempts; attempt++) {
     const frozenAt = Date.now()
     // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
@@ -471,6 +476,9 @@ async function leaveFence(ctx: MoveContext, state: Phase, error: unknown): Promi
   throw error
 }
 
+/** The phases from the fence to verify: a move resumed in one of them goes back to catch-up first. */
+const FENCED_PHASES: readonly MoveState[] = ['fence', 'final_catch_up', 'verify']
+
 /**
  * A move resumed at the fence or while fenced has no baseline in this process (it lives in the
  * mover's memory): verify would hash every row of the tenant while its writes are held, however large
@@ -495,7 +503,6 @@ async function stillFenced(ctx: MoveContext): Promise<boolean> {
 
 /** Waits until the target has applied (and made durable) everything up to the fence LSN. */
 async function waitPastFence(ctx: MoveContext): Promise<Next> {
-  if (ctx.baselines === undefined) return resumedFenced(ctx)
   if (!ctx.move.fenceLsn || !(await stillFenced(ctx))) return { state: 'fence' }
   const fenceLsn = parseLsn(ctx.move.fenceLsn)
   const deadline = Date.now() + ctx.deps.topology.mover.cutoverTimeoutMs
@@ -517,7 +524,6 @@ async function waitPastFence(ctx: MoveContext): Promise<Next> {
  * something to cut over.
  */
 async function verify(ctx: MoveContext): Promise<Next> {
-  if (ctx.baselines === undefined) return resumedFenced(ctx)
   if (!(await stillFenced(ctx))) return { state: 'fence' }
   const tables = await ctx.tables()
   const differing = (a: TableDigest[], b: TableDigest[]) =>
@@ -683,11 +689,9 @@ export function shardConnections(topology: Topology) {
   const open = new Map<string, Sql>()
   return {
     get(id: string): Sql {
-      const shard = topology.shards.find((s) => s.id === id)
-      if (!shard) throw new SwitchyardError('shard_unknown', `shard "${id}" is not in the topology`)
       let sql = open.get(id)
       if (!sql) {
-        sql = openAdmin(shard.primary, { max: 2, idle_timeout: 0 })
+        sql = openAdmin(shardPrimary(topology, id), { max: 2, idle_timeout: 0 })
         open.set(id, sql)
       }
       return sql
@@ -739,11 +743,6 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     queue = next.catch(() => {})
     return next
   }
-  const primaryOf = (id: string) => {
-    const found = deps.topology.shards.find((s) => s.id === id)
-    if (!found) throw new SwitchyardError('shard_unknown', `shard "${id}" is not in the topology`)
-    return found.primary
-  }
   const ctx: MoveContext = {
     deps,
     move,
@@ -751,8 +750,8 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     name: artifactName(move.id),
     source: shard(move.sourceShard),
     target: shard(move.targetShard),
-    sourceUrl: primaryOf(move.sourceShard),
-    targetUrl: primaryOf(move.targetShard),
+    sourceUrl: shardPrimary(deps.topology, move.sourceShard),
+    targetUrl: shardPrimary(deps.topology, move.targetShard),
     tables: () => {
       tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas).then((found) =>
         withRowHashes(ctx.source, found),

@@ -50,12 +50,12 @@ export async function preflight(
     schemaOf(source, topology.tenantSchema.schemas),
     schemaOf(into, topology.tenantSchema.schemas),
   ])
-  if (from.version !== to.version || from.tables !== to.tables)
+  if (from.version !== to.version || from.names !== to.names)
     throw new SwitchyardError(
       'schema_mismatch',
-      `${row.shardId} and ${target} differ: schema ${from.version} vs ${to.version}${from.tables !== to.tables ? ', and their tenant tables differ' : ''}; run \`switchyard migrate\``,
+      `${row.shardId} and ${target} differ: schema ${from.version} vs ${to.version}${from.names !== to.names ? ', and their tenant tables differ' : ''}; run \`switchyard migrate\``,
     )
-  const tables = await tenantTables(source, topology.tenantSchema.schemas)
+  const { tables } = from
   for (const table of tables) {
     // A row filter on a partitioned table needs publish_via_partition_root, and the copy, verify and
     // cleanup would have to see partitions through their root: not built yet, so refused up front.
@@ -80,12 +80,13 @@ export async function preflight(
   return { tenant, source: row.shardId, target }
 }
 
-async function schemaOf(sql: Sql, schemas: string[]): Promise<{ version: string; tables: string }> {
+/** A shard's schema version and tenant tables (`names`: the tables' names, to compare two shards). */
+async function schemaOf(sql: Sql, schemas: string[]) {
   const [row] = await sql<{ version: string | null }[]>`select version from switchyard.schema_version`.catch(
     () => [{ version: null }],
   )
   const tables = await tenantTables(sql, schemas)
-  return { version: row?.version ?? 'none', tables: tables.map((t) => t.name).join(',') }
+  return { version: row?.version ?? 'none', tables, names: tables.map((t) => t.name).join(',') }
 }
 
 /**

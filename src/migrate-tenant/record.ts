@@ -4,7 +4,7 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import { stillHeld } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
-import type { Queries } from '../shard/connection.ts'
+import type { Fragment, Queries } from '../shard/connection.ts'
 
 /** The move's phases in order (issue 5 / invariant 5); each is persisted before its side effect. */
 export const PHASES = [
@@ -137,8 +137,9 @@ export async function saveMove(
 /**
  * The move's run lock (a session advisory lock in the directory): one process at a time runs a move.
  * `saveMove` with a `runner` (the holding session's pid) writes only while that session still holds it.
+ * The id may be a fragment (`m.id::text`), for `stillHeld` to ask about every move a query reads.
  */
-export const runLock = (id: string) => ({ scope: 'switchyard.move', id })
+export const runLock = <Id extends string | Fragment>(id: Id) => ({ scope: 'switchyard.move', id })
 
 export const runLockLost = (id: string) =>
   new SwitchyardError(

@@ -3,6 +3,8 @@ import postgres from 'postgres'
 export type Sql = postgres.Sql
 /** What a pool and a transaction both run: for functions that work inside or outside `begin`. */
 export type Queries = postgres.ISql
+/** A piece of SQL built with the `sql` tag, to be placed inside another query. */
+export type Fragment = postgres.Fragment
 
 /**
  * A short-lived admin connection: opened, used, always closed. Notices are not for operators. The
