@@ -433,9 +433,9 @@ export interface Passthrough {
 
 /**
  * The baseline: the minimal HTTP server a team would write instead of the router. It takes /v1/query's
- * body and runs `sql.unsafe(sql, params)` on one postgres.js pool to the same replica, as the router's
- * role (so RLS applies as it does through the router) with the tenant context set once per connection
- * at login instead of per transaction. No auth, no policy, no routing, no transaction.
+ * body and runs `sql.unsafe(sql, params)` on one postgres.js pool to the same replica, as the shard's
+ * admin: a tenant context cannot be set by hand any more (the shard verifies that enter() made it), so
+ * the floor skips RLS as it skips auth, policy, routing and the transaction.
  *
  * Breakdown variants, each one router ingredient added to the same minimal server: `/v1/tx` runs the
  * router's own transaction (`runTransaction` on the router's replica pool: enter() and the
@@ -448,11 +448,13 @@ export async function startPassthrough(
   router: RunningRouter,
 ): Promise<Passthrough> {
   const node = router.app.pools.node(replicaName(SHARD, 0))
-  const sql = postgres(node.url, {
+  const replicaAdminUrl = topology.shards.find((s) => s.id === SHARD)?.replicas[0]
+  if (!replicaAdminUrl) throw new Error(`${SHARD} needs a replica`)
+  const sql = postgres(replicaAdminUrl, {
     max: topology.router.poolSize,
     prepare: true,
     onnotice: () => {},
-    connection: { search_path: 'public', 'app.current_tenant': tenant },
+    connection: { search_path: 'public' },
   })
   const routerPool = router.app.pools.pool(node.name)
   const epoch = (await router.app.routes.resolve(tenant)).epoch
@@ -483,7 +485,7 @@ export async function startPassthrough(
         tenant,
         epoch,
         write: false,
-        standby: true,
+        capability: router.app.capability,
         statements: [{ sql: body.sql, params: body.params }],
         params: [body.params],
       }),
@@ -831,7 +833,7 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
     tenant: fixture.tenant,
     epoch: route.epoch,
     write: false,
-    standby: true,
+    capability: deps.capability,
     statements: [{ sql: POINT_READ, params }],
     params: [params],
   }

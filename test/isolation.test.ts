@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
+import { readRouterCapability } from '../src/directory/capability.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import type { Sql } from '../src/shard/connection.ts'
@@ -10,18 +11,20 @@ const tenantA = newTenantId()
 const tenantB = newTenantId()
 let admin: Sql
 let router: Sql
+let capability: string
 
 /** One router-style transaction: enter the tenant, then run the statement, as the router will. */
 function asTenant<T>(tenant: string, write: boolean, run: (sql: Sql) => Promise<T>): Promise<T> {
   return router.begin(async (sql) => {
-    await sql`select switchyard.enter(${tenant}, 1, ${write})`
+    await sql`select switchyard.enter(${tenant}, 1, ${write}, null, ${capability})`
     return run(sql as unknown as Sql)
   }) as Promise<T>
 }
 
 beforeAll(async () => {
-  await withDirectory(topology(), async (directory) => {
+  capability = await withDirectory(topology(), async (directory) => {
     for (const id of [tenantA, tenantB]) await addTenant(directory, topology(), { id, shard: 'shard-1' })
+    return readRouterCapability(directory)
   })
   admin = connect(shard('shard-1').primary)
   router = connect(asRouter(shard('shard-1').primary))
@@ -92,12 +95,25 @@ describe('tenant isolation under the router role (RLS forced)', () => {
 
 describe('switchyard.enter()', () => {
   it('raises the stale-route SQLSTATE for an unknown tenant and for a stale epoch', async () => {
-    await expect(router`select switchyard.enter(${newTenantId()}, 1, false)`).rejects.toMatchObject({
-      code: STALE_ROUTE_SQLSTATE,
+    await expect(
+      router`select switchyard.enter(${newTenantId()}, 1, false, null, ${capability})`,
+    ).rejects.toMatchObject({ code: STALE_ROUTE_SQLSTATE })
+    await expect(
+      router`select switchyard.enter(${tenantA}, 2, true, null, ${capability})`,
+    ).rejects.toMatchObject({ code: STALE_ROUTE_SQLSTATE })
+  })
+
+  it('refuses a caller without the router capability, and does not say which epoch is right', async () => {
+    await expect(
+      router`select switchyard.enter(${tenantA}, 1, false, null, ${'0'.repeat(64)})`,
+    ).rejects.toMatchObject({ code: '42501' })
+    await expect(router`select switchyard.enter(${tenantA}, 1, false, null, null)`).rejects.toMatchObject({
+      code: '42501',
     })
-    await expect(router`select switchyard.enter(${tenantA}, 2, true)`).rejects.toMatchObject({
-      code: STALE_ROUTE_SQLSTATE,
-    })
+    const stale = await router`select switchyard.enter(${tenantA}, 7, false, null, ${capability})`.catch(
+      (error: { detail?: string; message: string }) => error,
+    )
+    expect(JSON.stringify(stale)).not.toMatch(/epoch=1|state=owner/)
   })
 
   it('refuses writes but serves reads while the tenant is frozen', async () => {
@@ -114,13 +130,36 @@ describe('switchyard.enter()', () => {
   })
 
   it('sets the tenant context only for its own transaction', async () => {
-    const inside = await asTenant(
+    const inside = await asTenant(tenantA, false, (sql) => sql`select switchyard.current_tenant() as t`)
+    expect(inside[0]?.t).toBe(tenantA)
+    const [after] = await router`select switchyard.current_tenant() as t`
+    expect(after?.t).toBeNull()
+  })
+
+  it('a context set by hand, or copied from another transaction, is refused (SY003)', async () => {
+    const [token] = await asTenant(
       tenantA,
       false,
-      (sql) => sql`select current_setting('app.current_tenant') as t`,
+      (sql) => sql`select current_setting('switchyard.context') as context`,
     )
-    expect(inside[0]?.t).toBe(tenantA)
-    const [after] = await router`select coalesce(current_setting('app.current_tenant', true), '') as t`
-    expect(after?.t).toBe('')
+    const forged = `${tenantB}/${String(token?.context).split('/')[1]}`
+    for (const context of [token?.context, forged, `${tenantB}/${'0'.repeat(64)}`]) {
+      await expect(
+        router.begin(async (sql) => {
+          await sql.unsafe(`set local switchyard.context = '${context}'`)
+          return sql`select * from customers`
+        }),
+      ).rejects.toMatchObject({ code: 'SY003' })
+    }
+  })
+
+  it('limits changed by hand after enter() are refused, so quotas cannot be lifted', async () => {
+    await expect(
+      router.begin(async (sql) => {
+        await sql`select switchyard.enter(${tenantA}, 1, true, ${'{"max_customers": 1}'}::jsonb, ${capability})`
+        await sql.unsafe(`set local switchyard.tenant_limits = '{}'`)
+        return sql`insert into customers (tenant_id, name) values (${tenantA}, 'over the limit')`
+      }),
+    ).rejects.toMatchObject({ code: 'SY003' })
   })
 })

@@ -202,7 +202,7 @@ describe('isolation through the router (invariant 3)', () => {
       for (const node of [shard('shard-1').primary, shard('shard-1').replicas[0] as string]) {
         const seen = await connect(
           node,
-        )`select count(*)::int as n from pg_stat_statements where query like ${`%${marker}%`}`
+        )`select count(*)::int as n from switchyard_stats.pg_stat_statements where query like ${`%${marker}%`}`
         expect(seen[0]?.n).toBe(0)
       }
     },

@@ -24,7 +24,11 @@ import {
   uuid,
 } from 'drizzle-orm/pg-core'
 
-const currentTenant = sql`nullif(current_setting('app.current_tenant', true), '')::uuid`
+/**
+ * The tenant `switchyard.enter()` entered in this transaction, verified by the shard (a hand-set context
+ * raises SY003); NULL outside one. In a sub-select, so it runs once per statement (an InitPlan), not per row.
+ */
+const currentTenant = sql`(select switchyard.current_tenant())`
 
 /** The same policy on every tenant table: rows of the tenant the router entered, nothing else. */
 const tenantIsolation = (tenantId: AnyPgColumn) => {

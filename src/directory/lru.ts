@@ -3,6 +3,7 @@ export interface Lru<K, V> {
   get(key: K): V | undefined
   set(key: K, value: V): void
   delete(key: K): void
+  clear(): void
   readonly size: number
 }
 
@@ -43,6 +44,10 @@ export function createLru<K, V>(max: number): Lru<K, V> {
     delete(key) {
       recent.delete(key)
       older.delete(key)
+    },
+    clear() {
+      recent = new Map()
+      older = new Map()
     },
     get size() {
       return recent.size + older.size

@@ -5,6 +5,7 @@ import { SwitchyardError } from '../errors.ts'
 import { rootMessage, withAdmin } from '../shard/connection.ts'
 import { migrateShard, type ShardMigration } from '../shard/migrate.ts'
 import { applyMigrations, type MigrationSet } from '../shard/migrations.ts'
+import { ensureRouterCapability } from './capability.ts'
 import { type Directory, withDirectory } from './connection.ts'
 import { shards } from './schema.ts'
 
@@ -54,9 +55,10 @@ export async function migrateAll(
   })
   return withDirectory(topology, async (directory) => {
     await syncShards(directory, topology)
+    const capability = await ensureRouterCapability(directory)
     const outcomes = await Promise.allSettled(
       topology.shards.map(async (shard) => {
-        const result = await migrateShard(topology, shard.id, shard.primary)
+        const result = await migrateShard(topology, shard.id, shard.primary, capability)
         await recordShardVersion(directory, shard.id, result.version)
         return result
       }),

@@ -116,6 +116,21 @@ export const apiKeys = pgTable(
   (t) => [check('api_keys_scope_known', sql`${t.scope} in ('app', 'admin')`)],
 )
 
+/**
+ * The capability routers present to every shard's `switchyard.enter()` (invariant 3): one row, made by
+ * `switchyard migrate`, which gives each shard its SHA-256. SQL run as the router's role cannot read it
+ * back: it lives here, where only routers and operators connect.
+ */
+export const routerCapability = pgTable(
+  'router_capability',
+  {
+    id: integer().primaryKey().default(1),
+    secret: text().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [check('router_capability_single_row', sql`${t.id} = 1`)],
+)
+
 /** A shard's fill as a plan saw it: before the plan and after it. */
 export type PlanFill = { id: string; state: string; capacity: number; tenants: number; bytes: number }
 

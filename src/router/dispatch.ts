@@ -14,6 +14,8 @@ import type { Statement } from './result.ts'
 import type { Consistency, Routing } from './routing.ts'
 
 export interface DispatchDeps {
+  /** The router capability every shard's enter() checks, read from the directory at start. */
+  capability: string
   routes: RouteCache
   routing: Routing
   pools: NodePools
@@ -111,8 +113,8 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
         runTransaction(connection, {
           tenant,
           epoch: route.epoch,
+          capability: deps.capability,
           write,
-          standby: node.role === 'replica',
           statements: tx.statements,
           params: tx.params,
           isolation: tx.isolation,
@@ -150,6 +152,9 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
         write = true
         continue
       }
+      // BEGIN or enter() refused for another reason (the capability, a shard not migrated): the router's
+      // or the operator's problem, never the tenant's; the shard's words go to the log, not to the client.
+      if (error.stage === 'enter') throw refused(deps, node, error.cause)
       throw sqlError(error)
     }
   }
@@ -277,6 +282,15 @@ async function onConnection<T>(
     if (ms > deps.slowStatementMs)
       deps.logger.warn({ node: node.name, ms: Math.round(ms) }, 'slow transaction')
   }
+}
+
+function refused(deps: DispatchDeps, node: ShardNode, cause: unknown): SwitchyardError {
+  const { code, message } = cause as { code?: string; message?: string }
+  deps.logger.error({ node: node.name, sqlstate: code, message }, 'the shard refused to enter a tenant')
+  return new SwitchyardError('shard_refused', `${node.shard} refused this router; see the router's log`, {
+    retryAfterSeconds: 5,
+    shard: node.shard,
+  })
 }
 
 const moving = (tenant: string) =>

@@ -36,6 +36,7 @@ const STATUS: Record<string, number> = {
   rate_limited: 429,
   directory_unavailable: 503,
   shard_unavailable: 503,
+  shard_refused: 503,
   tenant_moving: 503,
   shutting_down: 503,
 }

@@ -12,9 +12,9 @@ export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializabl
 export interface TransactionPlan {
   tenant: string
   epoch: number
+  /** The router capability `switchyard.enter()` checks (from the directory). */
+  capability: string
   write: boolean
-  /** The node is a hot standby: it refuses writes by itself. */
-  standby: boolean
   statements: Statement[]
   /** Parameters as text (or null): the server infers their types, as it does for psql. */
   params: (string | null)[][]
@@ -46,29 +46,25 @@ export class TransactionError extends Error {
 
 /**
  * One transaction as ONE pipeline with ONE Sync, so the shard answers it with one flush and it costs one
- * round trip: enter the tenant, the client's statements (prepared, parameters bound as text), and for
- * writes COMMIT and then the WAL position (read after the commit: read-your-writes waits for it).
- * Enter's tenant, epoch and limits are bound parameters like the client's.
+ * round trip: BEGIN, enter the tenant, the client's statements (prepared, parameters bound as text),
+ * COMMIT, and for writes the WAL position (read after the commit: read-your-writes waits for it).
+ * Enter's tenant, epoch, limits and the capability are bound parameters like the client's.
  *
- * A plain read on a hot standby needs no BEGIN: without one the pipeline is a single implicit
- * transaction up to the Sync, so enter()'s transaction-local settings hold for the statements after it,
- * and the standby refuses writes itself (25006). Everything else (writes, reads on a primary, an isolation
- * level or DEFERRABLE) opens an explicit transaction in the same pipeline. On an error the server skips
- * the rest up to the Sync; the pool rolls back a transaction left open before the connection is reused.
+ * BEGIN always names the isolation level, the access mode and deferrability: the session's defaults
+ * for them are settings an earlier request could have changed, and they take effect when the
+ * transaction starts, before enter() resets the session. On an error the server skips the rest up to
+ * the Sync; the pool rolls back a transaction left open before the connection is reused.
  */
 export async function runTransaction(
   connection: WireConnection,
   plan: TransactionPlan,
 ): Promise<TransactionOutcome> {
-  const explicit = needsExplicitTransaction(plan)
-  const steps: PipelineStep[] = []
-  if (explicit) steps.push({ sql: beginSql(plan), params: [] })
-  steps.push(enterStep(plan))
+  const steps: PipelineStep[] = [{ sql: beginSql(plan), params: [] }, enterStep(plan)]
   const firstStatement = steps.length
   plan.statements.forEach((statement, i) => {
     steps.push({ sql: statement.sql, params: plan.params[i] ?? [] })
   })
-  if (explicit) steps.push({ sql: 'commit', params: [] })
+  steps.push({ sql: 'commit', params: [] })
   if (plan.write) steps.push({ sql: 'select pg_current_wal_lsn()::text', params: [] })
   let results: StepResult[]
   try {
@@ -93,23 +89,17 @@ function transactionError(error: unknown, firstStatement: number, statements: nu
   return new TransactionError('commit', error.cause)
 }
 
-const needsExplicitTransaction = (plan: TransactionPlan) =>
-  plan.write || !plan.standby || plan.isolation !== undefined || Boolean(plan.deferrable)
-
-const ENTER = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean)'
-const ENTER_WITH_LIMITS = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean, $4::jsonb)'
+const ENTER = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean, $4::jsonb, $5::text)'
 
 function enterStep(plan: TransactionPlan): PipelineStep {
-  const params = [plan.tenant, String(plan.epoch), plan.write ? 'true' : 'false']
-  if (plan.write && plan.limits)
-    return { sql: ENTER_WITH_LIMITS, params: [...params, JSON.stringify(plan.limits)] }
-  return { sql: ENTER, params }
+  const limits = plan.write && plan.limits ? JSON.stringify(plan.limits) : null
+  return {
+    sql: ENTER,
+    params: [plan.tenant, String(plan.epoch), plan.write ? 'true' : 'false', limits, plan.capability],
+  }
 }
 
 function beginSql(plan: TransactionPlan): string {
-  const parts = ['begin']
-  if (plan.isolation) parts.push(`isolation level ${plan.isolation}`)
-  parts.push(plan.write && !plan.readOnly ? 'read write' : 'read only')
-  if (plan.deferrable) parts.push('deferrable')
-  return parts.join(' ')
+  const access = plan.write && !plan.readOnly ? 'read write' : 'read only'
+  return `begin isolation level ${plan.isolation ?? 'read committed'} ${access}${plan.deferrable ? ' deferrable' : ' not deferrable'}`
 }

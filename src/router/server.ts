@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { Topology } from '../config/topology.ts'
+import { readRouterCapability } from '../directory/capability.ts'
 import { openDirectory } from '../directory/connection.ts'
 import { openRedis } from '../directory/redis.ts'
 import { createRouteCache } from '../directory/routes.ts'
@@ -14,7 +15,7 @@ import { createAdmission } from './admission.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
 import { createMetrics } from './metrics.ts'
-import { loadPolicy } from './policy.ts'
+import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { createRouting } from './routing.ts'
 
 export interface RunningRouter {
@@ -38,9 +39,14 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   const logger = options.logger ?? rootLogger
   const metrics = createMetrics()
   const nodes = routerNodes(topology)
+  const directory = openDirectory(topology.directory, 8)
+  // Without it no shard lets this router enter a tenant: fail at start, not on every request.
+  const capability = await readRouterCapability(directory).catch(async (error: unknown) => {
+    await directory.close()
+    throw error
+  })
   const pools = createPools(nodes, { size: config.poolSize, statementTimeoutMs: config.statementTimeoutMs })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
-  const directory = openDirectory(topology.directory, 8)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
   redis?.on('error', () => {})
   // Admission sends one command per request: auto-pipelining would wrap each in its own ioredis
@@ -59,6 +65,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   let ready = false
   const app: RouterApp = {
     topology,
+    capability,
     keys: createKeyCheck(directory),
     directory,
     redis,
@@ -74,6 +81,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     ready: () => ready,
   }
   await loadPolicy()
+  setTenantSchemas(topology.tenantSchema.schemas)
   const hono = createApp(app)
   const server = serve({ fetch: hono.fetch, port: options.port ?? config.port, hostname: config.host })
   await new Promise<void>((resolve, reject) => {

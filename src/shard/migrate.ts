@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import { type Sql, withAdmin } from './connection.ts'
 import { applyMigrations, CORE_MIGRATIONS, latestTag, type MigrationSet } from './migrations.ts'
@@ -18,17 +19,22 @@ export interface ShardMigration {
   version: string
 }
 
-/** Brings one shard primary to the expected version: core schema, tenant schema, router role and grants. */
+/**
+ * Brings one shard primary to the expected version: core schema, tenant schema, router role and grants,
+ * and the secrets `switchyard.enter()` checks (the router capability's hash, the context MAC key).
+ */
 export async function migrateShard(
   topology: Topology,
   shardId: string,
   primaryUrl: string,
+  capability: string,
 ): Promise<ShardMigration> {
   return withAdmin(primaryUrl, async (sql) => {
     const core = await applyMigrations(sql, CORE_MIGRATIONS)
     // Unqualified names in the tenant schema's migrations land in its first schema.
     await sql.unsafe(`set search_path to ${topology.tenantSchema.schemas.map(quoteIdent).join(', ')}`)
     const applied = core + (await applyMigrations(sql, tenantMigrations(topology)))
+    await storeRouterSecret(sql, capability)
     await ensureRouterRole(sql, topology, primaryUrl)
     await grantRouter(sql, topology)
     const version = expectedShardVersion(topology)
@@ -38,6 +44,22 @@ export async function migrateShard(
       where schema_version.version is distinct from excluded.version`
     return { shard: shardId, applied, version }
   })
+}
+
+/**
+ * The capability's SHA-256 (updated when the directory's capability changes) and, made once per shard
+ * and kept across reruns, HMAC-SHA-256's two padded keys for the tenant context (key XOR ipad, key XOR
+ * opad: the shard then computes an HMAC with two sha256() calls and no extension).
+ */
+async function storeRouterSecret(sql: Sql, capability: string): Promise<void> {
+  const key = randomBytes(32)
+  const pad = (byte: number) => Buffer.from(Array.from({ length: 64 }, (_, i) => (key[i] ?? 0) ^ byte))
+  const hash = createHash('sha256').update(capability, 'utf8').digest()
+  await sql`
+    insert into switchyard.router_secret (id, capability_sha256, hmac_inner, hmac_outer)
+    values (1, ${hash}, ${pad(0x36)}, ${pad(0x5c)})
+    on conflict (id) do update set capability_sha256 = excluded.capability_sha256
+    where router_secret.capability_sha256 is distinct from excluded.capability_sha256`
 }
 
 /**
@@ -70,6 +92,14 @@ async function ensureRouterRole(sql: Sql, topology: Topology, primaryUrl: string
   if (!(await canLogIn(primaryUrl, name, password))) {
     await sql.unsafe(`alter role ${quoteIdent(name)} login password ${quoteLiteral(password)}`)
   }
+  // Any role may give itself session defaults (ALTER ROLE … SET) that every new session of it starts
+  // with and RESET ALL returns to; and a membership would let it SET ROLE to another role's rights.
+  await sql.unsafe(`alter role ${quoteIdent(name)} reset all`)
+  const memberships = await sql<{ role: string }[]>`
+    select r.rolname as role from pg_auth_members m
+    join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
+    where u.rolname = ${name}`
+  for (const { role } of memberships) await sql.unsafe(`revoke ${quoteIdent(role)} from ${quoteIdent(name)}`)
 }
 
 async function canLogIn(primaryUrl: string, user: string, password: string): Promise<boolean> {
@@ -86,12 +116,19 @@ async function canLogIn(primaryUrl: string, user: string, password: string): Pro
   }
 }
 
-/** DML on tenant tables and EXECUTE on enter(): nothing else. GRANT is idempotent. */
+/**
+ * DML on tenant tables, EXECUTE on enter() and current_tenant() (RLS policies call it as the querying
+ * role): nothing else. No temporary objects and no CREATE anywhere: either would let it make functions
+ * whose SET clauses change its session. GRANT and REVOKE are idempotent.
+ */
 async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
   const role = quoteIdent(topology.router.role.name)
   const [db] = await sql<{ name: string }[]>`select current_database() as name`
-  await sql.unsafe(`grant connect on database ${quoteIdent(db?.name ?? '')} to ${role}`)
+  const database = quoteIdent(db?.name ?? '')
+  await sql.unsafe(`grant connect on database ${database} to ${role}`)
+  await sql.unsafe(`revoke temporary, create on database ${database} from public, ${role}`)
   for (const schema of topology.tenantSchema.schemas.map(quoteIdent)) {
+    await sql.unsafe(`revoke create on schema ${schema} from public, ${role}`)
     await sql.unsafe(`grant usage on schema ${schema} to ${role}`)
     await sql.unsafe(`grant select, insert, update, delete on all tables in schema ${schema} to ${role}`)
     await sql.unsafe(
@@ -99,7 +136,9 @@ async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
     )
   }
   await sql.unsafe(`grant usage on schema switchyard to ${role}`)
-  await sql.unsafe(`grant execute on function switchyard.enter(uuid, integer, boolean, jsonb) to ${role}`)
+  await sql.unsafe(
+    `grant execute on function switchyard.enter(uuid, integer, boolean, jsonb, text), switchyard.current_tenant() to ${role}`,
+  )
 }
 
 export const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`

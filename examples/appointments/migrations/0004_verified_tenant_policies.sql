@@ -1,0 +1,9 @@
+-- Issue 12: the policies ask the shard which tenant this transaction entered (switchyard.current_tenant(),
+-- which checks the MAC switchyard.enter() put on the context) instead of trusting app.current_tenant, a
+-- setting any role can set. In a sub-select: one call per statement (an InitPlan), not one per row.
+ALTER POLICY "tenant_isolation" ON "appointments" TO public USING ("appointments"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("appointments"."tenant_id" = (select switchyard.current_tenant()));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "businesses" TO public USING ("businesses"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("businesses"."tenant_id" = (select switchyard.current_tenant()));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "customers" TO public USING ("customers"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("customers"."tenant_id" = (select switchyard.current_tenant()));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "services" TO public USING ("services"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("services"."tenant_id" = (select switchyard.current_tenant()));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "staff" TO public USING ("staff"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("staff"."tenant_id" = (select switchyard.current_tenant()));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "working_hours" TO public USING ("working_hours"."tenant_id" = (select switchyard.current_tenant())) WITH CHECK ("working_hours"."tenant_id" = (select switchyard.current_tenant()));
