@@ -49,8 +49,13 @@ describe('reads', () => {
     "select $1::uuid, '{}'::jsonb, cast($2 as int), 'a' collate \"C\"",
     "select pg_catalog.lower('A')",
     "select ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)",
-    // "Switchyard" (quoted, capitalised) is another schema than switchyard
-    'select * from "Switchyard".notes',
+    // the tenant schema, named; a few catalog tables; CTEs that shadow catalog names where they are in scope
+    'select * from public.customers c join public.staff s on s.tenant_id = c.tenant_id',
+    "select t.typname, n.nspname from pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace where t.typname = 'uuid'",
+    "select name from pg_timezone_names where name like 'Europe/%'",
+    'with pg_locks as (select 1 as x) select * from pg_locks',
+    'with recursive a as (select * from pg_locks), pg_locks as (select 1) select * from a',
+    'select pg_sleep(0.01), pg_typeof(1)',
   ])('%s is a read', (sql) => {
     expect(classify(sql)).toEqual({ kind: 'read', command: 'select' })
   })
@@ -214,10 +219,7 @@ describe('statements a client may not send', () => {
     ['select pg_advisory_xact_lock_shared(1)', 'advisory locks are not allowed'],
     ['select pg_try_advisory_xact_lock(1)', 'advisory locks are not allowed'],
     ['select pg_advisory_unlock_all()', 'advisory locks are not allowed'],
-    [
-      'select pg_terminate_backend(pid) from pg_stat_activity',
-      'server administration functions are not allowed',
-    ],
+    ['select pg_terminate_backend(pid) from customers', 'server administration functions are not allowed'],
     ['select pg_cancel_backend(1)', 'server administration functions are not allowed'],
     ['select pg_reload_conf()', 'server administration functions are not allowed'],
     ["select pg_read_file('/etc/passwd')", 'reading server files is not allowed'],
@@ -236,6 +238,41 @@ describe('statements a client may not send', () => {
     ],
     ["select * from ts_stat('select body from notes')", 'functions that run SQL text'],
     ["select ts_rewrite('a'::tsquery, 'select 1')", 'functions that run SQL text'],
+    // relations: the tenant schemas and a few catalog tables, nothing else, however they are reached
+    ['select query from pg_stat_activity', 'relation pg_stat_activity is not allowed'],
+    ['select * from pg_catalog.pg_locks', 'relation pg_catalog.pg_locks is not allowed'],
+    ['select * from pg_prepared_statements', 'relation pg_prepared_statements is not allowed'],
+    ['select (select count(*) from pg_stat_statements)', 'relation pg_stat_statements is not allowed'],
+    ['select * from public.pg_stat_statements', 'relation public.pg_stat_statements is not allowed'],
+    ['select * from switchyard_stats.pg_stat_statements', 'relation switchyard_stats.pg_stat_statements'],
+    ['select * from information_schema.tables', 'relation information_schema.tables is not allowed'],
+    ['select * from pg_temp.notes', 'relation pg_temp.notes is not allowed'],
+    ['select * from "Switchyard".notes', 'relation Switchyard.notes is not allowed'],
+    ['select * from customers, lateral (select * from pg_locks) l', 'relation pg_locks is not allowed'],
+    ['update customers set name = l.mode from pg_locks l', 'relation pg_locks is not allowed'],
+    ['delete from customers using pg_authid a', 'relation pg_authid is not allowed'],
+    ['insert into pg_catalog.pg_settings select * from pg_settings', 'relation pg_catalog.pg_settings'],
+    [
+      "update pg_settings set setting = 'switchyard, public' where name = 'search_path'",
+      'relation pg_settings is not allowed',
+    ],
+    // a CTE hides a catalog name only where PostgreSQL says it is in scope: not in the CTEs before it
+    [
+      'with a as (select * from pg_locks), pg_locks as (select 1) select * from a',
+      'relation pg_locks is not allowed',
+    ],
+    [
+      'with x as (select 1) select * from x, (with pg_locks as (select 1) select 1) s, pg_locks',
+      'relation pg_locks is not allowed',
+    ],
+    // catalog functions outside the short list, and functions of other schemas
+    ['select * from pg_stat_get_activity(null)', 'pg_stat_get_activity() is not allowed'],
+    ['select pg_stat_get_backend_activity(1)', 'pg_stat_get_backend_activity() is not allowed'],
+    ["select pg_total_relation_size('customers')", 'pg_total_relation_size() is not allowed'],
+    ['select * from pg_lock_status()', 'pg_lock_status() is not allowed'],
+    ['select pg_backend_pid()', 'pg_backend_pid() is not allowed'],
+    ['select switchyard_stats.pg_stat_statements_reset()', 'pg_stat_statements_reset() is not allowed'],
+    ['select extensions.anything()', 'functions in schema extensions are not allowed'],
   ])('%j is refused: %s', (sql, reason) => {
     const error = refusal(sql)
     expect(error.code).toBe('statement_not_allowed')
@@ -315,6 +352,9 @@ describe('against the real pg_catalog (PostgreSQL 18)', () => {
         'array_shuffle',
         'clock_timestamp',
         'gen_random_uuid',
+        'pg_sleep',
+        'pg_sleep_for',
+        'pg_sleep_until',
         'random',
         'random_normal',
         'timeofday',

@@ -3,14 +3,16 @@ import { createLru } from '../directory/lru.ts'
 import { SwitchyardError } from '../errors.ts'
 
 /**
- * The statement policy (invariant 3). Client SQL is parsed by the real PostgreSQL parser (libpg-query,
- * WASM) and may only be one SELECT, INSERT, UPDATE, DELETE or MERGE (with CTEs). The same parse tells a
- * read from a write, which decides primary or replica. Outcomes, rejections included, are cached by SQL
- * text: an application sends the same few statements over and over.
+ * The statement policy (invariant 3): the first, fast layer. Client SQL is parsed by the real PostgreSQL
+ * parser (libpg-query, WASM) and may only be one SELECT, INSERT, UPDATE, DELETE or MERGE (with CTEs). The
+ * same parse tells a read from a write, which decides primary or replica. Outcomes, rejections included,
+ * are cached by SQL text: an application sends the same few statements over and over.
  *
- * The policy keeps clients away from what the router owns (the session, the tenant context, the fence's
- * advisory locks, the `switchyard` schema). Isolation itself is Postgres's job: RLS forced on tenant
- * tables and a router role without privileges.
+ * Relations are an allowlist: the tenant schemas' tables (unqualified names resolve there, through the
+ * router's search_path) and a short list of catalog tables; so are catalog functions named `pg_*`. The
+ * policy keeps clients away from what the router owns (the session, the tenant context, the fence's
+ * advisory locks, the `switchyard` schema). Isolation itself holds without it, in the shard: RLS forced,
+ * a context only enter() can make, a router role without privileges (see the shard's migration 0004).
  */
 
 export type StatementKind = 'read' | 'write'
@@ -76,8 +78,10 @@ const READ_FUNCTIONS = new Set(
     'current_setting current_database current_schema current_schemas current_user session_user',
     'current_role system_user version pg_typeof pg_column_size pg_size_pretty pg_size_bytes',
     'pg_collation_for pg_input_is_valid pg_input_error_info format_type row_security_active',
-    // volatile, yet they only read the clock or draw random numbers
+    // volatile, yet they only read the clock, draw random numbers or wait (a wait is bounded by the
+    // request's deadline; it need not hold the fence's lock on the primary)
     'clock_timestamp timeofday random random_normal gen_random_uuid uuidv4 uuidv7',
+    'pg_sleep pg_sleep_for pg_sleep_until',
   ]
     .join(' ')
     .split(' '),
@@ -87,6 +91,23 @@ const READ_FUNCTIONS = new Set(
 // make_interval, ts_rank, has_table_privilege… (array_sample and array_shuffle are volatile: random).
 const READ_FAMILIES =
   /^(array|json|jsonb|row_to|regexp|string|to|date|make|justify|range|multirange|ts|xml|xpath|has|regr|uuid_extract|unicode)_/
+
+/**
+ * Catalog relations a client may read (by name, unqualified or in pg_catalog): types and the structure of
+ * the tables every tenant shares, time zones for a booking product, its own session's settings. Anything
+ * else named `pg_*` is refused: statistics and activity views show other sessions and other tenants.
+ */
+const CATALOG_RELATIONS = new Set(
+  [
+    'pg_type pg_enum pg_range pg_namespace pg_class pg_attribute pg_attrdef pg_index pg_constraint',
+    'pg_collation pg_description pg_timezone_names pg_timezone_abbrevs pg_settings',
+  ]
+    .join(' ')
+    .split(' '),
+)
+
+/** Functions named `pg_*` a client may call; every other one is refused (most show the server's state). */
+const isCatalogFunctionAllowed = (name: string) => READ_FUNCTIONS.has(name)
 
 /** Functions no client may call, whatever schema they are named in, and why. */
 const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [
@@ -137,6 +158,21 @@ export async function loadPolicy(): Promise<void> {
 type Outcome = Classified | SwitchyardError
 const outcomes = createLru<string, Outcome>(CACHE_ENTRIES)
 
+/** The schemas whose every table is a tenant table (`tenantSchema.schemas`): qualified names may name them. */
+let tenantSchemas: ReadonlySet<string> = new Set(['public'])
+
+/**
+ * Tells the policy which schemas hold tenant tables (the topology's `tenantSchema.schemas`; the router's
+ * search_path is the same list, so unqualified names resolve there). Outcomes cached under other schemas
+ * are dropped.
+ */
+export function setTenantSchemas(schemas: readonly string[]): void {
+  const next = new Set(schemas)
+  if (next.size === tenantSchemas.size && [...next].every((schema) => tenantSchemas.has(schema))) return
+  tenantSchemas = next
+  outcomes.clear()
+}
+
 /**
  * Classifies one client statement as a read or a write, or throws `statement_not_allowed` (with the
  * reason) or `syntax_error` (with the parser's message and position). Call `loadPolicy()` first.
@@ -185,22 +221,40 @@ function parse(sql: string): Record<string, unknown>[] {
   }
 }
 
+/** CTE names a part of the statement can see: an unqualified name among them is not a table. */
+type Scope = ReadonlySet<string>
+const NO_CTES: Scope = new Set()
+
+interface WithClause {
+  ctes?: { CommonTableExpr?: { ctename?: string; ctequery?: object } }[]
+  recursive?: boolean
+}
+
 /**
  * One pass over the whole parse tree (iterative: trees can be deep). Rejects what no statement may
  * contain anywhere and tells whether the statement writes: a locking clause (FOR UPDATE/SHARE), a
- * data-modifying CTE, or a function not known to be read-only.
+ * data-modifying CTE, or a function not known to be read-only. Every node is visited with the CTE names
+ * in scope there, so a relation name is checked the way PostgreSQL will resolve it.
  */
 function scan(root: unknown): boolean {
   let writes = false
-  const pending: unknown[] = [root]
-  while (pending.length > 0) {
-    const node = pending.pop()
+  const pending: { node: unknown; ctes: Scope }[] = [{ node: root, ctes: NO_CTES }]
+  for (let item = pending.pop(); item; item = pending.pop()) {
+    const { node } = item
     if (typeof node !== 'object' || node === null) continue
     if (Array.isArray(node)) {
-      for (const item of node) pending.push(item)
+      for (const child of node) pending.push({ node: child, ctes: item.ctes })
       continue
     }
+    let ctes = item.ctes
+    const withClause = (node as { withClause?: WithClause }).withClause
+    if (withClause) {
+      const scoped = withScope(withClause, ctes, pending)
+      ctes = scoped.ctes
+      if (scoped.writes) writes = true
+    }
     for (const key in node) {
+      if (key === 'withClause') continue
       const value: unknown = (node as Record<string, unknown>)[key]
       switch (key) {
         case 'FuncCall':
@@ -209,11 +263,14 @@ function scan(root: unknown): boolean {
         case 'lockingClause':
           if (Array.isArray(value) && value.length > 0) writes = true
           break
-        case 'CommonTableExpr': {
-          const query = (value as { ctequery?: object }).ctequery ?? {}
-          if (Object.keys(query).some((type) => DATA_MODIFYING.has(type))) writes = true
+        case 'RangeVar':
+          checkRelation(value as Relation, ctes)
           break
-        }
+        case 'relation':
+          // INSERT/UPDATE/DELETE/MERGE name their target without the RangeVar wrapper: a tenant table.
+          if (typeof (value as Relation)?.relname === 'string')
+            checkRelation(value as Relation, NO_CTES, true)
+          break
         case 'intoClause':
           throw notAllowed('SELECT INTO is not allowed: it creates a table')
         case 'schemaname':
@@ -229,10 +286,59 @@ function scan(root: unknown): boolean {
           }
           break
       }
-      if (typeof value === 'object' && value !== null) pending.push(value)
+      if (typeof value === 'object' && value !== null) pending.push({ node: value, ctes })
     }
   }
   return writes
+}
+
+/**
+ * Queues a WITH list's CTE bodies with the names each can see (PostgreSQL's rules: in WITH RECURSIVE every
+ * CTE sees them all, itself included; otherwise each sees the ones before it) and returns the names the
+ * rest of the statement sees, and whether a CTE modifies data.
+ */
+function withScope(
+  withClause: WithClause,
+  outer: Scope,
+  pending: { node: unknown; ctes: Scope }[],
+): { ctes: Scope; writes: boolean } {
+  const names = (withClause.ctes ?? []).map((cte) => cte.CommonTableExpr?.ctename ?? '')
+  let writes = false
+  ;(withClause.ctes ?? []).forEach((cte, i) => {
+    const query = cte.CommonTableExpr?.ctequery ?? {}
+    if (Object.keys(query).some((type) => DATA_MODIFYING.has(type))) writes = true
+    const visible = withClause.recursive ? names : names.slice(0, i)
+    pending.push({ node: query, ctes: new Set([...outer, ...visible]) })
+  })
+  return { ctes: new Set([...outer, ...names]), writes }
+}
+
+interface Relation {
+  schemaname?: string
+  relname: string
+}
+
+/**
+ * A relation is a CTE in scope, a table of a tenant schema, or an allowed catalog table (read only);
+ * nothing else. Unqualified names resolve through the router's search_path (the tenant schemas) after
+ * pg_catalog, whose relations all start with `pg_`: an unqualified `pg_*` name is the catalog's.
+ */
+function checkRelation(relation: Relation, ctes: Scope, target = false): void {
+  const { schemaname: schema, relname: name } = relation
+  if (schema === 'switchyard') throw notAllowed('references to the switchyard schema are not allowed')
+  const catalog = name.startsWith('pg_')
+  const readable = !target && CATALOG_RELATIONS.has(name)
+  if (schema === undefined) {
+    if (ctes.has(name) || !catalog || readable) return
+  } else if (schema === 'pg_catalog') {
+    if (readable) return
+  } else if (tenantSchemas.has(schema) && !catalog) {
+    return
+  }
+  const shown = schema === undefined ? name : `${schema}.${name}`
+  throw notAllowed(
+    `relation ${shown} is not allowed: a query may read the tenant tables (${[...tenantSchemas].join(', ')}) and a few catalog tables`,
+  )
 }
 
 interface FuncCall {
@@ -248,7 +354,18 @@ function callWrites(call: FuncCall): boolean {
   if (name === 'ts_rewrite' && call.args?.length !== 3) {
     throw notAllowed('functions that run SQL text are not allowed: the policy cannot check it')
   }
-  if (schema !== undefined && schema !== 'pg_catalog') return true
+  if (name.startsWith('pg_') && !isCatalogFunctionAllowed(name)) {
+    throw notAllowed(
+      `${name}() is not allowed: catalog functions show the server's state, other sessions and other tenants`,
+    )
+  }
+  if (schema !== undefined && schema !== 'pg_catalog') {
+    if (!tenantSchemas.has(schema))
+      throw notAllowed(
+        `functions in schema ${schema} are not allowed: only the tenant schemas' and the catalog's`,
+      )
+    return true
+  }
   return !(READ_FUNCTIONS.has(name) || READ_FAMILIES.test(name))
 }
 
