@@ -13,6 +13,7 @@ import {
 } from './cluster/launcher.ts'
 import { loadTopology } from './config/load.ts'
 import type { Topology } from './config/topology.ts'
+import { readRouterCapability } from './directory/capability.ts'
 import { withDirectory } from './directory/connection.ts'
 import { createKey, type KeyRow, type KeyScope, listKeys, revokeKey } from './directory/keys.ts'
 import { migrateAll } from './directory/migrate.ts'
@@ -156,7 +157,9 @@ program
   .addOption(json)
   .action(
     action(async (topology, options: { json?: boolean }) => {
-      const findings = [...(await diagnose(topology)), ...(await moveLeftovers(topology))]
+      // The directory's capability, to compare with each shard's hash; the directory's own reachability is a finding.
+      const capability = await withDirectory(topology, readRouterCapability).catch(() => undefined)
+      const findings = [...(await diagnose(topology, capability)), ...(await moveLeftovers(topology))]
       const problems = findings.filter((finding) => !finding.ok)
       if (options.json) print({ ok: problems.length === 0, findings })
       else {

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { cli, closeAll, connect, shard } from './support.ts'
+import { cli, closeAll, connect, shard, topology } from './support.ts'
 
 afterAll(closeAll)
 
@@ -27,6 +27,9 @@ describe.sequential('switchyard doctor', () => {
       'RLS enabled and forced',
       'tenant_id in primary key',
       'router role cannot bypass RLS',
+      'router role cannot change its session or see other sessions',
+      'RLS policies ask switchyard.current_tenant()',
+      'router capability',
       'schema version',
     ]) {
       expect(checks).toContain(check)
@@ -37,7 +40,7 @@ describe.sequential('switchyard doctor', () => {
     const sql = connect(shard('shard-2').primary)
     await sql`create table doctor_unforced (tenant_id uuid, id uuid, primary key (tenant_id, id))`
     await sql`alter table doctor_unforced enable row level security`
-    await sql`create policy p on doctor_unforced using (tenant_id = nullif(current_setting('app.current_tenant', true), '')::uuid)`
+    await sql`create policy p on doctor_unforced using (tenant_id = (select switchyard.current_tenant()))`
     try {
       const { code, report } = await doctor()
       expect(code).toBe(1)
@@ -58,7 +61,7 @@ describe.sequential('switchyard doctor', () => {
     const sql = connect(shard('shard-3').primary)
     await sql`create table doctor_bad_pk (id uuid primary key, tenant_id uuid not null)`
     await sql`alter table doctor_bad_pk enable row level security, force row level security`
-    await sql`create policy p on doctor_bad_pk using (tenant_id = nullif(current_setting('app.current_tenant', true), '')::uuid)`
+    await sql`create policy p on doctor_bad_pk using (tenant_id = (select switchyard.current_tenant()))`
     try {
       const { code, report } = await doctor()
       expect(code).toBe(1)
@@ -73,6 +76,56 @@ describe.sequential('switchyard doctor', () => {
     } finally {
       await sql`drop table doctor_bad_pk`
     }
+  })
+
+  it('fails on a tenant table whose policy trusts a setting anyone can set', async () => {
+    const sql = connect(shard('shard-2').primary)
+    await sql`create table doctor_forgeable (tenant_id uuid, id uuid, primary key (tenant_id, id))`
+    await sql`alter table doctor_forgeable enable row level security, force row level security`
+    await sql`create policy mine on doctor_forgeable using (tenant_id = (select switchyard.current_tenant()))`
+    await sql`create policy legacy on doctor_forgeable using (tenant_id = nullif(current_setting('app.current_tenant', true), '')::uuid)`
+    try {
+      const { code, report } = await doctor()
+      expect(code).toBe(1)
+      expect(report.findings.filter((f) => !f.ok)).toEqual([
+        {
+          check: 'RLS policies ask switchyard.current_tenant()',
+          target: 'shard-2-primary public.doctor_forgeable',
+          ok: false,
+          detail:
+            'policy legacy does not compare with (select switchyard.current_tenant()) or reads a setting anyone can set',
+        },
+      ])
+    } finally {
+      await sql`drop table doctor_forgeable`
+    }
+  })
+
+  it('fails when the router role may change its session, and migrate takes it back', async () => {
+    const sql = connect(shard('shard-1').primary)
+    const role = topology().router.role.name
+    await sql.unsafe(`grant temporary on database app to ${role}`)
+    await sql.unsafe(`grant execute on function pg_catalog.set_config(text, text, boolean) to ${role}`)
+    await sql.unsafe(`alter role ${role} set synchronous_commit = off`)
+    try {
+      const { code, report } = await doctor()
+      expect(code).toBe(1)
+      expect(report.findings.filter((f) => !f.ok)).toEqual([
+        {
+          check: 'router role cannot change its session or see other sessions',
+          target: 'shard-1-primary',
+          ok: false,
+          detail: `${role} has TEMPORARY on the database, set_config(), session defaults (ALTER ROLE … SET) (run \`switchyard migrate\`)`,
+        },
+      ])
+    } finally {
+      // migrate takes back what it owns: TEMPORARY and role defaults; set_config is the core migration's.
+      await sql.unsafe(`revoke execute on function pg_catalog.set_config(text, text, boolean) from ${role}`)
+      expect((await cli(['migrate'])).code).toBe(0)
+    }
+    const { code, report } = await doctor()
+    expect(report.findings.filter((f) => !f.ok)).toEqual([])
+    expect(code).toBe(0)
   })
 
   it('fails when a replica is not streaming (unreachable)', async () => {

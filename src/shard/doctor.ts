@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import { answers, type Sql, withAdmin } from './connection.ts'
 import { expectedShardVersion } from './migrate.ts'
@@ -14,8 +15,12 @@ export interface Finding {
 /** Minimums a shard needs for replicas plus concurrent moves (a slot and a WAL sender each). */
 const MIN_SLOTS = 10
 
-/** Checks that a topology is fit to route and move tenants. Every problem is a finding, never a throw. */
-export async function diagnose(topology: Topology): Promise<Finding[]> {
+/**
+ * Checks that a topology is fit to route and move tenants. Every problem is a finding, never a throw.
+ * `capability` is the directory's router capability, when the caller could read it: each shard must
+ * hold its hash, or no router can enter a tenant there.
+ */
+export async function diagnose(topology: Topology, capability?: string): Promise<Finding[]> {
   const findings: Finding[] = []
   const directoryUp = await answers(topology.directory)
   findings.push({
@@ -32,7 +37,9 @@ export async function diagnose(topology: Topology): Promise<Finding[]> {
       continue
     }
     findings.push(
-      ...(await withAdmin(shard.primary, (sql) => diagnosePrimary(sql, topology, target, expected))),
+      ...(await withAdmin(shard.primary, (sql) =>
+        diagnosePrimary(sql, topology, target, expected, capability),
+      )),
     )
     for (const [index, replica] of shard.replicas.entries()) {
       findings.push(await diagnoseReplica(replicaName(shard.id, index), replica))
@@ -46,6 +53,7 @@ async function diagnosePrimary(
   topology: Topology,
   target: string,
   expected: string,
+  capability: string | undefined,
 ): Promise<Finding[]> {
   const findings: Finding[] = []
   const add = (check: string, ok: boolean, detail: string, on = target) =>
@@ -71,9 +79,19 @@ async function diagnosePrimary(
   )
   add('schema version', version?.version === expected, `${version?.version ?? 'none'} (expected ${expected})`)
 
+  const unverified = await policiesWithoutVerifiedTenant(sql, topology.tenantSchema.schemas)
   for (const table of await tenantTables(sql, topology.tenantSchema.schemas)) {
     const on = `${target} ${table.name}`
     add('RLS enabled and forced', table.rls && table.forced && table.policies > 0, describeRls(table), on)
+    const loose = unverified.get(table.name)
+    add(
+      'RLS policies ask switchyard.current_tenant()',
+      !loose,
+      loose
+        ? `policy ${loose.join(', ')} does not compare with (select switchyard.current_tenant()) or reads a setting anyone can set`
+        : 'every permissive policy compares with the verified tenant',
+      on,
+    )
     add(
       'tenant_id in primary key',
       table.pk.includes('tenant_id'),
@@ -99,7 +117,75 @@ async function diagnosePrimary(
         ? `${role}: no superuser, no BYPASSRLS, owns nothing`
         : `${role} is or acts as superuser/BYPASSRLS, or owns ${router.owns} relations`,
   )
+  if (router?.exists) {
+    const excess = await routerExcessPrivileges(sql, role)
+    add(
+      'router role cannot change its session or see other sessions',
+      excess.length === 0,
+      excess.length === 0
+        ? `${role}: no set_config, pg_settings updates, advisory locks, signals, temporary objects, CREATE, activity or statistics views, role defaults or memberships`
+        : `${role} has ${excess.join(', ')} (run \`switchyard migrate\`)`,
+    )
+  }
+  add('router capability', ...(await capabilityFinding(sql, capability)))
   return findings
+}
+
+/** Tenant tables whose permissive policies do not all ask the shard's verified tenant, with those policies. */
+async function policiesWithoutVerifiedTenant(sql: Sql, schemas: string[]): Promise<Map<string, string[]>> {
+  const rows = await sql<{ name: string; policy: string }[]>`
+    select format('%I.%I', n.nspname, c.relname) as name, p.polname as policy
+    from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = any(${schemas}) and p.polpermissive
+      and not (coalesce(pg_get_expr(p.polqual, p.polrelid), 'switchyard.current_tenant()') like '%switchyard.current_tenant()%'
+               and coalesce(pg_get_expr(p.polwithcheck, p.polrelid), 'switchyard.current_tenant()') like '%switchyard.current_tenant()%'
+               and coalesce(pg_get_expr(p.polqual, p.polrelid), '') not like '%current_setting(%'
+               and coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') not like '%current_setting(%')`
+  const found = new Map<string, string[]>()
+  for (const row of rows) found.set(row.name, [...(found.get(row.name) ?? []), row.policy])
+  return found
+}
+
+/**
+ * What the router's role must not be able to do (shard migration 0004 and `migrate` take it away): each
+ * would let SQL run as that role change its pooled session, reach other sessions, or see their SQL.
+ */
+async function routerExcessPrivileges(sql: Sql, role: string): Promise<string[]> {
+  const [row] = await sql<{ excess: string[] }[]>`
+    with r as (select ${role}::text as name)
+    select array_remove(array[
+      case when has_database_privilege(r.name, current_database(), 'TEMPORARY') then 'TEMPORARY on the database' end,
+      case when has_database_privilege(r.name, current_database(), 'CREATE') then 'CREATE on the database' end,
+      case when has_function_privilege(r.name, 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE') then 'set_config()' end,
+      case when has_table_privilege(r.name, 'pg_catalog.pg_settings', 'UPDATE') then 'UPDATE on pg_settings' end,
+      case when has_function_privilege(r.name, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE') then 'advisory locks' end,
+      case when has_function_privilege(r.name, 'pg_catalog.pg_cancel_backend(integer)', 'EXECUTE') then 'pg_cancel_backend()' end,
+      case when has_function_privilege(r.name, 'pg_catalog.lo_create(oid)', 'EXECUTE') then 'large objects' end,
+      case when has_table_privilege(r.name, 'pg_catalog.pg_stat_activity', 'SELECT') then 'pg_stat_activity' end,
+      case when has_table_privilege(r.name, 'pg_catalog.pg_locks', 'SELECT') then 'pg_locks' end,
+      case when has_table_privilege(r.name, 'pg_catalog.pg_prepared_statements', 'SELECT') then 'pg_prepared_statements' end,
+      case when has_function_privilege(r.name, 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE') then 'pg_stat_get_activity()' end,
+      case when exists (select 1 from pg_db_role_setting s join pg_roles o on o.oid = s.setrole where o.rolname = r.name)
+        then 'session defaults (ALTER ROLE … SET)' end
+    ], null)
+    || coalesce((select array_agg('CREATE on schema ' || n.nspname order by n.nspname) from pg_namespace n
+                 where has_schema_privilege(r.name, n.oid, 'CREATE')), '{}')
+    || coalesce((select array_agg('membership in ' || g.rolname order by g.rolname) from pg_auth_members m
+                 join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where u.rolname = r.name), '{}')
+    as excess
+    from r`
+  return row?.excess ?? []
+}
+
+async function capabilityFinding(sql: Sql, capability: string | undefined): Promise<[boolean, string]> {
+  const [row] = await sql<{ hash: Buffer }[]>`
+    select capability_sha256 as hash from switchyard.router_secret where id = 1`.catch(() => [])
+  if (!row) return [false, 'no router capability on this shard (run `switchyard migrate`)']
+  if (capability === undefined) return [true, 'present (the directory could not be read to compare)']
+  const matches = createHash('sha256').update(capability, 'utf8').digest().equals(row.hash)
+  return matches
+    ? [true, "matches the directory's"]
+    : [false, "differs from the directory's: routers cannot enter tenants here (run `switchyard migrate`)"]
 }
 
 function describeRls(table: TenantTable): string {
