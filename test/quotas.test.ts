@@ -118,4 +118,52 @@ describe('tenant row quotas, enforced on the shard inside the tenant transaction
     }
     expect(statuses).toEqual([200, 200, 403, 200])
   })
+
+  it.each(['RepeatableRead', 'Serializable'])(
+    'concurrent inserts at %s never pass the limit: the loser of a race gets 40001 and its retry is refused',
+    async (level) => {
+      const tenant = await tenantWithKey('shard-2', { max_staff: 5 })
+      const businessId = await business(tenant)
+      // Each transaction reads first, so its snapshot is older than the quota's turn it waits for.
+      const hire = (n: number) =>
+        fetch(`${router.url}/sql`, {
+          method: 'POST',
+          headers: {
+            'neon-connection-string': `postgresql://${tenant.id}:${tenant.key}@router/app`,
+            'neon-batch-isolation-level': level,
+            'content-type': 'application/json',
+          },
+          body: JSON.stringify({
+            queries: [
+              { query: 'select count(*) from staff', params: [] },
+              {
+                query: 'insert into staff (tenant_id, business_id, name) values ($1, $2, $3)',
+                params: [tenant.id, businessId, `staff ${n}`],
+              },
+            ],
+          }),
+        }).then(async (response) => ({
+          status: response.status,
+          code: response.ok ? 'ok' : ((await response.json()) as { code: string }).code,
+        }))
+      const outcomes: Record<string, number> = {}
+      let pending = Array.from({ length: 12 }, (_, n) => n)
+      for (let round = 0; pending.length > 0 && round < 50; round++) {
+        const answers = await Promise.all(pending.map(hire))
+        for (const answer of answers) outcomes[answer.code] = (outcomes[answer.code] ?? 0) + 1
+        pending = pending.filter((_, i) => answers[i]?.code === '40001')
+      }
+      console.log(`${level}: ${JSON.stringify(outcomes)}`)
+      expect(pending).toEqual([])
+      expect(outcomes.ok).toBe(5)
+      expect(outcomes.quota_exceeded).toBe(7)
+      expect(Object.keys(outcomes).sort()).toEqual(
+        ['ok', 'quota_exceeded', ...(outcomes['40001'] ? ['40001'] : [])].sort(),
+      )
+      const [row] = await connect(
+        shard('shard-2').primary,
+      )`select count(*)::int as n from staff where tenant_id = ${tenant.id}`
+      expect(row?.n).toBe(5)
+    },
+  )
 })
