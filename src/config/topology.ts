@@ -77,8 +77,17 @@ export const topologySchema = z
       .strictObject({
         /** How long the fence waits for the tenant's in-flight writes; new writes queue meanwhile. */
         lockTimeoutMs: z.coerce.number().int().min(1).default(500),
-        /** Fence tries per cutover attempt before the move gives up for now (resumable). */
+        /**
+         * Fence tries before the move gives up for now (resumable); with `cancelBlockersAfterMs`, the
+         * tries after that grace (those before it are free).
+         */
         fenceAttempts: z.coerce.number().int().min(1).default(5),
+        /**
+         * After the fence has failed this long, the tenant's transactions open at least this long (they
+         * hold its lock) are cut short before each further try (`fenceAttempts` of them): their queries
+         * cancelled, or their sessions ended when idle in transaction. 0: never (the move may give up).
+         */
+        cancelBlockersAfterMs: z.coerce.number().int().min(0).default(3_000),
         /** Replication lag (bytes) under which the fence is tried: never cut over while lagging. */
         catchUpBytes: z.coerce
           .number()

@@ -36,6 +36,12 @@ function register(registry: Registry) {
       help: 'Tenant rows copied to targets by moves',
       registers,
     }),
+    fenceBlockers: new Counter({
+      name: 'switchyard_move_fence_blockers_total',
+      help: "Tenant transactions a move's fence cut short after its grace (query cancelled, or session terminated)",
+      labelNames: ['action'] as const,
+      registers,
+    }),
     moves: new Counter({
       name: 'switchyard_moves_total',
       help: 'Moves finished, by outcome',

@@ -7,7 +7,13 @@ import { shardPrimary } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
-import { currentLsn, fenceTenant, LOCK_TIMEOUT_SQLSTATE, unfenceTenant } from '../shard/fence.ts'
+import {
+  currentLsn,
+  cutShortFenceBlockers,
+  fenceTenant,
+  LOCK_TIMEOUT_SQLSTATE,
+  unfenceTenant,
+} from '../shard/fence.ts'
 import { formatLsn, parseLsn } from '../shard/lsn.ts'
 import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
 import { tenantTables } from '../shard/tables.ts'
@@ -400,12 +406,17 @@ async function lagBytes(ctx: MoveContext): Promise<number> {
  * The fence (invariant 6): the directory says `frozen` first, so routers hold the tenant's writes
  * instead of sending them; then the source's exclusive lock drains in-flight writes and freezes the
  * tenant there. When writes do not drain within `lockTimeoutMs`, everything is undone, the tenant's
- * clients go on, and the fence is tried again a little later.
+ * clients go on, and the fence is tried again a little later. A tenant's transaction that outlasts every
+ * try (a long write, an interactive transaction left open) would keep the move out for ever: once the
+ * fence has failed for `cancelBlockersAfterMs`, each further try (`fenceAttempts` of them) comes after
+ * cutting short the tenant's transactions that have been open at least that long.
  */
 async function fence(ctx: MoveContext): Promise<Next> {
   const { move, deps } = ctx
-  const { lockTimeoutMs, fenceAttempts } = deps.topology.mover
-  for (let attempt = 1; attempt <= fenceAttempts; attempt++) {
+  const { lockTimeoutMs, fenceAttempts, cancelBlockersAfterMs: grace } = deps.topology.mover
+  const started = Date.now()
+  let triesAfterGrace = 0
+  for (let attempt = 1; ; attempt++) {
     const frozenAt = Date.now()
     // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
     // routers that have not heard of it hit the shard's fence and hold them all the same. It commits
@@ -435,14 +446,58 @@ async function fence(ctx: MoveContext): Promise<Next> {
     }
     deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
     await unfence(ctx)
-    await sleep(100 * attempt)
+    const blockedMs = Date.now() - started
+    if (grace === 0) {
+      if (attempt === fenceAttempts) break
+    } else if (blockedMs >= grace) {
+      // Past the grace: `fenceAttempts` more tries, each after cutting the long transactions short.
+      if (triesAfterGrace === fenceAttempts) break
+      triesAfterGrace++
+      // What was cut short has let go of the lock: try again at once.
+      if ((await cutShortBlockers(ctx, grace, blockedMs)) > 0) continue
+    }
+    await sleep(Math.min(100 * attempt, 1_000))
   }
   // Back to catch-up: a resume then looks at the lag again before it fences.
   await ctx.save({ state: 'catch_up' })
+  const tries =
+    grace > 0
+      ? `for ${Date.now() - started} ms (cutting short its transactions open longer than ${grace} ms)`
+      : `in ${fenceAttempts} attempts`
   throw new SwitchyardError(
     'fence_timeout',
-    `the tenant's writes did not drain within ${lockTimeoutMs} ms in ${fenceAttempts} attempts; the move waits (resume it)`,
+    `the tenant's writes did not drain within ${lockTimeoutMs} ms ${tries}; the move waits (resume it)`,
   )
+}
+
+/**
+ * Cuts short the tenant's transactions that have held the fence's lock (shared, from `enter()`) for at
+ * least `olderThanMs`: their queries are cancelled, or their sessions ended when idle in transaction,
+ * and they roll back, so their clients get an error and nothing acknowledged is lost. Each is logged
+ * and counted; the move's record keeps the tally (`move status`). Returns how many were cut short.
+ */
+async function cutShortBlockers(ctx: MoveContext, olderThanMs: number, blockedMs: number): Promise<number> {
+  const { move, deps } = ctx
+  const cut = await cutShortFenceBlockers(ctx.source, move.tenantId, olderThanMs)
+  for (const blocker of cut) {
+    deps.logger.warn(
+      { move: move.id, tenant: move.tenantId, ...blocker, fenceBlockedMs: blockedMs },
+      'fence: cut short a transaction of the tenant that kept it out',
+    )
+    deps.metrics?.fenceBlockers.inc({ action: blocker.action })
+  }
+  if (cut.length > 0) {
+    const before = ctx.move.progress.cutShort
+    await ctx.report({
+      cutShort: {
+        transactions: (before?.transactions ?? 0) + cut.length,
+        terminated: (before?.terminated ?? 0) + cut.filter((b) => b.action === 'terminate').length,
+        fenceBlockedMs: blockedMs,
+        longestMs: Math.max(before?.longestMs ?? 0, ...cut.map((b) => b.transactionMs)),
+      },
+    })
+  }
+  return cut.length
 }
 
 async function unfence(ctx: MoveContext): Promise<void> {

@@ -22,10 +22,27 @@ export function progressLine(move: Move, startedAt: number, now = Date.now()): s
   if (p.lagBytes !== undefined) parts.push(`lag ${fmt(p.lagBytes)} B`)
   parts.push(`${((now - startedAt) / 1000).toFixed(1)} s`)
   if (p.stallMs !== undefined) parts.push(`stall ${p.stallMs} ms`)
+  const cut = cutShortLine(move)
+  if (cut) parts.push(cut)
   return parts.join('  ')
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US')
+
+/**
+ * What the fence did to the tenant's transactions that kept it out, e.g. "cut short 1 transaction that
+ * blocked the fence for 3.6 s (it had run 4.8 s)"; undefined when it cut none.
+ */
+export function cutShortLine(move: Move): string | undefined {
+  const cut = move.progress.cutShort
+  if (!cut) return undefined
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
+  const one = cut.transactions === 1
+  const ran = `${one ? 'it' : 'the longest'} had run ${seconds(cut.longestMs)}`
+  const ended =
+    cut.terminated === 0 ? '' : one ? '; its session was ended' : `; ${cut.terminated} sessions were ended`
+  return `cut short ${cut.transactions} transaction${one ? '' : 's'} that blocked the fence for ${seconds(cut.fenceBlockedMs)} (${ran}${ended})`
+}
 
 /** Draws progress on stderr: redrawn in place on a terminal, one line per phase otherwise. */
 export function progressPrinter(stream: NodeJS.WriteStream = process.stderr) {

@@ -40,6 +40,13 @@ export interface MoveProgress {
   flippedAt?: number
   stallMs?: number
   fenceAttempts?: number
+  /**
+   * The tenant's transactions the fence cut short because they kept it out past
+   * `mover.cancelBlockersAfterMs` (over all of the move's fence attempts): how many, how many of them
+   * by ending their session (idle in transaction), how long the fence had been kept out when it last
+   * cut, and the longest-running one's age then.
+   */
+  cutShort?: { transactions: number; terminated: number; fenceBlockedMs: number; longestMs: number }
   deletedRows?: number
   /** Milliseconds spent per phase, summed over resumes. */
   phases?: Partial<Record<MoveState, number>>

@@ -52,3 +52,74 @@ export async function currentLsn(sql: Sql): Promise<bigint> {
   if (!row) throw new Error('pg_current_wal_lsn() answered nothing')
   return parseLsn(row.lsn)
 }
+
+/** A transaction of the tenant that held the fence's lock for too long, and what was done to it. */
+export interface FenceBlocker {
+  pid: number
+  /** How long its transaction had run when it was signalled. */
+  transactionMs: number
+  /** `cancel`: its query was cancelled; `terminate`: its session was ended (idle in transaction). */
+  action: 'cancel' | 'terminate'
+}
+
+/** How long a cancelled holder has to let go of the lock before its session is terminated. */
+const TERMINATE_AFTER_MS = 1_000
+
+/**
+ * Cuts short the tenant's transactions that hold its fence lock (shared, taken by `enter()` for writes)
+ * and have been open for at least `olderThanMs`, so that a tenant's long transaction cannot keep its
+ * move from fencing for ever. Their query is cancelled (`pg_cancel_backend`): the transaction rolls back
+ * and its client gets an error (SQLSTATE 57014), so nothing it wrote was acknowledged. A holder that is
+ * idle in transaction ignores a cancel: one that still holds the lock after `TERMINATE_AFTER_MS` has its
+ * session terminated. Runs as a superuser (the router's role may signal no one).
+ *
+ * Only this tenant's lock holders are signalled, never another tenant's sessions: each signal is sent by
+ * the statement that finds the backend holding this tenant's key in this database (the only window is
+ * inside it), in a transaction that began at least `olderThanMs` ago (short writes in flight are left
+ * alone). An advisory lock on a bigint
+ * key is shown in `pg_locks` as classid = its high 32 bits, objid = its low 32 bits, objsubid = 1. Of
+ * those, only the ones that no other of them blocks: a write queued behind the long one (its row, its
+ * quota turn) holds the lock too, but goes on and ends once the long one is gone.
+ */
+export async function cutShortFenceBlockers(
+  sql: Sql,
+  tenant: string,
+  olderThanMs: number,
+): Promise<FenceBlocker[]> {
+  const holders = (pids?: number[]) => sql`
+    select l.pid, round(extract(epoch from clock_timestamp() - a.xact_start) * 1000)::float8 as "transactionMs"
+    from (select switchyard.tenant_lock_key(${tenant}::uuid) as k) key,
+         pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.database = (select oid from pg_database where datname = current_database())
+      and l.classid = (key.k >> 32 & 4294967295)::oid and l.objid = (key.k & 4294967295)::oid
+      and l.pid <> pg_backend_pid()
+      and a.xact_start <= clock_timestamp() - ${olderThanMs}::int * interval '1 millisecond'
+      ${pids ? sql`and l.pid = any(${pids}::int[])` : sql``}`
+  // Materialized: the signal goes only to rows the whole condition selected, never tried on the way.
+  const cancelled = await sql<{ pid: number; transactionMs: number }[]>`
+    with holders as materialized (${holders()}),
+         roots as materialized (
+           select h.* from holders h
+           where not exists (select 1 from holders o where o.pid = any(pg_blocking_pids(h.pid))))
+    select pid, "transactionMs", pg_cancel_backend(pid) as signalled from roots`
+  if (cancelled.length === 0) return []
+  let left = cancelled.map((h) => h.pid)
+  const deadline = Date.now() + TERMINATE_AFTER_MS
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    left = (await sql<{ pid: number }[]>`${holders(left)}`).map((h) => h.pid)
+  }
+  const terminated =
+    left.length === 0
+      ? []
+      : await sql<{ pid: number }[]>`
+          with h as materialized (${holders(left)})
+          select h.pid, pg_terminate_backend(h.pid, ${TERMINATE_AFTER_MS}::bigint) as ended from h`
+  const ended = new Set(terminated.map((h) => h.pid))
+  return cancelled.map(({ pid, transactionMs }) => ({
+    pid,
+    transactionMs,
+    action: ended.has(pid) ? 'terminate' : 'cancel',
+  }))
+}
