@@ -96,13 +96,16 @@ export async function cutShortFenceBlockers(
       and l.pid <> pg_backend_pid()
       and a.xact_start <= clock_timestamp() - ${olderThanMs}::int * interval '1 millisecond'
       ${pids ? sql`and l.pid = any(${pids}::int[])` : sql``}`
+  // The roots, chosen before any is signalled: a root cancelled first would free the writes queued
+  // behind it, and they would look like roots to the rest of the same statement.
+  const roots = await sql<{ pid: number }[]>`
+    with h as materialized (${holders()})
+    select h.pid from h where not exists (select 1 from h o where o.pid = any(pg_blocking_pids(h.pid)))`
+  if (roots.length === 0) return []
   // Materialized: the signal goes only to rows the whole condition selected, never tried on the way.
   const cancelled = await sql<{ pid: number; transactionMs: number }[]>`
-    with holders as materialized (${holders()}),
-         roots as materialized (
-           select h.* from holders h
-           where not exists (select 1 from holders o where o.pid = any(pg_blocking_pids(h.pid))))
-    select pid, "transactionMs", pg_cancel_backend(pid) as signalled from roots`
+    with h as materialized (${holders(roots.map((r) => r.pid))})
+    select h.pid, h."transactionMs", pg_cancel_backend(h.pid) as signalled from h`
   if (cancelled.length === 0) return []
   let left = cancelled.map((h) => h.pid)
   const deadline = Date.now() + TERMINATE_AFTER_MS
