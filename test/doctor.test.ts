@@ -30,6 +30,7 @@ describe.sequential('switchyard doctor', () => {
       'router role cannot change its session or see other sessions',
       'RLS policies ask switchyard.current_tenant()',
       'router capability',
+      'no prepared transactions',
       'schema version',
     ]) {
       expect(checks).toContain(check)

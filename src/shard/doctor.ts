@@ -58,13 +58,23 @@ async function diagnosePrimary(
   const findings: Finding[] = []
   const add = (check: string, ok: boolean, detail: string, on = target) =>
     findings.push({ check, target: on, ok, detail })
-  const [settings] = await sql<{ wal_level: string; slots: number; senders: number; used: number }[]>`
+  const [settings] = await sql<
+    { wal_level: string; slots: number; senders: number; used: number; prepared: number }[]
+  >`
     select current_setting('wal_level') as wal_level,
+           current_setting('max_prepared_transactions')::int as prepared,
            current_setting('max_replication_slots')::int as slots,
            current_setting('max_wal_senders')::int as senders,
            (select count(*)::int from pg_replication_slots) as used`
   if (!settings) return findings
   add('wal_level', settings.wal_level === 'logical', `wal_level=${settings.wal_level} (moves need logical)`)
+  // A prepared transaction outlives its session and holds its locks (a tenant's fence lock among them)
+  // until an operator ends it: no SQL that reaches a shard may make one.
+  add(
+    'no prepared transactions',
+    settings.prepared === 0,
+    `max_prepared_transactions=${settings.prepared}${settings.prepared === 0 ? '' : ' (PREPARE TRANSACTION could hold a tenant\'s locks forever: set it to 0)'}`,
+  )
   const slotsOk =
     settings.slots >= MIN_SLOTS && settings.senders >= MIN_SLOTS && settings.slots - settings.used >= 2
   add(
