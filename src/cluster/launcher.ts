@@ -11,6 +11,7 @@ import {
   ensureTemplate,
   type NodeContext,
   ownedDir,
+  reloadNode,
   startNode,
   stopNode,
   writeServerConfig,
@@ -18,6 +19,7 @@ import {
 import { runChecked } from './process.ts'
 import { REDIS_INSTALL_HINT, redisAnswers, startRedis, stopRedis } from './redis-node.ts'
 import { ensureReplicaData } from './replica.ts'
+import { ensureLocalTls } from './tls.ts'
 
 export interface LaunchOptions {
   /** Where node data lives; `.switchyard/` in the working folder by default. */
@@ -36,6 +38,7 @@ function context(options: LaunchOptions): NodeContext {
     binaries: postgresBinaries(),
     user: serverUser(),
     durable: options.durable ?? true,
+    tls: null,
   }
 }
 
@@ -50,22 +53,28 @@ export async function clusterUp(topology: Topology, options: LaunchOptions): Pro
   await chmod(ctx.home, 0o755)
   await ownedDir(ctx, path.join(ctx.home, 'nodes'))
   await chmod(path.join(ctx.home, 'nodes'), 0o755)
+  ctx.tls = await ensureLocalTls(ctx)
+  report(
+    ctx.tls
+      ? `tls: every node serves TLS with a certificate of the local CA ${ctx.tls.caFile}`
+      : 'tls: openssl not found, so the nodes run without TLS',
+  )
   const writers = plan.postgres.filter((node) => node.role !== 'replica')
   // One template per superuser, built before the nodes that copy it.
   for (const node of writers) await ensureTemplate(ctx, node.user, node.password)
   await Promise.all(
     writers.map(async (node) => {
-      await ensureWriterData(ctx, node)
-      report(`${node.name}: ${await startNode(ctx, node)} on port ${node.port}`)
+      const changed = await ensureWriterData(ctx, node)
+      report(`${node.name}: ${await bootNode(ctx, node, changed)} on port ${node.port}`)
       await ensureDatabase(node)
     }),
   )
   const replicas = plan.postgres.filter((node) => node.role === 'replica')
   await Promise.all(
     replicas.map(async (node) => {
-      await ensureReplicaData(ctx, node)
+      const changed = await ensureReplicaData(ctx, node)
       report(
-        `${node.name}: ${await startNode(ctx, node)} on port ${node.port}, streaming from ${node.primary?.name}`,
+        `${node.name}: ${await bootNode(ctx, node, changed)} on port ${node.port}, streaming from ${node.primary?.name}`,
       )
     }),
   )
@@ -79,9 +88,18 @@ export async function clusterUp(topology: Topology, options: LaunchOptions): Pro
   }
 }
 
-async function ensureWriterData(ctx: NodeContext, node: PostgresNode): Promise<void> {
+/** Starts a node; one already running reads its configuration again if `cluster up` changed it. */
+async function bootNode(ctx: NodeContext, node: PostgresNode, configChanged: boolean): Promise<string> {
+  const started = await startNode(ctx, node)
+  if (started === 'started' || !configChanged) return started
+  await reloadNode(ctx, node)
+  return 'running, configuration reloaded'
+}
+
+/** A data folder for a directory or primary, from the template; true when an existing one's settings changed. */
+async function ensureWriterData(ctx: NodeContext, node: PostgresNode): Promise<boolean> {
   const data = dataDir(ctx, node)
-  if (existsSync(path.join(data, 'PG_VERSION'))) return
+  if (existsSync(path.join(data, 'PG_VERSION'))) return writeServerConfig(ctx, data, node)
   const template = await ensureTemplate(ctx, node.user, node.password)
   await ownedDir(ctx, path.dirname(data))
   const building = `${data}.building`
@@ -89,6 +107,7 @@ async function ensureWriterData(ctx: NodeContext, node: PostgresNode): Promise<v
   await runChecked('node_create_failed', 'cp', ['-a', template, building])
   await writeServerConfig(ctx, building, node)
   await runChecked('node_create_failed', 'mv', [building, data])
+  return false
 }
 
 /** Stops every node this cluster started (by its data folder and pid file) and nothing else. */

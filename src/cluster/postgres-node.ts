@@ -7,6 +7,7 @@ import { withAdmin } from '../shard/connection.ts'
 import type { PostgresBinaries, ServerUser } from './binaries.ts'
 import type { PostgresNode } from './nodes.ts'
 import { portTaken, run, runChecked } from './process.ts'
+import type { ServerTls } from './tls.ts'
 
 export interface NodeContext {
   home: string
@@ -14,6 +15,8 @@ export interface NodeContext {
   user: ServerUser | undefined
   /** fsync and full_page_writes; off for throwaway test clusters. */
   durable: boolean
+  /** The certificate every node presents (`ssl = on`); null: the nodes run without TLS. */
+  tls: ServerTls | null
 }
 
 export const nodeDir = (ctx: NodeContext, node: { name: string }) => path.join(ctx.home, 'nodes', node.name)
@@ -54,8 +57,15 @@ export async function ensureTemplate(ctx: NodeContext, user: string, password: s
   return template
 }
 
-/** The settings Switchyard needs, kept in their own file included from postgresql.conf. */
-export async function writeServerConfig(ctx: NodeContext, data: string, node: PostgresNode): Promise<void> {
+/**
+ * The settings Switchyard needs, kept in their own file included from postgresql.conf. Written on every
+ * `cluster up`, so existing data folders get new settings too; true when the file changed.
+ */
+export async function writeServerConfig(
+  ctx: NodeContext,
+  data: string,
+  node: PostgresNode,
+): Promise<boolean> {
   const settings: Record<string, string | number> = {
     port: node.port,
     listen_addresses: "'127.0.0.1'",
@@ -74,6 +84,11 @@ export async function writeServerConfig(ctx: NodeContext, data: string, node: Po
     fsync: ctx.durable ? 'on' : 'off',
     full_page_writes: ctx.durable ? 'on' : 'off',
     log_min_duration_statement: 100,
+    ssl: ctx.tls ? 'on' : 'off',
+  }
+  if (ctx.tls) {
+    settings.ssl_cert_file = quote(ctx.tls.certFile)
+    settings.ssl_key_file = quote(ctx.tls.keyFile)
   }
   if (node.role === 'replica' && node.primary) {
     const conninfo = `host=127.0.0.1 port=${node.primary.port} user=${node.primary.user} password=${node.primary.password} application_name=${node.name}`
@@ -81,14 +96,24 @@ export async function writeServerConfig(ctx: NodeContext, data: string, node: Po
     settings.primary_slot_name = `'${replicaSlot(node)}'`
   }
   const lines = Object.entries(settings).map(([key, value]) => `${key} = ${value}`)
-  await writeFile(
-    path.join(data, 'switchyard.conf'),
-    `# written by switchyard cluster\n${lines.join('\n')}\n`,
-  )
+  const file = path.join(data, 'switchyard.conf')
+  const content = `# written by switchyard cluster\n${lines.join('\n')}\n`
+  const before = await readFile(file, 'utf8').catch(() => '')
+  if (before !== content) await writeFile(file, content)
   const main = path.join(data, 'postgresql.conf')
   const text = await readFile(main, 'utf8')
   if (!text.includes("include = 'switchyard.conf'"))
     await writeFile(main, `${text}\ninclude = 'switchyard.conf'\n`)
+  return before !== content
+}
+
+const quote = (value: string) => `'${value.replaceAll("'", "''")}'`
+
+/** Makes a running node read its configuration files again (ssl and its files can change this way). */
+export async function reloadNode(ctx: NodeContext, node: PostgresNode): Promise<void> {
+  await runChecked('node_reload_failed', ctx.binaries.pgCtl, ['reload', '-D', dataDir(ctx, node)], {
+    user: ctx.user,
+  })
 }
 
 export const replicaSlot = (node: PostgresNode) => `switchyard_${node.name.replaceAll('-', '_')}`

@@ -21,11 +21,12 @@ import { runChecked } from './process.ts'
  * A streaming standby of `node.primary`: a physical slot keeps the WAL it needs, a base backup gives it
  * the primary's files, standby.signal makes it follow. Built in a temporary folder, renamed when whole.
  */
-export async function ensureReplicaData(ctx: NodeContext, node: PostgresNode): Promise<void> {
+export async function ensureReplicaData(ctx: NodeContext, node: PostgresNode): Promise<boolean> {
   const primary = node.primary
   if (!primary) throw new Error(`${node.name} has no primary`)
   const data = dataDir(ctx, node)
-  if (existsSync(path.join(data, 'PG_VERSION'))) return
+  // An existing standby gets the current settings (true when they changed).
+  if (existsSync(path.join(data, 'PG_VERSION'))) return writeServerConfig(ctx, data, node)
   const building = `${data}.building`
   await rm(building, { recursive: true, force: true })
   await ownedDir(ctx, path.dirname(data))
@@ -40,6 +41,7 @@ export async function ensureReplicaData(ctx: NodeContext, node: PostgresNode): P
   await writeServerConfig(ctx, building, node)
   if (ctx.user) await chownTree(building, ctx.user.uid, ctx.user.gid)
   await rename(building, data)
+  return false
 }
 
 async function pgBasebackup(ctx: NodeContext, node: PostgresNode, target: string, slot: string) {
