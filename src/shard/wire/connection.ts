@@ -1,13 +1,26 @@
-import { connect as connectSocket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import {
+  AuthenticationError,
+  ConnectionError,
+  PipelineError,
+  PostgresError,
+  QueryCancelledError,
+  ResultTooLargeError,
+  TooManyParametersError,
+  WireError,
+} from './errors.ts'
 import {
   type ColumnDescription,
+  MAX_PARAMETERS,
   MessageWriter,
   readCommandComplete,
   readDataRow,
   readErrorFields,
   readRowDescription,
+  readSaslMechanisms,
   writeBind,
   writeClose,
+  writeCopyFail,
   writeDescribeStatement,
   writeExecute,
   writeParse,
@@ -19,7 +32,11 @@ import {
   writeSync,
   writeTerminate,
 } from './messages.ts'
-import { md5Password, startScram } from './scram.ts'
+import { type ChannelBinding, md5Password, startScram } from './scram.ts'
+import { type Endpoint, openTransport, sendCancelRequest, type TlsOptions, type Transport } from './tls.ts'
+
+export * from './errors.ts'
+export type { SslMode, TlsOptions } from './tls.ts'
 
 /**
  * One PostgreSQL connection that runs pipelines: any number of prepared statements followed by ONE
@@ -28,22 +45,48 @@ import { md5Password, startScram } from './scram.ts'
  * any step failed: the server skips the rest up to the Sync).
  */
 export interface WireConnection {
-  /** Runs the steps in order, then Sync. Rejects with a `PipelineError` naming the step that failed. */
-  run(steps: readonly PipelineStep[]): Promise<StepResult[]>
+  /**
+   * Runs the steps in order, then Sync. Rejects with a `WireError` that says how many steps completed
+   * and whether anything was sent: `PipelineError` (a step failed on the server), `ResultTooLargeError`,
+   * `QueryCancelledError` (the signal aborted), `TooManyParametersError`, `ConnectionError`. After a
+   * cancel (by signal, by budget or by `cancel()`) it settles only once the cancel can no longer hit a
+   * later query on this connection; past `cancelGraceMs` the connection is dropped instead.
+   */
+  run(steps: readonly PipelineStep[], options?: RunOptions): Promise<StepResult[]>
   /** A simple-protocol query whose results nobody reads (ROLLBACK after a failed explicit transaction). */
   execute(sql: string): Promise<void>
+  /**
+   * Cancels the running pipeline (which then rejects with `QueryCancelledError` carrying `reason`);
+   * resolves once the server has taken the cancel request. Nothing running: nothing is sent. For a
+   * client that went away this is cheaper than a signal per run.
+   */
+  cancel(reason?: unknown): Promise<void>
   /** As the last ReadyForQuery said: idle, in a transaction block, or in a failed one. */
   readonly transactionStatus: 'I' | 'T' | 'E'
   /** The socket is gone or the server ended the session: drop the connection. */
   readonly broken: boolean
+  /** An exchange is running (or a cancelled pipeline has not settled yet). */
+  readonly busy: boolean
+  /** Resolves when no exchange is running (a cancelled pipeline has settled) or the connection broke. */
+  idle(): Promise<void>
+  /** What the login negotiated. */
+  readonly info: ConnectionInfo
   close(): Promise<void>
   /** Called once when the socket closes, for whatever reason. */
   onClose(listener: () => void): void
 }
 
+export interface ConnectionInfo {
+  /** The backend's process id (pg_stat_activity.pid). */
+  pid: number
+  tls: boolean
+  /** SCRAM-SHA-256-PLUS (channel-bound), SCRAM-SHA-256, or with allowInsecureAuth md5, password or trust. */
+  authentication: string
+}
+
 export interface PipelineStep {
   sql: string
-  /** Text values (or null), types left for the server to infer. */
+  /** Text values (or null), types left for the server to infer. At most 65535. */
   params: readonly (string | null)[]
 }
 
@@ -54,374 +97,843 @@ export interface StepResult {
   rows: (string | null)[][]
 }
 
+export interface RunOptions {
+  /** Aborting it cancels the pipeline on the server; run() rejects with QueryCancelledError(signal.reason). */
+  signal?: AbortSignal | undefined
+  /**
+   * A deadline: past it the pipeline is cancelled as by an aborted signal, with reason `DEADLINE`. It
+   * costs a timer, where a signal costs an EventTarget listener (measured: several µs per run more).
+   */
+  timeoutMs?: number | undefined
+  /** DataRows the whole pipeline may return; past it: cancelled, ResultTooLargeError. */
+  maxRows?: number | undefined
+  /** DataRow payload bytes the whole pipeline may return (COPY TO STDOUT data counts too). */
+  maxBytes?: number | undefined
+}
+
 export interface ConnectOptions {
   /** postgres://user:password@host:port/database */
   url: string
+  /** How errors name the node (default host:port). */
+  name?: string
   /** Run-time parameters sent at startup (application_name, statement_timeout, search_path, …). */
   parameters?: Record<string, string>
   connectTimeoutMs?: number
-  /** Prepared statements kept per connection; the oldest are closed past this. */
+  /** Prepared statements kept per connection (least recently used closed past it). Default 1000. */
   maxStatements?: number
+  /**
+   * Bytes of SQL text the kept statements may add up to (default 4 MiB). A statement longer than this
+   * alone runs as the unnamed statement, parsed every time.
+   */
+  maxStatementBytes?: number
+  /** The budgets of a run that names none: a safety net (default 1,000,000 rows, 256 MiB). */
+  maxRows?: number
+  maxBytes?: number
+  /** How long a cancelled pipeline may take to settle before the connection is dropped (default 2000). */
+  cancelGraceMs?: number
+  /** TLS to the node; sslmode `prefer` by default. */
+  tls?: TlsOptions
+  /**
+   * Accept cleartext passwords, MD5 and logins without any authentication (trust). Off by default,
+   * TLS or not: with SCRAM the node never learns the password (the router's role has the same one on
+   * every node), and only SCRAM's final message proves that the node knew it.
+   */
+  allowInsecureAuth?: boolean
 }
 
-/** A server's ErrorResponse, its fields named as postgres.js names them (`code` is the SQLSTATE). */
-export class PostgresError extends Error {
-  readonly code: string
-  severity?: string
-  detail?: string
-  hint?: string
-  position?: string
-  routine?: string;
-  [field: string]: unknown
-
-  constructor(fields: Record<string, string>) {
-    super(fields.message ?? 'unknown server error')
-    this.name = 'PostgresError'
-    this.code = fields.code ?? 'XX000'
-    Object.assign(this, fields)
-  }
-}
-
-/** The socket failed or closed: `code` is the system's (ECONNREFUSED, ECONNRESET, …) or CONNECTION_CLOSED. */
-export class ConnectionError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message)
-    this.name = 'ConnectionError'
-  }
-}
-
-/** Step `step` of a pipeline failed with the server's error; the steps after it did not run. */
-export class PipelineError extends Error {
-  constructor(
-    readonly step: number,
-    override readonly cause: PostgresError,
-  ) {
-    super(cause.message)
-    this.name = 'PipelineError'
-  }
-}
+/** The reason of a QueryCancelledError when `timeoutMs` ran out. */
+export const DEADLINE = 'deadline'
 
 /** Errors after which the server dropped or replaced a cached plan: prepare again and rerun once. */
 const STALE_STATEMENT_ROUTINES = new Set(['FetchPreparedStatement', 'RevalidateCachedQuery'])
 
+/** Nothing PostgreSQL sends is larger (MaxAllocSize); a bigger length means the stream is corrupt. */
+const MAX_MESSAGE_BYTES = 0x3fffffff
+/** Of an ErrorResponse, what is read: severity and SQLSTATE come first, the message may quote a huge value. */
+const MAX_ERROR_BYTES = 64 * 1024
+
+const DEFAULTS = {
+  maxStatements: 1000,
+  maxStatementBytes: 4 * 1024 * 1024,
+  maxRows: 1_000_000,
+  maxBytes: 256 * 1024 * 1024,
+  cancelGraceMs: 2000,
+  connectTimeoutMs: 3000,
+}
+
 interface PreparedStatement {
+  /** Random per-connection prefix + counter; '' for a statement too long to keep. */
   name: string
-  /** From Describe at prepare time: null until the server answered it. */
+  sql: string
+  /** SQL bytes counted against maxStatementBytes (0 when not kept). */
+  bytes: number
+  /** new: planned in this run; sent: Parse written; parsed: ParseComplete came; ready: described too. */
+  state: 'new' | 'sent' | 'parsed' | 'ready'
+  /** From Describe at prepare time. */
   fields: ColumnDescription[] | null
-  parsed: boolean
+  /** The run that used it last: statements of the running pipeline are never evicted by it. */
+  run: number
 }
 
 /** What the connection is waiting for: it reads each backend message until ReadyForQuery. */
 interface Exchange {
-  message(type: number, body: Buffer): void | Promise<void>
+  message(type: number, buffer: Buffer, start: number, end: number): undefined | Promise<void>
+  /** A non-fatal ErrorResponse. */
+  error(error: PostgresError): void
+  /** The connection failed: the exchange ends with this error. */
   fail(error: Error): void
 }
 
-let statementNames = 0
+/** One pipeline on the wire: its statements, what came back so far, and how it is ending. */
+interface Run {
+  steps: readonly PipelineStep[]
+  options: RunOptions
+  used: PreparedStatement[]
+  /** Statements this pipeline prepares, in the order of their Parse messages. */
+  fresh: PreparedStatement[]
+  /** The Closes sent at its front. */
+  closing: string[]
+  /** This is the rerun after a stale statement: there is no third run. */
+  rerun: boolean
+  resolve(results: StepResult[]): void
+  reject(error: Error): void
+  results: StepResult[]
+  rows: (string | null)[][]
+  parsed: number
+  described: number
+  closesDone: number
+  failure: PipelineError | undefined
+  /** Why it was stopped (cancel, budget): wins over whatever the server says after. */
+  stopped: WireError | undefined
+  /** Its own ReadyForQuery came while its cancel was still being sent. */
+  ready: boolean
+  cancel: 'none' | 'sending' | 'closed'
+  cancelSent: Promise<void> | undefined
+  /** A lone Sync went out after the cancel settled; its ReadyForQuery ends the pipeline. */
+  syncing: boolean
+  grace: NodeJS.Timeout | undefined
+  onAbort: (() => void) | undefined
+  deadline: NodeJS.Timeout | undefined
+}
 
 export async function connectWire(options: ConnectOptions): Promise<WireConnection> {
   const url = new URL(options.url)
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
+  const port = Number(url.port || 5432)
+  const endpoint: Endpoint = { host, port, name: options.name ?? `${host}:${port}`, tls: options.tls ?? {} }
+  const timeoutMs = options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+  const deadline = new AbortController()
+  const timer = setTimeout(
+    () =>
+      deadline.abort(
+        new ConnectionError('CONNECT_TIMEOUT', `no connection to ${endpoint.name} within ${timeoutMs} ms`),
+      ),
+    timeoutMs,
+  )
+  try {
+    const transport = await openTransport(endpoint, deadline.signal)
+    return await login(transport, endpoint, options, deadline.signal)
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function login(
+  transport: Transport,
+  endpoint: Endpoint,
+  options: ConnectOptions,
+  deadline: AbortSignal,
+): Promise<WireConnection> {
+  const url = new URL(options.url)
   const user = decodeURIComponent(url.username)
   const password = decodeURIComponent(url.password)
-  const socket = connectSocket({ host: url.hostname || '127.0.0.1', port: Number(url.port || 5432) })
-  socket.setNoDelay(true)
-  socket.setKeepAlive(true, 60_000)
+  const socket = transport.socket
   const writer = new MessageWriter()
+  const name = endpoint.name
+  const maxStatements = options.maxStatements ?? DEFAULTS.maxStatements
+  const maxStatementBytes = options.maxStatementBytes ?? DEFAULTS.maxStatementBytes
+  const defaultMaxRows = options.maxRows ?? DEFAULTS.maxRows
+  const defaultMaxBytes = options.maxBytes ?? DEFAULTS.maxBytes
+  const cancelGraceMs = options.cancelGraceMs ?? DEFAULTS.cancelGraceMs
+  // The cancel request goes out even when the grace ran out: a connection dropped mid-query leaves
+  // the query running until the backend next writes to the socket.
+  const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+
+  // Prepared statements by SQL text, least recently used first (a hit moves to the end).
   const statements = new Map<string, PreparedStatement>()
-  const maxStatements = options.maxStatements ?? 1000
+  let statementBytes = 0
+  /** Statements to close at the front of the next pipeline, before any step can fail. */
+  const closeQueue: string[] = []
+  // Unguessable, so SQL-level PREPARE or DEALLOCATE by anyone else cannot name ours.
+  const statementPrefix = `sy${randomBytes(6).toString('hex')}_`
+  let statementCount = 0
+  let runs = 0
+
   const closeListeners: (() => void)[] = []
+  const idleWaiters: (() => void)[] = []
   let exchange: Exchange | null = null
+  /** The pipeline running now, if the exchange is one. */
+  let current: Run | null = null
   let status: 'I' | 'T' | 'E' = 'I'
   let broken = false
   let closed = false
+  let loggedIn = false
+  let pid = 0
+  let secretKey: Buffer | null = null
+  let authentication = 'none'
+
+  // The current exchange's budgets, checked on each DataRow's header before its body is read.
+  let rowsLeft = Number.POSITIVE_INFINITY
+  let bytesLeft = Number.POSITIVE_INFINITY
+  let rowLimit = 0
+  let byteLimit = 0
+  /** Skip every DataRow and CopyData body as it arrives (after a budget overflow or a cancel). */
+  let discarding = true
 
   const failWith = (error: Error) => {
     broken = true
     const current = exchange
     exchange = null
     current?.fail(error)
+    settleIdle()
   }
 
-  // A message split over several reads waits in `partial` until `partialNeeds` bytes are there, so a
-  // large result is copied once, not once per read.
-  let partial: Buffer[] = []
-  let partialBytes = 0
-  let partialNeeds = 0
+  /** A handler threw or the bytes made no sense: fail the exchange, drop the socket, keep the process. */
+  const protocolFailure = (error: unknown) => {
+    const failure =
+      error instanceof WireError || error instanceof PostgresError
+        ? error
+        : new ConnectionError('PROTOCOL_ERROR', `${name}: ${(error as Error)?.message ?? String(error)}`, {
+            cause: error,
+          })
+    failWith(failure)
+    socket.destroy()
+  }
+
+  function settleIdle() {
+    if (exchange) return
+    for (const waiter of idleWaiters.splice(0)) waiter()
+  }
+
+  // Framing. A message's header (type, length) is read first; its body is then either dispatched
+  // straight from the chunk it arrived in, copied once into a buffer of its exact size when it spans
+  // chunks, or skipped as it arrives (DataRow past the budget, CopyData, notices).
+  const head = Buffer.allocUnsafe(5)
+  let headHave = 0
+  let body: Buffer | null = null
+  let bodyHave = 0
+  let bodyType = 0
+  /** Bytes of the current message still to skip. */
+  let skipLeft = 0
+  /** Bytes to skip once `body` is complete (the unread tail of a long ErrorResponse). */
+  let bodyTail = 0
+  /** Bytes received so far: a cancelled pipeline still skipping a long message is making progress. */
+  let received = 0
+
   socket.on('data', (chunk: Buffer) => {
-    let data = chunk
-    if (partialBytes > 0) {
-      partial.push(chunk)
-      partialBytes += chunk.length
-      if (partialBytes < partialNeeds) return
-      data = Buffer.concat(partial, partialBytes)
-      partial = []
-      partialBytes = 0
+    received += chunk.length
+    try {
+      receive(chunk)
+    } catch (error) {
+      protocolFailure(error)
     }
-    let at = 0
-    while (data.length - at >= 5) {
-      const size = data.readInt32BE(at + 1)
-      if (data.length - at - 1 < size) break
-      const type = data[at] as number
-      const body = data.subarray(at + 5, at + 1 + size)
-      at += 1 + size
-      dispatchMessage(type, body)
-    }
-    if (at === data.length) return
-    const rest = data.subarray(at)
-    partial = [rest]
-    partialBytes = rest.length
-    partialNeeds = rest.length >= 5 ? 1 + rest.readInt32BE(1) : 5
   })
   socket.on('error', (error: NodeJS.ErrnoException) => {
-    failWith(new ConnectionError(error.code ?? 'ECONNRESET', error.message))
+    failWith(new ConnectionError(error.code ?? 'ECONNRESET', `${name}: ${error.message}`))
   })
   socket.on('close', () => {
     closed = true
-    failWith(new ConnectionError('CONNECTION_CLOSED', `connection to ${url.host} closed`))
+    failWith(new ConnectionError('CONNECTION_CLOSED', `connection to ${name} closed`))
     for (const listener of closeListeners.splice(0)) listener()
   })
 
-  function dispatchMessage(type: number, body: Buffer) {
-    // 'E' with FATAL/PANIC: the server is ending the session (shutdown, terminate): no ReadyForQuery follows.
-    if (type === 0x45) {
-      const fields = readErrorFields(body)
-      if (fields.severity === 'FATAL' || fields.severity === 'PANIC') {
-        failWith(new PostgresError(fields))
-        socket.destroy()
+  function receive(chunk: Buffer) {
+    const length = chunk.length
+    let at = 0
+    while (at < length && !broken) {
+      if (skipLeft > 0) {
+        const take = Math.min(skipLeft, length - at)
+        skipLeft -= take
+        at += take
+      } else if (body !== null) {
+        const take = Math.min(body.length - bodyHave, length - at)
+        chunk.copy(body, bodyHave, at, at + take)
+        bodyHave += take
+        at += take
+        if (bodyHave < body.length) return
+        const whole = body
+        body = null
+        skipLeft = bodyTail
+        dispatch(bodyType, whole, 0, whole.length)
+      } else if (headHave > 0 || length - at < 5) {
+        const take = Math.min(5 - headHave, length - at)
+        chunk.copy(head, headHave, at, at + take)
+        headHave += take
+        at += take
+        if (headHave < 5) return
+        headHave = 0
+        at = message(head[0] as number, head.readInt32BE(1), chunk, at)
+      } else {
+        at = message(chunk[at] as number, chunk.readInt32BE(at + 1), chunk, at + 5)
+      }
+    }
+  }
+
+  /** A message whose header was read; its body starts at `at`. Returns where the next message starts. */
+  function message(type: number, size: number, chunk: Buffer, at: number): number {
+    if (size < 4 || size > MAX_MESSAGE_BYTES)
+      throw new ConnectionError(
+        'PROTOCOL_ERROR',
+        `${name} sent a message (type 0x${type.toString(16)}) claiming ${size} bytes`,
+      )
+    const length = size - 4
+    const keep = skips(type, length) ? -1 : type === 0x45 ? Math.min(length, MAX_ERROR_BYTES) : length
+    const available = chunk.length - at
+    if (keep >= 0 && available >= keep) dispatch(type, chunk, at, at + keep)
+    else if (keep >= 0) {
+      body = Buffer.allocUnsafe(keep)
+      chunk.copy(body, 0, at)
+      bodyHave = available
+      bodyType = type
+      bodyTail = length - keep
+      return chunk.length
+    }
+    if (available >= length) return at + length
+    skipLeft = length - available
+    return chunk.length
+  }
+
+  /** Whether a message's body is skipped unread. Two integer compares per DataRow. */
+  function skips(type: number, size: number): boolean {
+    switch (type) {
+      case 0x44: // DataRow
+        if (discarding) return true
+        rowsLeft--
+        bytesLeft -= size
+        if (rowsLeft < 0) return overflow('rows')
+        if (bytesLeft < 0) return overflow('bytes')
+        return false
+      case 0x64: // CopyData (COPY TO STDOUT): counted against the byte budget, never kept
+        if (discarding) return true
+        bytesLeft -= size
+        if (bytesLeft < 0) overflow('bytes')
+        return true
+      case 0x4e: // NoticeResponse
+      case 0x41: // NotificationResponse
+      case 0x53: // ParameterStatus
+        return true
+      default:
+        return false
+    }
+  }
+
+  function overflow(limit: 'rows' | 'bytes'): true {
+    discarding = true
+    if (current) void stop(current, new ResultTooLargeError(limit, limit === 'rows' ? rowLimit : byteLimit))
+    return true
+  }
+
+  function dispatch(type: number, buffer: Buffer, start: number, end: number) {
+    switch (type) {
+      case 0x45: {
+        // ErrorResponse; FATAL or PANIC: the server is ending the session, no ReadyForQuery follows.
+        const error = new PostgresError(readErrorFields(buffer, start, end))
+        if (error.severity === 'FATAL' || error.severity === 'PANIC') {
+          failWith(
+            loggedIn ? new ConnectionError(error.code, `${name}: ${error.message}`, { cause: error }) : error,
+          )
+          socket.destroy()
+          return
+        }
+        exchange?.error(error)
         return
       }
+      case 0x5a: // ReadyForQuery
+        status = buffer[start] === 0x54 ? 'T' : buffer[start] === 0x45 ? 'E' : 'I'
+        break
+      case 0x4b: // BackendKeyData: the key has any length (protocol 3.2 allows up to 256 bytes)
+        pid = buffer.readInt32BE(start)
+        secretKey = Buffer.from(buffer.subarray(start + 4, end))
+        return
     }
-    if (type === 0x5a) status = String.fromCharCode(body[0] as number) as 'I' | 'T' | 'E'
-    const current = exchange
-    if (!current) return // ParameterStatus, notices, notifications between exchanges
-    const handled = current.message(type, body)
-    if (handled instanceof Promise) handled.catch((error: Error) => failWith(error))
+    const handled = exchange?.message(type, buffer, start, end)
+    if (handled) handled.catch(protocolFailure)
   }
 
-  function begin<T>(
-    send: () => void,
-    reader: (done: (value: T) => void, fail: (e: Error) => void) => Exchange,
-  ) {
-    if (broken) return Promise.reject(new ConnectionError('CONNECTION_CLOSED', 'connection is closed'))
-    if (exchange) return Promise.reject(new Error('the connection is busy: one exchange at a time'))
-    return new Promise<T>((resolve, reject) => {
-      try {
-        send()
-      } catch (error) {
-        writer.take()
-        throw error
-      }
-      exchange = reader(
-        (value) => {
-          exchange = null
-          resolve(value)
-        },
-        (error) => {
-          exchange = null
-          reject(error)
-        },
-      )
-      socket.write(writer.take())
+  /** Starts an exchange: its messages go out in one write; `budget` arms the DataRow checks. */
+  function begin(next: Exchange, budget?: { rows: number; bytes: number }) {
+    exchange = next
+    if (budget) {
+      rowsLeft = rowLimit = budget.rows
+      bytesLeft = byteLimit = budget.bytes
+      discarding = false
+    } else discarding = true
+    socket.write(writer.take())
+  }
+
+  // ---- Login ----
+
+  await new Promise<void>((resolve, reject) => {
+    const onDeadline = () => {
+      failWith(deadline.reason as Error)
+      socket.destroy()
+    }
+    deadline.addEventListener('abort', onDeadline, { once: true })
+    const done = (error?: Error) => {
+      deadline.removeEventListener('abort', onDeadline)
+      exchange = null
+      if (!error) return resolve()
+      socket.destroy()
+      reject(error)
+    }
+    writeStartup(writer, {
+      user,
+      database: decodeURIComponent(url.pathname.slice(1)) || user,
+      client_encoding: 'UTF8',
+      ...options.parameters,
     })
-  }
+    begin(authenticationExchange(done))
+  })
+  loggedIn = true
 
-  await startup()
-
-  async function startup(): Promise<void> {
-    const timeoutMs = options.connectTimeoutMs ?? 3000
-    const timer = setTimeout(() => {
-      failWith(new ConnectionError('CONNECT_TIMEOUT', `no connection to ${url.host} within ${timeoutMs} ms`))
-      socket.destroy()
-    }, timeoutMs)
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', () => {
-          exchange = null
-          resolve()
-        })
-        exchange = { message: () => {}, fail: reject }
-      })
-      await begin<void>(
-        () =>
-          writeStartup(writer, {
-            user,
-            database: decodeURIComponent(url.pathname.slice(1)) || user,
-            client_encoding: 'UTF8',
-            ...options.parameters,
-          }),
-        (done, fail) => authentication(user, password, done, fail),
-      )
-    } catch (error) {
-      socket.destroy()
-      throw error
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-
-  function authentication(
-    user: string,
-    password: string,
-    done: () => void,
-    fail: (e: Error) => void,
-  ): Exchange {
+  function authenticationExchange(done: (error?: Error) => void): Exchange {
+    const insecure = options.allowInsecureAuth === true
+    const bindingMode = endpoint.tls.channelBinding ?? 'prefer'
     let scram: ReturnType<typeof startScram> | undefined
-    const send = () => socket.write(writer.take())
+    let step: 'start' | 'sasl-initial' | 'sasl-response' | 'sasl-done' | 'password' | 'ok' = 'start'
+    const refuse = (code: ConstructorParameters<typeof AuthenticationError>[0], message: string): never => {
+      throw new AuthenticationError(code, name, message)
+    }
+
     return {
-      fail,
-      async message(type, body) {
-        if (type === 0x45) return fail(new PostgresError(readErrorFields(body)))
-        if (type === 0x5a) return done()
-        if (type !== 0x52) return // BackendKeyData, ParameterStatus, notices
-        const method = body.readInt32BE(0)
-        if (method === 0) return
-        if (method === 3) writePassword(writer, password)
-        else if (method === 5) writePassword(writer, md5Password(user, password, body.subarray(4, 8)))
-        else if (method === 10) {
-          if (!body.includes('SCRAM-SHA-256')) throw new Error('the server offers no SCRAM-SHA-256')
-          scram = startScram(password)
-          writeSaslInitial(writer, 'SCRAM-SHA-256', scram.clientFirst)
-        } else if (method === 11 && scram) {
-          writeSaslResponse(writer, await scram.clientFinal(body.toString('utf8', 4)))
-        } else if (method === 12 && scram) {
-          scram.verifyServerFinal(body.toString('utf8', 4))
-          return
-        } else throw new Error(`authentication method ${method} is not supported`)
-        send()
+      fail: done,
+      error: done,
+      message(type, buffer, start, end) {
+        if (type === 0x52) return request(buffer.readInt32BE(start), buffer, start + 4, end)
+        if (type === 0x5a) {
+          if (step !== 'ok') refuse('auth_failed', 'ReadyForQuery came before AuthenticationOk')
+          done()
+        }
+        return undefined
       },
     }
+
+    function request(code: number, buffer: Buffer, start: number, end: number): undefined | Promise<void> {
+      switch (code) {
+        case 0: // AuthenticationOk
+          if (scram) {
+            if (!scram.verified)
+              refuse(
+                'auth_downgrade',
+                'AuthenticationOk came before the SCRAM final message: the server never proved it knows the password',
+              )
+          } else if (step !== 'password' && !insecure)
+            refuse('auth_insecure', 'the server let the router in without authentication (trust)')
+          if (bindingMode === 'require' && scram?.mechanism !== 'SCRAM-SHA-256-PLUS')
+            refuse(
+              'channel_binding_required',
+              'channelBinding is require, and the login was not channel-bound',
+            )
+          authentication = scram?.mechanism ?? (step === 'password' ? authentication : 'trust')
+          step = 'ok'
+          return undefined
+        case 3: // AuthenticationCleartextPassword
+          if (!insecure) refuse('auth_insecure', 'the server asks for the password in clear text')
+          writePassword(writer, password)
+          authentication = 'password'
+          step = 'password'
+          break
+        case 5: // AuthenticationMD5Password
+          if (!insecure) refuse('auth_insecure', 'the server asks for an MD5 password')
+          writePassword(writer, md5Password(user, password, buffer.subarray(start, start + 4)))
+          authentication = 'md5'
+          step = 'password'
+          break
+        case 10: {
+          // AuthenticationSASL
+          if (step !== 'start') refuse('auth_failed', 'the server started SASL twice')
+          scram = startScram(password, channelBinding(readSaslMechanisms(buffer, start, end)))
+          writeSaslInitial(writer, scram.mechanism, scram.clientFirst)
+          step = 'sasl-initial'
+          break
+        }
+        case 11: {
+          // AuthenticationSASLContinue
+          if (!scram || step !== 'sasl-initial') return refuse('auth_failed', 'unexpected SASLContinue')
+          step = 'sasl-response'
+          return scram.clientFinal(buffer.toString('utf8', start, end)).then(
+            (payload) => {
+              writeSaslResponse(writer, payload)
+              socket.write(writer.take())
+            },
+            (error: Error) => refuse('auth_failed', error.message),
+          )
+        }
+        case 12: // AuthenticationSASLFinal
+          if (!scram || step !== 'sasl-response') return refuse('auth_failed', 'unexpected SASLFinal')
+          try {
+            scram.verifyServerFinal(buffer.toString('utf8', start, end))
+          } catch (error) {
+            refuse('auth_failed', (error as Error).message)
+          }
+          step = 'sasl-done'
+          return undefined
+        default:
+          return refuse('auth_unsupported', `the server asks for authentication method ${code}`)
+      }
+      socket.write(writer.take())
+      return undefined
+    }
+
+    function channelBinding(mechanisms: string[]): ChannelBinding {
+      const plus = mechanisms.includes('SCRAM-SHA-256-PLUS')
+      const plain = mechanisms.includes('SCRAM-SHA-256')
+      let binding: ChannelBinding = { kind: 'none' }
+      if (bindingMode !== 'disable' && transport.tls) {
+        if (plus && transport.serverEndPoint)
+          binding = { kind: 'bind', serverEndPoint: transport.serverEndPoint }
+        // Offered but not computable for this certificate's signature algorithm: PostgreSQL cannot either.
+        else if (!plus) binding = { kind: 'supported' }
+      }
+      if (bindingMode === 'require' && binding.kind !== 'bind')
+        refuse(
+          'channel_binding_required',
+          transport.tls
+            ? 'channelBinding is require, and the server offers no SCRAM-SHA-256-PLUS this client can use'
+            : 'channelBinding is require, and the connection has no TLS',
+        )
+      if (binding.kind !== 'bind' && !plain)
+        refuse('auth_unsupported', `the server offers no usable SASL mechanism (${mechanisms.join(', ')})`)
+      return binding
+    }
   }
 
-  function prepare(sql: string, fresh: PreparedStatement[]): PreparedStatement {
+  // ---- Pipelines ----
+
+  /** The cached statement for `sql`, refreshed as most recently used; or a new one, to prepare. */
+  function statementFor(sql: string, run: number, fresh: PreparedStatement[]): PreparedStatement {
     const known = statements.get(sql)
-    if (known) return known
-    if (statements.size >= maxStatements) evictOldest()
-    const statement: PreparedStatement = { name: `sy${++statementNames}`, fields: null, parsed: false }
-    statements.set(sql, statement)
-    writeParse(writer, statement.name, sql)
-    writeDescribeStatement(writer, statement.name)
+    if (known) {
+      if (known.run !== run) {
+        known.run = run
+        statements.delete(sql)
+        statements.set(sql, known)
+      }
+      return known
+    }
+    const bytes = Buffer.byteLength(sql)
+    const kept = bytes <= maxStatementBytes
+    const statement: PreparedStatement = {
+      name: kept ? `${statementPrefix}${++statementCount}` : '',
+      sql,
+      bytes: kept ? bytes : 0,
+      state: 'new',
+      fields: null,
+      run,
+    }
+    if (kept) {
+      statements.set(sql, statement)
+      statementBytes += bytes
+    }
     fresh.push(statement)
     return statement
   }
 
-  function evictOldest() {
-    const [sql, oldest] = statements.entries().next().value as [string, PreparedStatement]
-    statements.delete(sql)
-    writeClose(writer, oldest.name)
+  /** Least recently used first, never one the running pipeline uses; their Close goes out first. */
+  function evict(run: number) {
+    while (statements.size > maxStatements || statementBytes > maxStatementBytes) {
+      const oldest = statements.values().next().value as PreparedStatement
+      if (oldest.run === run) return
+      forget(oldest)
+    }
   }
 
-  async function run(steps: readonly PipelineStep[], retried = false): Promise<StepResult[]> {
+  /** Drops a statement from the cache; it is closed on the server at the front of the next pipeline. */
+  function forget(statement: PreparedStatement, onServer = true) {
+    if (statement.name === '' || statements.get(statement.sql) !== statement) return
+    statements.delete(statement.sql)
+    statementBytes -= statement.bytes
+    if (onServer) closeQueue.push(statement.name)
+  }
+
+  function run(steps: readonly PipelineStep[], options: RunOptions = {}): Promise<StepResult[]> {
+    return new Promise<StepResult[]>((resolve, reject) => start(steps, options, resolve, reject, false))
+  }
+
+  /** Why a pipeline cannot go out at all (nothing is written then). */
+  function refusal(steps: readonly PipelineStep[], signal: AbortSignal | undefined): WireError | undefined {
+    if (broken) return new ConnectionError('CONNECTION_CLOSED', `connection to ${name} is closed`)
+    if (exchange) return new WireError('connection_busy', 'the connection is busy: one exchange at a time')
+    if (signal?.aborted) return new QueryCancelledError(signal.reason)
+    for (let i = 0; i < steps.length; i++) {
+      const count = (steps[i] as PipelineStep).params.length
+      if (count > MAX_PARAMETERS) return new TooManyParametersError(i, count)
+    }
+    return undefined
+  }
+
+  function start(
+    steps: readonly PipelineStep[],
+    options: RunOptions,
+    resolve: (results: StepResult[]) => void,
+    reject: (error: Error) => void,
+    rerun: boolean,
+  ) {
+    const refused = refusal(steps, options.signal)
+    if (refused) {
+      refused.sent = rerun
+      reject(refused)
+      return settleIdle()
+    }
+    const token = ++runs
     const fresh: PreparedStatement[] = []
-    const used: PreparedStatement[] = []
-    try {
-      return await begin<StepResult[]>(
-        () => {
-          for (const step of steps) {
-            const statement = prepare(step.sql, fresh)
-            writeBind(writer, statement.name, step.params)
-            writeExecute(writer)
-            used.push(statement)
-          }
-          writeSync(writer)
-        },
-        (done, fail) => pipelineReader(used, fresh, done, fail),
-      )
-    } catch (error) {
-      // Statements the server never prepared (or never described) must be prepared again next time.
-      for (const statement of fresh) if (!statement.fields) forget(statement)
-      if (!(error instanceof PipelineError) || !STALE_STATEMENT_ROUTINES.has(error.cause.routine ?? ''))
-        throw error
-      forget(used[error.step] as PreparedStatement)
-      if (retried) throw error
-      if (status !== 'I') await execute('rollback')
-      return run(steps, true)
+    const used: PreparedStatement[] = new Array(steps.length)
+    for (let i = 0; i < steps.length; i++)
+      used[i] = statementFor((steps[i] as PipelineStep).sql, token, fresh)
+    evict(token)
+    const closing = closeQueue.splice(0)
+    for (const statement of closing) writeClose(writer, statement)
+    for (let i = 0; i < steps.length; i++) {
+      const statement = used[i] as PreparedStatement
+      if (statement.state === 'new') {
+        writeParse(writer, statement.name, statement.sql)
+        writeDescribeStatement(writer, statement.name)
+        statement.state = 'sent'
+      }
+      writeBind(writer, statement.name, (steps[i] as PipelineStep).params)
+      writeExecute(writer)
     }
+    writeSync(writer)
+    const signal = options.signal
+    const run: Run = {
+      steps,
+      options,
+      used,
+      fresh,
+      closing,
+      rerun,
+      resolve,
+      reject,
+      results: [],
+      rows: [],
+      parsed: 0,
+      described: 0,
+      closesDone: 0,
+      failure: undefined,
+      stopped: undefined,
+      ready: false,
+      cancel: 'none',
+      cancelSent: undefined,
+      syncing: false,
+      grace: undefined,
+      onAbort: undefined,
+      deadline: undefined,
+    }
+    current = run
+    begin(pipelineExchange, {
+      rows: options.maxRows ?? defaultMaxRows,
+      bytes: options.maxBytes ?? defaultMaxBytes,
+    })
+    if (signal) {
+      run.onAbort = () => void stop(run, new QueryCancelledError(signal.reason))
+      signal.addEventListener('abort', run.onAbort)
+    }
+    if (options.timeoutMs !== undefined)
+      run.deadline = setTimeout(() => void stop(run, new QueryCancelledError(DEADLINE)), options.timeoutMs)
   }
 
-  function forget(statement: PreparedStatement) {
-    for (const [sql, known] of statements) if (known === statement) statements.delete(sql)
+  /** The running pipeline's messages; one object for every pipeline, its state in `current`. */
+  const pipelineExchange: Exchange = {
+    fail(error) {
+      if (current) finish(current, error)
+    },
+    error(error) {
+      const run = current
+      if (run && !run.syncing && !run.failure) run.failure = new PipelineError(run.results.length, error)
+    },
+    message(type, buffer, start, end) {
+      const run = current as Run
+      switch (type) {
+        case 0x44: // DataRow
+          run.rows.push(readDataRow(buffer, start, end))
+          break
+        case 0x43: // CommandComplete
+          run.results.push({
+            ...readCommandComplete(buffer, start, end),
+            fields: (run.used[run.results.length] as PreparedStatement | undefined)?.fields ?? [],
+            rows: run.rows,
+          })
+          run.rows = []
+          break
+        case 0x31: // ParseComplete
+          ;(run.fresh[run.parsed++] as PreparedStatement).state = 'parsed'
+          break
+        case 0x54: // RowDescription (of a Describe of a statement)
+          ;(run.fresh[run.described++] as PreparedStatement).fields = readRowDescription(buffer, start, end)
+          break
+        case 0x6e: // NoData
+          ;(run.fresh[run.described++] as PreparedStatement).fields = []
+          break
+        case 0x33: // CloseComplete
+          run.closesDone++
+          break
+        case 0x49: // EmptyQueryResponse
+          run.results.push({ command: '', rowCount: null, fields: [], rows: [] })
+          break
+        case 0x47: // CopyInResponse: the router feeds no COPY FROM STDIN; fail it rather than hang.
+          writeCopyFail(writer, 'COPY FROM STDIN is not supported here')
+          // The server ignores a Sync met in copy-in mode, so the pipeline's own Sync was lost when
+          // COPY is its last step; otherwise the next message ends the copy (the server then ends the
+          // session: it lost track of message boundaries) and the CopyFail is ignored.
+          if (run.results.length === run.steps.length - 1) writeSync(writer)
+          socket.write(writer.take())
+          break
+        case 0x57: // CopyBothResponse: replication only
+          throw new ConnectionError('PROTOCOL_ERROR', `${name} started COPY BOTH in a pipeline`)
+        case 0x5a: // ReadyForQuery
+          if (run.syncing || run.cancel !== 'sending') finish(run)
+          else run.ready = true
+          break
+        // BindComplete, ParameterDescription, CopyOutResponse, CopyDone: nothing to keep.
+      }
+      return undefined
+    },
   }
 
-  function pipelineReader(
-    used: readonly PreparedStatement[],
-    fresh: PreparedStatement[],
-    done: (results: StepResult[]) => void,
-    fail: (error: Error) => void,
-  ): Exchange {
-    const results: StepResult[] = []
-    let rows: (string | null)[][] = []
-    let parsed = 0
-    let described = 0
-    let failure: PipelineError | undefined
-    return {
-      fail,
-      message(type, body) {
-        switch (type) {
-          case 0x44: // DataRow
-            rows.push(readDataRow(body))
-            return
-          case 0x43: {
-            // CommandComplete
-            const fields = used[results.length]?.fields ?? []
-            results.push({ ...readCommandComplete(body), fields, rows })
-            rows = []
-            return
-          }
-          case 0x31: // ParseComplete
-            ;(fresh[parsed++] as PreparedStatement).parsed = true
-            return
-          case 0x54: // RowDescription (of a Describe of a statement)
-            ;(fresh[described++] as PreparedStatement).fields = readRowDescription(body)
-            return
-          case 0x6e: // NoData
-            ;(fresh[described++] as PreparedStatement).fields = []
-            return
-          case 0x49: // EmptyQueryResponse
-            results.push({ command: '', rowCount: null, fields: [], rows: [] })
-            return
-          case 0x45: // ErrorResponse: the server skips the rest, up to the Sync
-            failure = new PipelineError(results.length, new PostgresError(readErrorFields(body)))
-            return
-          case 0x5a: // ReadyForQuery
-            if (failure) fail(failure)
-            else done(results)
-            return
-          // BindComplete, CloseComplete, ParameterDescription, notices: nothing to keep.
-        }
-      },
+  function finish(run: Run, lost?: Error) {
+    clearTimeout(run.grace)
+    if (run.onAbort) run.options.signal?.removeEventListener('abort', run.onAbort)
+    if (run.deadline) clearTimeout(run.deadline)
+    if (current === run) current = null
+    if (exchange === pipelineExchange) exchange = null
+    if (!broken) keepBooks(run)
+    const error = run.stopped ?? run.failure ?? lost
+    if (!error) run.resolve(run.results)
+    else {
+      if (error instanceof WireError) {
+        error.completedSteps = run.results.length
+        error.sent = true
+      }
+      if (error === run.failure && !broken && rerunnable(run)) return rerun(run, run.failure)
+      run.reject(error)
     }
+    settleIdle()
+  }
+
+  /** After a pipeline: which statements the server now holds, and which Closes it did not reach. */
+  function keepBooks(run: Run) {
+    for (const statement of run.fresh) {
+      if (statement.state === 'ready') continue
+      if (statement.state === 'parsed' && statement.fields) statement.state = 'ready'
+      else forget(statement, statement.state === 'parsed')
+    }
+    if (run.closesDone < run.closing.length) closeQueue.unshift(...run.closing.slice(run.closesDone))
+    if (run.failure && STALE_STATEMENT_ROUTINES.has(run.failure.cause.routine ?? ''))
+      forget(run.used[run.failure.step] as PreparedStatement)
+  }
+
+  /**
+   * The server replaced or lost a prepared statement (a table change, DEALLOCATE): prepared again, the
+   * pipeline runs once more, unless it was stopped, is already the rerun, or any step of it committed.
+   */
+  function rerunnable(run: Run): boolean {
+    const failure = run.failure as PipelineError
+    if (run.rerun || run.stopped || !STALE_STATEMENT_ROUTINES.has(failure.cause.routine ?? '')) return false
+    return !run.results.some((result) => result.command === 'COMMIT')
+  }
+
+  function rerun(run: Run, failure: PipelineError) {
+    const again = () => start(run.steps, run.options, run.resolve, run.reject, true)
+    if (status === 'I') return again()
+    execute('rollback').then(again, () => run.reject(failure))
+  }
+
+  /** Cancels the running pipeline (a signal, a budget, cancel()); resolves when the server took it. */
+  function stop(run: Run, error: WireError): Promise<void> {
+    if (run.stopped || current !== run) return run.cancelSent ?? Promise.resolve()
+    run.stopped = error
+    discarding = true
+    run.cancel = 'sending'
+    // Past the grace the connection is dropped, never reused. A message already on its way when the
+    // cancel went out (a 600 MB DataRow is sent whole before the backend sees the cancel) is read to
+    // its end while it keeps arriving: PostgreSQL messages end, so this is bounded too.
+    let progress = received
+    const onGrace = () => {
+      if (skipLeft > 0 && received !== progress) {
+        progress = received
+        run.grace = setTimeout(onGrace, cancelGraceMs)
+      } else socket.destroy()
+    }
+    run.grace = setTimeout(onGrace, cancelGraceMs)
+    const key = secretKey
+    run.cancelSent = (
+      key
+        ? sendCancelRequest(endpoint, transport.tls !== null, pid, key, connectTimeoutMs)
+        : Promise.resolve('failed')
+    ).then(() => {
+      run.cancel = 'closed'
+      // The backend has been signalled. A ReadyForQuery that came before may predate the signal: one
+      // more round trip, after which the cancel can no longer hit anything.
+      if (run.ready && current === run) {
+        run.syncing = true
+        writeSync(writer)
+        socket.write(writer.take())
+      }
+    })
+    return run.cancelSent
   }
 
   function execute(sql: string): Promise<void> {
-    return begin<void>(
-      () => writeQuery(writer, sql),
-      (done, fail) => {
-        let failure: PostgresError | undefined
-        return {
-          fail,
-          message(type, body) {
-            if (type === 0x45) failure = new PostgresError(readErrorFields(body))
-            if (type === 0x5a) {
-              if (failure) fail(failure)
-              else done()
-            }
-          },
-        }
-      },
-    )
+    if (broken)
+      return Promise.reject(new ConnectionError('CONNECTION_CLOSED', `connection to ${name} is closed`))
+    if (exchange)
+      return Promise.reject(
+        new WireError('connection_busy', 'the connection is busy: one exchange at a time'),
+      )
+    return new Promise<void>((resolve, reject) => {
+      let failure: PostgresError | undefined
+      const end = (error?: Error) => {
+        exchange = null
+        if (error) reject(error)
+        else resolve()
+        settleIdle()
+      }
+      writeQuery(writer, sql)
+      // No budget: every row is skipped unread.
+      begin({
+        fail: end,
+        error(error) {
+          failure ??= error
+        },
+        message(type) {
+          if (type === 0x5a) end(failure)
+          return undefined
+        },
+      })
+    })
   }
 
   return {
-    run: (steps) => run(steps),
+    run,
     execute,
+    cancel: (reason) => (current ? stop(current, new QueryCancelledError(reason)) : Promise.resolve()),
     get transactionStatus() {
       return status
     },
     get broken() {
       return broken
+    },
+    get busy() {
+      return exchange !== null
+    },
+    idle() {
+      if (!exchange || broken) return Promise.resolve()
+      return new Promise<void>((resolve) => idleWaiters.push(resolve))
+    },
+    info: {
+      pid,
+      tls: transport.tls !== null,
+      authentication,
     },
     onClose(listener) {
       if (closed) listener()

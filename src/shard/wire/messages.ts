@@ -1,6 +1,12 @@
 /**
  * PostgreSQL's frontend/backend protocol, version 3: the frontend messages the router sends, and the
  * parts of backend messages it reads. Only what a pipeline of prepared statements in text format needs.
+ *
+ * Hand-written rather than node-postgres's `pg-protocol`: its parser buffers every message whole before
+ * anyone sees it and allocates a message object per message, so a result budget could only be checked
+ * after a 600 MB DataRow had been buffered. Here the connection sees each message's header first (and
+ * skips a body it will not keep as it arrives), and readers take (buffer, start, end) so a DataRow costs
+ * its row array and its strings, nothing more.
  */
 
 /** Writes frontend messages into one growing buffer, so a whole pipeline leaves in one socket write. */
@@ -40,6 +46,14 @@ export class MessageWriter {
     return this
   }
 
+  /** Counts in Bind (parameters, format codes) are unsigned: up to 65535. */
+  uint16(value: number): this {
+    this.ensure(2)
+    this.buffer.writeUInt16BE(value, this.length)
+    this.length += 2
+    return this
+  }
+
   int32(value: number): this {
     this.ensure(4)
     this.buffer.writeInt32BE(value, this.length)
@@ -59,7 +73,17 @@ export class MessageWriter {
     return this.byte(0)
   }
 
-  /** Text without a terminator (a Bind value, a SASL payload). */
+  /** A Bind value: its byte length, then its UTF-8 bytes, encoded once. */
+  lengthPrefixed(value: string): this {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    this.ensure(4 + value.length * 3)
+    const size = this.buffer.write(value, this.length + 4, 'utf8')
+    this.buffer.writeInt32BE(size, this.length)
+    this.length += 4 + size
+    return this
+  }
+
+  /** Text without a terminator (a SASL payload). */
   raw(value: string | Buffer): this {
     const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length
     this.ensure(size)
@@ -103,17 +127,17 @@ export function writeDescribeStatement(writer: MessageWriter, name: string) {
   writer.begin('D').byte(0x53).cstring(name).end()
 }
 
+/** The most parameters a Bind can carry: its count is an unsigned 16-bit integer. */
+export const MAX_PARAMETERS = 65_535
+
 /** Bind to the unnamed portal: every parameter and every result column in text format. */
 export function writeBind(writer: MessageWriter, statement: string, params: readonly (string | null)[]) {
-  writer.begin('B').cstring('').cstring(statement).int16(0).int16(params.length)
+  writer.begin('B').cstring('').cstring(statement).uint16(0).uint16(params.length)
   for (const value of params) {
-    if (value === null) {
-      writer.int32(-1)
-      continue
-    }
-    writer.int32(Buffer.byteLength(value)).raw(value)
+    if (value === null) writer.int32(-1)
+    else writer.lengthPrefixed(value)
   }
-  writer.int16(0).end()
+  writer.uint16(0).end()
 }
 
 /** Execute the unnamed portal to completion (no row limit). */
@@ -123,6 +147,11 @@ export function writeExecute(writer: MessageWriter) {
 
 export function writeClose(writer: MessageWriter, statement: string) {
   writer.begin('C').byte(0x53).cstring(statement).end()
+}
+
+/** The answer to CopyInResponse: the router never feeds COPY FROM STDIN, so it fails it at once. */
+export function writeCopyFail(writer: MessageWriter, reason: string) {
+  writer.begin('f').cstring(reason).end()
 }
 
 export function writeSync(writer: MessageWriter) {
@@ -150,6 +179,24 @@ export function writeSaslResponse(writer: MessageWriter, payload: string) {
   writer.begin('p').raw(payload).end()
 }
 
+/** SSLRequest: answered with one byte, 'S' or 'N'. */
+export function sslRequest(): Buffer {
+  const message = Buffer.allocUnsafe(8)
+  message.writeInt32BE(8, 0)
+  message.writeInt32BE(80877103, 4)
+  return message
+}
+
+/** CancelRequest for a backend, on a connection of its own; the key has any length (protocol 3.2: up to 256). */
+export function cancelRequest(pid: number, key: Buffer): Buffer {
+  const message = Buffer.allocUnsafe(12 + key.length)
+  message.writeInt32BE(message.length, 0)
+  message.writeInt32BE(80877102, 4)
+  message.writeInt32BE(pid, 8)
+  key.copy(message, 12)
+  return message
+}
+
 /** A result column as RowDescription describes it. */
 export interface ColumnDescription {
   name: string
@@ -158,20 +205,26 @@ export interface ColumnDescription {
   dataTypeID: number
 }
 
-/** `body` starts after the type byte and length. */
-export function readRowDescription(body: Buffer): ColumnDescription[] {
-  const count = body.readInt16BE(0)
+/*
+ * Readers take the buffer a message arrived in and its body's bounds (after the type byte and length),
+ * so no message needs a Buffer of its own. A body that claims more than its bounds throws: the
+ * connection's handler turns that into a protocol error.
+ */
+
+export function readRowDescription(buffer: Buffer, start: number, end: number): ColumnDescription[] {
+  const count = buffer.readUInt16BE(start)
   const columns: ColumnDescription[] = new Array(count)
-  let at = 2
+  let at = start + 2
   for (let i = 0; i < count; i++) {
-    const nul = body.indexOf(0, at)
-    const name = body.toString('utf8', at, nul)
+    const nul = buffer.indexOf(0, at)
+    if (nul === -1 || nul + 19 > end) throw new RangeError('RowDescription overruns its message')
+    const name = buffer.toString('utf8', at, nul)
     at = nul + 1
     columns[i] = {
       name,
-      tableID: body.readUInt32BE(at),
-      columnID: body.readInt16BE(at + 4),
-      dataTypeID: body.readUInt32BE(at + 6),
+      tableID: buffer.readUInt32BE(at),
+      columnID: buffer.readInt16BE(at + 4),
+      dataTypeID: buffer.readUInt32BE(at + 6),
     }
     // type size (2), type modifier (4), format code (2)
     at += 18
@@ -179,26 +232,31 @@ export function readRowDescription(body: Buffer): ColumnDescription[] {
   return columns
 }
 
-export function readDataRow(body: Buffer): (string | null)[] {
-  const count = body.readInt16BE(0)
+export function readDataRow(buffer: Buffer, start: number, end: number): (string | null)[] {
+  const count = buffer.readUInt16BE(start)
   const row: (string | null)[] = new Array(count)
-  let at = 2
+  let at = start + 2
   for (let i = 0; i < count; i++) {
-    const size = body.readInt32BE(at)
+    const size = buffer.readInt32BE(at)
     at += 4
     if (size < 0) {
       row[i] = null
       continue
     }
-    row[i] = body.toString('utf8', at, at + size)
+    if (at + size > end) throw new RangeError('DataRow overruns its message')
+    row[i] = buffer.toString('utf8', at, at + size)
     at += size
   }
   return row
 }
 
 /** A command tag ("INSERT 0 3", "SELECT 1", "CREATE TABLE"): its verb and its row count, if it has one. */
-export function readCommandComplete(body: Buffer): { command: string; rowCount: number | null } {
-  let command = body.toString('latin1', 0, body.length - 1)
+export function readCommandComplete(
+  buffer: Buffer,
+  start: number,
+  end: number,
+): { command: string; rowCount: number | null } {
+  let command = buffer.toString('latin1', start, end - 1)
   const last = command.lastIndexOf(' ')
   if (last === -1 || !DIGITS.test(command.slice(last + 1))) return { command, rowCount: null }
   const rowCount = Number(command.slice(last + 1))
@@ -236,14 +294,28 @@ const FIELD_NAMES: Record<string, string> = {
   R: 'routine',
 }
 
-export function readErrorFields(body: Buffer): Record<string, string> {
+export function readErrorFields(buffer: Buffer, start: number, end: number): Record<string, string> {
   const fields: Record<string, string> = {}
-  let at = 0
-  while (at < body.length && body[at] !== 0) {
-    const nul = body.indexOf(0, at + 1)
-    const name = FIELD_NAMES[String.fromCharCode(body[at] as number)]
-    if (name) fields[name] = body.toString('utf8', at + 1, nul)
+  let at = start
+  while (at < end && buffer[at] !== 0) {
+    const nul = buffer.indexOf(0, at + 1)
+    if (nul === -1 || nul >= end) break
+    const name = FIELD_NAMES[String.fromCharCode(buffer[at] as number)]
+    if (name) fields[name] = buffer.toString('utf8', at + 1, nul)
     at = nul + 1
   }
   return fields
+}
+
+/** AuthenticationSASL's mechanisms: NUL-terminated names, then an empty one. */
+export function readSaslMechanisms(buffer: Buffer, start: number, end: number): string[] {
+  const mechanisms: string[] = []
+  let at = start
+  while (at < end && buffer[at] !== 0) {
+    const nul = buffer.indexOf(0, at)
+    if (nul === -1 || nul >= end) break
+    mechanisms.push(buffer.toString('utf8', at, nul))
+    at = nul + 1
+  }
+  return mechanisms
 }
