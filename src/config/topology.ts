@@ -23,6 +23,25 @@ export const shardSchema = z.strictObject({
   state: z.enum(['active', 'draining']).default('active'),
 })
 
+/** As libpq's sslmode, sslrootcert and channel_binding, for the router's connections to shard nodes. */
+export const routerTlsSchema = z
+  .strictObject({
+    /**
+     * `disable`; `prefer` (TLS when the node offers it, unverified); `require` (TLS or refuse; verified
+     * against `rootCert` when one is given); `verify-ca` (the certificate chains to `rootCert`);
+     * `verify-full` (and names the host in the node's URL).
+     */
+    mode: z.enum(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']).default('prefer'),
+    /** PEM file of the CA to trust (`cluster up` makes one: .switchyard/tls/ca.crt); else Node's roots. */
+    rootCert: z.string().min(1).optional(),
+    /** SCRAM-SHA-256-PLUS over TLS: `prefer` uses it whenever the node offers it, `require` refuses logins without it. */
+    channelBinding: z.enum(['disable', 'prefer', 'require']).default('prefer'),
+  })
+  .refine((tls) => !(tls.channelBinding === 'require' && tls.mode === 'disable'), {
+    message: 'channelBinding require needs TLS (mode is disable)',
+    path: ['channelBinding'],
+  })
+
 export const topologySchema = z
   .strictObject({
     /** Admin URL of the directory database (the source of truth). */
@@ -70,6 +89,8 @@ export const topologySchema = z
         moveRescueIntervalMs: z.coerce.number().int().min(0).default(1_000),
         /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
+        /** TLS from this router to every shard node (docs/ROUTER.md, "TLS to the shards"). */
+        tls: routerTlsSchema.prefault({}),
       })
       .prefault({}),
     /** The online tenant mover (`switchyard move`, `rebalance apply`). */
@@ -151,6 +172,7 @@ export const topologySchema = z
 export type TopologyInput = z.input<typeof topologySchema>
 export type Topology = z.output<typeof topologySchema>
 export type Shard = z.output<typeof shardSchema>
+export type RouterTls = z.output<typeof routerTlsSchema>
 
 /** Types `shards.config.ts`; validation happens when the config is loaded, with env overrides applied. */
 export function defineTopology(topology: TopologyInput): TopologyInput {

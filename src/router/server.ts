@@ -45,7 +45,11 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     await directory.close()
     throw error
   })
-  const pools = createPools(nodes, { size: config.poolSize, statementTimeoutMs: config.statementTimeoutMs })
+  const pools = createPools(nodes, {
+    size: config.poolSize,
+    statementTimeoutMs: config.statementTimeoutMs,
+    tls: config.tls,
+  })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
   redis?.on('error', () => {})

@@ -1,10 +1,17 @@
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import type { RouterTls } from '../config/topology.ts'
+import { SwitchyardError } from '../errors.ts'
 import type { ShardNode } from './nodes.ts'
+import type { TlsOptions } from './wire/connection.ts'
 import { createWirePool, type WirePool } from './wire/pool.ts'
 
 export interface PoolOptions {
   /** Connections per node; the seed keeps pools at 20–50. */
   size: number
   statementTimeoutMs: number
+  /** TLS to every node (`router.tls`); sslmode prefer when left out. */
+  tls?: RouterTls | undefined
 }
 
 export interface NodePools {
@@ -24,15 +31,18 @@ const WARM_CONNECTIONS = 2
  */
 export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools {
   const byName = new Map(nodes.map((node) => [node.name, node]))
+  const tls = tlsOptions(options.tls)
   const pools = new Map(
     nodes.map((node) => [
       node.name,
       createWirePool({
         url: node.url,
+        name: node.name,
         max: options.size,
         idleTimeoutMs: 60_000,
         minIdle: WARM_CONNECTIONS,
         connectTimeoutMs: 3000,
+        tls,
         parameters: {
           application_name: 'switchyard-router',
           statement_timeout: String(options.statementTimeoutMs),
@@ -57,4 +67,21 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
       await Promise.all([...pools.values()].map((pool) => pool.close(10_000)))
     },
   }
+}
+
+/** The CA is read once, here, for every node's pool: a file that cannot be read fails at start. */
+function tlsOptions(config: RouterTls | undefined): TlsOptions {
+  if (!config) return { mode: 'prefer', channelBinding: 'prefer' }
+  const options: TlsOptions = { mode: config.mode, channelBinding: config.channelBinding }
+  if (config.rootCert === undefined) return options
+  const file = path.resolve(config.rootCert)
+  try {
+    options.ca = readFileSync(file)
+  } catch (error) {
+    throw new SwitchyardError(
+      'config_invalid',
+      `router.tls.rootCert: cannot read ${file}: ${(error as Error).message}`,
+    )
+  }
+  return options
 }

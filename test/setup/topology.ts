@@ -5,6 +5,7 @@ import path from 'node:path'
 import type { TestProject } from 'vitest/node'
 import { clusterDown, clusterUp } from '../../src/cluster/launcher.ts'
 import { redisServerPath } from '../../src/cluster/redis-node.ts'
+import { localCaFile } from '../../src/cluster/tls.ts'
 import { parseTopology } from '../../src/config/load.ts'
 import type { Topology } from '../../src/config/topology.ts'
 import { migrateAll } from '../../src/directory/migrate.ts'
@@ -37,7 +38,11 @@ export async function freePorts(count: number): Promise<number[]> {
   return [...ports]
 }
 
-export function testTopologyInput(ports: number[]) {
+/**
+ * The test topology on `ports`. With `home` (where `cluster up` makes the local CA), routers verify every
+ * shard node's certificate (verify-full against that CA), so the whole suite runs over checked TLS.
+ */
+export function testTopologyInput(ports: number[], home?: string) {
   const [directory, redis, router, ...shardPorts] = ports
   const url = (port: number | undefined, db: string) =>
     `postgres://switchyard:switchyard@127.0.0.1:${port}/${db}`
@@ -45,7 +50,11 @@ export function testTopologyInput(ports: number[]) {
     directory: url(directory, 'switchyard'),
     redis: `redis://127.0.0.1:${redis}`,
     // Crash tests leave fenced moves on purpose, for `move resume` and `move abort` to find.
-    router: { port: router, moveRescueIntervalMs: 0 },
+    router: {
+      port: router,
+      moveRescueIntervalMs: 0,
+      ...(home ? { tls: { mode: 'verify-full' as const, rootCert: localCaFile(home) } } : {}),
+    },
     // Moves clean the source up right after the cutover: test files share the shards.
     mover: { cleanupGraceMs: 200 },
     tenantSchema: { migrations: path.resolve('examples/appointments/migrations'), schemas: ['public'] },
@@ -63,7 +72,7 @@ export default async function setup(project: TestProject) {
   if (!redisServerPath())
     throw new Error('the test suite needs redis-server on the PATH (apt-get install redis-server)')
   const home = await mkdtemp(path.join(tmpdir(), 'switchyard-test-'))
-  const input = testTopologyInput(await freePorts(9))
+  const input = testTopologyInput(await freePorts(9), home)
   const configFile = path.join(home, 'topology.json')
   await writeFile(configFile, JSON.stringify(input, null, 2))
   const topology = parseTopology(input, configFile)
