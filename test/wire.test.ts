@@ -341,9 +341,18 @@ describe('prepared statements: LRU by count and bytes, closed first, names nobod
 
   it('a statement dropped on the server (DEALLOCATE ALL) is prepared again, and the pipeline rerun', async () => {
     const connection = await open()
-    await connection.run(one('select 10 as ten'))
+    const three = ['select 10 as ten', 'select 20 as twenty', 'select 30 as thirty'].map((sql) => ({
+      sql,
+      params: [],
+    }))
+    await connection.run(three)
     await connection.execute('deallocate all')
-    expect((await connection.run(one('select 10 as ten')))[0]?.rows).toEqual([['10']])
+    // All three are gone: one rerun must do, so every statement is prepared afresh.
+    expect((await connection.run(three)).map((result) => result.rows)).toEqual([[['10']], [['20']], [['30']]])
+    // Dropped by a step of the pipeline itself (the rest of it then fails), the same.
+    const failed = await failure(connection.run([...three, { sql: 'deallocate all', params: [] }, ...three]))
+    expect(failed).toBeInstanceOf(PipelineError)
+    expect((await connection.run(three)).map((result) => result.rows)).toEqual([[['10']], [['20']], [['30']]])
   })
 
   it('is not rerun once a step has committed: the write happens once', async () => {

@@ -43,7 +43,11 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
         minIdle: WARM_CONNECTIONS,
         connectTimeoutMs: 3000,
         tls,
+        // Startup parameters outrank ALTER ROLE / ALTER DATABASE defaults: the text the router parses
+        // (dates, intervals) has one format whatever a role's defaults say.
         parameters: {
+          DateStyle: 'ISO, MDY',
+          IntervalStyle: 'postgres',
           application_name: 'switchyard-router',
           statement_timeout: String(options.statementTimeoutMs),
           search_path: 'public',

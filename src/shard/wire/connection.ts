@@ -292,9 +292,9 @@ async function login(
 
   const failWith = (error: Error) => {
     broken = true
-    const current = exchange
+    const ended = exchange
     exchange = null
-    current?.fail(error)
+    ended?.fail(error)
     settleIdle()
   }
 
@@ -828,8 +828,14 @@ async function login(
       else forget(statement, statement.state === 'parsed')
     }
     if (run.closesDone < run.closing.length) closeQueue.unshift(...run.closing.slice(run.closesDone))
-    if (run.failure && STALE_STATEMENT_ROUTINES.has(run.failure.cause.routine ?? ''))
-      forget(run.used[run.failure.step] as PreparedStatement)
+    const routine = run.failure?.cause.routine
+    // A statement of ours that no longer exists was dropped by DEALLOCATE ALL or DISCARD ALL: all of
+    // them are gone then. Every one is forgotten (and closed, which costs nothing if it is gone), so the
+    // rerun prepares afresh instead of meeting the next missing one.
+    if (routine === 'FetchPreparedStatement')
+      for (const statement of [...statements.values()]) forget(statement)
+    else if (routine === 'RevalidateCachedQuery')
+      forget(run.used[(run.failure as PipelineError).step] as PreparedStatement)
   }
 
   /**
