@@ -117,8 +117,8 @@ async function canLogIn(primaryUrl: string, user: string, password: string): Pro
 }
 
 /**
- * DML on tenant tables, EXECUTE on enter() and current_tenant() (RLS policies call it as the querying
- * role): nothing else. No temporary objects and no CREATE anywhere: either would let it make functions
+ * DML on tenant tables, EXECUTE on enter(), current_tenant() (RLS policies call it as the querying role)
+ * and the Idempotency-Key functions: nothing else. No temporary objects and no CREATE anywhere: either would let it make functions
  * whose SET clauses change its session. GRANT and REVOKE are idempotent.
  */
 async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
@@ -137,7 +137,9 @@ async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
   }
   await sql.unsafe(`grant usage on schema switchyard to ${role}`)
   await sql.unsafe(
-    `grant execute on function switchyard.enter(uuid, integer, boolean, jsonb, text), switchyard.current_tenant() to ${role}`,
+    `grant execute on function switchyard.enter(uuid, integer, boolean, jsonb, text), switchyard.current_tenant(),
+       switchyard.claim_idempotency_key(text, text, integer), switchyard.keep_idempotent_results(text, jsonb),
+       switchyard.idempotent_results(text) to ${role}`,
   )
 }
 

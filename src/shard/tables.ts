@@ -15,7 +15,13 @@ export interface TenantTable {
   partitioned: boolean
 }
 
-/** Every table (and partition) in the tenant schemas: each must be a tenant table. */
+/**
+ * The shard's own tenant tables, which move with the tenant like the schema's: the first answers of its
+ * writes' Idempotency-Keys, so a retry after a move still finds them.
+ */
+export const SHARD_TENANT_TABLES = ['switchyard.idempotency_keys']
+
+/** Every table (and partition) in the tenant schemas, and the shard's own: each must be a tenant table. */
 export async function tenantTables(sql: Queries, schemas: string[]): Promise<TenantTable[]> {
   return sql<TenantTable[]>`
     select format('%I.%I', n.nspname, c.relname) as name,
@@ -39,6 +45,7 @@ export async function tenantTables(sql: Queries, schemas: string[]): Promise<Ten
            end, '{}') as identity,
            c.relkind = 'p' or c.relispartition as partitioned
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.relkind in ('r', 'p') and n.nspname = any(${schemas})
+    where c.relkind in ('r', 'p')
+      and (n.nspname = any(${schemas}) or format('%I.%I', n.nspname, c.relname) = any(${SHARD_TENANT_TABLES}))
     order by 1`
 }
