@@ -323,12 +323,13 @@ describe('graceful shutdown', () => {
     const tenant = await tenantWithKey('shard-1')
     const marker = `slow-${Math.random().toString(36).slice(2)}`
     let slowDoneAt = 0
-    const slow = query(router, tenant, `/* ${marker} */ select pg_sleep(0.5)::text as slept`).then(
-      (answer) => {
-        slowDoneAt = performance.now()
-        return answer
-      },
-    )
+    // A wait is a read: `strong` keeps it on the primary, where the test looks for it.
+    const slow = query(router, tenant, `/* ${marker} */ select pg_sleep(0.5)::text as slept`, [], {
+      headers: { 'x-switchyard-consistency': 'strong' },
+    }).then((answer) => {
+      slowDoneAt = performance.now()
+      return answer
+    })
     // In flight means running on the shard, not just sent.
     const admin = connect(shard('shard-1').primary)
     await eventually(async () => {

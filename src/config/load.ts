@@ -14,6 +14,7 @@ export const ENV_OVERRIDES = {
   SWITCHYARD_SHARDS: ['shards'],
   SWITCHYARD_RATE_LIMIT: ['router', 'rateLimitOverride'],
   SWITCHYARD_POOL_SIZE: ['router', 'poolSize'],
+  SWITCHYARD_REQUEST_TIMEOUT_MS: ['router', 'requestTimeoutMs'],
   SWITCHYARD_SHARD_SSLMODE: ['router', 'tls', 'mode'],
   SWITCHYARD_SHARD_SSLROOTCERT: ['router', 'tls', 'rootCert'],
   SWITCHYARD_SHARD_CHANNEL_BINDING: ['router', 'tls', 'channelBinding'],

@@ -62,7 +62,38 @@ export const topologySchema = z
           .default({ name: 'switchyard_router', password: 'switchyard_router' }),
         /** Connections per shard node (the seed keeps pools at 20–50). */
         poolSize: z.coerce.number().int().min(1).max(500).default(20),
+        /** The server's own backstop (statement_timeout on every router session). */
         statementTimeoutMs: z.coerce.number().int().min(1).default(30_000),
+        /**
+         * A request's deadline, from its arrival: past it the shard's query is cancelled and the client
+         * gets 504 `query_timeout` (a write that may have committed: 502 `commit_unknown`).
+         */
+        requestTimeoutMs: z.coerce.number().int().min(1).default(30_000),
+        /** The longest wait for a free connection of a node's pool: past it, 503 `pool_timeout`. */
+        poolWaitMs: z.coerce.number().int().min(1).default(2_000),
+        /**
+         * Connections of one node a tenant's transactions may hold at once (default: a quarter of
+         * `poolSize`, at least 1): one tenant can never take a whole pool.
+         */
+        tenantConnections: z.coerce.number().int().min(1).optional(),
+        /** A tenant's transactions that may wait for one of its connections; past it, 429 `tenant_busy`. */
+        tenantQueue: z.coerce.number().int().min(0).default(64),
+        /** Rows a request's statements may return in all; past it the query is cancelled, 413 `result_too_large`. */
+        maxResultRows: z.coerce.number().int().min(1).default(100_000),
+        /** Bytes (PostgreSQL's text) a request's statements may return in all; past it, 413 `result_too_large`. */
+        maxResultBytes: z.coerce
+          .number()
+          .int()
+          .min(1024)
+          .default(16 * 1024 * 1024),
+        /** How long a write's Idempotency-Key is remembered with its first answer. */
+        idempotencyTtlSeconds: z.coerce.number().int().min(60).default(86_400),
+        /** The largest first answer kept for an Idempotency-Key (a retry of a larger one gets 409). */
+        idempotencyMaxBytes: z.coerce
+          .number()
+          .int()
+          .min(1024)
+          .default(1024 * 1024),
         /** Statements slower than this are logged as warnings: the seed's budget is 100 ms. */
         slowStatementMs: z.coerce.number().int().min(1).default(100),
         /** A replica further behind its primary than this serves no reads. */

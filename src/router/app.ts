@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Topology } from '../config/topology.ts'
@@ -9,7 +9,7 @@ import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
 import { formatLsn } from '../shard/lsn.ts'
 import type { Admission } from './admission.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
-import { type DispatchDeps, type Dispatched, dispatchAdmitted } from './dispatch.ts'
+import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched, dispatchAdmitted } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
 import { classify } from './policy.ts'
@@ -138,6 +138,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
   app.post('/v1/query', async (c) => {
     const query = parsePgProxyQuery(await readJson(c))
     const outcome = await runForTenant(c, deps, {
+      protocol: 'pg-proxy query',
       tenant: c.req.header('x-tenant-id'),
       key: bearer(c),
       statements: [{ sql: query.sql, params: query.params }],
@@ -152,6 +153,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
   app.post('/v1/batch', async (c) => {
     const batch = parsePgProxyBatch(await readJson(c))
     const outcome = await runForTenant(c, deps, {
+      protocol: 'pg-proxy batch',
       tenant: c.req.header('x-tenant-id'),
       key: bearer(c),
       statements: batch.queries.map((query) => ({ sql: query.sql, params: query.params })),
@@ -166,6 +168,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
     const request = parseNeonRequest(await readJson(c), c.req.raw.headers)
     const credentials = parseNeonConnectionString(c.req.header('neon-connection-string'))
     const outcome = await runForTenant(c, deps, {
+      protocol: request.batch ? 'neon batch' : 'neon query',
       tenant: credentials.tenant,
       key: credentials.key,
       statements: request.queries,
@@ -233,6 +236,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
 }
 
 interface TenantRequest {
+  /** Which protocol and shape: part of what an Idempotency-Key names. */
+  protocol: string
   tenant: string | undefined
   key: string | undefined
   statements: Statement[]
@@ -248,6 +253,39 @@ interface TenantRequest {
  * headers every protocol shares.
  */
 async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantRequest): Promise<Dispatched> {
+  const bounds = requestBounds(c, deps.topology.router.requestTimeoutMs)
+  try {
+    return await runBounded(c, deps, request, bounds.signal)
+  } finally {
+    bounds.end()
+  }
+}
+
+/**
+ * The request's signal: it aborts at the deadline (the router's requestTimeoutMs, from the request's
+ * arrival) or when the client goes away, and dispatch cancels the shard's query on it.
+ */
+function requestBounds(c: Context<Env>, timeoutMs: number): { signal: AbortSignal; end(): void } {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(DEADLINE), timeoutMs)
+  const client = c.req.raw.signal
+  const gone = () => controller.abort(CLIENT_GONE)
+  client.addEventListener('abort', gone, { once: true })
+  return {
+    signal: controller.signal,
+    end() {
+      clearTimeout(timer)
+      client.removeEventListener('abort', gone)
+    },
+  }
+}
+
+async function runBounded(
+  c: Context<Env>,
+  deps: RouterApp,
+  request: TenantRequest,
+  signal: AbortSignal,
+): Promise<Dispatched> {
   const key = await deps.keys.authenticate(request.key)
   if (!request.tenant)
     throw new SwitchyardError('invalid_input', 'the tenant is missing (x-tenant-id header)')
@@ -259,6 +297,7 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
   const params = request.statements.map((statement) =>
     checkParams(statement.params, deps.topology.router.maxParams),
   )
+  const idempotencyKey = idempotencyKeyOf(c)
   const route = await deps.routes.resolve(tenant)
   const write =
     Boolean(request.forceWrite) ||
@@ -276,6 +315,16 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
       readOnly: request.readOnly,
       deferrable: request.deferrable,
       limits: write ? effectiveLimits(deps.topology, route.limits) : undefined,
+      idempotency:
+        write && idempotencyKey
+          ? {
+              key: idempotencyKey,
+              requestHash: requestHash(request, params),
+              ttlSeconds: deps.topology.router.idempotencyTtlSeconds,
+              maxBytes: deps.topology.router.idempotencyMaxBytes,
+            }
+          : undefined,
+      signal,
     },
     rateLimit(deps.topology, route),
   )
@@ -286,7 +335,32 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
   trace.headers['x-switchyard-shard'] = outcome.route.shard
   trace.headers['x-switchyard-node'] = outcome.node.name
   if (outcome.lsn !== null) trace.headers['x-switchyard-lsn'] = formatLsn(outcome.lsn)
+  if (outcome.replayed) trace.headers['x-switchyard-idempotent-replay'] = 'true'
   return outcome
+}
+
+/** `Idempotency-Key`: 1 to 255 visible ASCII characters (as Stripe's), on writes; absent is fine. */
+function idempotencyKeyOf(c: Context<Env>): string | undefined {
+  const key = c.req.header('idempotency-key')
+  if (key === undefined) return undefined
+  if (!/^[\x21-\x7e]{1,255}$/.test(key))
+    throw new SwitchyardError(
+      'invalid_input',
+      'Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good one)',
+    )
+  return key
+}
+
+/** What an Idempotency-Key names: the protocol and shape, every statement and parameter, the isolation. */
+function requestHash(request: TenantRequest, params: (string | null)[][]): string {
+  const named = {
+    protocol: request.protocol,
+    statements: request.statements.map((statement, i) => [statement.sql, params[i]]),
+    isolation: request.isolation ?? null,
+    readOnly: request.readOnly ?? null,
+    deferrable: request.deferrable ?? null,
+  }
+  return createHash('sha256').update(JSON.stringify(named)).digest('hex')
 }
 
 const rateLimit = (topology: Topology, route: TenantRoute) =>

@@ -5,9 +5,17 @@ import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
 import { QUOTA_SQLSTATE, STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
 import type { NodePools } from '../shard/pools.ts'
-import type { WireConnection } from '../shard/wire/connection.ts'
+import { QueryCancelledError, ResultTooLargeError, type WireConnection } from '../shard/wire/connection.ts'
+import { PoolTimeoutError } from '../shard/wire/errors.ts'
 import type { Admission, AdmissionControl } from './admission.ts'
-import { type IsolationLevel, runTransaction, TransactionError, type TransactionOutcome } from './execute.ts'
+import {
+  type Idempotency,
+  type IsolationLevel,
+  runTransaction,
+  TransactionError,
+  type TransactionOutcome,
+} from './execute.ts'
+import type { TenantShares } from './fairness.ts'
 import type { Metrics } from './metrics.ts'
 import type { PostgresErrorFields } from './protocols/neon.ts'
 import type { Statement } from './result.ts'
@@ -25,7 +33,20 @@ export interface DispatchDeps {
   logger: Logger
   bufferWindowMs: number
   slowStatementMs: number
+  shares: TenantShares
+  /** The request bounds (router config): pool wait, result rows and bytes. */
+  limits: RequestLimits
 }
+
+export interface RequestLimits {
+  poolWaitMs: number
+  maxResultRows: number
+  maxResultBytes: number
+}
+
+/** Why a request's signal aborted: its deadline passed, or its client went away. */
+export const DEADLINE = 'deadline'
+export const CLIENT_GONE = 'client_gone'
 
 export interface TenantTransaction {
   route: TenantRoute
@@ -38,6 +59,10 @@ export interface TenantTransaction {
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
   limits?: Record<string, number> | undefined
+  /** A write's Idempotency-Key. */
+  idempotency?: Idempotency | undefined
+  /** Aborts at the request's deadline or when its client goes away: the shard's query is cancelled. */
+  signal?: AbortSignal | undefined
   /** Admission still under way: anything that writes waits for it (a refused request must not write). */
   admitted?: Promise<unknown> | undefined
 }
@@ -89,6 +114,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
     // Held requests come back here every RETRY_UNCHANGED_MS while a move's fence is retried: the buffer
     // window bounds those; the hard cap only a loop that would never end.
     if ((attempt > 8 && Date.now() >= deadline) || attempt > 256) throw moving(tenant)
+    if (tx.signal?.aborted) throw cancelled(tx.signal.reason, write)
     if (write && route.state === 'frozen') {
       route = await waitForNewRoute(deps, route, deadline)
       continue
@@ -109,24 +135,31 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
     if (write && tx.admitted) await tx.admitted
     const replayedLsn = node.role === 'replica' ? deps.monitor.health(node.name).lsn : null
     try {
-      const outcome = await onConnection(deps, node, (connection) =>
-        runTransaction(connection, {
-          tenant,
-          epoch: route.epoch,
-          capability: deps.capability,
-          write,
-          statements: tx.statements,
-          params: tx.params,
-          isolation: tx.isolation,
-          readOnly: tx.readOnly,
-          deferrable: tx.deferrable,
-          limits: tx.limits,
-        }),
+      const outcome = await onConnection(deps, node, tenant, tx.signal, (connection) =>
+        runTransaction(
+          connection,
+          {
+            tenant,
+            epoch: route.epoch,
+            capability: deps.capability,
+            write,
+            statements: tx.statements,
+            params: tx.params,
+            isolation: tx.isolation,
+            readOnly: tx.readOnly,
+            deferrable: tx.deferrable,
+            limits: tx.limits,
+            idempotency: tx.idempotency,
+          },
+          { signal: tx.signal, maxRows: deps.limits.maxResultRows, maxBytes: deps.limits.maxResultBytes },
+        ),
       )
       if (write && outcome.lsn !== null) await deps.admission.recordWrite(tenant, node.shard, outcome.lsn)
       return { ...outcome, node, route, replayedLsn }
     } catch (error) {
       if (!(error instanceof TransactionError)) throw error
+      const settled = outcomeOf(deps, error, node, route, replayedLsn)
+      if (settled) return settled
       const code = sqlstate(error.cause)
       if (error.stage === 'enter' && (code === STALE_ROUTE_SQLSTATE || code === '40001')) {
         deps.metrics.staleRoutes.inc()
@@ -257,31 +290,106 @@ function nextChance(routes: RouteCache, tenant: string, ms: number): Promise<voi
 }
 
 /**
- * Runs `use` on a connection reserved from the node's pool. The wait for a free connection is its own
- * histogram: a slow transaction is one the shard took long over, not one that queued for the pool.
+ * What a failed transaction still tells the client, before any retry is considered: a write whose
+ * COMMIT completed is a success (its answer came back before the failure); one whose COMMIT may have
+ * reached the shard is `commit_unknown`, never a retry-safe error; a cancel is the deadline's 504 or the
+ * gone client's; a result past the budget is 413. Undefined: let dispatch decide (retry, 503, SQL error).
  */
-async function onConnection<T>(
+function outcomeOf(
+  deps: DispatchDeps,
+  error: TransactionError,
+  node: ShardNode,
+  route: TenantRoute,
+  replayedLsn: bigint | null,
+): Dispatched | undefined {
+  if (error.commit === 'done' && error.committed) return { ...error.committed, node, route, replayedLsn }
+  if (error.commit !== 'none') {
+    deps.monitor.markDown(node.name, error.message)
+    throw commitUnknown(node, error.commit === 'done')
+  }
+  const cause = error.cause
+  if (cause instanceof SwitchyardError) throw cause
+  if (cause instanceof QueryCancelledError) throw cancelled(cause.reason, false)
+  if (cause instanceof ResultTooLargeError)
+    throw new SwitchyardError(
+      'result_too_large',
+      `the result passed the limit of ${cause.max} ${cause.limit}: the query was cancelled on the shard`,
+      { limit: cause.limit, max: cause.max },
+    )
+  if (cause instanceof PoolTimeoutError)
+    throw new SwitchyardError(
+      'pool_timeout',
+      `no connection to ${node.name} was free within ${cause.waitedMs} ms; retry shortly`,
+      { retryAfterSeconds: 1, node: node.name },
+    )
+  return undefined
+}
+
+/**
+ * Runs `use` on a connection reserved from the node's pool, within the tenant's fair share of it. The
+ * wait for a free connection is its own histogram: a slow transaction is one the shard took long over,
+ * not one that queued for the pool. A connection on which anything but DML ran is closed, not reused.
+ */
+async function onConnection(
   deps: DispatchDeps,
   node: ShardNode,
-  use: (connection: WireConnection) => Promise<T>,
-): Promise<T> {
+  tenant: string,
+  signal: AbortSignal | undefined,
+  use: (connection: WireConnection) => Promise<TransactionOutcome>,
+): Promise<TransactionOutcome> {
   const pool = deps.pools.pool(node.name)
   const waitStarted = performance.now()
   // A node that is gone fails here when the pool cannot open a connection: that is a failure to enter,
   // so the caller sees the connection error and marks the node down (retry or 503), not a 500.
-  const connection = await pool.reserve().catch((error: unknown) => {
+  const enterFailure = (error: unknown) => {
     throw new TransactionError('enter', error)
-  })
+  }
+  const done = await deps.shares.acquire(tenant, node.name, signal).catch(enterFailure)
+  let connection: WireConnection
+  try {
+    connection = await pool.reserve({ signal, timeoutMs: deps.limits.poolWaitMs }).catch(enterFailure)
+  } catch (error) {
+    done()
+    throw error
+  }
   const started = performance.now()
   deps.metrics.poolWait.observe({ node: node.name }, (started - waitStarted) / 1000)
+  let tainted = false
   try {
-    return await use(connection)
+    const outcome = await use(connection)
+    tainted = outcome.tainted
+    return outcome
   } finally {
+    if (tainted) {
+      deps.logger.warn({ node: node.name, tenant }, 'a statement other than DML ran: connection closed')
+      void connection.close()
+    }
     pool.release(connection)
+    done()
     const ms = performance.now() - started
     if (ms > deps.slowStatementMs)
       deps.logger.warn({ node: node.name, ms: Math.round(ms) }, 'slow transaction')
   }
+}
+
+/** A request whose signal aborted: the deadline's 504, or a client that is gone (nobody reads it). */
+function cancelled(reason: unknown, write: boolean): SwitchyardError {
+  if (reason === CLIENT_GONE)
+    return new SwitchyardError('client_gone', 'the client closed the connection: the query was cancelled')
+  return new SwitchyardError(
+    'query_timeout',
+    `the request passed its deadline: the query was cancelled on the shard${write ? ' and nothing was written' : ''}`,
+  )
+}
+
+function commitUnknown(node: ShardNode, committed: boolean): SwitchyardError {
+  return new SwitchyardError(
+    'commit_unknown',
+    committed
+      ? `the write committed on ${node.shard}, but its answer was lost; do not retry it blindly`
+      : `the connection to ${node.shard} was lost after COMMIT was sent: the write may or may not have happened. Retry only with the same Idempotency-Key, which returns the first answer if it did`,
+    { shard: node.shard, committed },
+  )
 }
 
 function refused(deps: DispatchDeps, node: ShardNode, cause: unknown): SwitchyardError {
@@ -292,6 +400,10 @@ function refused(deps: DispatchDeps, node: ShardNode, cause: unknown): Switchyar
     shard: node.shard,
   })
 }
+
+/** SQLSTATEs of the shard's Idempotency-Key functions (migration 0005) and of a replay too large to keep. */
+const IDEMPOTENCY_REUSED_SQLSTATE = 'SY005'
+const IDEMPOTENCY_TOO_LARGE_SQLSTATE = 'SY006'
 
 const moving = (tenant: string) =>
   new SwitchyardError('tenant_moving', `tenant ${tenant} is being moved; retry shortly`, {
@@ -313,6 +425,10 @@ function sqlError(error: TransactionError): SwitchyardError {
   if (cause.code === QUOTA_SQLSTATE) {
     return new SwitchyardError('quota_exceeded', cause.message, { detail: cause.detail, hint: cause.hint })
   }
+  if (cause.code === IDEMPOTENCY_REUSED_SQLSTATE)
+    return new SwitchyardError('idempotency_key_reused', cause.message, { hint: cause.hint })
+  if (cause.code === IDEMPOTENCY_TOO_LARGE_SQLSTATE)
+    return new SwitchyardError('idempotency_replay_unavailable', cause.message, { hint: cause.hint })
   const failure = new SwitchyardError('sql_error', cause.message ?? error.message, {
     sqlstate: cause.code,
     detail: cause.detail,

@@ -32,13 +32,22 @@ const STATUS: Record<string, number> = {
   not_logical: 409,
   replica_identity: 409,
   target_owns_tenant: 409,
+  idempotency_replay_unavailable: 409,
   body_too_large: 413,
+  result_too_large: 413,
+  idempotency_key_reused: 422,
   rate_limited: 429,
+  tenant_busy: 429,
+  // The client went away before its answer: nobody reads this status (nginx's "client closed request").
+  client_gone: 499,
+  commit_unknown: 502,
+  pool_timeout: 503,
   directory_unavailable: 503,
   shard_unavailable: 503,
   shard_refused: 503,
   tenant_moving: 503,
   shutting_down: 503,
+  query_timeout: 504,
 }
 
 /** SQL errors: the client's fault (400) unless the server is overloaded or going away (503) or it was a conflict to retry (409). */
@@ -59,6 +68,7 @@ export function statusOf(error: SwitchyardError): number {
 /** Seconds a client should wait before retrying, for the statuses that invite a retry. */
 export function retryAfter(error: SwitchyardError): number | undefined {
   if (error.code === 'rate_limited') return Number(error.details?.resetSeconds ?? 60)
+  if (error.code === 'tenant_busy') return Number(error.details?.retryAfterSeconds ?? 1)
   const status = statusOf(error)
   return status === 503 ? Number(error.details?.retryAfterSeconds ?? 1) : undefined
 }

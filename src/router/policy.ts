@@ -106,8 +106,11 @@ const CATALOG_RELATIONS = new Set(
     .split(' '),
 )
 
+/** Functions named `pg_*` a client may call that are not reads: its own transaction's id. */
+const CATALOG_WRITES = new Set(['pg_current_xact_id', 'pg_current_xact_id_if_assigned'])
+
 /** Functions named `pg_*` a client may call; every other one is refused (most show the server's state). */
-const isCatalogFunctionAllowed = (name: string) => READ_FUNCTIONS.has(name)
+const isCatalogFunctionAllowed = (name: string) => READ_FUNCTIONS.has(name) || CATALOG_WRITES.has(name)
 
 /** Functions no client may call, whatever schema they are named in, and why. */
 const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [

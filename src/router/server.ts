@@ -14,6 +14,7 @@ import { createPools } from '../shard/pools.ts'
 import { createAdmission } from './admission.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
+import { createTenantShares } from './fairness.ts'
 import { createMetrics } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { createRouting } from './routing.ts'
@@ -82,6 +83,15 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     logger,
     bufferWindowMs: config.bufferWindowMs,
     slowStatementMs: config.slowStatementMs,
+    shares: createTenantShares(
+      config.tenantConnections ?? Math.max(1, Math.floor(config.poolSize / 4)),
+      config.tenantQueue,
+    ),
+    limits: {
+      poolWaitMs: config.poolWaitMs,
+      maxResultRows: config.maxResultRows,
+      maxResultBytes: config.maxResultBytes,
+    },
     ready: () => ready,
   }
   await loadPolicy()

@@ -73,7 +73,7 @@ async function diagnosePrimary(
   add(
     'no prepared transactions',
     settings.prepared === 0,
-    `max_prepared_transactions=${settings.prepared}${settings.prepared === 0 ? '' : ' (PREPARE TRANSACTION could hold a tenant\'s locks forever: set it to 0)'}`,
+    `max_prepared_transactions=${settings.prepared}${settings.prepared === 0 ? '' : " (PREPARE TRANSACTION could hold a tenant's locks forever: set it to 0)"}`,
   )
   const slotsOk =
     settings.slots >= MIN_SLOTS && settings.senders >= MIN_SLOTS && settings.slots - settings.used >= 2

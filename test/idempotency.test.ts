@@ -1,0 +1,201 @@
+import { randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { openDirectory } from '../src/directory/connection.ts'
+import { startMove } from '../src/migrate-tenant/mover.ts'
+import type { RunningRouter } from '../src/router/server.ts'
+import { moverDeps } from './move-support.ts'
+import {
+  type Answer,
+  post,
+  startTestRouter,
+  stopRouters,
+  type TestTenant,
+  tenantWithKey,
+} from './router-support.ts'
+import { closeAll, connect, eventually, shard, topology } from './support.ts'
+
+/**
+ * Issue 12, Build 4: honest outcomes for writes. A write whose COMMIT may have reached the shard is
+ * never answered as retry-safe (502 commit_unknown); an Idempotency-Key makes a retry exactly-once: the
+ * key is claimed and answered in the write's own transaction on the shard, and moves with the tenant.
+ */
+
+const directory = openDirectory(topology().directory)
+let router: RunningRouter
+
+beforeAll(async () => {
+  router = await startTestRouter({ requestTimeoutMs: 10_000 })
+})
+// A killed connection marks the primary down until the router's next health poll finds it answering.
+beforeEach(async () => {
+  await eventually(async () => (router.app.monitor.health('shard-1-primary').healthy ? true : undefined))
+})
+afterAll(async () => {
+  await stopRouters()
+  await directory.close()
+  await closeAll()
+})
+
+const INSERT = 'insert into businesses (tenant_id, name) values ($1, $2) returning id, name'
+
+function write(
+  tenant: TestTenant,
+  sql: string,
+  params: unknown[],
+  key?: string,
+): Promise<Answer<{ rows?: unknown[]; error?: { code: string; message: string } }>> {
+  return post(
+    router,
+    '/v1/query',
+    { sql, params, method: 'all' },
+    {
+      authorization: `Bearer ${tenant.key}`,
+      'x-tenant-id': tenant.id,
+      ...(key ? { 'idempotency-key': key } : {}),
+    },
+  )
+}
+
+async function businesses(on: string, tenant: TestTenant, name: string): Promise<number> {
+  const [row] = await connect(shard(on).primary)<{ n: number }[]>`
+    select count(*)::int as n from businesses where tenant_id = ${tenant.id} and name = ${name}`
+  return row?.n ?? -1
+}
+
+/** Ends the router's backend running `marker`'s statement on the primary, as an operator (or a crash) would. */
+async function killWhileRunning(marker: string): Promise<void> {
+  const admin = connect(shard('shard-1').primary)
+  const pid = await eventually(async () => {
+    const [row] = await admin<{ pid: number }[]>`
+      select pid from pg_stat_activity where query like ${`%${marker}%`} and pid <> pg_backend_pid()`
+    return row?.pid
+  })
+  await admin`select pg_terminate_backend(${pid})`
+}
+
+describe('a write whose outcome is unknown', () => {
+  it('a shard connection lost after COMMIT was sent yields 502 commit_unknown, never a retry-safe 503', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const marker = `unknown-${randomUUID()}`
+    const pending = write(
+      tenant,
+      `/* ${marker} */ insert into businesses (tenant_id, name) select $1, $2 from pg_sleep(1) returning id`,
+      [tenant.id, marker],
+    )
+    await killWhileRunning(marker)
+    const answer = await pending
+    console.log(`connection killed mid-write: ${answer.status} ${answer.body.error?.code}`)
+    expect(answer.status).toBe(502)
+    expect(answer.body.error?.code).toBe('commit_unknown')
+    expect(answer.headers.get('retry-after')).toBeNull()
+    expect(answer.body.error?.message).toMatch(/Idempotency-Key/)
+  })
+
+  it('with an Idempotency-Key, a connection lost mid-write is safe to retry with the key: it writes once', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const marker = `retried-${randomUUID()}`
+    const key = randomUUID()
+    const sql = `/* ${marker} */ insert into businesses (tenant_id, name) select $1, $2 from pg_sleep(0.5) returning name`
+    const pending = write(tenant, sql, [tenant.id, marker], key)
+    await killWhileRunning(marker)
+    // With a key the COMMIT goes out only after the statements answered: lost before it, nothing was
+    // written and the error says retry (503); lost after it, commit_unknown. Either way: retry with the key.
+    const lost = await pending
+    console.log(`connection killed mid-write, with a key: ${lost.status} ${lost.body.error?.code}`)
+    expect(['shard_unavailable', 'commit_unknown']).toContain(lost.body.error?.code)
+    const retried = await eventually(async () => {
+      const answer = await write(tenant, sql, [tenant.id, marker], key)
+      return answer.status === 503 ? undefined : answer
+    })
+    expect(retried.status).toBe(200)
+    expect(retried.body.rows).toEqual([[marker]])
+    const again = await write(tenant, sql, [tenant.id, marker], key)
+    expect(again.status).toBe(200)
+    expect(again.headers.get('x-switchyard-idempotent-replay')).toBe('true')
+    expect(again.body.rows).toEqual([[marker]])
+    expect(await businesses('shard-1', tenant, marker)).toBe(1)
+  })
+})
+
+describe('Idempotency-Key', () => {
+  it('a retry returns the first answer and inserts once', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const key = randomUUID()
+    const first = await write(tenant, INSERT, [tenant.id, 'Once'], key)
+    expect(first.status, JSON.stringify(first.body)).toBe(200)
+    expect(first.headers.get('x-switchyard-idempotent-replay')).toBeNull()
+    const second = await write(tenant, INSERT, [tenant.id, 'Once'], key)
+    expect(second.status).toBe(200)
+    expect(second.headers.get('x-switchyard-idempotent-replay')).toBe('true')
+    expect(second.body).toEqual(first.body)
+    expect(await businesses('shard-1', tenant, 'Once')).toBe(1)
+    // Without a key, the same request is a new write.
+    expect((await write(tenant, INSERT, [tenant.id, 'Once'])).status).toBe(200)
+    expect(await businesses('shard-1', tenant, 'Once')).toBe(2)
+  })
+
+  it('the same key for another request is refused with 422 idempotency_key_reused', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const key = randomUUID()
+    expect((await write(tenant, INSERT, [tenant.id, 'First'], key)).status).toBe(200)
+    const other = await write(tenant, INSERT, [tenant.id, 'Second'], key)
+    expect(other.status).toBe(422)
+    expect(other.body.error?.code).toBe('idempotency_key_reused')
+    expect(await businesses('shard-1', tenant, 'Second')).toBe(0)
+  })
+
+  it("keys are per tenant: another tenant's request with the same key runs", async () => {
+    const [a, b] = [await tenantWithKey('shard-1'), await tenantWithKey('shard-1')]
+    const key = randomUUID()
+    expect((await write(a, INSERT, [a.id, 'Shared key'], key)).status).toBe(200)
+    const answer = await write(b, INSERT, [b.id, 'Shared key'], key)
+    expect(answer.status).toBe(200)
+    expect(answer.headers.get('x-switchyard-idempotent-replay')).toBeNull()
+    expect(await businesses('shard-1', b, 'Shared key')).toBe(1)
+  })
+
+  it('ten concurrent requests with one key insert once and all get the same answer', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const key = randomUUID()
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () => write(tenant, INSERT, [tenant.id, 'Concurrent'], key)),
+    )
+    expect(answers.map((answer) => answer.status)).toEqual(Array(10).fill(200))
+    expect(new Set(answers.map((answer) => JSON.stringify(answer.body))).size).toBe(1)
+    expect(answers.filter((answer) => answer.headers.get('x-switchyard-idempotent-replay'))).toHaveLength(9)
+    expect(await businesses('shard-1', tenant, 'Concurrent')).toBe(1)
+  })
+
+  it('a failed write leaves its key free: the retry runs', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const key = randomUUID()
+    const failing = await write(tenant, INSERT, [tenant.id, null], key)
+    expect(failing.status).toBe(400)
+    expect((await write(tenant, INSERT, [tenant.id, null], key)).status).toBe(400)
+  })
+
+  it('a bad key is refused with 400 invalid_input', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const answer = await write(tenant, INSERT, [tenant.id, 'x'], 'has spaces in it')
+    expect(answer.status).toBe(400)
+    expect(answer.body.error?.code).toBe('invalid_input')
+  })
+
+  it('a retry after the tenant moved to another shard still returns the first answer', async () => {
+    const tenant = await tenantWithKey('shard-1')
+    const key = randomUUID()
+    const first = await write(tenant, INSERT, [tenant.id, 'Before the move'], key)
+    expect(first.status).toBe(200)
+    const move = await startMove(moverDeps(directory), { tenant: tenant.id, target: 'shard-3' })
+    expect(move.state).toBe('done')
+    const retried = await eventually(async () => {
+      const answer = await write(tenant, INSERT, [tenant.id, 'Before the move'], key)
+      return answer.headers.get('x-switchyard-shard') === 'shard-3' ? answer : undefined
+    })
+    expect(retried.status).toBe(200)
+    expect(retried.headers.get('x-switchyard-idempotent-replay')).toBe('true')
+    expect(retried.body).toEqual(first.body)
+    expect(await businesses('shard-3', { ...tenant }, 'Before the move')).toBe(1)
+    expect(await businesses('shard-1', { ...tenant }, 'Before the move')).toBe(0)
+  })
+})
