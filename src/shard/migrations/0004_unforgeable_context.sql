@@ -243,6 +243,8 @@ BEGIN
              'pg_lock_status', 'pg_prepared_statement', 'pg_cursor', 'pg_prepared_xact', 'pg_blocking_pids',
              'pg_safe_snapshot_blocking_pids', 'pg_isolation_test_session_is_blocked',
              'pg_cancel_backend', 'pg_terminate_backend', 'pg_notify', 'pg_notification_queue_usage',
+             -- what an earlier request left listening on this pooled session
+             'pg_listening_channels',
              -- other tenants' volumes and activity, shard-wide
              'pg_relation_size', 'pg_total_relation_size', 'pg_table_size', 'pg_indexes_size',
              'pg_database_size', 'pg_tablespace_size', 'pg_xact_status', 'txid_status',
