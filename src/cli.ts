@@ -31,7 +31,7 @@ import { seedLoadtest } from './loadtest/seed.ts'
 import { failpointFromEnv } from './migrate-tenant/failpoint.ts'
 import { moveLeftovers } from './migrate-tenant/leftovers.ts'
 import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/mover.ts'
-import { progressPrinter } from './migrate-tenant/progress.ts'
+import { cutShortLine, progressPrinter } from './migrate-tenant/progress.ts'
 import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
 import { executePlan } from './placement/executor.ts'
 import {
@@ -598,7 +598,7 @@ move
       if (options.json) print(id === undefined ? found : found[0])
       else
         process.stdout.write(
-          `${table(found.map(moveRow), ['id', 'tenant', 'from', 'to', 'state', 'rows', 'stallMs', 'updated', 'error'])}\n`,
+          `${table(found.map(moveRow), ['id', 'tenant', 'from', 'to', 'state', 'rows', 'stallMs', 'updated', 'fence', 'error'])}\n`,
         )
     }),
   )
@@ -650,8 +650,9 @@ async function runMover(
   if (options.json) print(done)
   else {
     const stall = done.progress.stallMs === undefined ? '' : `, cutover stall ${done.progress.stallMs} ms`
+    const cut = cutShortLine(done)
     say(
-      `move ${done.id}: tenant ${done.tenantId} ${done.sourceShard} → ${done.targetShard} ${done.state}${stall}`,
+      `move ${done.id}: tenant ${done.tenantId} ${done.sourceShard} → ${done.targetShard} ${done.state}${stall}${cut ? `; ${cut}` : ''}`,
     )
   }
   return done
@@ -666,6 +667,8 @@ const moveRow = (m: Move) => ({
   rows: m.progress.totalRows === undefined ? '' : `${m.progress.copiedRows ?? 0}/${m.progress.totalRows}`,
   stallMs: m.progress.stallMs ?? '',
   updated: m.updatedAt.toISOString(),
+  // Transactions of the tenant the fence had to cut short, and for how long they had kept it out.
+  fence: cutShortLine(m) ?? '',
   error: m.error ?? '',
 })
 
