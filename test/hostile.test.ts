@@ -9,9 +9,11 @@ import { addTenant } from '../src/directory/tenants.ts'
 import { runTransaction } from '../src/router/execute.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import type { Sql } from '../src/shard/connection.ts'
-import { connectWire, type WireConnection } from '../src/shard/wire/connection.ts'
+import { routerNodes } from '../src/shard/nodes.ts'
+import { createPools } from '../src/shard/pools.ts'
+import type { WireConnection } from '../src/shard/wire/connection.ts'
 import { post, startTestRouter, stopRouters } from './router-support.ts'
-import { asRouter, closeAll, connect, newTenantId, shard, topology } from './support.ts'
+import { closeAll, connect, eventually, newTenantId, shard, topology } from './support.ts'
 
 /**
  * The hostile-tenant suite (issue 12). Tenant A runs every attack in test/hostile/attacks.sql as one
@@ -172,6 +174,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopRouters()
   await admin`drop function if exists public.hostile_session_probe()`
+  // What no router session may keep, whatever an attack left (the routers reset it too, on their own).
+  await admin.unsafe(`alter role ${topology().router.role.name} reset all`)
   await closeAll()
 })
 
@@ -277,14 +281,42 @@ async function framed(
   }
 }
 
+/**
+ * A connection as a router opens one: the router's startup parameters and its check of a new session
+ * (session defaults the role gave itself are reset). Each call is a new pool, so a new session.
+ */
+async function routerSession(node: string): Promise<{ connection: WireConnection; close(): Promise<void> }> {
+  const found = routerNodes(topology()).find((candidate) => candidate.name === node)
+  if (!found) throw new Error(`no node ${node}`)
+  const router = topology().router
+  const pools = createPools([found], {
+    size: 1,
+    statementTimeoutMs: router.statementTimeoutMs,
+    tls: router.tls,
+    searchPath: topology().tenantSchema.schemas,
+  })
+  const connection = await pools.pool(node).reserve()
+  return {
+    connection,
+    close: async () => {
+      pools.pool(node).release(connection)
+      await pools.close()
+    },
+  }
+}
+
 describe.each([
-  ['primary', () => shard(SHARD).primary, true],
-  ['replica', () => shard(SHARD).replicas[0] as string, false],
-] as const)('straight at the %s as the router role, statement policy off', (_node, url, write) => {
+  ['primary', `${SHARD}-primary`, true],
+  ['replica', `${SHARD}-replica-1`, false],
+] as const)('straight at the %s as the router role, statement policy off', (_node, node, write) => {
   let connection: WireConnection
+  let session: { close(): Promise<void> } | undefined
   let baseline: Probe
   const open = async () => {
-    connection = await connectWire({ url: asRouter(url()), parameters: { search_path: 'public' } })
+    await session?.close()
+    const opened = await routerSession(node)
+    session = opened
+    connection = opened.connection
     return connection
   }
 
@@ -303,7 +335,7 @@ describe.each([
   beforeAll(async () => {
     baseline = await directCheck(await open())
   })
-  afterAll(() => connection?.close())
+  afterAll(() => session?.close())
 
   it.each(attacks.map((attack) => [attack.title, attack] as const))('%s', async (_title, attack) => {
     if (connection.broken) await open()
@@ -321,5 +353,16 @@ describe.each([
     // The same connection when it survived; a lost one is a fresh one, which is fresh by definition.
     const next = used.broken ? await open() : used
     await expectFresh(() => directCheck(next), baseline)
+    // And a session a router opens next starts as fresh: role defaults A gave the router's role
+    // (ALTER ROLE … SET) are found and reset before it serves anyone (on a replica, once replayed).
+    const fresh = await eventually(async () => {
+      const opened = await routerSession(node).catch(() => undefined)
+      return opened
+    })
+    try {
+      await expectFresh(() => directCheck(fresh.connection), baseline)
+    } finally {
+      await fresh.close()
+    }
   })
 })

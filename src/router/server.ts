@@ -50,6 +50,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     size: config.poolSize,
     statementTimeoutMs: config.statementTimeoutMs,
     tls: config.tls,
+    searchPath: topology.tenantSchema.schemas,
   })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined

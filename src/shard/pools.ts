@@ -2,14 +2,20 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import type { RouterTls } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
+import { logger } from '../log.ts'
 import type { ShardNode } from './nodes.ts'
-import type { TlsOptions } from './wire/connection.ts'
+import type { TlsOptions, WireConnection } from './wire/connection.ts'
 import { createWirePool, type WirePool } from './wire/pool.ts'
 
 export interface PoolOptions {
   /** Connections per node; the seed keeps pools at 20–50. */
   size: number
   statementTimeoutMs: number
+  /**
+   * The tenant schemas (`tenantSchema.schemas`, default public): the sessions' search_path, where the
+   * statement policy expects unqualified names to resolve.
+   */
+  searchPath?: readonly string[]
   /** TLS to every node (`router.tls`); sslmode prefer when left out. */
   tls?: RouterTls | undefined
 }
@@ -50,8 +56,11 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
           IntervalStyle: 'postgres',
           application_name: 'switchyard-router',
           statement_timeout: String(options.statementTimeoutMs),
-          search_path: 'public',
+          search_path: (options.searchPath ?? ['public'])
+            .map((schema) => `"${schema.replaceAll('"', '""')}"`)
+            .join(', '),
         },
+        prepare: (connection) => startsClean(connection, node),
       }),
     ]),
   )
@@ -71,6 +80,35 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
       await Promise.all([...pools.values()].map((pool) => pool.close(10_000)))
     },
   }
+}
+
+/**
+ * A new router session must start as its startup parameters say. Any role may give itself session
+ * defaults (`ALTER ROLE current_user SET …`, refused by the statement policy, possible for SQL that got
+ * past it): every new session would start with them and RESET ALL would return to them. Found on a
+ * primary, they are reset (a role may reset its own) and the session is opened again; a replica gets
+ * the reset when the primary's replays. False: close this session and open another.
+ */
+async function startsClean(connection: WireConnection, node: ShardNode): Promise<boolean> {
+  const [found] = await connection.run([
+    {
+      sql: "select string_agg(name, ', ' order by name) from pg_settings where source in ('user', 'database user')",
+      params: [],
+    },
+  ])
+  const defaults = found?.rows[0]?.[0]
+  if (!defaults) return true
+  logger.warn(
+    { node: node.name, settings: defaults },
+    'the router role has session defaults of its own (ALTER ROLE … SET): resetting them; run `switchyard doctor`',
+  )
+  if (node.role === 'primary') {
+    const database = decodeURIComponent(new URL(node.url).pathname.slice(1))
+    await connection.execute(
+      `alter role current_user reset all; alter role current_user in database "${database.replaceAll('"', '""')}" reset all`,
+    )
+  }
+  return false
 }
 
 /** The CA is read once, here, for every node's pool: a file that cannot be read fails at start. */

@@ -12,6 +12,11 @@ export interface WirePoolOptions extends ConnectOptions {
    * used yet do not wait for logins in the middle of the cutover.
    */
   minIdle?: number
+  /**
+   * Runs on every new connection before anyone gets it. `false`: this session started wrong (the
+   * check put it right for the next one): it is closed and one more is opened. A throw fails the open.
+   */
+  prepare?: (connection: WireConnection) => Promise<boolean>
 }
 
 export interface ReserveOptions {
@@ -90,10 +95,25 @@ export function createWirePool(options: WirePoolOptions): WirePool {
   async function openOne(): Promise<WireConnection> {
     connecting++
     try {
-      const connection = await connectWire(options)
-      open.add(connection)
-      connection.onClose(() => forget(connection))
-      return connection
+      for (let attempt = 0; ; attempt++) {
+        const connection = await connectWire(options)
+        const ready = await (options.prepare?.(connection) ?? Promise.resolve(true)).catch(
+          async (error: unknown) => {
+            await connection.close()
+            throw error
+          },
+        )
+        if (ready || attempt > 0) {
+          if (!ready) {
+            await connection.close()
+            throw new ConnectionError('SESSION_REFUSED', `${name}: a new session did not start clean`)
+          }
+          open.add(connection)
+          connection.onClose(() => forget(connection))
+          return connection
+        }
+        await connection.close()
+      }
     } finally {
       connecting--
     }
