@@ -303,11 +303,17 @@ function outcomeOf(
   replayedLsn: bigint | null,
 ): Dispatched | undefined {
   if (error.commit === 'done' && error.committed) return { ...error.committed, node, route, replayedLsn }
+  const cause = error.cause
+  if (error.commit === 'done' && cause instanceof ResultTooLargeError)
+    throw new SwitchyardError(
+      'result_too_large',
+      `the write committed, but what it returned passed the limit of ${cause.max} ${cause.limit}`,
+      { limit: cause.limit, max: cause.max, committed: true },
+    )
   if (error.commit !== 'none') {
     deps.monitor.markDown(node.name, error.message)
     throw commitUnknown(node, error.commit === 'done')
   }
-  const cause = error.cause
   if (cause instanceof SwitchyardError) throw cause
   if (cause instanceof QueryCancelledError) throw cancelled(cause.reason, false)
   if (cause instanceof ResultTooLargeError)

@@ -2,6 +2,7 @@ import { parseLsn } from '../shard/lsn.ts'
 import {
   PipelineError,
   type PipelineStep,
+  ResultTooLargeError,
   type RunOptions,
   type StepResult,
   type WireConnection,
@@ -233,7 +234,9 @@ function transactionError(
   connection: WireConnection,
 ): TransactionError {
   const completed = error instanceof WireError ? error.completedSteps : 0
-  const partial = (error as { results?: StepResult[] }).results
+  // A budget's overflow skipped rows: what came back is not the whole answer.
+  const partial =
+    error instanceof WireError && !(error instanceof ResultTooLargeError) ? error.results : undefined
   const commit: CommitOutcome =
     layout.commitStep >= 0 && completed > layout.commitStep
       ? 'done'
@@ -242,7 +245,7 @@ function transactionError(
         : error instanceof PipelineError || !connection.broken
           ? 'none'
           : 'unknown'
-  const committed = commit === 'done' && partial ? outcome(partial, layout, null) : undefined
+  const committed = commit === 'done' && partial ? outcome([...partial], layout, null) : undefined
   if (!(error instanceof PipelineError)) {
     // Not the server's answer to a step: the connection, a cancel, a budget. Before anything of the
     // client's ran it is a failure to enter: dispatch marks the node down (retry or 503).

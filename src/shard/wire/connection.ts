@@ -812,6 +812,7 @@ async function login(
     else {
       if (error instanceof WireError) {
         error.completedSteps = run.results.length
+        error.results = run.results
         error.sent = true
       }
       if (error === run.failure && !broken && rerunnable(run)) return rerun(run, run.failure)

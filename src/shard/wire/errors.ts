@@ -1,3 +1,5 @@
+import type { StepResult } from './connection.ts'
+
 /**
  * What the wire client fails with. Every error `run()` rejects with is a `WireError` and carries the two
  * facts a caller needs to tell "COMMIT completed", "COMMIT never ran" and "COMMIT may have reached the
@@ -7,6 +9,11 @@
 export class WireError extends Error {
   /** Steps of the pipeline that completed on the server before it failed. */
   completedSteps = 0
+  /**
+   * What those steps returned (a budget's overflow skips rows: then not all of them). The caller of a
+   * write whose COMMIT completed before the failure (a cancel that came too late) answers with these.
+   */
+  results: readonly StepResult[] = []
   /** Whether the pipeline was written to the socket at all: false means the server never saw it. */
   sent = false
 
