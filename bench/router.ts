@@ -382,7 +382,9 @@ export async function bootTopology(cleanups: Cleanups): Promise<{ topology: Topo
       tenantSchema: { ...input.tenantSchema, migrations: fileURLToPath(MIGRATIONS) },
     },
     'bench/router.ts',
-    {},
+    // TLS to the shards is on in this topology (verify-full, as in the tests); SWITCHYARD_SHARD_SSLMODE
+    // may turn it off to show what it costs. No other variable reaches the bench's topology.
+    { SWITCHYARD_SHARD_SSLMODE: process.env.SWITCHYARD_SHARD_SSLMODE },
   )
   cleanups.add(() => clusterDown(topology, { home }))
   await clusterUp(topology, { home, durable: false })
@@ -753,7 +755,8 @@ async function main() {
     const node = await expectReplicaReads(targets.router, body, fixture.customer)
     console.log(`router reads served by ${node} (x-switchyard-node); the passthrough reads ${node} directly`)
     console.log(
-      `both as ${topology.router.role.name} (RLS applies; the passthrough sets app.current_tenant per connection), ` +
+      `the router as ${topology.router.role.name} (RLS, its verified tenant context; TLS ${topology.router.tls.mode}), ` +
+        `the passthrough as the shard's admin (no tenant context can be set by hand), ` +
         `pools of ${topology.router.poolSize}, prepared statements; router log level ${routerLog.logger.level}`,
     )
 
@@ -812,13 +815,19 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
   const route = await deps.routes.resolve(fixture.tenant)
   // One connection each, so the backend doing the work is known: the passthrough's pool settings, and
   // the router's own (createPools) for its transaction.
-  const single = postgres(node.url, {
+  const replicaAdminUrl = topology.shards.find((s) => s.id === SHARD)?.replicas[0] as string
+  const single = postgres(replicaAdminUrl, {
     max: 1,
     prepare: true,
     onnotice: () => {},
-    connection: { search_path: 'public', 'app.current_tenant': fixture.tenant },
+    connection: { search_path: 'public' },
   })
-  const routerPool = createPools([node], { size: 1, statementTimeoutMs: topology.router.statementTimeoutMs })
+  const routerPool = createPools([node], {
+    size: 1,
+    statementTimeoutMs: topology.router.statementTimeoutMs,
+    tls: topology.router.tls,
+    searchPath: topology.tenantSchema.schemas,
+  })
   const backend = async (sql: Sql) => (await sql<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]?.pid
   const singlePid = await backend(single)
   const routerPid = Number(
