@@ -176,6 +176,7 @@ afterAll(async () => {
   await admin`drop function if exists public.hostile_session_probe()`
   // What no router session may keep, whatever an attack left (the routers reset it too, on their own).
   await admin.unsafe(`alter role ${topology().router.role.name} reset all`)
+  await admin.unsafe(`alter role ${topology().router.role.name} in database app reset all`)
   await closeAll()
 })
 

@@ -94,7 +94,9 @@ async function ensureRouterRole(sql: Sql, topology: Topology, primaryUrl: string
   }
   // Any role may give itself session defaults (ALTER ROLE … SET) that every new session of it starts
   // with and RESET ALL returns to; and a membership would let it SET ROLE to another role's rights.
+  const [db] = await sql<{ name: string }[]>`select current_database() as name`
   await sql.unsafe(`alter role ${quoteIdent(name)} reset all`)
+  await sql.unsafe(`alter role ${quoteIdent(name)} in database ${quoteIdent(db?.name ?? '')} reset all`)
   const memberships = await sql<{ role: string }[]>`
     select r.rolname as role from pg_auth_members m
     join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member

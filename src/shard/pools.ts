@@ -90,9 +90,11 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
  * the reset when the primary's replays. False: close this session and open another.
  */
 async function startsClean(connection: WireConnection, node: ShardNode): Promise<boolean> {
+  // The catalog, not pg_settings' sources: a default that a startup parameter masks is still reset.
   const [found] = await connection.run([
     {
-      sql: "select string_agg(name, ', ' order by name) from pg_settings where source in ('user', 'database user')",
+      sql: `select string_agg(array_to_string(s.setconfig, ', '), ', ') from pg_db_role_setting s
+            where s.setrole = (select oid from pg_roles where rolname = current_user)`,
       params: [],
     },
   ])
