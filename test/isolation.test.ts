@@ -74,6 +74,16 @@ describe('tenant isolation under the router role (RLS forced)', () => {
     expect(planted?.n).toBe(0)
   })
 
+  it('the policy costs one call per statement (an InitPlan), and the tenant index is still used', async () => {
+    const plan = await asTenant(tenantA, false, (sql) =>
+      sql.unsafe("explain (costs off) select * from customers where name = 'Customer 001'"),
+    )
+    const text = plan.map((row) => Object.values(row)[0]).join('\n')
+    expect(text).toContain('InitPlan')
+    expect(text).toMatch(/Index Cond: \(\(tenant_id = \(InitPlan \d+\)/)
+    expect(text).not.toMatch(/Filter:.*current_tenant/)
+  })
+
   it('without entering a tenant, the router role sees nothing', async () => {
     const rows = await router`select * from appointments limit 1`
     expect(rows).toHaveLength(0)
