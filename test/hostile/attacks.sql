@@ -708,3 +708,94 @@ call public.hostile_proc()
 
 -- misc: txid_current
 select txid_current()
+
+-- review: SET seed with the statement (GUC_NO_RESET_ALL, hidden from pg_settings; see test/review-findings.test.ts)
+set seed = 0.5
+-- then
+select 1 / 0
+
+-- review: PREPARE then fail (a failed transaction is never marked tainted)
+prepare hostile_failed as select * from customers
+-- then
+select 1 / 0
+
+-- review: A's own context copied into a session-level setting for the next transaction
+do $$ begin execute format('set switchyard.context = %L', current_setting('switchyard.context')); end $$
+
+-- review: A's own context copied into a session-level setting, then a failure
+do $$ begin execute format('set switchyard.context = %L', current_setting('switchyard.context')); end $$
+-- then
+select 1 / 0
+
+-- review: MERGE WHEN NOT MATCHED BY SOURCE (every target row the policy lets it see)
+merge into customers c using (select 1 as x) s on false when not matched by source then update set name = 'pwned'
+
+-- review: MERGE WHEN NOT MATCHED BY SOURCE THEN DELETE
+merge into customers c using (select 1 as x) s on false when not matched by source then delete
+
+-- review: currtid2 follows another tenant's update chain (a TID side channel; see test/review-findings.test.ts)
+select currtid2('customers', t::tid) from (values ('(0,1)'), ('(0,2)'), ('(0,3)')) v(t)
+
+-- review: schema_to_xml names the switchyard schema in a string
+select schema_to_xml('switchyard', true, true, '')
+
+-- review: database_to_xml runs a query per readable table
+select database_to_xml(true, true, '')
+
+-- review: table_to_xml of the idempotency keys by name
+select table_to_xml('switchyard.idempotency_keys', true, true, '')
+
+-- review: to_regclass and regclass casts of the secret table
+select to_regclass('switchyard.router_secret'), 'switchyard.router_secret'::regclass::oid
+
+-- review: pg_input_error_info on a switchyard relation name
+select * from pg_input_error_info('switchyard.router_secret', 'regclass')
+
+-- review: the in-progress transactions of every session (txid_current_snapshot)
+select txid_current_snapshot()
+
+-- review: FOR UPDATE SKIP LOCKED over every tenant's rows
+select * from customers for update skip locked
+
+-- review: FOR KEY SHARE on B's business through a foreign key insert
+insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time) select '{{A}}', b.id, s.id, c.id, now(), now() + interval '1 hour' from businesses b, services s, customers c where b.tenant_id = '{{B}}' limit 1
+
+-- review: a leakproof equality on B's marker column (evaluated before RLS is allowed, cannot raise)
+select count(*) from customers where email = 'x@example.com' or name = 'B'
+
+-- review: an error on B's value from a non-leakproof cast in a join condition
+select * from customers a join customers b on b.name::int = a.id::text::int
+
+-- review: a recursive CTE whose name shadows a catalog relation
+with recursive pg_authid(x) as (select 1 union all select x + 1 from pg_authid where x < 3) select * from pg_authid
+
+-- review: a CTE name visible only inside its own WITH, used outside it
+select * from (with pg_shadow as (select 1) select * from pg_shadow) a, pg_shadow
+
+-- review: a unicode-escaped identifier naming a revoked view
+select * from U&"pg_stat_\0061ctivity"
+
+-- review: a unicode-escaped schema for enter()
+select U&"\0073witchyard".enter('{{B}}'::uuid, 1, false, null, '{{GUESS}}')
+
+-- review: ROWS FROM with a revoked function
+select * from rows from (generate_series(1, 1), pg_stat_get_activity(null))
+
+-- review: XMLTABLE over a query text (XMLTABLE runs no SQL)
+select * from xmltable('/a' passing '<a>select * from customers</a>'::xml columns x text path '.')
+
+-- review: a set-returning function in a lateral join to B's rows
+select c.name from generate_series(1, 1) g, lateral (select name from customers where tenant_id = '{{B}}') c
+
+-- review: an upsert whose conflict target is B's primary key, with DO NOTHING (an existence oracle)
+insert into customers (tenant_id, id, name) values ('{{A}}', '{{B_CUSTOMER}}', 'probe') on conflict do nothing returning id
+
+-- review: a window over every tenant's rows
+select count(*) over () from customers
+
+-- review: SAVEPOINT, LISTEN, then ROLLBACK TO (a listen that outlives its subtransaction)
+savepoint s
+-- then
+listen hostile_sub
+-- then
+rollback to savepoint s
