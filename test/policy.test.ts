@@ -231,6 +231,12 @@ describe('statements a client may not send', () => {
     ["select * from dblink('host=other', 'select 1') as t(x int)", 'dblink is not allowed'],
     ["select dblink_exec('host=other', 'delete from appointments')", 'dblink is not allowed'],
     ["select pg_create_logical_replication_slot('s', 'pgoutput')", 'replication functions are not allowed'],
+    // libxml2 runs XPath without checking for interrupts: no cancel or deadline stops it
+    ["select xpath('//b', '<a><b/></a>'::xml)", 'XPath is not allowed'],
+    ["select pg_catalog.xpath_exists('//b', '<a/>'::xml)", 'XPath is not allowed'],
+    ["select xmlexists('//b' passing ('<a/>'::xml))", 'XPath is not allowed'],
+    ["select * from xmltable('/a' passing ('<a/>'::xml) columns x text path '.')", 'XMLTABLE is not allowed'],
+    ["select currtid2('customers', '(0,1)'::tid)", 'currtid() is not allowed'],
     // functions that run SQL text the policy never sees
     [
       "select query_to_xml('select switchyard.enter($1, 1, true)', true, true, '')",

@@ -86,6 +86,16 @@ export const topologySchema = z
           .int()
           .min(1024)
           .default(16 * 1024 * 1024),
+        /**
+         * Bytes of answers this router has built that their clients have not read yet, all tenants
+         * together (a tenant: a quarter of it); past it requests are refused before they run (503
+         * `router_busy`; the tenant's: 429 `tenant_busy`).
+         */
+        maxUnreadBytes: z.coerce
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .default(256 * 1024 * 1024),
         /** How long a write's Idempotency-Key is remembered with its first answer. */
         idempotencyTtlSeconds: z.coerce.number().int().min(60).default(86_400),
         /** The largest first answer kept for an Idempotency-Key (a retry of a larger one gets 409). */
@@ -113,6 +123,21 @@ export const topologySchema = z
           .min(1024)
           .default(1024 * 1024),
         maxParams: z.coerce.number().int().min(1).max(65_535).default(10_000),
+        /**
+         * SQL text of one statement, in bytes; past it, 413 `statement_too_large`. The policy parses each
+         * statement on the router's event loop (~100 ms for 64 KiB of the densest SQL): a bound on that
+         * is a bound on what one request can make every other wait.
+         */
+        maxStatementBytes: z.coerce
+          .number()
+          .int()
+          .min(1024)
+          .default(64 * 1024),
+        /**
+         * Statements in one request (a batch); past it, 413 `too_many_statements`. Each distinct one is
+         * prepared in the shard's backend for the transaction, kilobytes of its memory apiece.
+         */
+        maxBatchStatements: z.coerce.number().int().min(1).max(10_000).default(1_000),
         /**
          * How often this router looks for a move whose mover stopped while the tenant was fenced (its
          * writes held) and resumes it, so clients see a pause, not 503s; 0 turns it off.

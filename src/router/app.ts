@@ -8,11 +8,12 @@ import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
 import { formatLsn } from '../shard/lsn.ts'
 import type { Admission } from './admission.ts'
+import type { Outgoing, UnreadAnswers } from './answers.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
 import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched, dispatchAdmitted } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
-import { classify } from './policy.ts'
+import { classify, isClassified, type StatementKind } from './policy.ts'
 import {
   type PostgresErrorFields,
   parseNeonConnectionString,
@@ -35,6 +36,7 @@ import type { Consistency } from './routing.ts'
 export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
   topology: Topology
   keys: KeyCheck
+  answers: UnreadAnswers
   /** False while starting and once shutting down: /readyz answers 503. */
   ready(): boolean
 }
@@ -146,6 +148,8 @@ export function createApp(deps: RouterApp): Hono<Env> {
     })
     return respond(
       c,
+      deps,
+      outcome,
       toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, query.method),
     )
   })
@@ -161,7 +165,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
       // The issue's contract: a batch is one transaction on the primary.
       forceWrite: true,
     })
-    return respond(c, toPgProxyBatchResponse(outcome.results, batch.queries))
+    return respond(c, deps, outcome, toPgProxyBatchResponse(outcome.results, batch.queries))
   })
 
   app.post('/sql', async (c) => {
@@ -179,10 +183,17 @@ export function createApp(deps: RouterApp): Hono<Env> {
       deferrable: request.deferrable,
     })
     if (request.batch)
-      return respond(c, toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }))
+      return respond(
+        c,
+        deps,
+        outcome,
+        toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }),
+      )
     const first = request.queries[0]
     return respond(
       c,
+      deps,
+      outcome,
       toNeonResult(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, {
         arrayMode: first?.arrayMode ?? request.arrayMode,
         rawText: request.rawText,
@@ -293,16 +304,26 @@ async function runBounded(
   assertTenantAllowed(key, tenant)
   const trace = c.get('trace')
   trace.tenant = tenant
-  const kinds = request.statements.map((statement) => classify(statement.sql).kind)
+  checkSizes(request.statements, deps.topology.router)
+  deps.answers.admit(tenant)
+  const idempotencyKey = idempotencyKeyOf(c)
+  const route = await deps.routes.resolve(tenant)
+  const limit = rateLimit(deps.topology, route)
+  // A tenant this router already refused this hour is admitted (or refused) before its SQL is parsed:
+  // over its limit it costs the router no parse, the shards nothing.
+  const early = deps.admission.overLimit(tenant)
+    ? await deps.admission.admit(tenant, route.shard, limit)
+    : undefined
+  const kinds = await classifyInTurn(tenant, request.statements)
   const params = request.statements.map((statement) =>
     checkParams(statement.params, deps.topology.router.maxParams),
   )
-  const idempotencyKey = idempotencyKeyOf(c)
-  const route = await deps.routes.resolve(tenant)
   const write =
     Boolean(request.forceWrite) ||
     kinds.includes('write') ||
     (request.statements.length > 1 && !request.readOnly)
+  // Limits and the Idempotency-Key apply to writes only, and go along with reads too: a "read" that
+  // turns out to write (the replica refuses it) runs again as a write, with both.
   const { outcome, admission } = await dispatchAdmitted(
     deps,
     {
@@ -314,19 +335,19 @@ async function runBounded(
       isolation: request.isolation,
       readOnly: request.readOnly,
       deferrable: request.deferrable,
-      limits: write ? effectiveLimits(deps.topology, route.limits) : undefined,
-      idempotency:
-        write && idempotencyKey
-          ? {
-              key: idempotencyKey,
-              requestHash: requestHash(request, params),
-              ttlSeconds: deps.topology.router.idempotencyTtlSeconds,
-              maxBytes: deps.topology.router.idempotencyMaxBytes,
-            }
-          : undefined,
+      limits: effectiveLimits(deps.topology, route.limits),
+      idempotency: idempotencyKey
+        ? {
+            key: idempotencyKey,
+            requestHash: requestHash(request, params),
+            ttlSeconds: deps.topology.router.idempotencyTtlSeconds,
+            maxBytes: deps.topology.router.idempotencyMaxBytes,
+          }
+        : undefined,
       signal,
     },
-    rateLimit(deps.topology, route),
+    limit,
+    early,
   )
   setRateHeaders(trace.headers, admission)
   trace.shard = outcome.route.shard
@@ -372,11 +393,122 @@ function setRateHeaders(headers: Record<string, string>, admission: Admission) {
   headers['RateLimit-Reset'] = String(admission.resetSeconds)
 }
 
-/** A tenant request's JSON answer with the headers it collected, without Hono's `Headers` round trip. */
-function respond(c: Context<Env>, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
+/**
+ * A tenant request's JSON answer with the headers it collected, without Hono's `Headers` round trip.
+ * The byte budget bounds it (rows, their column names, the descriptions) up to JSON's escapes, which
+ * can make a string six times longer: past `ANSWER_FACTOR` budgets, or nested past what JSON.stringify
+ * can walk, it is a 413 rather than a process out of memory or stack. Held until the client reads it.
+ */
+function respond(c: Context<Env>, deps: RouterApp, outcome: Dispatched, body: unknown): Response {
+  const max = ANSWER_FACTOR * deps.limits.maxResultBytes
+  let text: string | undefined
+  try {
+    text = JSON.stringify(body)
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error
+  }
+  if (text === undefined || text.length > max) {
+    const committed = outcome.lsn !== null
+    throw new SwitchyardError(
+      'result_too_large',
+      `the answer ${text === undefined ? 'nests too deeply to send' : `passed ${max} bytes`}${committed ? ' (the write committed)' : ''}`,
+      { limit: 'bytes', max, ...(committed ? { committed } : {}) },
+    )
+  }
+  const trace = c.get('trace')
+  deps.answers.hold(trace.tenant ?? '', text.length, (c.env as { outgoing?: Outgoing } | undefined)?.outgoing)
+  return new Response(text, {
     status: 200,
-    headers: { 'content-type': 'application/json', ...c.get('trace').headers },
+    headers: { 'content-type': 'application/json', ...trace.headers },
+  })
+}
+
+/** An answer may be this many times the byte budget (JSON escapes) before it is refused. */
+const ANSWER_FACTOR = 4
+
+/** A tenant's parses: the tail of its queue, and the event loop time they took in the current second. */
+interface Parsing {
+  tail: Promise<unknown>
+  second: number
+  spentMs: number
+}
+const parsing = new Map<string, Parsing>()
+
+/** Event loop time one tenant's parses may take per second: the rest of the second is everyone else's. */
+const PARSE_MS_PER_SECOND = 150
+
+/**
+ * Classifies a request's statements. A parse runs on the event loop (up to ~100 ms for the longest,
+ * densest statement allowed): a tenant's uncached statements are parsed one per turn of the loop, in
+ * its own queue, and at most PARSE_MS_PER_SECOND of them each second, so another tenant's requests are
+ * read and answered between them instead of after a burst of them. Cached statements (an application's
+ * usual ones) cost a lookup and no turn.
+ */
+async function classifyInTurn(tenant: string, statements: Statement[]): Promise<StatementKind[]> {
+  if (statements.every((statement) => isClassified(statement.sql)))
+    return statements.map((statement) => classify(statement.sql).kind)
+  const kinds: StatementKind[] = []
+  for (const statement of statements) {
+    if (isClassified(statement.sql)) {
+      kinds.push(classify(statement.sql).kind)
+      continue
+    }
+    const books = await parseTurn(tenant)
+    const started = performance.now()
+    try {
+      kinds.push(classify(statement.sql).kind)
+    } finally {
+      books.spentMs += performance.now() - started
+    }
+  }
+  return kinds
+}
+
+/** Resolves when it is the tenant's turn to parse: the next turn of the loop, or the next second. */
+function parseTurn(tenant: string): Promise<Parsing> {
+  let books = parsing.get(tenant)
+  if (!books) {
+    books = { tail: Promise.resolve(), second: 0, spentMs: 0 }
+    parsing.set(tenant, books)
+  }
+  const mine = books
+  const turn = mine.tail.then(async () => {
+    const now = Date.now()
+    const second = Math.floor(now / 1000)
+    if (second !== mine.second) {
+      mine.second = second
+      mine.spentMs = 0
+    } else if (mine.spentMs >= PARSE_MS_PER_SECOND) {
+      await new Promise((resolve) => setTimeout(resolve, (second + 1) * 1000 - now))
+      mine.second = second + 1
+      mine.spentMs = 0
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    return mine
+  })
+  // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
+  mine.tail = turn
+  return turn
+}
+
+/** A request's statements, by count and by length, before any of them is parsed. */
+function checkSizes(statements: Statement[], config: Topology['router']) {
+  if (statements.length > config.maxBatchStatements)
+    throw new SwitchyardError(
+      'too_many_statements',
+      `at most ${config.maxBatchStatements} statements per request (this one has ${statements.length})`,
+      { max: config.maxBatchStatements },
+    )
+  statements.forEach((statement, i) => {
+    if (
+      statement.sql.length > config.maxStatementBytes ||
+      Buffer.byteLength(statement.sql) > config.maxStatementBytes
+    )
+      throw new SwitchyardError(
+        'statement_too_large',
+        `statement ${i} is longer than ${config.maxStatementBytes} bytes: send values as parameters, or split it`,
+        { max: config.maxStatementBytes, statementIndex: i },
+      )
   })
 }
 

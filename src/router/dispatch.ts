@@ -209,10 +209,12 @@ export async function dispatchAdmitted(
   deps: DispatchDeps,
   tx: Omit<TenantTransaction, 'lastWriteLsn' | 'admitted'>,
   limit: number,
+  /** The request was admitted already (a tenant refused earlier this window is admitted before parsing). */
+  early?: Admission,
 ): Promise<Admitted> {
   const tenant = tx.route.tenant
-  if (tx.write || deps.admission.overLimit(tenant)) {
-    const admission = await deps.admission.admit(tenant, tx.route.shard, limit)
+  if (early || tx.write || deps.admission.overLimit(tenant)) {
+    const admission = early ?? (await deps.admission.admit(tenant, tx.route.shard, limit))
     return { admission, outcome: await dispatch(deps, { ...tx, lastWriteLsn: admission.lastWriteLsn }) }
   }
   // Admission's Redis command leaves once this turn's microtasks are done: after the shard pipeline.
@@ -311,7 +313,9 @@ function outcomeOf(
       { limit: cause.limit, max: cause.max, committed: true },
     )
   if (error.commit !== 'none') {
-    deps.monitor.markDown(node.name, error.message)
+    // A connection the router dropped itself (a cancel that did not settle in time) says nothing of
+    // the node: the other tenants' requests go on there.
+    if (!droppedByRouter(cause)) deps.monitor.markDown(node.name, error.message)
     throw commitUnknown(node, error.commit === 'done')
   }
   if (cause instanceof SwitchyardError) throw cause
@@ -365,6 +369,9 @@ async function onConnection(
     const outcome = await use(connection)
     tainted = outcome.tainted
     return outcome
+  } catch (error) {
+    if (error instanceof TransactionError) tainted = error.tainted
+    throw error
   } finally {
     if (tainted) {
       deps.logger.warn({ node: node.name, tenant }, 'a statement other than DML ran: connection closed')
@@ -377,6 +384,9 @@ async function onConnection(
       deps.logger.warn({ node: node.name, ms: Math.round(ms) }, 'slow transaction')
   }
 }
+
+const droppedByRouter = (cause: unknown) =>
+  cause instanceof QueryCancelledError || cause instanceof ResultTooLargeError
 
 /** A request whose signal aborted: the deadline's 504, or a client that is gone (nobody reads it). */
 function cancelled(reason: unknown, write: boolean): SwitchyardError {

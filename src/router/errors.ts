@@ -35,6 +35,8 @@ const STATUS: Record<string, number> = {
   idempotency_replay_unavailable: 409,
   body_too_large: 413,
   result_too_large: 413,
+  statement_too_large: 413,
+  too_many_statements: 413,
   idempotency_key_reused: 422,
   rate_limited: 429,
   tenant_busy: 429,
@@ -47,6 +49,7 @@ const STATUS: Record<string, number> = {
   shard_refused: 503,
   tenant_moving: 503,
   shutting_down: 503,
+  router_busy: 503,
   query_timeout: 504,
 }
 

@@ -73,6 +73,9 @@ export class TransactionError extends Error {
     super((cause as Error)?.message ?? String(cause))
     this.name = 'TransactionError'
   }
+
+  /** A client statement that completed before the failure was not DML: the connection must go. */
+  tainted = false
 }
 
 /** Where a pipeline's steps are: its first client statement, how many, and its COMMIT (-1: none). */
@@ -159,7 +162,15 @@ async function runIdempotent(
   } catch (error) {
     const failed = transactionError(error, second, true, connection)
     // Past the claim, the client's statements are done: only the COMMIT's fate is left to tell.
-    throw new TransactionError('commit', failed.cause, undefined, failed.commit, failed.committed && ran)
+    const lost = new TransactionError(
+      'commit',
+      failed.cause,
+      undefined,
+      failed.commit,
+      failed.committed && ran,
+    )
+    lost.tainted = ran.tainted
+    throw lost
   }
 }
 
@@ -228,6 +239,18 @@ async function rollback(connection: WireConnection) {
  * connection before the COMMIT's answer leaves it unknown.
  */
 function transactionError(
+  error: unknown,
+  layout: Layout,
+  write: boolean,
+  connection: WireConnection,
+): TransactionError {
+  const failed = describeFailure(error, layout, write, connection)
+  const ran = error instanceof WireError ? error.results : undefined
+  if (ran) failed.tainted = outcome([...ran], layout, null).tainted
+  return failed
+}
+
+function describeFailure(
   error: unknown,
   layout: Layout,
   write: boolean,

@@ -70,8 +70,8 @@ const READ_FUNCTIONS = new Set(
     // text search (ts_stat and ts_rewrite(query, text) are denied: they run SQL text)
     'setweight strip numnode querytree plainto_tsquery phraseto_tsquery websearch_to_tsquery',
     'tsvector_to_array',
-    // XML (XMLELEMENT, XMLPARSE and friends are expressions, not calls)
-    'xpath xmlcomment xmltext xmlexists',
+    // XML (XMLELEMENT, XMLPARSE and friends are expressions, not calls; XPath is denied below)
+    'xmlcomment xmltext',
     // network addresses
     'host hostmask netmask network masklen broadcast family abbrev inet_same_family inet_merge set_masklen',
     // the session and the catalog, read only
@@ -90,7 +90,7 @@ const READ_FUNCTIONS = new Set(
 // Read-only families, by prefix: to_char, to_jsonb, jsonb_set, array_agg, regexp_replace, date_trunc,
 // make_interval, ts_rank, has_table_privilege… (array_sample and array_shuffle are volatile: random).
 const READ_FAMILIES =
-  /^(array|json|jsonb|row_to|regexp|string|to|date|make|justify|range|multirange|ts|xml|xpath|has|regr|uuid_extract|unicode)_/
+  /^(array|json|jsonb|row_to|regexp|string|to|date|make|justify|range|multirange|ts|xml|has|regr|uuid_extract|unicode)_/
 
 /**
  * Catalog relations a client may read (by name, unqualified or in pg_catalog): types and the structure of
@@ -127,6 +127,11 @@ const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [
   ],
   [/^lo_|^lo(read|write)$/, 'large objects are not allowed: they are outside tenant isolation'],
   [/^dblink/, "dblink is not allowed: a query stays on its tenant's shard"],
+  [
+    /^xpath|^xmlexists$/,
+    'XPath is not allowed: libxml2 evaluates it without checking for a cancel, so no deadline could stop it',
+  ],
+  [/^currtid/, "currtid() is not allowed: it follows any row's updates, whoever's row it is"],
   [/^pg_notify$/, 'NOTIFY is not allowed: notification channels are shared by every tenant on a shard'],
   [
     /^pg_(terminate|cancel)_backend$|^pg_reload_conf$|^pg_rotate_logfile$|^pg_promote$|^pg_switch_wal$|^pg_backup_|^pg_create_restore_point$|^pg_wal_replay_|^pg_stat_reset|^pg_log_|^binary_upgrade_|^pg_import_system_collations$|^pg_(restore|clear)_(relation|attribute)_stats$/,
@@ -175,6 +180,9 @@ export function setTenantSchemas(schemas: readonly string[]): void {
   tenantSchemas = next
   outcomes.clear()
 }
+
+/** Whether `sql`'s outcome is cached: classify() then costs a lookup, not a parse. */
+export const isClassified = (sql: string): boolean => outcomes.get(sql) !== undefined
 
 /**
  * Classifies one client statement as a read or a write, or throws `statement_not_allowed` (with the
@@ -276,6 +284,10 @@ function scan(root: unknown): boolean {
           break
         case 'intoClause':
           throw notAllowed('SELECT INTO is not allowed: it creates a table')
+        case 'RangeTableFunc':
+          throw notAllowed(
+            'XMLTABLE is not allowed: libxml2 evaluates it without checking for a cancel, so no deadline could stop it',
+          )
         case 'schemaname':
           if (value === 'switchyard') throw notAllowed('references to the switchyard schema are not allowed')
           break

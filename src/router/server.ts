@@ -12,6 +12,7 @@ import { startMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
 import { createPools } from '../shard/pools.ts'
 import { createAdmission } from './admission.ts'
+import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
 import { createTenantShares } from './fairness.ts'
@@ -33,6 +34,9 @@ export interface RouterOptions {
   /** Leave Redis out even if the topology names it (a router cut off from Redis). */
   withoutRedis?: boolean
 }
+
+/** How long past its deadline a request's connection may sit without any traffic. */
+const UNREAD_GRACE_MS = 15_000
 
 /** Starts one stateless router process: run as many as you like against the same topology. */
 export async function startRouter(topology: Topology, options: RouterOptions = {}): Promise<RunningRouter> {
@@ -93,12 +97,16 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       maxResultRows: config.maxResultRows,
       maxResultBytes: config.maxResultBytes,
     },
+    answers: createUnreadAnswers(config.maxUnreadBytes),
     ready: () => ready,
   }
   await loadPolicy()
   setTenantSchemas(topology.tenantSchema.schemas)
   const hono = createApp(app)
   const server = serve({ fetch: hono.fetch, port: options.port ?? config.port, hostname: config.host })
+  // A client that takes nothing from its socket (sends nothing, reads nothing) this long past the
+  // request deadline is dropped: the answers it left unread are freed.
+  server.setTimeout(config.requestTimeoutMs + UNREAD_GRACE_MS)
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve)
     server.once('error', reject)

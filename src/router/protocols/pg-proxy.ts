@@ -244,8 +244,23 @@ function byteaBytes(text: string): Uint8Array {
  * arrays (a `{…}` literal); Neon's client runs node-postgres' prepareValue on every parameter.
  */
 export function normalizeParams(params: readonly unknown[]): (string | null)[] {
-  return params.map(textParam)
+  try {
+    return params.map(textParam)
+  } catch (error) {
+    // JSON.stringify of an object nested deeper than the stack allows.
+    if (error instanceof RangeError) throw tooDeep()
+    throw error
+  }
 }
+
+/** PostgreSQL's MAXDIM: no array has more dimensions, so no literal needs to nest deeper. */
+const MAX_ARRAY_DEPTH = 6
+
+const tooDeep = () =>
+  new SwitchyardError(
+    'invalid_input',
+    `a parameter is nested too deeply (arrays have at most ${MAX_ARRAY_DEPTH} dimensions)`,
+  )
 
 function textParam(value: unknown): string | null {
   // SQL NULL.
@@ -268,10 +283,11 @@ function textParam(value: unknown): string | null {
   return String(value)
 }
 
-function arrayLiteral(values: readonly unknown[]): string {
+function arrayLiteral(values: readonly unknown[], depth = 1): string {
+  if (depth > MAX_ARRAY_DEPTH) throw tooDeep()
   const items = values.map((value) => {
     if (value === null || value === undefined) return 'NULL'
-    if (Array.isArray(value)) return arrayLiteral(value)
+    if (Array.isArray(value)) return arrayLiteral(value, depth + 1)
     const bytes = asBytes(value)
     // Inside an array literal the backslash itself is escaped.
     if (bytes) return `\\\\x${Buffer.from(bytes).toString('hex')}`

@@ -107,8 +107,24 @@ export interface RunOptions {
   timeoutMs?: number | undefined
   /** DataRows the whole pipeline may return; past it: cancelled, ResultTooLargeError. */
   maxRows?: number | undefined
-  /** DataRow payload bytes the whole pipeline may return (COPY TO STDOUT data counts too). */
+  /**
+   * Bytes the whole pipeline may return: DataRow payloads plus what rendering them costs (renderCost);
+   * COPY TO STDOUT data counts too.
+   */
   maxBytes?: number | undefined
+}
+
+/**
+ * What a statement's columns add to the answer the router builds from its rows, besides the values
+ * PostgreSQL sends: each row repeats every column's name (object rows) and some punctuation, and each
+ * result describes every column once (name, type, table, …). Charged to the byte budget so that it
+ * bounds what the router holds and sends, not just what it reads: 150 rows of 1,660 NULL columns named
+ * with 63 characters are 1 MB of DataRows and 18 MB of JSON.
+ */
+export function renderCost(fields: readonly ColumnDescription[]): { row: number; result: number } {
+  let names = 0
+  for (const field of fields) names += field.name.length
+  return { row: names + 8 * fields.length, result: names + 128 * fields.length }
 }
 
 export interface ConnectOptions {
@@ -171,6 +187,9 @@ interface PreparedStatement {
   state: 'new' | 'sent' | 'parsed' | 'ready'
   /** From Describe at prepare time. */
   fields: ColumnDescription[] | null
+  /** What each of its rows and its description cost the byte budget besides the DataRow (renderCost). */
+  rowCost: number
+  resultCost: number
   /** The run that used it last: statements of the running pipeline are never evicted by it. */
   run: number
 }
@@ -409,7 +428,8 @@ async function login(
       case 0x44: // DataRow
         if (discarding) return true
         rowsLeft--
-        bytesLeft -= size
+        bytesLeft -=
+          size + ((current?.used[current.results.length] as PreparedStatement | undefined)?.rowCost ?? 0)
         if (rowsLeft < 0) return overflow('rows')
         if (bytesLeft < 0) return overflow('bytes')
         return false
@@ -458,6 +478,13 @@ async function login(
     }
     const handled = exchange?.message(type, buffer, start, end)
     if (handled) handled.catch(protocolFailure)
+  }
+
+  function describe(statement: PreparedStatement, fields: ColumnDescription[]) {
+    statement.fields = fields
+    const cost = renderCost(fields)
+    statement.rowCost = cost.row
+    statement.resultCost = cost.result
   }
 
   /** Starts an exchange: its messages go out in one write; `budget` arms the DataRow checks. */
@@ -622,13 +649,17 @@ async function login(
       return known
     }
     const bytes = Buffer.byteLength(sql)
-    const kept = bytes <= maxStatementBytes
+    // A pipeline never evicts its own statements: past the cache's size its new ones run unnamed (parsed
+    // each time) rather than leave thousands prepared in the backend at once (each costs it kilobytes).
+    const kept = bytes <= maxStatementBytes && fresh.length < maxStatements
     const statement: PreparedStatement = {
       name: kept ? `${statementPrefix}${++statementCount}` : '',
       sql,
       bytes: kept ? bytes : 0,
       state: 'new',
       fields: null,
+      rowCost: 0,
+      resultCost: 0,
       run,
     }
     if (kept) {
@@ -757,22 +788,27 @@ async function login(
         case 0x44: // DataRow
           run.rows.push(readDataRow(buffer, start, end))
           break
-        case 0x43: // CommandComplete
+        case 0x43: {
+          // CommandComplete
+          const statement = run.used[run.results.length] as PreparedStatement | undefined
           run.results.push({
             ...readCommandComplete(buffer, start, end),
-            fields: (run.used[run.results.length] as PreparedStatement | undefined)?.fields ?? [],
+            fields: statement?.fields ?? [],
             rows: run.rows,
           })
           run.rows = []
+          bytesLeft -= statement?.resultCost ?? 0
+          if (bytesLeft < 0 && !discarding) overflow('bytes')
           break
+        }
         case 0x31: // ParseComplete
           ;(run.fresh[run.parsed++] as PreparedStatement).state = 'parsed'
           break
         case 0x54: // RowDescription (of a Describe of a statement)
-          ;(run.fresh[run.described++] as PreparedStatement).fields = readRowDescription(buffer, start, end)
+          describe(run.fresh[run.described++] as PreparedStatement, readRowDescription(buffer, start, end))
           break
         case 0x6e: // NoData
-          ;(run.fresh[run.described++] as PreparedStatement).fields = []
+          describe(run.fresh[run.described++] as PreparedStatement, [])
           break
         case 0x33: // CloseComplete
           run.closesDone++
