@@ -500,9 +500,11 @@ function checkSizes(statements: Statement[], config: Topology['router']) {
       { max: config.maxBatchStatements },
     )
   statements.forEach((statement, i) => {
+    // A UTF-16 unit is at most 3 bytes of UTF-8: most statements need no byte count at all.
+    const length = statement.sql.length
     if (
-      statement.sql.length > config.maxStatementBytes ||
-      Buffer.byteLength(statement.sql) > config.maxStatementBytes
+      length * 3 > config.maxStatementBytes &&
+      (length > config.maxStatementBytes || Buffer.byteLength(statement.sql) > config.maxStatementBytes)
     )
       throw new SwitchyardError(
         'statement_too_large',
