@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
+import {
+  query,
+  runningQueries,
+  startTestRouter,
+  stopRouters,
+  type TestTenant,
+  tenantWithKey,
+} from './router-support.ts'
 import { closeAll, connect, eventually, shard } from './support.ts'
 
 /**
@@ -24,17 +31,8 @@ afterAll(async () => {
 
 const mb = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MB`
 
-/** Queries of the router's role still running on either node of the shard whose text holds `marker`. */
-async function running(marker: string): Promise<number> {
-  let n = 0
-  for (const sql of [admin, replicaAdmin]) {
-    const rows = await sql`
-      select 1 from pg_stat_activity
-      where state = 'active' and query like ${`%${marker}%`} and pid <> pg_backend_pid()`
-    n += rows.length
-  }
-  return n
-}
+/** Queries still running on either node of the shard whose text holds `marker`. */
+const running = (marker: string) => runningQueries(marker, [admin, replicaAdmin])
 
 describe('result budgets: streamed, stopped early, the shard query cancelled', () => {
   let router: RunningRouter

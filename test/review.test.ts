@@ -5,6 +5,7 @@ import type { RunningRouter } from '../src/router/server.ts'
 import {
   post,
   query,
+  runningQueries,
   startTestRouter,
   stopRouters,
   type TestTenant,
@@ -149,17 +150,8 @@ describe('finding: answers that are never read pile up in the router until it di
   }, 60_000)
 })
 
-/** Queries of the router's role still running on either node of the shard whose text holds `marker`. */
-async function running(marker: string): Promise<number> {
-  let n = 0
-  for (const sql of [admin, replicaAdmin]) {
-    const rows = await sql`
-      select 1 from pg_stat_activity
-      where state = 'active' and query like ${`%${marker}%`} and pid <> pg_backend_pid()`
-    n += rows.length
-  }
-  return n
-}
+/** Queries still running on either node of the shard whose text holds `marker`. */
+const running = (marker: string) => runningQueries(marker, [admin, replicaAdmin])
 
 describe('finding: a query that does not honour the cancel outlives its deadline (and its connection)', () => {
   let router: RunningRouter

@@ -5,7 +5,7 @@ import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { type RouterOptions, type RunningRouter, startRouter } from '../src/router/server.ts'
-import { newTenantId, topology } from './support.ts'
+import { type connect, newTenantId, topology } from './support.ts'
 
 /** Routers started by a test file, closed by `stopRouters` in afterAll. */
 const running: RunningRouter[] = []
@@ -94,3 +94,15 @@ export const home = () => inject('home')
 /** Stop or start one node of the shared topology (by its `cluster status` name). */
 export const stopNode = (name: string) => stopClusterNode(topology(), { home: home() }, name)
 export const startNode = (name: string) => startClusterNode(topology(), { home: home() }, name)
+
+/** Queries still running (state active) on the given nodes whose text holds `marker`. */
+export async function runningQueries(marker: string, nodes: ReturnType<typeof connect>[]): Promise<number> {
+  let n = 0
+  for (const sql of nodes) {
+    const rows = await sql`
+      select 1 from pg_stat_activity
+      where state = 'active' and query like ${`%${marker}%`} and pid <> pg_backend_pid()`
+    n += rows.length
+  }
+  return n
+}
