@@ -232,10 +232,16 @@ describe('statements a client may not send', () => {
     ["select dblink_exec('host=other', 'delete from appointments')", 'dblink is not allowed'],
     ["select pg_create_logical_replication_slot('s', 'pgoutput')", 'replication functions are not allowed'],
     // libxml2 runs XPath without checking for interrupts: no cancel or deadline stops it
-    ["select xpath('//b', '<a><b/></a>'::xml)", 'XPath is not allowed'],
-    ["select pg_catalog.xpath_exists('//b', '<a/>'::xml)", 'XPath is not allowed'],
-    ["select xmlexists('//b' passing ('<a/>'::xml))", 'XPath is not allowed'],
-    ["select * from xmltable('/a' passing ('<a/>'::xml) columns x text path '.')", 'XMLTABLE is not allowed'],
+    ["select xpath('//b', '<a><b/></a>'::xml)", 'XML is not allowed'],
+    ["select pg_catalog.xpath_exists('//b', '<a/>'::xml)", 'XML is not allowed'],
+    ["select xmlexists('//b' passing ('<a/>'::xml))", 'XML is not allowed'],
+    ["select * from xmltable('/a' passing ('<a/>'::xml) columns x text path '.')", 'XML is not allowed'],
+    ["select xml_is_well_formed_document('<a/>')", 'XML is not allowed'],
+    ["select xmlparse(document '<a/>')", 'XML is not allowed'],
+    ["select '<a/>'::xml", 'XML is not allowed'],
+    ["select cast('<a/>' as pg_catalog.xml)", 'XML is not allowed'],
+    ["select xmlelement(name a, 'b')", 'XML is not allowed'],
+    ["select table_to_xml('customers', true, true, '')", 'XML is not allowed'],
     ["select currtid2('customers', '(0,1)'::tid)", 'currtid() is not allowed'],
     // functions that run SQL text the policy never sees
     [

@@ -1,21 +1,27 @@
 import { SwitchyardError } from '../errors.ts'
 
-/** Where an answer's bytes go: its ServerResponse, which says when they are gone (`close`). */
+/** Where an answer's bytes go: its ServerResponse and the request's socket, which say when they are gone. */
 export interface Outgoing {
-  once(event: 'close', listener: () => void): unknown
+  once(event: 'finish' | 'close', listener: () => void): unknown
+  req?: { socket?: { destroyed: boolean; once(event: 'close', listener: () => void): unknown } | null }
 }
 
 /**
  * Answers built but not yet read by their clients (invariant 8). An answer is a string the router holds
  * until the client's socket takes it: a client that sends requests and never reads would make the
  * router hold every answer at once. Each tenant may have a quarter of `maxBytes` unread and everyone
- * together `maxBytes`; past that a request is refused before it runs (nothing ran: safe to retry). A
- * client that reads nothing for long is dropped by the server's socket timeout, which frees its answers.
+ * together `maxBytes`. A request is refused before it runs when its tenant (or everyone) is past that,
+ * and a read's answer is refused when it would pass it (nothing was changed: safe to retry); a write's
+ * answer is always sent (a tenant's concurrent writes are bounded by its share of the pools). A client
+ * that reads nothing for long is dropped by the server's socket timeout, which frees its answers.
  */
 export interface UnreadAnswers {
   /** Throws `tenant_busy` (429) or `router_busy` (503) when the tenant's or everyone's bytes are past the bound. */
-  admit(tenant: string): void
-  /** Counts `bytes` for `tenant` until `outgoing` closes (the bytes were sent, or the socket is gone). */
+  admit(tenant: string, adding?: number): void
+  /**
+   * Counts `bytes` for `tenant` until the answer is handed to the socket or the socket is gone,
+   * whichever comes first (a pipelined response that never got the socket sees only the latter).
+   */
   hold(tenant: string, bytes: number, outgoing: Outgoing | undefined): void
   readonly bytes: number
 }
@@ -25,14 +31,15 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
   const byTenant = new Map<string, number>()
   let total = 0
   return {
-    admit(tenant) {
-      if ((byTenant.get(tenant) ?? 0) > perTenant)
+    admit(tenant, adding = 0) {
+      const mine = byTenant.get(tenant) ?? 0
+      if (mine + adding > perTenant)
         throw new SwitchyardError(
           'tenant_busy',
-          `tenant ${tenant}'s clients have not read ${byTenant.get(tenant)} bytes of earlier answers; read them, then retry`,
+          `tenant ${tenant}'s clients have not read ${mine} bytes of earlier answers; read them, then retry`,
           { retryAfterSeconds: 1 },
         )
-      if (total > maxBytes)
+      if (total + adding > maxBytes)
         throw new SwitchyardError(
           'router_busy',
           'this router holds too many answers its clients have not read yet; retry shortly',
@@ -40,15 +47,22 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
         )
     },
     hold(tenant, bytes, outgoing) {
-      if (!outgoing) return
+      const socket = outgoing?.req?.socket
+      if (!outgoing || !socket || socket.destroyed) return
       total += bytes
       byTenant.set(tenant, (byTenant.get(tenant) ?? 0) + bytes)
-      outgoing.once('close', () => {
+      let held = true
+      const release = () => {
+        if (!held) return
+        held = false
         total -= bytes
         const left = (byTenant.get(tenant) ?? 0) - bytes
         if (left <= 0) byTenant.delete(tenant)
         else byTenant.set(tenant, left)
-      })
+      }
+      outgoing.once('finish', release)
+      outgoing.once('close', release)
+      socket.once('close', release)
     },
     get bytes() {
       return total

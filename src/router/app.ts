@@ -10,7 +10,14 @@ import { formatLsn } from '../shard/lsn.ts'
 import type { Admission } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
-import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched, dispatchAdmitted } from './dispatch.ts'
+import {
+  CLIENT_GONE,
+  cancelled,
+  DEADLINE,
+  type DispatchDeps,
+  type Dispatched,
+  dispatchAdmitted,
+} from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
 import { classify, isClassified, type StatementKind } from './policy.ts'
@@ -309,12 +316,16 @@ async function runBounded(
   const idempotencyKey = idempotencyKeyOf(c)
   const route = await deps.routes.resolve(tenant)
   const limit = rateLimit(deps.topology, route)
-  // A tenant this router already refused this hour is admitted (or refused) before its SQL is parsed:
-  // over its limit it costs the router no parse, the shards nothing.
-  const early = deps.admission.overLimit(tenant)
-    ? await deps.admission.admit(tenant, route.shard, limit)
-    : undefined
-  const kinds = await classifyInTurn(tenant, request.statements)
+  const cached = request.statements.every((statement) => isClassified(statement.sql))
+  // SQL to parse, or a tenant this router already refused this hour: admitted (or refused) before the
+  // parse, so a tenant over its limit costs the router no parse and the shards nothing.
+  const early =
+    !cached || deps.admission.overLimit(tenant)
+      ? await deps.admission.admit(tenant, route.shard, limit)
+      : undefined
+  const kinds = cached
+    ? request.statements.map((statement) => classify(statement.sql).kind)
+    : await classifyInTurn(tenant, request.statements, signal)
   const params = request.statements.map((statement) =>
     checkParams(statement.params, deps.topology.router.maxParams),
   )
@@ -416,7 +427,10 @@ function respond(c: Context<Env>, deps: RouterApp, outcome: Dispatched, body: un
     )
   }
   const trace = c.get('trace')
-  deps.answers.hold(trace.tenant ?? '', text.length, (c.env as { outgoing?: Outgoing } | undefined)?.outgoing)
+  const tenant = trace.tenant ?? ''
+  // A read's answer that would pass the tenant's (or everyone's) unread bound is refused: nothing changed.
+  if (outcome.lsn === null && !outcome.replayed) deps.answers.admit(tenant, text.length)
+  deps.answers.hold(tenant, text.length, (c.env as { outgoing?: Outgoing } | undefined)?.outgoing)
   return new Response(text, {
     status: 200,
     headers: { 'content-type': 'application/json', ...trace.headers },
@@ -424,11 +438,12 @@ function respond(c: Context<Env>, deps: RouterApp, outcome: Dispatched, body: un
 }
 
 /** An answer may be this many times the byte budget (JSON escapes) before it is refused. */
-const ANSWER_FACTOR = 4
+const ANSWER_FACTOR = 2
 
-/** A tenant's parses: the tail of its queue, and the event loop time they took in the current second. */
+/** A tenant's parses: the tail of its queue, its requests in it, and the event loop time they took this second. */
 interface Parsing {
   tail: Promise<unknown>
+  queued: number
   second: number
   spentMs: number
 }
@@ -436,59 +451,88 @@ const parsing = new Map<string, Parsing>()
 
 /** Event loop time one tenant's parses may take per second: the rest of the second is everyone else's. */
 const PARSE_MS_PER_SECOND = 150
+/** A tenant's requests that may wait to parse at once; past it, 429 `tenant_busy`. */
+const PARSE_QUEUE = 16
 
 /**
- * Classifies a request's statements. A parse runs on the event loop (up to ~100 ms for the longest,
- * densest statement allowed): a tenant's uncached statements are parsed one per turn of the loop, in
- * its own queue, and at most PARSE_MS_PER_SECOND of them each second, so another tenant's requests are
- * read and answered between them instead of after a burst of them. Cached statements (an application's
- * usual ones) cost a lookup and no turn.
+ * Classifies the statements of a request that has some the policy has not cached. A parse runs on the
+ * event loop (up to ~100 ms for the longest, densest statement allowed): a tenant's are parsed one per
+ * turn of the loop, in its own queue of at most PARSE_QUEUE requests, and for at most
+ * PARSE_MS_PER_SECOND each second, so other tenants' requests are read and answered between them. A
+ * request whose deadline passes or whose client leaves while it waits leaves the queue, unparsed.
  */
-async function classifyInTurn(tenant: string, statements: Statement[]): Promise<StatementKind[]> {
-  if (statements.every((statement) => isClassified(statement.sql)))
-    return statements.map((statement) => classify(statement.sql).kind)
-  const kinds: StatementKind[] = []
-  for (const statement of statements) {
-    if (isClassified(statement.sql)) {
-      kinds.push(classify(statement.sql).kind)
-      continue
-    }
-    const books = await parseTurn(tenant)
-    const started = performance.now()
-    try {
-      kinds.push(classify(statement.sql).kind)
-    } finally {
-      books.spentMs += performance.now() - started
-    }
-  }
-  return kinds
-}
-
-/** Resolves when it is the tenant's turn to parse: the next turn of the loop, or the next second. */
-function parseTurn(tenant: string): Promise<Parsing> {
+async function classifyInTurn(
+  tenant: string,
+  statements: Statement[],
+  signal: AbortSignal,
+): Promise<StatementKind[]> {
   let books = parsing.get(tenant)
   if (!books) {
-    books = { tail: Promise.resolve(), second: 0, spentMs: 0 }
+    // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
+    books = { tail: Promise.resolve(), queued: 0, second: 0, spentMs: 0 }
     parsing.set(tenant, books)
   }
-  const mine = books
-  const turn = mine.tail.then(async () => {
+  if (books.queued >= PARSE_QUEUE)
+    throw new SwitchyardError(
+      'tenant_busy',
+      `tenant ${tenant} already has ${PARSE_QUEUE} requests waiting for their statements to be checked; retry shortly`,
+      { retryAfterSeconds: 1 },
+    )
+  books.queued++
+  try {
+    const kinds: StatementKind[] = []
+    for (const statement of statements) {
+      if (!isClassified(statement.sql)) await parseTurn(books, signal)
+      const started = performance.now()
+      try {
+        kinds.push(classify(statement.sql).kind)
+      } finally {
+        books.spentMs += performance.now() - started
+      }
+    }
+    return kinds
+  } finally {
+    books.queued--
+  }
+}
+
+/** Resolves when it is the tenant's turn to parse (the next turn of the loop, or the next second). */
+async function parseTurn(books: Parsing, signal: AbortSignal): Promise<void> {
+  const turn = books.tail.then(async () => {
+    if (signal.aborted) return
     const now = Date.now()
     const second = Math.floor(now / 1000)
-    if (second !== mine.second) {
-      mine.second = second
-      mine.spentMs = 0
-    } else if (mine.spentMs >= PARSE_MS_PER_SECOND) {
+    if (second !== books.second) {
+      books.second = second
+      books.spentMs = 0
+    } else if (books.spentMs >= PARSE_MS_PER_SECOND) {
       await new Promise((resolve) => setTimeout(resolve, (second + 1) * 1000 - now))
-      mine.second = second + 1
-      mine.spentMs = 0
+      books.second = second + 1
+      books.spentMs = 0
     }
     await new Promise<void>((resolve) => setImmediate(resolve))
-    return mine
   })
-  // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
-  mine.tail = turn
-  return turn
+  books.tail = turn
+  await abortable(turn, signal)
+}
+
+/** `promise`, or the request's cancellation (its deadline's 504, its gone client's 499) if that comes first. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(cancelled(signal.reason, false))
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled(signal.reason, false))
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(error)
+      },
+    )
+  })
 }
 
 /** A request's statements, by count and by length, before any of them is parsed. */

@@ -389,7 +389,7 @@ const droppedByRouter = (cause: unknown) =>
   cause instanceof QueryCancelledError || cause instanceof ResultTooLargeError
 
 /** A request whose signal aborted: the deadline's 504, or a client that is gone (nobody reads it). */
-function cancelled(reason: unknown, write: boolean): SwitchyardError {
+export function cancelled(reason: unknown, write: boolean): SwitchyardError {
   if (reason === CLIENT_GONE)
     return new SwitchyardError('client_gone', 'the client closed the connection: the query was cancelled')
   return new SwitchyardError(
