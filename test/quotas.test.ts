@@ -119,6 +119,81 @@ describe('tenant row quotas, enforced on the shard inside the tenant transaction
     expect(statuses).toEqual([200, 200, 403, 200])
   })
 
+  it('an UPDATE never moves appointments into a full day; within a day, or into one with room, it does', async () => {
+    const tenant = await tenantWithKey('shard-3', { max_appointments_per_day: 2 })
+    const businessId = await business(tenant)
+    const one = async (sql: string, params: unknown[]) => {
+      const answer = await query<{ rows: { id: string }[] }>(router, tenant, sql, params)
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+      return answer.body.rows[0]?.id as string
+    }
+    const serviceId = await one(
+      'insert into services (tenant_id, business_id, name, duration_minutes, price) values ($1, $2, $3, 30, 10) returning id',
+      [tenant.id, businessId, 'cut'],
+    )
+    const customerId = await one('insert into customers (tenant_id, name) values ($1, $2) returning id', [
+      tenant.id,
+      'Ana',
+    ])
+    const book = (start: string) =>
+      one(
+        "insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time) values ($1, $2, $3, $4, $5::timestamptz, $5::timestamptz + interval '30 minutes') returning id",
+        [tenant.id, businessId, serviceId, customerId, start],
+      )
+    const move = (id: string, start: string) =>
+      query<{ error?: { code: string } }>(
+        router,
+        tenant,
+        "update appointments set start_time = $2::timestamptz, end_time = $2::timestamptz + interval '30 minutes' where id = $1",
+        [id, start],
+      )
+    const full = [await book('2027-03-01T09:00:00Z'), await book('2027-03-01T23:30:00Z')]
+    const second = await book('2027-03-02T10:00:00Z')
+    const third = await book('2027-03-03T10:00:00Z')
+    const fourth = await book('2027-03-04T10:00:00Z')
+    await book('2027-03-05T10:00:00Z')
+
+    // Into the full day: one row, or every other row in one statement.
+    const single = await move(second, '2027-03-01T12:00:00Z')
+    expect(single.status).toBe(403)
+    expect(single.body.error?.code).toBe('quota_exceeded')
+    const many = await query<{ error?: { code: string } }>(
+      router,
+      tenant,
+      "update appointments set start_time = '2027-03-01T11:00:00Z', end_time = '2027-03-01T11:30:00Z' where start_time >= '2027-03-02'",
+    )
+    expect(many.status).toBe(403)
+    expect(many.body.error?.code).toBe('quota_exceeded')
+    // Within its own UTC day, the same value, or another column: no count.
+    expect((await move(full[0] as string, '2027-03-01T15:00:00Z')).status).toBe(200)
+    expect(
+      (
+        await query(router, tenant, 'update appointments set start_time = start_time, status = $1', [
+          'confirmed',
+        ])
+      ).status,
+    ).toBe(200)
+    // Into a day with room.
+    expect((await move(second, '2027-03-06T10:00:00Z')).status).toBe(200)
+    // Two at once into the last free slot of a day (READ COMMITTED): they take turns, one gets it.
+    const race = await Promise.all([
+      move(third, '2027-03-05T12:00:00Z'),
+      move(fourth, '2027-03-05T13:00:00Z'),
+    ])
+    expect(race.map((answer) => answer.status).sort()).toEqual([200, 403])
+
+    const days = await connect(shard('shard-3').primary)<{ day: string; n: number }[]>`
+      select to_char(start_time at time zone 'UTC', 'YYYY-MM-DD') as day, count(*)::int as n
+      from appointments where tenant_id = ${tenant.id} group by 1 order by 1`
+    const left = race[0]?.status === 200 ? '2027-03-04' : '2027-03-03'
+    expect(Object.fromEntries(days.map((row) => [row.day, row.n]))).toEqual({
+      '2027-03-01': 2,
+      [left]: 1,
+      '2027-03-05': 2,
+      '2027-03-06': 1,
+    })
+  })
+
   it.each(['RepeatableRead', 'Serializable'])(
     'concurrent inserts at %s never pass the limit: the loser of a race gets 40001 and its retry is refused',
     async (level) => {
