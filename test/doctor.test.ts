@@ -108,6 +108,16 @@ describe.sequential('switchyard doctor', () => {
     await sql.unsafe(`grant temporary on database app to ${role}`)
     await sql.unsafe(`grant execute on function pg_catalog.set_config(text, text, boolean) to ${role}`)
     await sql.unsafe(`alter role ${role} set synchronous_commit = off`)
+    await sql.unsafe(`alter role ${role} in database app set "DateStyle" = 'German'`)
+    // Only a superuser may set these: the operator's, neither flagged nor taken back.
+    await sql.unsafe(`alter role ${role} set temp_file_limit = '8GB'`)
+    await sql.unsafe(`alter role ${role} in database app set dynamic_library_path = '$libdir'`)
+    const settings = async () => {
+      const rows = await sql<{ setting: string }[]>`
+        select c as setting from pg_db_role_setting s, unnest(s.setconfig) c
+        where s.setrole = (select oid from pg_roles where rolname = ${role})`
+      return rows.map((row) => row.setting).sort()
+    }
     try {
       const { code, report } = await doctor()
       expect(code).toBe(1)
@@ -116,17 +126,62 @@ describe.sequential('switchyard doctor', () => {
           check: 'router role cannot change its session or see other sessions',
           target: 'shard-1-primary',
           ok: false,
-          detail: `${role} has TEMPORARY on the database, set_config(), session defaults (ALTER ROLE … SET) (run \`switchyard migrate\`)`,
+          detail: `${role} has TEMPORARY on the database, set_config(), session defaults (ALTER ROLE … SET synchronous_commit, DateStyle) (run \`switchyard migrate\`)`,
         },
       ])
-    } finally {
       // migrate takes back what it owns: TEMPORARY and role defaults; set_config is the core migration's.
       await sql.unsafe(`revoke execute on function pg_catalog.set_config(text, text, boolean) from ${role}`)
       expect((await cli(['migrate'])).code).toBe(0)
+      expect(await settings()).toEqual(['dynamic_library_path=$libdir', 'temp_file_limit=8GB'])
+      const { code: after, report: fixed } = await doctor()
+      expect(fixed.findings.filter((f) => !f.ok)).toEqual([])
+      expect(after).toBe(0)
+    } finally {
+      await sql.unsafe(`revoke execute on function pg_catalog.set_config(text, text, boolean) from ${role}`)
+      await sql.unsafe(`alter role ${role} reset all`)
+      await sql.unsafe(`alter role ${role} in database app reset all`)
+      await sql.unsafe(`revoke temporary on database app from ${role}`)
     }
-    const { code, report } = await doctor()
-    expect(report.findings.filter((f) => !f.ok)).toEqual([])
-    expect(code).toBe(0)
+    expect(await settings()).toEqual([])
+  })
+
+  it('fails when the router role may run XPath or currtid2 (revoked from PUBLIC by shard migration 0006)', async () => {
+    const sql = connect(shard('shard-3').primary)
+    const role = topology().router.role.name
+    await sql`grant execute on function pg_catalog.xpath(text, xml) to public`
+    await sql.unsafe(`grant execute on function pg_catalog.currtid2(text, tid) to ${role}`)
+    try {
+      const { code, report } = await doctor()
+      expect(code).toBe(1)
+      expect(report.findings.filter((f) => !f.ok)).toEqual([
+        {
+          check: 'router role cannot change its session or see other sessions',
+          target: 'shard-3-primary',
+          ok: false,
+          detail: `${role} has currtid2(), xpath() (run \`switchyard migrate\`)`,
+        },
+      ])
+    } finally {
+      await sql`revoke execute on function pg_catalog.xpath(text, xml) from public`
+      await sql.unsafe(`revoke execute on function pg_catalog.currtid2(text, tid) from ${role}`)
+    }
+    const names = await sql<{ fn: string }[]>`
+      select f::text as fn from switchyard.revoked_catalog_functions() f
+      where f::text ~ '^(xpath|xpath_exists|"?xmlexists"?|currtid2)[(]'`
+    expect(names.map((row) => row.fn).sort()).toEqual([
+      '"xmlexists"(text,xml)',
+      'currtid2(text,tid)',
+      'xpath(text,xml)',
+      'xpath(text,xml,text[])',
+      'xpath_exists(text,xml)',
+      'xpath_exists(text,xml,text[])',
+    ])
+    for (const { fn } of names) {
+      const [row] = await sql<{ public: boolean; router: boolean }[]>`
+        select has_function_privilege('public', ${fn}::regprocedure, 'EXECUTE') as public,
+               has_function_privilege(${role}::text, ${fn}::regprocedure, 'EXECUTE') as router`
+      expect({ fn, ...row }).toEqual({ fn, public: false, router: false })
+    }
   })
 
   it('fails when a replica is not streaming (unreachable)', async () => {

@@ -3,6 +3,7 @@ import type { Topology } from '../config/topology.ts'
 import { answers, type Sql, withAdmin } from './connection.ts'
 import { expectedShardVersion } from './migrate.ts'
 import { primaryName, replicaName } from './nodes.ts'
+import { ROUTER_OWN_SETTINGS } from './role-settings.ts'
 import { type TenantTable, tenantTables } from './tables.ts'
 
 export interface Finding {
@@ -133,7 +134,7 @@ async function diagnosePrimary(
       'router role cannot change its session or see other sessions',
       excess.length === 0,
       excess.length === 0
-        ? `${role}: no set_config, pg_settings updates, advisory locks, signals, temporary objects, CREATE, activity or statistics views, role defaults or memberships`
+        ? `${role}: no set_config, pg_settings updates, advisory locks, signals, XPath, currtid, temporary objects, CREATE, activity or statistics views, session defaults of its own or memberships`
         : `${role} has ${excess.join(', ')} (run \`switchyard migrate\`)`,
     )
   }
@@ -157,34 +158,52 @@ async function policiesWithoutVerifiedTenant(sql: Sql, schemas: string[]): Promi
 }
 
 /**
- * What the router's role must not be able to do (shard migration 0004 and `migrate` take it away): each
- * would let SQL run as that role change its pooled session, reach other sessions, or see their SQL.
+ * What the router's role must not be able to do (shard migrations 0004 and 0006 and `migrate` take it
+ * away): each would let SQL run as that role change its pooled session, reach other sessions, see their
+ * SQL, run what ignores a cancel, or read past RLS. The functions are the shard's own list
+ * (switchyard.revoked_catalog_functions(), the one 0006 revokes), named once per name, not per overload.
  */
 async function routerExcessPrivileges(sql: Sql, role: string): Promise<string[]> {
-  const [row] = await sql<{ excess: string[] }[]>`
+  const [row] = await sql<
+    { database: string[]; views: string[]; schemas: string[]; memberships: string[] }[]
+  >`
     with r as (select ${role}::text as name)
     select array_remove(array[
       case when has_database_privilege(r.name, current_database(), 'TEMPORARY') then 'TEMPORARY on the database' end,
-      case when has_database_privilege(r.name, current_database(), 'CREATE') then 'CREATE on the database' end,
-      case when has_function_privilege(r.name, 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE') then 'set_config()' end,
+      case when has_database_privilege(r.name, current_database(), 'CREATE') then 'CREATE on the database' end
+    ], null) as database,
+    array_remove(array[
       case when has_table_privilege(r.name, 'pg_catalog.pg_settings', 'UPDATE') then 'UPDATE on pg_settings' end,
-      case when has_function_privilege(r.name, 'pg_catalog.pg_advisory_lock(bigint)', 'EXECUTE') then 'advisory locks' end,
-      case when has_function_privilege(r.name, 'pg_catalog.pg_cancel_backend(integer)', 'EXECUTE') then 'pg_cancel_backend()' end,
-      case when has_function_privilege(r.name, 'pg_catalog.lo_create(oid)', 'EXECUTE') then 'large objects' end,
       case when has_table_privilege(r.name, 'pg_catalog.pg_stat_activity', 'SELECT') then 'pg_stat_activity' end,
       case when has_table_privilege(r.name, 'pg_catalog.pg_locks', 'SELECT') then 'pg_locks' end,
-      case when has_table_privilege(r.name, 'pg_catalog.pg_prepared_statements', 'SELECT') then 'pg_prepared_statements' end,
-      case when has_function_privilege(r.name, 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE') then 'pg_stat_get_activity()' end,
-      case when exists (select 1 from pg_db_role_setting s join pg_roles o on o.oid = s.setrole where o.rolname = r.name)
-        then 'session defaults (ALTER ROLE … SET)' end
-    ], null)
-    || coalesce((select array_agg('CREATE on schema ' || n.nspname order by n.nspname) from pg_namespace n
-                 where has_schema_privilege(r.name, n.oid, 'CREATE')), '{}')
-    || coalesce((select array_agg('membership in ' || g.rolname order by g.rolname) from pg_auth_members m
-                 join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where u.rolname = r.name), '{}')
-    as excess
+      case when has_table_privilege(r.name, 'pg_catalog.pg_prepared_statements', 'SELECT') then 'pg_prepared_statements' end
+    ], null) as views,
+    coalesce((select array_agg('CREATE on schema ' || n.nspname order by n.nspname) from pg_namespace n
+              where has_schema_privilege(r.name, n.oid, 'CREATE')), '{}') as schemas,
+    coalesce((select array_agg('membership in ' || g.rolname order by g.rolname) from pg_auth_members m
+              join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where u.rolname = r.name), '{}')
+    as memberships
     from r`
-  return row?.excess ?? []
+  const functions = await sql<{ name: string }[]>`
+    select distinct p.proname || '()' as name
+    from switchyard.revoked_catalog_functions() f join pg_proc p on p.oid = f
+    where has_function_privilege(${role}::text, f, 'EXECUTE')
+    order by name`.then(
+    (rows) => rows.map((found) => found.name),
+    () => ['every function shard migration 0006 revokes (it has not run)'],
+  )
+  // Only the defaults it could have given itself: a superuser's (temp_file_limit) are the operator's.
+  const own = await sql.unsafe<{ name: string }[]>(ROUTER_OWN_SETTINGS, [role])
+  return [
+    ...(row?.database ?? []),
+    ...functions,
+    ...(row?.views ?? []),
+    ...(own.length > 0
+      ? [`session defaults (ALTER ROLE … SET ${own.map((found) => found.name).join(', ')})`]
+      : []),
+    ...(row?.schemas ?? []),
+    ...(row?.memberships ?? []),
+  ]
 }
 
 async function capabilityFinding(sql: Sql, capability: string | undefined): Promise<[boolean, string]> {

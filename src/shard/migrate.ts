@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import { type Sql, withAdmin } from './connection.ts'
 import { applyMigrations, CORE_MIGRATIONS, latestTag, type MigrationSet } from './migrations.ts'
+import { ROUTER_OWN_SETTINGS, resetRoleSetting } from './role-settings.ts'
 
 export const tenantMigrations = (topology: Topology): MigrationSet => ({
   folder: topology.tenantSchema.migrations,
@@ -93,10 +94,18 @@ async function ensureRouterRole(sql: Sql, topology: Topology, primaryUrl: string
     await sql.unsafe(`alter role ${quoteIdent(name)} login password ${quoteLiteral(password)}`)
   }
   // Any role may give itself session defaults (ALTER ROLE … SET) that every new session of it starts
-  // with and RESET ALL returns to; and a membership would let it SET ROLE to another role's rights.
+  // with and RESET ALL returns to: those go. Ones only a superuser could set (temp_file_limit) are the
+  // operator's and stay. A membership would let it SET ROLE to another role's rights.
   const [db] = await sql<{ name: string }[]>`select current_database() as name`
-  await sql.unsafe(`alter role ${quoteIdent(name)} reset all`)
-  await sql.unsafe(`alter role ${quoteIdent(name)} in database ${quoteIdent(db?.name ?? '')} reset all`)
+  const own = await sql.unsafe<{ name: string; in_database: boolean }[]>(ROUTER_OWN_SETTINGS, [name])
+  for (const setting of own) {
+    await sql.unsafe(
+      resetRoleSetting(quoteIdent(name), db?.name ?? '', {
+        name: setting.name,
+        inDatabase: setting.in_database,
+      }),
+    )
+  }
   const memberships = await sql<{ role: string }[]>`
     select r.rolname as role from pg_auth_members m
     join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member

@@ -4,6 +4,12 @@ import type { RouterTls } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
 import { logger } from '../log.ts'
 import type { ShardNode } from './nodes.ts'
+import {
+  ROUTER_OWN_SETTINGS,
+  type RoleSetting,
+  resetRoleSetting,
+  SESSION_OWN_DEFAULTS,
+} from './role-settings.ts'
 import type { TlsOptions, WireConnection } from './wire/connection.ts'
 import { createWirePool, type WirePool } from './wire/pool.ts'
 
@@ -86,28 +92,33 @@ export function createPools(nodes: ShardNode[], options: PoolOptions): NodePools
  * A new router session must start as its startup parameters say. Any role may give itself session
  * defaults (`ALTER ROLE current_user SET …`, refused by the statement policy, possible for SQL that got
  * past it): every new session would start with them and RESET ALL would return to them. Found on a
- * primary, they are reset (a role may reset its own) and the session is opened again; a replica gets
- * the reset when the primary's replays. False: close this session and open another.
+ * primary, exactly those are reset (a role may reset what it may set) and the session is opened again; a
+ * replica gets the reset when the primary's replays. Defaults only a superuser could have set (an
+ * operator's `temp_file_limit`) are the operator's: kept, and no reason to refuse. False: close this
+ * session and open another.
  */
 async function startsClean(connection: WireConnection, node: ShardNode): Promise<boolean> {
   // The catalog, not pg_settings' sources: a default that a startup parameter masks is still reset.
-  const [found] = await connection.run([
-    {
-      sql: `select string_agg(array_to_string(s.setconfig, ', '), ', ') from pg_db_role_setting s
-            where s.setrole = (select oid from pg_roles where rolname = current_user)`,
-      params: [],
-    },
+  // And pg_settings too: the catalog may have been reset since this session started with its defaults.
+  const url = new URL(node.url)
+  const [catalog, session] = await connection.run([
+    { sql: ROUTER_OWN_SETTINGS, params: [decodeURIComponent(url.username)] },
+    { sql: SESSION_OWN_DEFAULTS, params: [] },
   ])
-  const defaults = found?.rows[0]?.[0]
-  if (!defaults) return true
+  const own: RoleSetting[] = (catalog?.rows ?? []).map(([name, inDatabase]) => ({
+    name: name ?? '',
+    inDatabase: inDatabase === 't',
+  }))
+  const inEffect = (session?.rows ?? []).map(([name]) => name ?? '')
+  if (own.length === 0 && inEffect.length === 0) return true
   logger.warn(
-    { node: node.name, settings: defaults },
+    { node: node.name, settings: own.map((setting) => setting.name), session: inEffect },
     'the router role has session defaults of its own (ALTER ROLE … SET): resetting them; run `switchyard doctor`',
   )
-  if (node.role === 'primary') {
-    const database = decodeURIComponent(new URL(node.url).pathname.slice(1))
+  if (node.role === 'primary' && own.length > 0) {
+    const database = decodeURIComponent(url.pathname.slice(1))
     await connection.execute(
-      `alter role current_user reset all; alter role current_user in database "${database.replaceAll('"', '""')}" reset all`,
+      own.map((setting) => resetRoleSetting('current_user', database, setting)).join('; '),
     )
   }
   return false
