@@ -367,3 +367,119 @@ describe.each([
     }
   })
 })
+
+const show = (value: unknown) =>
+  JSON.stringify(value, (_key, item) => (typeof item === 'bigint' ? String(item) : item))
+
+/** The server's SQLSTATE under the router's wrappers (TransactionError → PipelineError → PostgresError). */
+function sqlstate(outcome: unknown): string | undefined {
+  for (let at = (outcome as { cause?: unknown }).cause; at; at = (at as { cause?: unknown }).cause) {
+    const code = (at as { code?: unknown }).code
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code
+  }
+  return undefined
+}
+
+describe.each([
+  ['primary', `${SHARD}-primary`, true],
+  ['replica', `${SHARD}-replica-1`, false],
+] as const)(
+  'on the %s as the router role, statement policy off (shard migration 0006)',
+  (_node, node, write) => {
+    // libxml2 evaluates XPath without checking for a cancel (minutes through statement_timeout and
+    // pg_terminate_backend); currtid2() follows any row's update chain without RLS.
+    it.each([
+      "select xpath('/a', '<a/>'::xml)",
+      "select xpath('/n:a', '<a/>'::xml, array[array['n', 'urn:n']])",
+      "select xpath_exists('/a', '<a/>'::xml)",
+      "select xpath_exists('/n:a', '<a/>'::xml, array[array['n', 'urn:n']])",
+      "select xmlexists('/a' passing by ref ('<a/>'::xml))",
+      "select currtid2('customers', '(0,1)'::tid)",
+    ])('%s is refused (42501)', async (sql) => {
+      const session = await routerSession(node)
+      try {
+        const outcome = await framed(session.connection, tenantA, write, [{ sql, params: [] }])
+        expect(sqlstate(outcome), show(outcome)).toBe('42501')
+      } finally {
+        await session.close()
+      }
+    })
+
+    it("a SET seed in a failed transaction does not choose the next tenant's random()", async () => {
+      // `seed` survives RESET ALL (GUC_NO_RESET_ALL) and is hidden from pg_settings; its assign hook
+      // reseeds at once, so a rollback restores the setting's value but not the generator's state.
+      const expected = await admin.begin(async (sql) => {
+        await sql`set local seed = 0.5`
+        const [row] = await sql<{ r: string }[]>`select random()::text as r`
+        return row?.r
+      })
+      const session = await routerSession(node)
+      try {
+        const a = await framed(session.connection, tenantA, write, [
+          { sql: 'set seed = 0.5', params: [] },
+          { sql: 'select 1 / 0', params: [] },
+        ])
+        expect(sqlstate(a)).toBe('22012')
+        expect(session.connection.broken).toBe(false)
+        const b = (await framed(session.connection, tenantB, write, [
+          { sql: 'select random()::text', params: [] },
+        ])) as { results?: { rows: string[][] }[] }
+        const drawn = b.results?.[0]?.rows[0]?.[0]
+        expect(drawn).toBeTypeOf('string')
+        expect(drawn).not.toBe(expected)
+      } finally {
+        await session.close()
+      }
+    })
+  },
+)
+
+describe("role defaults only a superuser may set are the operator's", () => {
+  const role = () => topology().router.role.name
+  const roleSettings = async () => {
+    const rows = await admin<{ setting: string }[]>`
+      select c as setting from pg_db_role_setting s, unnest(s.setconfig) c
+      where s.setrole = (select oid from pg_roles where rolname = ${role()})`
+    return rows.map((row) => row.setting).sort()
+  }
+  afterAll(async () => {
+    await admin.unsafe(`alter role ${role()} reset temp_file_limit`)
+  })
+
+  it('new router sessions keep temp_file_limit and serve; a default the role could set itself is reset', async () => {
+    // temp_file_limit is superuser-only: the router's role cannot reset it, so refusing every session
+    // that starts with it refused them all.
+    await admin.unsafe(`alter role ${role()} set temp_file_limit = '8GB'`)
+    await admin.unsafe(`alter role ${role()} set synchronous_commit = off`)
+    const read = "select current_setting('temp_file_limit'), current_setting('synchronous_commit')"
+    const primary = await routerSession(`${SHARD}-primary`)
+    try {
+      const outcome = (await framed(primary.connection, tenantB, true, [{ sql: read, params: [] }])) as {
+        results?: { rows: string[][] }[]
+      }
+      expect(outcome.results?.[0]?.rows, show(outcome)).toEqual([['8GB', 'on']])
+    } finally {
+      await primary.close()
+    }
+    expect(await roleSettings()).toEqual(['temp_file_limit=8GB'])
+    // The replica's sessions, once the reset has replayed.
+    const replica = await eventually(async () => routerSession(`${SHARD}-replica-1`).catch(() => undefined))
+    try {
+      const outcome = (await framed(replica.connection, tenantB, false, [{ sql: read, params: [] }])) as {
+        results?: { rows: string[][] }[]
+      }
+      expect(outcome.results?.[0]?.rows, show(outcome)).toEqual([['8GB', 'on']])
+    } finally {
+      await replica.close()
+    }
+    // A router started now opens its sessions with the operator's limit on the role, and serves.
+    const started = await startTestRouter()
+    const answer = await post(
+      started,
+      '/v1/batch',
+      { queries: [{ sql: 'select 1 as one', params: [], method: 'all' }] },
+      { authorization: `Bearer ${keyB}`, 'x-tenant-id': tenantB, 'x-switchyard-consistency': 'strong' },
+    )
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+  })
+})

@@ -736,6 +736,27 @@ merge into customers c using (select 1 as x) s on false when not matched by sour
 -- review: currtid2 follows another tenant's update chain (a TID side channel; see test/review-findings.test.ts)
 select currtid2('customers', t::tid) from (values ('(0,1)'), ('(0,2)'), ('(0,3)')) v(t)
 
+-- review: currtid2 qualified, on B's customer's row (revoked from PUBLIC: shard migration 0006)
+select pg_catalog.currtid2('public.customers', ctid) from customers where id = '{{B_CUSTOMER}}'
+
+-- review: XPath that libxml2 evaluates without checking for a cancel (the review's on 100 elements, not 1000)
+select xpath('count(//b[count(//b[count(//b)>0])>0])', ('<a>' || repeat('<b/>', 100) || '</a>')::xml)
+
+-- review: XPath with namespaces (the other overload)
+select xpath('count(//b[count(//b)>0])', ('<a>' || repeat('<b/>', 100) || '</a>')::xml, array[array['n', 'urn:n']])
+
+-- review: xpath_exists over the same expression
+select xpath_exists('//b[count(//b[count(//b)>0])>0]', ('<a>' || repeat('<b/>', 100) || '</a>')::xml)
+
+-- review: XMLEXISTS, the syntax (a call of xmlexists())
+select xmlexists('//b[count(//b[count(//b)>0])>0]' passing by ref (('<a>' || repeat('<b/>', 100) || '</a>')::xml))
+
+-- review: XPath in a WHERE over B's rows
+select id from customers where xpath_exists('/a', '<a/>'::xml) and tenant_id = '{{B}}'
+
+-- review: XMLTABLE with a quadratic row expression (an executor node, not revocable: the policy refuses it; 100 elements)
+select * from xmltable('//b[count(//b)>0]' passing (('<a>' || repeat('<b/>', 100) || '</a>')::xml) columns n int path 'count(//b)')
+
 -- review: schema_to_xml names the switchyard schema in a string
 select schema_to_xml('switchyard', true, true, '')
 
