@@ -54,6 +54,10 @@ describe('switchyard loadtest', () => {
       json: path.join(folder, 'report.json'),
       html: path.join(folder, 'report.html'),
     })
+    // Where the seeded tenants live: placement puts them where there is room, and the suite's other
+    // files may have filled a shard (capacity 100) before this one runs.
+    const placed = [...new Set((await findLoadtestTenants(directory, prefix)).map((tenant) => tenant.shard))]
+    expect(placed.length).toBeGreaterThanOrEqual(2)
     const report = await runLoadtest({ topology: topology(), directory, redis }, options)
 
     expect(report.totals).toMatchObject({ requests: 400, errors: 0, ok: 400 })
@@ -66,9 +70,7 @@ describe('switchyard loadtest', () => {
     }
     const reads = report.operations.filter((op) => op.kind === 'read').reduce((sum, op) => sum + op.count, 0)
     expect(report.reads.replica + report.reads.primary).toBe(reads)
-    expect(report.shards.map((s) => s.shard)).toEqual(
-      expect.arrayContaining(['shard-1', 'shard-2', 'shard-3']),
-    )
+    expect(report.shards.map((s) => s.shard)).toEqual(expect.arrayContaining(placed))
     expect(report.shards.reduce((sum, s) => sum + s.requests, 0)).toBe(400)
     expect(report.timeline).toHaveLength(10)
     expect(report.targets.map((t) => typeof t.pass)).toEqual(['boolean', 'boolean', 'boolean'])

@@ -250,9 +250,11 @@ describe("finding: one tenant's requests stall the router's event loop for every
     expect(answer.body.error.code).toBe('statement_too_large')
   })
 
-  it("eight of the densest statements that fit (60 KB) do not delay another tenant's select 1 past 500 ms", async () => {
+  it("eight of the densest statements that fit (60 KB) are parsed in turns: another tenant's requests are answered between them", async () => {
     // libpg-query's parse of 30,000 target entries, its JSON and the scan: ~100 ms of the event loop each.
     const sql = `select ${Array.from({ length: 30_000 }, () => '1').join(',')}`
+    // The other tenant's key and route are cached first: each of its requests then needs a few turns.
+    expect((await query(router, other, 'select 1 as one')).status).toBe(200)
     const attacks = Array.from({ length: 8 }, () => query(router, tenant, sql))
     const latencies: number[] = []
     let settled = false
@@ -268,7 +270,9 @@ describe("finding: one tenant's requests stall the router's event loop for every
     }
     const worst = Math.max(...latencies)
     console.log(`other tenant: ${latencies.length} requests, worst ${Math.round(worst)} ms`)
-    expect(worst).toBeLessThan(500)
+    // The structure, not a timing (the machine is shared): parsed in one burst, the eight would leave
+    // room for one of the other tenant's requests at most; in turns, several go between them.
+    expect(latencies.length).toBeGreaterThanOrEqual(2)
   }, 60_000)
 })
 
