@@ -116,17 +116,16 @@ describe('the deadline and the client: a cancelled query leaves nothing running'
         'x-tenant-id': tenant.id,
         'content-type': 'application/json',
       },
-      body: JSON.stringify({ sql: `/* ${marker} */ select pg_sleep(0.4)`, params: [], method: 'all' }),
+      body: JSON.stringify({ sql: `/* ${marker} */ select pg_sleep(20)`, params: [], method: 'all' }),
       signal: controller.signal,
     }).catch((error: Error) => error.name)
     await eventually(async () => ((await running(marker)) > 0 ? true : undefined))
     controller.abort()
     expect(await request).toBe('AbortError')
-    // Well before the 0.4 s sleep would have ended on its own.
+    // Within 5 s (eventually's bound), long before the 20 s sleep would have ended on its own.
     const started = performance.now()
     await eventually(async () => ((await running(marker)) === 0 ? true : undefined), 5_000)
     console.log(`client gone: the shard's query ended ${Math.round(performance.now() - started)} ms later`)
-    expect(performance.now() - started).toBeLessThan(350)
   })
 })
 

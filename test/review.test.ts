@@ -3,15 +3,15 @@ import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
 import {
+  tenantWithKey as newTenant,
   post,
   query,
   runningQueries,
   startTestRouter,
   stopRouters,
   type TestTenant,
-  tenantWithKey,
 } from './router-support.ts'
-import { closeAll, connect, eventually, shard, topology } from './support.ts'
+import { closeAll, connect, eventually, removeTenants, shard, topology } from './support.ts'
 
 /**
  * The router's bounds against a hostile tenant, from an adversarial review of issue 12: each describe
@@ -29,8 +29,17 @@ beforeAll(() => {
 })
 afterAll(async () => {
   await stopRouters()
+  // Later files find shard-1 with the room it had.
+  await removeTenants(created)
   await closeAll()
 })
+
+const created: string[] = []
+async function tenantWithKey(...args: Parameters<typeof newTenant>) {
+  const tenant = await newTenant(...args)
+  created.push(tenant.id)
+  return tenant
+}
 
 /** 1,660 NULL columns, each named with 63 characters (NAMEDATALEN - 1): 4 bytes of DataRow per column. */
 const WIDE_COLUMNS = Array.from({ length: 1660 }, (_, i) => `null::int as "${`c${i}`.padEnd(63, 'x')}"`).join(

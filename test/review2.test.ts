@@ -3,15 +3,15 @@ import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
 import {
+  tenantWithKey as newTenant,
   post,
   query,
   runningQueries,
   startTestRouter,
   stopRouters,
   type TestTenant,
-  tenantWithKey,
 } from './router-support.ts'
-import { closeAll, connect, eventually, shard } from './support.ts'
+import { closeAll, connect, eventually, removeTenants, shard } from './support.ts'
 
 /**
  * Second adversarial review (commits after f206304): the new bounds, and what they broke. Each describe
@@ -28,8 +28,17 @@ beforeAll(() => {
 })
 afterAll(async () => {
   await stopRouters()
+  // Later files find shard-1 with the room it had.
+  await removeTenants(created)
   await closeAll()
 })
+
+const created: string[] = []
+async function tenantWithKey(...args: Parameters<typeof newTenant>) {
+  const tenant = await newTenant(...args)
+  created.push(tenant.id)
+  return tenant
+}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -161,7 +170,9 @@ describe("finding: a tenant's parse queue ignores the request's deadline and its
     console.log(
       `deadline 1500 ms; answers: ${answers.map((a) => `${a.status} ${a.code ?? ''} after ${a.ms} ms`).join('; ')}`,
     )
-    expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(3000)
+    // Answered, by the deadline's 504 if not sooner (unbounded, they waited for the socket timeout: 16.7 s).
+    for (const answer of answers) expect(answer.status).not.toBe('connection closed')
+    expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(10_000)
   }, 60_000)
 
   it("requests whose clients left are not parsed: the tenant's next request is not queued behind them", async () => {
@@ -188,7 +199,8 @@ describe("finding: a tenant's parse queue ignores the request's deadline and its
     const next = await query(router, tenant, wide(n++), ['00000000-0000-0000-0000-000000000000'])
     const ms = Math.round(performance.now() - started)
     console.log(`after 8 abandoned batches, the tenant's next uncached query: ${next.status} in ${ms} ms`)
-    expect(ms).toBeLessThan(1500)
+    // Queued behind the abandoned ones it would pass its 1.5 s deadline: 504.
+    expect(next.status).toBe(200)
   }, 60_000)
 })
 
