@@ -3,7 +3,13 @@ import { SwitchyardError } from '../errors.ts'
 /** Where an answer's bytes go: its ServerResponse and the request's socket, which say when they are gone. */
 export interface Outgoing {
   once(event: 'finish' | 'close', listener: () => void): unknown
-  req?: { socket?: { destroyed: boolean; once(event: 'close', listener: () => void): unknown } | null }
+  req?: {
+    socket?: {
+      destroyed: boolean
+      once(event: 'close', listener: () => void): unknown
+      removeListener(event: 'close', listener: () => void): unknown
+    } | null
+  }
 }
 
 /**
@@ -55,6 +61,8 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
       const release = () => {
         if (!held) return
         held = false
+        // A keep-alive socket serves many answers: its listener goes with the answer it was added for.
+        socket.removeListener('close', release)
         total -= bytes
         const left = (byTenant.get(tenant) ?? 0) - bytes
         if (left <= 0) byTenant.delete(tenant)
