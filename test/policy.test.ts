@@ -243,6 +243,8 @@ describe('statements a client may not send', () => {
     ["select xmlelement(name a, 'b')", 'XML is not allowed'],
     ["select table_to_xml('customers', true, true, '')", 'XML is not allowed'],
     ["select currtid2('customers', '(0,1)'::tid)", 'currtid() is not allowed'],
+    ['select txid_current_snapshot()', 'snapshots are not allowed'],
+    ['select pg_current_snapshot()', 'snapshots are not allowed'],
     // functions that run SQL text the policy never sees
     [
       "select query_to_xml('select switchyard.enter($1, 1, true)', true, true, '')",

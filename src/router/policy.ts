@@ -96,6 +96,7 @@ const READ_FAMILIES =
  * Catalog relations a client may read (by name, unqualified or in pg_catalog): types and the structure of
  * the tables every tenant shares, time zones for a booking product, its own session's settings. Anything
  * else named `pg_*` is refused: statistics and activity views show other sessions and other tenants.
+ * (`pg_class` also holds every table's row estimate: a shard's volume, not its rows; docs/ISOLATION.md.)
  */
 const CATALOG_RELATIONS = new Set(
   [
@@ -136,6 +137,10 @@ const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [
   [/^dblink/, "dblink is not allowed: a query stays on its tenant's shard"],
   [/^xpath|^xml|_to_xml|_xml_?schema$/, XML],
   [/^currtid/, "currtid() is not allowed: it follows any row's updates, whoever's row it is"],
+  [
+    /^(txid_current_snapshot|pg_current_snapshot|txid_snapshot_xip|pg_snapshot_xip)$/,
+    "snapshots are not allowed: they list every session's running transactions",
+  ],
   [/^pg_notify$/, 'NOTIFY is not allowed: notification channels are shared by every tenant on a shard'],
   [
     /^pg_(terminate|cancel)_backend$|^pg_reload_conf$|^pg_rotate_logfile$|^pg_promote$|^pg_switch_wal$|^pg_backup_|^pg_create_restore_point$|^pg_wal_replay_|^pg_stat_reset|^pg_log_|^binary_upgrade_|^pg_import_system_collations$|^pg_(restore|clear)_(relation|attribute)_stats$/,

@@ -709,7 +709,7 @@ call public.hostile_proc()
 -- misc: txid_current
 select txid_current()
 
--- review: SET seed with the statement (GUC_NO_RESET_ALL, hidden from pg_settings; see test/review-findings.test.ts)
+-- review: SET seed with the statement (GUC_NO_RESET_ALL, hidden from pg_settings; see test/hostile.test.ts)
 set seed = 0.5
 -- then
 select 1 / 0
@@ -733,7 +733,7 @@ merge into customers c using (select 1 as x) s on false when not matched by sour
 -- review: MERGE WHEN NOT MATCHED BY SOURCE THEN DELETE
 merge into customers c using (select 1 as x) s on false when not matched by source then delete
 
--- review: currtid2 follows another tenant's update chain (a TID side channel; see test/review-findings.test.ts)
+-- review: currtid2 follows another tenant's update chain (a TID side channel; see test/review.test.ts)
 select currtid2('customers', t::tid) from (values ('(0,1)'), ('(0,2)'), ('(0,3)')) v(t)
 
 -- review: currtid2 qualified, on B's customer's row (revoked from PUBLIC: shard migration 0006)
