@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
-import type { RunningRouter } from '../src/router/server.ts'
+import { type RunningRouter, startRouter } from '../src/router/server.ts'
 import { moverDeps } from './move-support.ts'
 import {
   type Answer,
@@ -114,6 +115,141 @@ describe('a write whose outcome is unknown', () => {
     expect(again.headers.get('x-switchyard-idempotent-replay')).toBe('true')
     expect(again.body.rows).toEqual([[marker]])
     expect(await businesses('shard-1', tenant, marker)).toBe(1)
+  })
+})
+
+/**
+ * A plain TCP relay in front of `target` that forwards both ways, except that once armed it ends the
+ * first connection whose server->client bytes carry COMMIT's CommandComplete ('C', int32 length,
+ * 'COMMIT\0'): it destroys both sockets without forwarding that chunk. The COMMIT ran on the shard;
+ * its answer never reaches the client. An SSLRequest is answered 'N' (the relay must see plaintext).
+ */
+async function startCommitCutter(target: { host: string; port: number }) {
+  const COMMIT_COMPLETE = Buffer.from('COMMIT\0')
+  const sockets = new Set<Socket>()
+  const state = { armed: false, cut: 0 }
+  const server: Server = createServer((client) => {
+    const upstream = netConnect(target)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => {})
+      socket.on('close', () => {
+        sockets.delete(socket)
+        client.destroy()
+        upstream.destroy()
+      })
+    }
+    let first = true
+    client.on('data', (chunk: Buffer) => {
+      if (first) {
+        first = false
+        if (chunk.length >= 8 && chunk.readInt32BE(0) === 8 && chunk.readInt32BE(4) === 80877103) {
+          client.write('N')
+          chunk = chunk.subarray(8)
+        }
+      }
+      if (chunk.length) upstream.write(chunk)
+    })
+    // Server messages are parsed across chunks, only to find CommandComplete; chunks go on unchanged.
+    let unparsed = Buffer.alloc(0)
+    upstream.on('data', (chunk: Buffer) => {
+      unparsed = Buffer.concat([unparsed, chunk])
+      let commit = false
+      while (unparsed.length >= 5) {
+        const end = 1 + unparsed.readInt32BE(1)
+        if (unparsed.length < end) break
+        if (unparsed[0] === 0x43 && unparsed.subarray(5, end).equals(COMMIT_COMPLETE)) commit = true
+        unparsed = unparsed.subarray(end)
+      }
+      if (commit && state.armed) {
+        state.armed = false
+        state.cut++
+        client.destroy()
+        upstream.destroy()
+        return
+      }
+      client.write(chunk)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as { port: number }).port,
+    state,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+describe('a COMMIT that committed on the shard and whose answer was lost', () => {
+  it('is 502 commit_unknown, never a retry-safe 503; the retry with the same Idempotency-Key returns the first answer and inserts once', async () => {
+    const primary = new URL(shard('shard-1').primary)
+    const cutter = await startCommitCutter({ host: primary.hostname, port: Number(primary.port) })
+    const base = topology()
+    const relayedPrimary = new URL(primary)
+    relayedPrimary.port = String(cutter.port)
+    // A router whose shard-1 primary is the relay, without TLS so the relay reads the protocol.
+    const relayed = await startRouter(
+      {
+        ...base,
+        shards: base.shards.map((s) =>
+          s.id === 'shard-1' ? { ...s, primary: relayedPrimary.toString() } : s,
+        ),
+        router: {
+          ...base.router,
+          tls: { mode: 'disable', channelBinding: 'disable' },
+          requestTimeoutMs: 10_000,
+          moveRescueIntervalMs: 0,
+        },
+      },
+      { port: 0 },
+    )
+    try {
+      await eventually(async () => (relayed.app.monitor.health('shard-1-primary').healthy ? true : undefined))
+      const tenant = await tenantWithKey('shard-1')
+      const name = `committed-${randomUUID()}`
+      const key = randomUUID()
+      const request = { sql: INSERT, params: [tenant.id, name], method: 'all' }
+      const headers = {
+        authorization: `Bearer ${tenant.key}`,
+        'x-tenant-id': tenant.id,
+        'idempotency-key': key,
+      }
+      cutter.state.armed = true
+      const lost = await post<{ error?: { code: string; message: string } }>(
+        relayed,
+        '/v1/query',
+        request,
+        headers,
+      )
+      const afterLoss = await businesses('shard-1', tenant, name)
+      console.log(
+        `COMMIT's answer cut by the relay (${cutter.state.cut}x): ${lost.status} ${lost.body.error?.code}; rows on the shard: ${afterLoss}`,
+      )
+      expect(cutter.state.cut).toBe(1)
+      // The write did commit: only its answer was lost.
+      expect(afterLoss).toBe(1)
+      expect(lost.status).toBe(502)
+      expect(lost.body.error?.code).toBe('commit_unknown')
+      expect(lost.headers.get('retry-after')).toBeNull()
+
+      const retried = await write(tenant, INSERT, [tenant.id, name], key)
+      const [row] = await connect(shard('shard-1').primary)<{ id: string }[]>`
+        select id::text as id from businesses where tenant_id = ${tenant.id} and name = ${name}`
+      const rows = await businesses('shard-1', tenant, name)
+      console.log(
+        `retry with the same key: ${retried.status}, replay ${retried.headers.get('x-switchyard-idempotent-replay')}, rows ${JSON.stringify(retried.body.rows)}; rows on the shard: ${rows}`,
+      )
+      expect(retried.status, JSON.stringify(retried.body)).toBe(200)
+      expect(retried.headers.get('x-switchyard-idempotent-replay')).toBe('true')
+      expect(retried.body.rows).toEqual([[row?.id, name]])
+      expect(rows).toBe(1)
+    } finally {
+      await relayed.close()
+      await cutter.close()
+    }
   })
 })
 
