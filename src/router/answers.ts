@@ -39,13 +39,14 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
   return {
     admit(tenant, adding = 0) {
       const mine = byTenant.get(tenant) ?? 0
-      if (mine + adding > perTenant)
+      // With nothing held, one answer always goes (its size is bounded by maxResultBytes alone).
+      if (mine > 0 && mine + adding > perTenant)
         throw new SwitchyardError(
           'tenant_busy',
           `tenant ${tenant}'s clients have not read ${mine} bytes of earlier answers; read them, then retry`,
           { retryAfterSeconds: 1 },
         )
-      if (total + adding > maxBytes)
+      if (total > 0 && total + adding > maxBytes)
         throw new SwitchyardError(
           'router_busy',
           'this router holds too many answers its clients have not read yet; retry shortly',
