@@ -118,7 +118,8 @@ const isCatalogFunctionAllowed = (name: string) => READ_FUNCTIONS.has(name) || C
  * deadline, statement_timeout or cancel could stop a tenant's 80 MB document (measured: the backend ran on
  * at 1.5 GB after its request's 504).
  */
-const XML = 'XML is not allowed: libxml2 parses it without checking for a cancel, so no deadline could stop it'
+const XML =
+  'XML is not allowed: libxml2 parses it without checking for a cancel, so no deadline could stop it'
 
 /** Functions no client may call, whatever schema they are named in, and why. */
 const DENIED_FUNCTIONS: ReadonlyArray<readonly [RegExp, string]> = [
