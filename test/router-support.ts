@@ -5,7 +5,7 @@ import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { type RouterOptions, type RunningRouter, startRouter } from '../src/router/server.ts'
-import { type connect, newTenantId, topology } from './support.ts'
+import { type connect, newTenantId, removeTenants, topology } from './support.ts'
 
 /** Routers started by a test file, closed by `stopRouters` in afterAll. */
 const running: RunningRouter[] = []
@@ -32,9 +32,16 @@ export interface TestTenant {
   key: string
 }
 
+/** Tenants this test file made with tenantWithKey (each file runs in its own process: forks). */
+const made: string[] = []
+
+/** Removes the tenants this file made, so later files find the room they had. */
+export const removeMadeTenants = () => removeTenants(made.splice(0))
+
 /** A fresh tenant on `shard` and an app key limited to it. */
 export async function tenantWithKey(shard: string, limits: Record<string, number> = {}): Promise<TestTenant> {
   const id = newTenantId()
+  made.push(id)
   const key = await withDirectory(topology(), async (directory) => {
     await addTenant(directory, topology(), { id, shard })
     if (Object.keys(limits).length)

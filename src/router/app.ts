@@ -20,7 +20,7 @@ import {
 } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import type { IsolationLevel } from './execute.ts'
-import { classify, isClassified, type StatementKind } from './policy.ts'
+import { classify, classifyCached, type StatementKind } from './policy.ts'
 import {
   type PostgresErrorFields,
   parseNeonConnectionString,
@@ -316,16 +316,14 @@ async function runBounded(
   const idempotencyKey = idempotencyKeyOf(c)
   const route = await deps.routes.resolve(tenant)
   const limit = rateLimit(deps.topology, route)
-  const cached = request.statements.every((statement) => isClassified(statement.sql))
+  const cached = cachedKinds(request.statements)
   // SQL to parse, or a tenant this router already refused this hour: admitted (or refused) before the
   // parse, so a tenant over its limit costs the router no parse and the shards nothing.
   const early =
     !cached || deps.admission.overLimit(tenant)
       ? await deps.admission.admit(tenant, route.shard, limit)
       : undefined
-  const kinds = cached
-    ? request.statements.map((statement) => classify(statement.sql).kind)
-    : await classifyInTurn(tenant, request.statements, signal)
+  const kinds = cached ?? (await classifyInTurn(tenant, request.statements, signal))
   const params = request.statements.map((statement) =>
     checkParams(statement.params, deps.topology.router.maxParams),
   )
@@ -440,6 +438,17 @@ function respond(c: Context<Env>, deps: RouterApp, outcome: Dispatched, body: un
 /** An answer may be this many times the byte budget (JSON escapes) before it is refused. */
 const ANSWER_FACTOR = 2
 
+/** The kinds of a request's statements if the policy has every one cached (a refusal is thrown); else undefined. */
+function cachedKinds(statements: Statement[]): StatementKind[] | undefined {
+  const kinds: StatementKind[] = []
+  for (const statement of statements) {
+    const known = classifyCached(statement.sql)
+    if (!known) return undefined
+    kinds.push(known.kind)
+  }
+  return kinds
+}
+
 /** A tenant's parses: the tail of its queue, its requests in it, and the event loop time they took this second. */
 interface Parsing {
   tail: Promise<unknown>
@@ -482,7 +491,12 @@ async function classifyInTurn(
   try {
     const kinds: StatementKind[] = []
     for (const statement of statements) {
-      if (!isClassified(statement.sql)) await parseTurn(books, signal)
+      const cached = classifyCached(statement.sql)
+      if (cached) {
+        kinds.push(cached.kind)
+        continue
+      }
+      await parseTurn(books, signal)
       const started = performance.now()
       try {
         kinds.push(classify(statement.sql).kind)

@@ -194,8 +194,12 @@ export function setTenantSchemas(schemas: readonly string[]): void {
   longOutcomes.clear()
 }
 
-/** Whether `sql`'s outcome is cached: classify() then costs a lookup, not a parse. */
-export const isClassified = (sql: string): boolean => outcomesFor(sql).get(sql) !== undefined
+/** classify() from the cache alone: undefined when `sql` would have to be parsed. */
+export function classifyCached(sql: string): Classified | undefined {
+  const outcome = outcomesFor(sql).get(sql)
+  if (outcome instanceof SwitchyardError) throw outcome
+  return outcome
+}
 
 /**
  * Classifies one client statement as a read or a write, or throws `statement_not_allowed` (with the

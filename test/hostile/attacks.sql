@@ -733,7 +733,7 @@ merge into customers c using (select 1 as x) s on false when not matched by sour
 -- review: MERGE WHEN NOT MATCHED BY SOURCE THEN DELETE
 merge into customers c using (select 1 as x) s on false when not matched by source then delete
 
--- review: currtid2 follows another tenant's update chain (a TID side channel; see test/review.test.ts)
+-- review: currtid2 follows another tenant's update chain (a TID side channel; see test/hostile-bounds.test.ts)
 select currtid2('customers', t::tid) from (values ('(0,1)'), ('(0,2)'), ('(0,3)')) v(t)
 
 -- review: currtid2 qualified, on B's customer's row (revoked from PUBLIC: shard migration 0006)
