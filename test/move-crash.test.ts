@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
-import { PHASES } from '../src/migrate-tenant/record.ts'
+import { PHASES } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { contentOn, moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
 import { post, query, startTestRouter, stopRouters } from './router-support.ts'

@@ -3,13 +3,14 @@ import type { Sql } from '../shard/connection.ts'
 import { createLru } from './lru.ts'
 import { keys, type Redis } from './redis.ts'
 import type { TenantLimits } from './schema.ts'
+import type { TenantState } from './tenant-state.ts'
 
 /** Where a tenant lives, as the directory says: the only thing the router needs per request. */
 export interface TenantRoute {
   tenant: string
   shard: string
   epoch: number
-  state: 'active' | 'moving' | 'frozen'
+  state: TenantState
   limits: TenantLimits
 }
 

@@ -13,6 +13,8 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core'
+import { NOT_FINISHED } from './move-states.ts'
+import { TENANT_STATES } from './tenant-state.ts'
 
 const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow()
 const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
@@ -56,9 +58,7 @@ export const tenants = pgTable(
       .references(() => shards.id),
     /** Bumped at every cutover; a shard refuses a route that carries another epoch. */
     epoch: integer().notNull().default(1),
-    state: text({ enum: ['active', 'moving', 'frozen'] })
-      .notNull()
-      .default('active'),
+    state: text({ enum: TENANT_STATES }).notNull().default('active'),
     limits: jsonb().$type<TenantLimits>().notNull().default({}),
     createdAt: createdAt(),
   },
@@ -94,7 +94,7 @@ export const moves = pgTable(
   (t) => [
     uniqueIndex('moves_one_open_per_tenant')
       .on(t.tenantId)
-      .where(sql`${t.state} not in ('done', 'aborted', 'failed')`),
+      .where(sql`${t.state} ${sql.raw(NOT_FINISHED)}`),
   ],
 )
 

@@ -1,4 +1,5 @@
 import type { Directory } from '../directory/connection.ts'
+import { openMove } from '../directory/move-states.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { type MoverDeps, startMove } from '../migrate-tenant/mover.ts'
 import type { Move } from '../migrate-tenant/record.ts'
@@ -45,7 +46,7 @@ export async function movable(
   contexts: readonly TenantContext[],
 ): Promise<TenantContext[]> {
   const open = await directory.sql<{ tenant_id: string }[]>`
-    select tenant_id from moves where state not in ('done', 'aborted', 'failed')`
+    select tenant_id from moves where ${directory.sql.unsafe(openMove())}`
   const busy = new Set(open.map((row) => row.tenant_id))
   return contexts.filter((context) => !busy.has(context.id))
 }
@@ -55,7 +56,7 @@ async function roomyShards(directory: Directory, configured: readonly string[]):
   const rows = await directory.sql<{ id: string; room: number }[]>`
     select s.id, s.capacity - (select count(*)::int from tenants t where t.shard_id = s.id)
              - (select count(*)::int from moves m where m.target_shard = s.id
-                  and m.state not in ('done', 'aborted', 'failed')) as room
+                  and ${directory.sql.unsafe(openMove('m.state'))}) as room
     from shards s where s.state = 'active' order by room desc, s.id`
   return rows.filter((row) => row.room > 0 && configured.includes(row.id)).map((row) => row.id)
 }

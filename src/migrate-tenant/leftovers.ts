@@ -1,5 +1,6 @@
 import type { Topology } from '../config/topology.ts'
 import { withDirectory } from '../directory/connection.ts'
+import { openMove } from '../directory/move-states.ts'
 import { stillHeld } from '../directory/session-lock.ts'
 import { answers, withAdmin } from '../shard/connection.ts'
 import type { Finding } from '../shard/doctor.ts'
@@ -31,7 +32,7 @@ export async function moveLeftovers(topology: Topology): Promise<Finding[]> {
   const open = await withDirectory(topology, async ({ sql }) => {
     const rows = await sql<({ id: string } & OpenMove)[]>`
       select m.id, m.state, ${stillHeld(sql, runLock(sql`m.id::text`))} as running
-      from moves m where m.state not in ('done', 'aborted', 'failed')`
+      from moves m where ${sql.unsafe(openMove('m.state'))}`
     return new Map(rows.map(({ id, ...move }) => [id, move]))
   }).catch(() => undefined)
   const findings: Finding[] = []

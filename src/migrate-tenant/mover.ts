@@ -2,57 +2,98 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import type { Redis } from '../directory/redis.ts'
 import { publishInvalidation } from '../directory/routes.ts'
-import { stillHeld, withSessionLock } from '../directory/session-lock.ts'
+import { withSessionLock } from '../directory/session-lock.ts'
+import { unfreeze } from '../directory/tenant-state.ts'
 import { shardPrimary } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
-import {
-  currentLsn,
-  cutShortFenceBlockers,
-  fenceTenant,
-  LOCK_TIMEOUT_SQLSTATE,
-  unfenceTenant,
-} from '../shard/fence.ts'
-import { formatLsn, parseLsn } from '../shard/lsn.ts'
-import { readOwnership, releaseOwnership, setOwnership } from '../shard/ownership.ts'
+import { unfenceTenant } from '../shard/fence.ts'
 import { tenantTables } from '../shard/tables.ts'
-import {
-  artifactName,
-  createPublication,
-  createSubscription,
-  disableSubscription,
-  dropMoveSlots,
-  dropPublication,
-  dropSubscription,
-  enableSubscription,
-  slotProgress,
-  subscriptionState,
-  systemIdentifier,
-} from './artifacts.ts'
-import { type Baseline, digestSince, releaseBaseline, takeBaseline } from './baseline.ts'
+import { artifactName } from './artifacts.ts'
 import type { FailpointWhen } from './failpoint.ts'
 import type { MoverMetrics } from './metrics.ts'
-import { preflight } from './preflight.ts'
+import { aborting } from './phases/aborting.ts'
+import { catchUp, releaseBaselines } from './phases/catch-up.ts'
+import { cleanup } from './phases/cleanup.ts'
+import type { MoveContext, MoveRun, Step, StepResult } from './phases/context.ts'
+import { copy } from './phases/copy.ts'
+import { fence } from './phases/fence.ts'
+import { finalCatchUp } from './phases/final-catch-up.ts'
+import { flip } from './phases/flip.ts'
+import { preflight } from './phases/preflight.ts'
+import { publication } from './phases/publication.ts'
+import { subscription } from './phases/subscription.ts'
+import { verify } from './phases/verify.ts'
+import { preflight as checkRequest } from './preflight.ts'
 import {
   FINISHED,
   findMove,
   type Move,
   type MoveState,
   type Phase,
+  type Running,
   recordMove,
   runLock,
-  runLockLost,
   saveMove,
 } from './record.ts'
-import {
-  countTenantRows,
-  deleteTenantRows,
-  digestTenant,
-  type HashedTable,
-  type TableDigest,
-  withRowHashes,
-} from './rows.ts'
+import { type HashedTable, withRowHashes } from './rows.ts'
+
+/**
+ * The move as a graph: each state the mover runs, its step (src/migrate-tenant/phases/, one file each,
+ * named after the phase), and every state the step may lead to, forward first, then the ways back. Only
+ * the runner below (`take`) changes a move's state, and only along these edges. Besides them, a move that
+ * has not cut over (any state before `cleanup`) may be aborted (`abortMove`), which leads to `aborting`.
+ * A new phase is a file in phases/ and a row here.
+ */
+export const GRAPH = {
+  preflight: { step: preflight, to: ['publication'] },
+  publication: { step: publication, to: ['subscription'] },
+  subscription: { step: subscription, to: ['copy'] },
+  copy: { step: copy, to: ['catch_up'] },
+  catch_up: { step: catchUp, to: ['fence'] },
+  // Back to catch-up: the writes did not drain (the move waits), or an error while fencing.
+  fence: { step: fence, to: ['final_catch_up', 'catch_up'] },
+  // Back to the fence: the source was found unfenced; to catch-up: the target too slow, or an error.
+  final_catch_up: { step: finalCatchUp, to: ['verify', 'fence', 'catch_up'] },
+  // Back to catch-up: the copies differ (the move waits), or an error.
+  verify: { step: verify, to: ['flip', 'fence', 'catch_up'] },
+  // Back to the fence: the source was found unfenced (the directory not flipped yet).
+  flip: { step: flip, to: ['cleanup', 'fence'] },
+  cleanup: { step: cleanup, to: ['done'] },
+  aborting: { step: aborting, to: ['aborted'] },
+} as const
+
+/** The phases in the order a move goes through them (progress bars count them). */
+export const PHASES: readonly Phase[] = [
+  ...(Object.keys(GRAPH) as Running[]).filter(
+    (state): state is Exclude<Running, 'aborting'> => state !== 'aborting',
+  ),
+  'done',
+]
+
+/**
+ * The phases in which the tenant may be fenced. A move that leaves them backwards (to catch-up: a resume,
+ * an error, a target too slow, a failed verify) is unfenced by the runner first, so the tenant's writes
+ * are never left held behind a move that waits.
+ */
+const FENCED_PHASES: readonly MoveState[] = ['fence', 'final_catch_up', 'verify']
+const BEFORE_FENCE: readonly MoveState[] = PHASES.slice(0, PHASES.indexOf('fence'))
+
+/** Whether a move may go from `from` to `to`: an edge of the graph, or an abort before the cutover. */
+export function mayGo(from: MoveState, to: MoveState): boolean {
+  if (!(from in GRAPH)) return false
+  if (to === 'aborting') return from !== 'cleanup' && from !== 'aborting'
+  return (GRAPH[from as Running].to as readonly MoveState[]).includes(to)
+}
+
+const leavesFence = (from: MoveState, to: MoveState) =>
+  FENCED_PHASES.includes(from) && BEFORE_FENCE.includes(to)
+
+export type Steps<Ctx> = { readonly [S in Running]: Step<Ctx> }
+const STEPS: Steps<MoveContext> = Object.fromEntries(
+  Object.entries(GRAPH).map(([state, row]) => [state, row.step]),
+) as Steps<MoveContext>
 
 export interface MoverDeps {
   topology: Topology
@@ -68,12 +109,6 @@ export interface MoverDeps {
    */
   failpoint?: ((state: MoveState, when: FailpointWhen) => void | Promise<void>) | undefined
 }
-
-/** How often progress is written to the move's record while polling (the progress bar reads it). */
-const REPORT_EVERY_MS = 200
-/** How often the mover looks at copy and replication progress. */
-const POLL_MS = 2
-const SLOW_POLL_MS = 200
 
 /** Checks the request, records the move and runs it to the end: the `switchyard move` entry point. */
 export async function startMove(
@@ -91,7 +126,7 @@ export async function createMove(
 ): Promise<Move> {
   const shards = shardConnections(deps.topology)
   try {
-    const checked = await preflight(deps.topology, deps.directory, shards.get, request)
+    const checked = await checkRequest(deps.topology, deps.directory, shards.get, request)
     return await recordMove(deps.directory, deps.topology, { tenant: checked.tenant, target: checked.target })
   } finally {
     await shards.close()
@@ -99,39 +134,106 @@ export async function createMove(
 }
 
 /**
- * Runs (or resumes) a move from its recorded state to `done`. Each phase's side effect is idempotent
- * and its state was persisted before it started, so a crash anywhere resumes by redoing the phase it
- * was in. One process at a time: a session lock in the directory refuses a second runner.
+ * Runs (or resumes) a move from its recorded state to a finished one. Each phase's side effect is
+ * idempotent and its state was persisted before it started, so a crash anywhere resumes by redoing the
+ * phase it was in. One process at a time: a session lock in the directory refuses a second runner.
  */
 export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
-  return withRunLock(deps, id, async (ctx) => {
-    let move = ctx.move
-    if (move.state === 'aborting') return finishAbort(deps, ctx)
-    if (FENCED_PHASES.includes(move.state)) move = await ctx.save(await resumedFenced(ctx))
-    while (!FINISHED.includes(move.state)) {
-      const state = move.state as Phase
-      const started = performance.now()
-      // A failpoint that throws (in-process tests) is an error of the step, as a shard's would be.
-      const step = async () => {
-        await deps.failpoint?.(state, 'before')
-        return STEPS[state](ctx)
-      }
-      const next = await step().catch((error) => leaveFence(ctx, state, error))
-      await deps.failpoint?.(state, 'after')
-      const ms = Math.round(performance.now() - started)
-      deps.metrics?.phaseSeconds.observe({ phase: state }, ms / 1000)
-      const rate =
-        state === 'copy' && next.progress?.copiedRows !== undefined
-          ? { rowsPerSecond: Math.round(next.progress.copiedRows / Math.max(ms / 1000, 0.001)) }
-          : {}
-      deps.logger.info({ move: move.id, tenant: move.tenantId, phase: state, ms, ...rate }, 'move phase done')
-      move = ctx.move
-      const phases = { ...move.progress.phases, [state]: (move.progress.phases?.[state] ?? 0) + ms }
-      move = await ctx.save({ ...next, progress: { ...next.progress, phases } })
+  return withRunLock(deps, id, (ctx) => drive(ctx, STEPS))
+}
+
+/**
+ * The runner: steps the move along the graph until it is finished. The only place a move's state
+ * changes. A move resumed while it may be fenced has no baseline in this process (it lives in the
+ * mover's memory): verify would hash every row of the tenant while its writes are held, however large
+ * it is, and the lag was last looked at before the crash. So it goes back to catch-up first, unfenced.
+ */
+export async function drive<Ctx extends MoveRun>(ctx: Ctx, steps: Steps<Ctx>): Promise<Move> {
+  const resumedAt = ctx.move.state
+  if (FENCED_PHASES.includes(resumedAt))
+    await take(ctx, resumedAt, { back: 'catch_up', reason: 'resumed at the fence: back to catch-up first' })
+  while (!FINISHED.includes(ctx.move.state)) {
+    const from = ctx.move.state as Running
+    const started = performance.now()
+    const result = await runStep(ctx, steps[from], from)
+    const ms = Math.round(performance.now() - started)
+    ctx.deps.metrics?.phaseSeconds.observe({ phase: from }, ms / 1000)
+    const copied = result.progress?.copiedRows
+    const rate =
+      from === 'copy' && copied !== undefined
+        ? { rowsPerSecond: Math.round(copied / Math.max(ms / 1000, 0.001)) }
+        : {}
+    ctx.deps.logger.info(
+      { move: ctx.move.id, tenant: ctx.move.tenantId, phase: from, ms, ...rate },
+      'move phase done',
+    )
+    await take(ctx, from, result, ms, () => ctx.deps.failpoint?.(from, 'after'))
+  }
+  ctx.deps.metrics?.moves.inc({ outcome: ctx.move.state })
+  ctx.deps.logger.info({ move: ctx.move.id, tenant: ctx.move.tenantId }, `move ${ctx.move.state}`)
+  return ctx.move
+}
+
+/**
+ * One step. An error in a phase that may have the tenant fenced must not leave its writes held: the
+ * move goes back to catch-up, unfenced, to be resumed. Best effort: a source that does not answer cannot
+ * be unfenced, and a router's rescue (or the operator) resumes the move from where it stopped. The flip
+ * is never undone here: once it has begun, only going forward (resume) or `move abort` is safe.
+ */
+async function runStep<Ctx extends MoveRun>(ctx: Ctx, step: Step<Ctx>, from: Running): Promise<StepResult> {
+  try {
+    // A failpoint that throws (in-process tests) is an error of the step, as a shard's would be.
+    await ctx.deps.failpoint?.(from, 'before')
+    return await step(ctx)
+  } catch (error) {
+    if (FENCED_PHASES.includes(from)) {
+      const reason = error instanceof Error ? error.message : String(error)
+      await take(ctx, from, { back: 'catch_up', reason }).catch((failed: Error) =>
+        ctx.deps.logger.error(
+          { move: ctx.move.id, error: failed.message },
+          'could not unfence after an error',
+        ),
+      )
     }
-    deps.metrics?.moves.inc({ outcome: move.state })
-    return move
-  })
+    throw error
+  }
+}
+
+/**
+ * Takes the edge a step chose: checks it is one of the graph's, unfences when it leaves the fenced
+ * phases, and saves the new state with what the step learned. `afterStep` (the failpoint after the side
+ * effect) runs before the save, or, for a step whose side effect commits with its state (the flip),
+ * after that commit and what follows it.
+ */
+async function take(
+  ctx: MoveRun,
+  from: MoveState,
+  result: StepResult,
+  ms = 0,
+  afterStep?: () => void | Promise<void>,
+): Promise<void> {
+  const { to, learned, commit, afterSave, waits } = edgeOf(result)
+  if (!mayGo(from, to))
+    throw new SwitchyardError('move_broken', `move ${ctx.move.id}: ${from} does not lead to ${to}`)
+  if ('back' in result)
+    ctx.deps.logger.warn({ move: ctx.move.id, from, to, reason: result.reason }, 'move goes back')
+  if (leavesFence(from, to)) await ctx.unfence()
+  if (!commit) await afterStep?.()
+  const spent = ctx.move.progress.phases?.[from] ?? 0
+  const phases = ms > 0 ? { ...ctx.move.progress.phases, [from]: spent + ms } : ctx.move.progress.phases
+  await ctx.save({ ...learned, state: to, progress: { ...learned.progress, phases } }, commit)
+  await afterSave?.()
+  if (commit) await afterStep?.()
+  if (waits) throw waits
+}
+
+function edgeOf(result: StepResult) {
+  if ('next' in result) {
+    const { next, commit, afterSave, ...learned } = result
+    return { to: next, learned, commit, afterSave, waits: undefined }
+  }
+  const { back, reason: _reason, waits, ...learned } = result
+  return { to: back, learned, commit: undefined, afterSave: undefined, waits }
 }
 
 /**
@@ -161,8 +263,8 @@ export async function abortMove(
         `move ${move.id} has cut over to ${move.targetShard}: resume it (\`switchyard move resume ${move.id}\`), or finish it and move the tenant back to ${move.sourceShard} (\`switchyard move abort ${move.id} --move-back\`)`,
       )
     }
-    await ctx.save({ state: 'aborting' })
-    return { aborted: await finishAbort(deps, ctx) }
+    if (move.state !== 'aborting') await take(ctx, move.state, { next: 'aborting' })
+    return { aborted: await drive(ctx, STEPS) }
   })
   return 'aborted' in outcome ? outcome.aborted : moveBack(deps, outcome.cutOver)
 }
@@ -191,553 +293,6 @@ function inContext(error: unknown, context: string): SwitchyardError {
   const code = error instanceof SwitchyardError ? error.code : 'move_back_failed'
   return new SwitchyardError(code, `${context}: ${message}`)
 }
-
-async function finishAbort(deps: MoverDeps, ctx: MoveContext): Promise<Move> {
-  const { move, source, target, name } = ctx
-  await deps.failpoint?.('aborting', 'before')
-  // Frozen by the fence, or already `moved` by a flip that stopped before the directory changed.
-  await unfenceTenant(source, move.tenantId)
-  await deps.directory.sql`
-    update tenants set state = 'active' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
-  await ctx.invalidate()
-  await dropSubscription(target, name)
-  await dropMoveSlots(source, name, subscriptionId(move))
-  await dropPublication(source, name)
-  await deleteTenantRows(target, move.tenantId, await ctx.tables(), deps.topology.mover.deleteBatchRows)
-  // The directory does not place the tenant on the target (abortMove checked): whatever the target's
-  // row says (`incoming`, or `owner` from a flip cut short), it goes.
-  await releaseOwnership(target, move.tenantId)
-  await deps.failpoint?.('aborting', 'after')
-  const done = await ctx.save({ state: 'aborted' })
-  deps.metrics?.moves.inc({ outcome: 'aborted' })
-  deps.logger.info({ move: move.id, tenant: move.tenantId }, 'move aborted')
-  return done
-}
-
-/** A phase's result: the next state and what to persist with it. */
-type Next = Partial<Pick<Move, 'fenceLsn' | 'cutoverLsn' | 'error'>> & {
-  state: MoveState
-  progress?: Move['progress']
-}
-
-interface MoveContext {
-  deps: MoverDeps
-  /** The move as last persisted. */
-  move: Move
-  /** Backend pid of the directory session holding the move's run lock: every record write checks it. */
-  runner: number
-  /**
-   * Verify's reference points, in this process's memory only (a move resumed at or past the fence goes
-   * back to catch-up to take them). Undefined: not taken yet (catch-up takes them); null: verify hashes
-   * every row (not worth it for a small tenant, not taken, or already used).
-   */
-  baselines?: { source: Baseline; target: Baseline } | null | undefined
-  name: string
-  source: Sql
-  target: Sql
-  sourceUrl: string
-  targetUrl: string
-  tables(): Promise<HashedTable[]>
-  save(change: Parameters<typeof saveMove>[2]): Promise<Move>
-  /** Persists progress without changing state (for the progress bar in other processes). */
-  report(progress: Move['progress']): Promise<void>
-  invalidate(): Promise<void>
-}
-
-const STEPS: Record<Phase, (ctx: MoveContext) => Promise<Next>> = {
-  preflight: removeLeftovers,
-  publication: async (ctx) => {
-    await createPublication(ctx.source, ctx.name, ctx.move.tenantId, await ctx.tables())
-    return { state: 'subscription' }
-  },
-  subscription: async (ctx) => {
-    const { move } = ctx
-    await setOwnership(ctx.target, move.tenantId, fromEpoch(move) + 1, 'incoming')
-    await createSubscription(ctx.target, ctx.source, ctx.name, ctx.sourceUrl)
-    const sub = await subscriptionState(ctx.target, ctx.name)
-    const targetSystemId = await systemIdentifier(ctx.target)
-    return { state: 'copy', progress: { subscriptionOid: sub.oid, targetSystemId } }
-  },
-  copy: waitForCopy,
-  catch_up: waitForCatchUp,
-  fence,
-  final_catch_up: waitPastFence,
-  verify,
-  flip,
-  cleanup,
-  done: async () => ({ state: 'done' }),
-}
-
-/**
- * Rows of the tenant on the target can only be an earlier move's leftovers (an abort that crashed, a
- * source copy not yet cleaned): preflight refused a target that owns the tenant. They go, or the copy
- * would collide with them.
- */
-async function removeLeftovers(ctx: MoveContext): Promise<Next> {
-  const tables = await ctx.tables()
-  const left = await countTenantRows(ctx.target, ctx.move.tenantId, tables)
-  if (left > 0) {
-    ctx.deps.logger.warn(
-      { move: ctx.move.id, rows: left },
-      'removing leftover rows of the tenant on the target',
-    )
-    await deleteTenantRows(ctx.target, ctx.move.tenantId, tables, ctx.deps.topology.mover.deleteBatchRows)
-  }
-  return { state: 'publication' }
-}
-
-async function waitForCopy(ctx: MoveContext): Promise<Next> {
-  const { move, deps } = ctx
-  const tables = await ctx.tables()
-  const totalRows = await countTenantRows(ctx.source, move.tenantId, tables)
-  const deadline = Date.now() + deps.topology.mover.catchUpTimeoutMs
-  for (;;) {
-    const sub = await subscriptionState(ctx.target, ctx.name)
-    if (!sub.exists)
-      throw new SwitchyardError('move_broken', `subscription ${ctx.name} is missing on the target`)
-    if (!sub.enabled) throw applyStopped(ctx)
-    const copiedRows = await countTenantRows(ctx.target, move.tenantId, tables)
-    await ctx.report({ totalRows, copiedRows })
-    if (sub.tablesPending === 0) {
-      // The target's planner statistics predate the copy: the tenant's first queries there (the quota
-      // triggers' counts among them) must not be planned as if its rows were not there.
-      await ctx.target.unsafe(`analyze ${tables.map((t) => t.name).join(', ')}`)
-      deps.metrics?.rowsCopied.inc(copiedRows)
-      return { state: 'catch_up', progress: { totalRows, copiedRows } }
-    }
-    if (Date.now() > deadline) throw timeout(ctx, 'copy')
-    await sleep(SLOW_POLL_MS)
-  }
-}
-
-async function waitForCatchUp(ctx: MoveContext): Promise<Next> {
-  const deadline = Date.now() + ctx.deps.topology.mover.catchUpTimeoutMs
-  let reported = 0
-  for (;;) {
-    // A baseline kept through fence attempts that gave up holds back vacuum: past its age, take it anew.
-    const taken = ctx.baselines?.source.takenAt ?? Date.now()
-    if (Date.now() - taken > BASELINE_MAX_AGE_MS) await releaseBaselines(ctx, undefined)
-    const lag = await lagBytes(ctx)
-    // Lag is polled every few ms; the record (a directory write, with its run-lock check) a few times a second.
-    if (Date.now() - reported >= REPORT_EVERY_MS) {
-      await ctx.report({ lagBytes: lag })
-      reported = Date.now()
-    }
-    if (lag <= ctx.deps.topology.mover.catchUpBytes) {
-      // Verify's reference point, hashed before the fence so that verify, while fenced, only hashes
-      // what changed since (baseline.ts); then lag is looked at again, as the hashing took a while.
-      if (ctx.baselines !== undefined) return { state: 'fence', progress: { lagBytes: lag } }
-      ctx.baselines = await takeBaselines(ctx)
-      continue
-    }
-    if (Date.now() > deadline) throw timeout(ctx, 'catch-up')
-    await sleep(POLL_MS * 4)
-  }
-}
-
-async function takeBaselines(ctx: MoveContext): Promise<MoveContext['baselines']> {
-  const tables = await ctx.tables()
-  const [source, target] = await Promise.allSettled([
-    takeBaseline(ctx.sourceUrl, ctx.source, ctx.move.tenantId, tables),
-    takeBaseline(ctx.targetUrl, ctx.target, ctx.move.tenantId, tables),
-  ])
-  if (source.status === 'fulfilled' && target.status === 'fulfilled') {
-    const baselines = { source: source.value, target: target.value }
-    const worth = ctx.deps.topology.mover.verifyFromBaselineAboveMs
-    if (Math.max(baselines.source.ms, baselines.target.ms) >= worth) return baselines
-  } else {
-    const failed = [source, target].find((side) => side.status === 'rejected') as PromiseRejectedResult
-    ctx.deps.logger.warn({ move: ctx.move.id, error: String(failed.reason) }, 'verify baseline not taken')
-  }
-  // Verify hashes everything, as a resumed move does.
-  for (const side of [source, target]) if (side.status === 'fulfilled') await releaseBaseline(side.value)
-  return null
-}
-
-/**
- * A baseline kept through fence attempts that gave up (each back to catch-up) is taken again after this:
- * its snapshot holds back vacuum on the shard.
- */
-const BASELINE_MAX_AGE_MS = 60_000
-
-/** Ends the baselines' snapshots; `then` null: verify hashes in full from here; undefined: take anew. */
-async function releaseBaselines(ctx: MoveContext, then: null | undefined = null): Promise<void> {
-  const baselines = ctx.baselines
-  ctx.baselines = then
-  await Promise.all([releaseBaseline(baselines?.source), releaseBaseline(baselines?.target)])
-}
-
-/**
- * Both sides' digests: from the baselines when there are (and `full` is not asked), else in full (a
- * baseline that fails, e.g. its snapshot's session is gone, means a full hash of that side).
- */
-async function digestBothSides(ctx: MoveContext, tables: HashedTable[], full: boolean) {
-  const tenant = ctx.move.tenantId
-  let sidesFromBaseline = 0
-  const side = async (sql: Sql, baseline: Baseline | undefined) => {
-    const since =
-      baseline && !full
-        ? await digestSince(baseline, sql, tenant, tables).catch((error: Error) => {
-            ctx.deps.logger.warn(
-              { move: ctx.move.id, error: error.message },
-              'verify: baseline unusable; hashing in full',
-            )
-            return undefined
-          })
-        : undefined
-    if (since) sidesFromBaseline += 1
-    return since ?? digestTenant(sql, tenant, tables)
-  }
-  const [before, after] = await Promise.all([
-    side(ctx.source, ctx.baselines?.source),
-    side(ctx.target, ctx.baselines?.target),
-  ])
-  return { before, after, sidesFromBaseline }
-}
-
-async function lagBytes(ctx: MoveContext): Promise<number> {
-  const sub = await subscriptionState(ctx.target, ctx.name)
-  if (!sub.enabled) throw applyStopped(ctx)
-  const { confirmed, current } = await slotProgress(ctx.source, ctx.name)
-  return Number(current > confirmed ? current - confirmed : 0n)
-}
-
-/**
- * The fence (invariant 6): the directory says `frozen` first, so routers hold the tenant's writes
- * instead of sending them; then the source's exclusive lock drains in-flight writes and freezes the
- * tenant there. When writes do not drain within `lockTimeoutMs`, everything is undone, the tenant's
- * clients go on, and the fence is tried again a little later. A tenant's transaction that outlasts every
- * try (a long write, an interactive transaction left open) would keep the move out for ever: once the
- * fence has failed for `cancelBlockersAfterMs`, each further try (`fenceAttempts` of them) comes after
- * cutting short the tenant's transactions that have been open at least that long.
- */
-async function fence(ctx: MoveContext): Promise<Next> {
-  const { move, deps } = ctx
-  const { lockTimeoutMs, fenceAttempts, cancelBlockersAfterMs: grace } = deps.topology.mover
-  const started = Date.now()
-  let triesAfterGrace = 0
-  for (let attempt = 1; ; attempt++) {
-    const frozenAt = Date.now()
-    // The directory's `frozen` makes routers hold the tenant's writes before they reach the source;
-    // routers that have not heard of it hit the shard's fence and hold them all the same. It commits
-    // before the shard is fenced: a source fenced behind a directory that does not say so (the mover
-    // dying, the directory failing in between) would be found by no rescue, and its writes held for good.
-    await deps.directory.sql`
-      update tenants set state = 'frozen' where id = ${move.tenantId} and shard_id = ${move.sourceShard}`
-    const [told, fenced] = await Promise.allSettled([
-      ctx.invalidate(),
-      fenceTenant(ctx.source, move.tenantId, lockTimeoutMs),
-    ])
-    if (told.status === 'rejected') {
-      // Routers would go on sending writes to the source until their route cache expires.
-      await unfence(ctx)
-      throw told.reason
-    }
-    if (fenced.status === 'fulfilled') {
-      return {
-        state: 'final_catch_up',
-        fenceLsn: formatLsn(fenced.value),
-        progress: { frozenAt, fenceAttempts: attempt },
-      }
-    }
-    if ((fenced.reason as { code?: string }).code !== LOCK_TIMEOUT_SQLSTATE) {
-      await unfence(ctx)
-      throw fenced.reason
-    }
-    deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
-    await unfence(ctx)
-    const blockedMs = Date.now() - started
-    if (grace === 0) {
-      if (attempt === fenceAttempts) break
-    } else if (blockedMs >= grace) {
-      // Past the grace: `fenceAttempts` more tries, each after cutting the long transactions short.
-      if (triesAfterGrace === fenceAttempts) break
-      triesAfterGrace++
-      // What was cut short has let go of the lock: try again at once.
-      if ((await cutShortBlockers(ctx, grace, blockedMs)) > 0) continue
-    }
-    await sleep(Math.min(100 * attempt, 1_000))
-  }
-  // Back to catch-up: a resume then looks at the lag again before it fences.
-  await ctx.save({ state: 'catch_up' })
-  const tries =
-    grace > 0
-      ? `for ${Date.now() - started} ms (cutting short its transactions open longer than ${grace} ms)`
-      : `in ${fenceAttempts} attempts`
-  throw new SwitchyardError(
-    'fence_timeout',
-    `the tenant's writes did not drain within ${lockTimeoutMs} ms ${tries}; the move waits (resume it)`,
-  )
-}
-
-/**
- * Cuts short the tenant's transactions that have held the fence's lock (shared, from `enter()`) for at
- * least `olderThanMs`: their queries are cancelled, or their sessions ended when idle in transaction,
- * and they roll back, so their clients get an error and nothing acknowledged is lost. Each is logged
- * and counted; the move's record keeps the tally (`move status`). Returns how many were cut short.
- */
-async function cutShortBlockers(ctx: MoveContext, olderThanMs: number, blockedMs: number): Promise<number> {
-  const { move, deps } = ctx
-  const cut = await cutShortFenceBlockers(ctx.source, move.tenantId, olderThanMs)
-  for (const blocker of cut) {
-    deps.logger.warn(
-      { move: move.id, tenant: move.tenantId, ...blocker, fenceBlockedMs: blockedMs },
-      'fence: cut short a transaction of the tenant that kept it out',
-    )
-    deps.metrics?.fenceBlockers.inc({ action: blocker.action })
-  }
-  if (cut.length > 0) {
-    const before = ctx.move.progress.cutShort
-    await ctx.report({
-      cutShort: {
-        transactions: (before?.transactions ?? 0) + cut.length,
-        terminated: (before?.terminated ?? 0) + cut.filter((b) => b.action === 'terminate').length,
-        fenceBlockedMs: blockedMs,
-        longestMs: Math.max(before?.longestMs ?? 0, ...cut.map((b) => b.transactionMs)),
-      },
-    })
-  }
-  return cut.length
-}
-
-async function unfence(ctx: MoveContext): Promise<void> {
-  // Only the move's runner may unfence: another process may be flipping it (the record write checks).
-  await ctx.save({})
-  await unfenceTenant(ctx.source, ctx.move.tenantId)
-  await ctx.deps.directory.sql`
-    update tenants set state = 'moving' where id = ${ctx.move.tenantId} and shard_id = ${ctx.move.sourceShard}`
-  await ctx.report({ frozenAt: null })
-  await ctx.invalidate()
-}
-
-/**
- * An error between the fence and the flip (a shard or the directory not answering) must not leave the
- * tenant's writes held: the move unfences, as when the target is too slow, and waits in catch-up to be
- * resumed. Best effort: a source that does not answer cannot be unfenced, and a router's rescue (or the
- * operator) resumes the move from where it stopped. The flip itself is never undone here: once it has
- * begun, only going forward (resume) or `move abort` is safe.
- */
-async function leaveFence(ctx: MoveContext, state: Phase, error: unknown): Promise<never> {
-  if (state === 'final_catch_up' || state === 'verify') {
-    await unfence(ctx)
-      .then(() => ctx.save({ state: 'catch_up' }))
-      .catch((failed: Error) =>
-        ctx.deps.logger.error(
-          { move: ctx.move.id, error: failed.message },
-          'could not unfence after an error',
-        ),
-      )
-  }
-  throw error
-}
-
-/** The phases from the fence to verify: a move resumed in one of them goes back to catch-up first. */
-const FENCED_PHASES: readonly MoveState[] = ['fence', 'final_catch_up', 'verify']
-
-/**
- * A move resumed at the fence or while fenced has no baseline in this process (it lives in the
- * mover's memory): verify would hash every row of the tenant while its writes are held, however large
- * it is, and the lag was last looked at before the crash. So the tenant is let go, and the move goes
- * back to catch-up, which looks at the lag, takes the baselines and fences again.
- */
-async function resumedFenced(ctx: MoveContext): Promise<Next> {
-  ctx.deps.logger.info({ move: ctx.move.id }, 'resumed at the fence: back to catch-up first')
-  // Whatever the crash left: the directory's `frozen` without the shard's fence holds writes too.
-  await unfence(ctx)
-  return { state: 'catch_up' }
-}
-
-/**
- * After a crash between fence and flip the source may have been unfenced (a fence retry, a final
- * catch-up that timed out). `moved` is a flip that stopped before the directory changed: still fenced.
- */
-async function stillFenced(ctx: MoveContext): Promise<boolean> {
-  const owned = await readOwnership(ctx.source, ctx.move.tenantId)
-  return owned?.state === 'frozen' || owned?.state === 'moved'
-}
-
-/** Waits until the target has applied (and made durable) everything up to the fence LSN. */
-async function waitPastFence(ctx: MoveContext): Promise<Next> {
-  if (!ctx.move.fenceLsn || !(await stillFenced(ctx))) return { state: 'fence' }
-  const fenceLsn = parseLsn(ctx.move.fenceLsn)
-  const deadline = Date.now() + ctx.deps.topology.mover.cutoverTimeoutMs
-  for (;;) {
-    const { confirmed } = await slotProgress(ctx.source, ctx.name)
-    if (confirmed >= fenceLsn) return { state: 'verify' }
-    if (Date.now() > deadline) {
-      ctx.deps.logger.warn({ move: ctx.move.id }, 'target did not reach the fence LSN in time; unfencing')
-      await unfence(ctx)
-      return { state: 'catch_up' }
-    }
-    await sleep(POLL_MS)
-  }
-}
-
-/**
- * Row count and content hash of every tenant table, equal on both sides, read while the tenant is
- * fenced. A difference unfences and stops the move: it is a bug or a divergence to look at, never
- * something to cut over.
- */
-async function verify(ctx: MoveContext): Promise<Next> {
-  if (!(await stillFenced(ctx))) return { state: 'fence' }
-  const tables = await ctx.tables()
-  const differing = (a: TableDigest[], b: TableDigest[]) =>
-    a.filter((d, i) => d.rows !== b[i]?.rows || d.hash !== b[i]?.hash)
-  const started = performance.now()
-  let { before, after, sidesFromBaseline } = await digestBothSides(ctx, tables, false)
-  let differ = differing(before, after)
-  ctx.deps.logger.info(
-    {
-      move: ctx.move.id,
-      sidesFromBaseline,
-      ms: Math.round(performance.now() - started),
-      equal: differ.length === 0,
-    },
-    'verify hashed both sides',
-  )
-  if (differ.length > 0 && sidesFromBaseline > 0) {
-    // Never fail a move on the shortcut alone: a difference is confirmed by hashing every row.
-    ctx.deps.logger.warn(
-      { move: ctx.move.id },
-      'verify: the sides differ since the baseline; hashing in full',
-    )
-    ;({ before, after } = await digestBothSides(ctx, tables, true))
-    differ = differing(before, after)
-  }
-  await releaseBaselines(ctx)
-  if (differ.length > 0) {
-    await unfence(ctx)
-    const detail = differ
-      .map((d) => {
-        const other = after.find((a) => a.table === d.table)
-        return `${d.table}: ${d.rows} rows on the source, ${other?.rows} on the target${d.rows === other?.rows ? ' (content differs)' : ''}`
-      })
-      .join('; ')
-    await ctx.save({ state: 'catch_up', error: `verify failed: ${detail}` })
-    throw new SwitchyardError('verify_failed', `the target's copy differs from the source: ${detail}`)
-  }
-  return { state: 'flip', progress: { copiedRows: before.reduce((sum, d) => sum + d.rows, 0) } }
-}
-
-/**
- * The cutover: the target owns the tenant at the next epoch, then one directory transaction moves the
- * tenant there (epoch + 1, active) and records the move's next state, so the flip and its record
- * cannot disagree. Idempotent: a resumed flip finds the directory already flipped.
- */
-async function flip(ctx: MoveContext): Promise<Next> {
-  const { move, deps } = ctx
-  const epoch = fromEpoch(move) + 1
-  // Each step's ms, logged with the cutover: the flip is all stall, and which step was slow matters.
-  const steps: Record<string, number> = {}
-  let lapped = performance.now()
-  const lap = (step: string) => {
-    steps[step] = Math.round(performance.now() - lapped)
-    lapped = performance.now()
-  }
-  // The run lock is checked in the same round trip: the shard steps below are not directory writes, and
-  // a runner whose lock session ended must not hand the tenant to the target while another one aborts.
-  const [tenant] = await deps.directory.sql<{ shard_id: string; epoch: number; held: boolean }[]>`
-    select shard_id, epoch, ${stillHeld(deps.directory.sql, runLock(move.id), ctx.runner)} as held
-    from tenants where id = ${move.tenantId}`
-  if (tenant && !tenant.held) throw runLockLost(move.id)
-  const flipped = tenant?.shard_id === move.targetShard && tenant.epoch === epoch
-  if (!flipped && !(await stillFenced(ctx))) {
-    await enableSubscription(ctx.target, ctx.name)
-    return { state: 'fence' }
-  }
-  lap('check')
-  // The target is about to take writes: nothing from the source may be applied over them any more.
-  await disableSubscription(ctx.target, ctx.name)
-  lap('disableSubscription')
-  await setOwnership(ctx.target, move.tenantId, epoch, 'owner')
-  const cutoverLsn = formatLsn(await currentLsn(ctx.target))
-  lap('targetOwner')
-  await deps.failpoint?.('flip', 'midway')
-  // Reads too stop on the source now (they would be stale); routers hold them for the few ms to the flip.
-  await setOwnership(ctx.source, move.tenantId, epoch - 1, 'moved')
-  lap('sourceMoved')
-  const flippedAt = Date.now()
-  if (!flipped) {
-    await deps.directory.sql.begin(async (sql) => {
-      const done = await sql`
-        update tenants set shard_id = ${move.targetShard}, epoch = ${epoch}, state = 'active'
-        where id = ${move.tenantId} and shard_id = ${move.sourceShard} and epoch = ${epoch - 1}
-          and state = 'frozen'`
-      if (done.count !== 1)
-        throw new SwitchyardError('move_broken', `tenant ${move.tenantId} changed under the move`)
-      ctx.move = await saveMove(
-        sql,
-        ctx.move,
-        { state: 'cleanup', cutoverLsn, progress: { flippedAt } },
-        ctx.runner,
-      )
-    })
-  }
-  lap('directory')
-  // Routers holding the tenant's writes wake on this and resolve the new route.
-  await ctx.invalidate()
-  lap('invalidate')
-  // The stall as clients see it: from the fence until routers are told where the tenant is now.
-  const stall = move.progress.frozenAt ? { stallMs: Date.now() - move.progress.frozenAt } : {}
-  if (stall.stallMs !== undefined) deps.metrics?.stallSeconds.observe(stall.stallMs / 1000)
-  deps.logger.info({ move: move.id, tenant: move.tenantId, ...stall, cutoverLsn, steps }, 'move cut over')
-  return {
-    state: 'cleanup',
-    cutoverLsn: ctx.move.cutoverLsn ?? cutoverLsn,
-    progress: { ...stall, frozenAt: null },
-  }
-}
-
-/**
- * After the cutover: the source stops serving the tenant (`moved`) and routers forget the old route.
- * The tenant's last-write LSN in Redis is left alone: it is in the source's WAL, and lowering it could
- * let a read skip a write made on the target meanwhile; a higher one only sends reads to the primary
- * until the key expires or a later write passes it. The subscription (and with it its slot on
- * the source), any sync slot and the publication are dropped; after a grace period longer than the
- * route cache TTL, the source's copy is deleted in batches.
- */
-async function cleanup(ctx: MoveContext): Promise<Next> {
-  const { move, deps } = ctx
-  await setOwnership(ctx.source, move.tenantId, fromEpoch(move), 'moved')
-  await ctx.invalidate()
-  await dropSubscription(ctx.target, ctx.name)
-  await dropMoveSlots(ctx.source, ctx.name, subscriptionId(move))
-  await dropPublication(ctx.source, ctx.name)
-  const grace = deps.topology.mover.cleanupGraceMs ?? deps.topology.router.routeCacheTtlMs + 5_000
-  const wait = (move.progress.flippedAt ?? 0) + grace - Date.now()
-  if (wait > 0) await sleep(wait)
-  const deletedRows = await deleteTenantRows(
-    ctx.source,
-    move.tenantId,
-    await ctx.tables(),
-    deps.topology.mover.deleteBatchRows,
-    // A report that fails (the run lock lost) must not crash the process: the next save stops the run.
-    (deleted) => void ctx.report({ deletedRows: deleted }).catch(() => {}),
-  )
-  await releaseOwnership(ctx.source, move.tenantId)
-  return { state: 'done', error: null, progress: { deletedRows } }
-}
-
-const subscriptionId = (move: Move) =>
-  move.progress.subscriptionOid && move.progress.targetSystemId
-    ? { oid: move.progress.subscriptionOid, systemId: move.progress.targetSystemId }
-    : null
-
-const fromEpoch = (move: Move) => {
-  if (move.progress.fromEpoch === undefined) throw new Error(`move ${move.id} has no starting epoch`)
-  return move.progress.fromEpoch
-}
-
-const applyStopped = (ctx: MoveContext) =>
-  new SwitchyardError(
-    'apply_failed',
-    `subscription ${ctx.name} on ${ctx.move.targetShard} disabled itself after an apply error (see that server's log); abort the move`,
-  )
-
-const timeout = (ctx: MoveContext, what: string) =>
-  new SwitchyardError('move_timeout', `the ${what} of move ${ctx.move.id} did not finish in time; resume it`)
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Admin connections to shard primaries, opened on demand, closed together. */
 export function shardConnections(topology: Topology) {
@@ -813,15 +368,28 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
       )
       return tables
     },
-    save(change) {
+    save(change, commit) {
       return serially(async () => {
-        ctx.move = await saveMove(deps.directory.sql, ctx.move, change, runner)
+        ctx.move = commit
+          ? await deps.directory.sql.begin(async (sql) => {
+              await commit(sql)
+              return saveMove(sql, ctx.move, change, runner)
+            })
+          : await saveMove(deps.directory.sql, ctx.move, change, runner)
         deps.onProgress?.(ctx.move)
         return ctx.move
       })
     },
     async report(progress) {
       await ctx.save({ progress })
+    },
+    async unfence() {
+      // Only the move's runner may unfence: another process may be flipping it (the record write checks).
+      await ctx.save({})
+      await unfenceTenant(ctx.source, move.tenantId)
+      await unfreeze(deps.directory.sql, move.tenantId, move.sourceShard)
+      await ctx.report({ frozenAt: null })
+      await ctx.invalidate()
     },
     async invalidate() {
       if (deps.redis) await publishInvalidation(deps.redis, move.tenantId)

@@ -1,4 +1,5 @@
-import { type Move, PHASES } from './record.ts'
+import { PHASES } from './mover.ts'
+import type { Move, Phase } from './record.ts'
 
 const BAR = 24
 
@@ -8,7 +9,7 @@ const BAR = 24
  */
 export function progressLine(move: Move, startedAt: number, now = Date.now()): string {
   const p = move.progress
-  const index = PHASES.indexOf(move.state as (typeof PHASES)[number])
+  const index = PHASES.indexOf(move.state as Phase)
   const phase = index >= 0 ? `${move.state} (${index + 1}/${PHASES.length})` : move.state
   const share =
     move.state === 'copy' && p.totalRows

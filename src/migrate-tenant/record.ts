@@ -2,28 +2,24 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
+import { FINISHED_MOVE_STATES, type FinishedMoveState, openMove } from '../directory/move-states.ts'
 import { stillHeld } from '../directory/session-lock.ts'
+import { markMoving } from '../directory/tenant-state.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Fragment, Queries } from '../shard/connection.ts'
+import type { GRAPH } from './mover.ts'
 
-/** The move's phases in order (issue 5 / invariant 5); each is persisted before its side effect. */
-export const PHASES = [
-  'preflight',
-  'publication',
-  'subscription',
-  'copy',
-  'catch_up',
-  'fence',
-  'final_catch_up',
-  'verify',
-  'flip',
-  'cleanup',
-  'done',
-] as const
-export type Phase = (typeof PHASES)[number]
-export type MoveState = Phase | 'aborting' | 'aborted' | 'failed'
+/**
+ * A state the mover runs a step in: the rows of the move's graph (`GRAPH` in src/migrate-tenant/mover.ts,
+ * where the phases' order and edges are). Finished states are the directory's list.
+ */
+export type Running = keyof typeof GRAPH
+export type MoveState = Running | FinishedMoveState
+/** The phases a move goes through when nothing stops it, `done` last (issue 5 / invariant 5). */
+export type Phase = Exclude<Running, 'aborting'> | 'done'
 
-export const FINISHED: readonly MoveState[] = ['done', 'aborted', 'failed']
+/** The states that end a move (the directory's list: its SQL is built from it). */
+export const FINISHED: readonly MoveState[] = FINISHED_MOVE_STATES
 
 /** What the mover keeps about a move besides its state: enough to resume it in another process. */
 export interface MoveProgress {
@@ -89,7 +85,7 @@ export async function findMove(directory: Directory, id: unknown): Promise<Move>
 
 /** The latest moves first; `open` keeps the unfinished ones only. */
 export async function listMoves(directory: Directory, options: { open?: boolean; limit?: number } = {}) {
-  const where = options.open ? `where state not in ('done', 'aborted', 'failed')` : ''
+  const where = options.open ? `where ${openMove()}` : ''
   const rows = await directory.sql.unsafe<Move[]>(
     `${SELECT} ${where} order by created_at desc, id limit $1`,
     [options.limit ?? 100],
@@ -104,7 +100,7 @@ export async function listMoves(directory: Directory, options: { open?: boolean;
 export async function fencedMoves(directory: Directory): Promise<string[]> {
   const rows = await directory.sql<{ id: string }[]>`
     select m.id from moves m join tenants t on t.id = m.tenant_id and t.shard_id = m.source_shard
-    where m.state not in ('done', 'aborted', 'failed') and t.state = 'frozen'
+    where ${directory.sql.unsafe(openMove('m.state'))} and t.state = 'frozen'
     order by m.updated_at`
   return rows.map((row) => row.id)
 }
@@ -178,7 +174,7 @@ export async function recordMove(
       select shard_id, epoch, state from tenants where id = ${request.tenant} for update`
     if (!tenant) throw new SwitchyardError('tenant_unknown', `tenant ${request.tenant} does not exist`)
     const [open] = await sql<{ id: string; state: string }[]>`
-      select id, state from moves where tenant_id = ${request.tenant} and state not in ('done', 'aborted', 'failed')`
+      select id, state from moves where tenant_id = ${request.tenant} and ${sql.unsafe(openMove())}`
     if (open)
       throw new SwitchyardError(
         'move_in_progress',
@@ -196,7 +192,7 @@ export async function recordMove(
       select s.state, s.capacity,
              (select count(*)::int from tenants t where t.shard_id = s.id) as tenants,
              (select count(*)::int from moves m where m.target_shard = s.id
-                and m.state not in ('done', 'aborted', 'failed')) as incoming
+                and ${sql.unsafe(openMove('m.state'))}) as incoming
       from shards s where s.id = ${request.target}`
     if (!target || !topology.shards.some((s) => s.id === request.target))
       throw new SwitchyardError('shard_unknown', `shard "${request.target}" is not in the topology`)
@@ -212,7 +208,7 @@ export async function recordMove(
       )
     const [leaving] = await sql<{ n: number }[]>`
       select count(*)::int as n from moves where source_shard = ${tenant.shard_id}
-        and state not in ('done', 'aborted', 'failed')`
+        and ${sql.unsafe(openMove())}`
     if ((leaving?.n ?? 0) >= topology.mover.maxPerSource)
       throw new SwitchyardError(
         'too_many_moves',
@@ -222,7 +218,7 @@ export async function recordMove(
     await sql`
       insert into moves (id, tenant_id, source_shard, target_shard, state, progress)
       values (${id}, ${request.tenant}, ${tenant.shard_id}, ${request.target}, 'preflight', ${JSON.stringify(progress)}::jsonb)`
-    await sql`update tenants set state = 'moving' where id = ${request.tenant}`
+    await markMoving(sql, request.tenant)
   })
   return findMove(directory, id)
 }

@@ -1,4 +1,5 @@
 import type { Directory } from '../directory/connection.ts'
+import { openMove } from '../directory/move-states.ts'
 import { withSessionLock } from '../directory/session-lock.ts'
 import { SwitchyardError } from '../errors.ts'
 import { createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
@@ -124,7 +125,7 @@ async function applyOne(deps: MoverDeps, planId: string, planMove: StoredPlanMov
 async function openMoveOf(directory: Directory, planMove: StoredPlanMove): Promise<Move | undefined> {
   const [row] = await directory.sql<{ id: string }[]>`
     select id from moves where tenant_id = ${planMove.tenant} and target_shard = ${planMove.to}
-      and state not in ('done', 'aborted', 'failed')`
+      and ${directory.sql.unsafe(openMove())}`
   return row ? findMove(directory, row.id) : undefined
 }
 
