@@ -10,4 +10,4 @@ export type FinishedMoveState = (typeof FINISHED_MOVE_STATES)[number]
 export const NOT_FINISHED = `not in (${FINISHED_MOVE_STATES.map((state) => `'${state}'`).join(', ')})`
 
 /** SQL text saying the move in `column` is open, e.g. `openMove('m.state')`. */
-export const openMove = (column = 'state') => `${column} ${NOT_FINISHED}`
+export const openMove = (column: 'state' | 'm.state' = 'state') => `${column} ${NOT_FINISHED}`

@@ -7,8 +7,9 @@ export type FailpointWhen = 'before' | 'after' | 'midway'
 /**
  * Fault injection for the crash tests (and for operators rehearsing a crash):
  * `SWITCHYARD_FAILPOINT=move:<state>[:after|:midway]` kills the mover with SIGKILL when it reaches
- * that state, before its side effect (or after it, before the next state is recorded; `flip:midway`: with
- * the shards flipped and the directory not yet). Unset: no failpoint.
+ * that state, before its side effect (or after it, before the next state is recorded: for the flip, whose
+ * directory change commits with its next state, after that commit; `flip:midway`: with the shards flipped
+ * and the directory not yet). Unset: no failpoint.
  */
 export function failpointFromEnv(value = process.env.SWITCHYARD_FAILPOINT) {
   if (!value) return undefined

@@ -42,9 +42,11 @@ import { type HashedTable, withRowHashes } from './rows.ts'
 /**
  * The move as a graph: each state the mover runs, its step (src/migrate-tenant/phases/, one file each,
  * named after the phase), and every state the step may lead to, forward first, then the ways back. Only
- * the runner below (`take`) changes a move's state, and only along these edges. Besides them, a move that
- * has not cut over (any state before `cleanup`) may be aborted (`abortMove`), which leads to `aborting`.
- * A new phase is a file in phases/ and a row here.
+ * the runner below (`take`) changes a move's state, and only along these edges. `fenced`: the tenant may
+ * be fenced in it (leaving it back before the fence unfences). `pastCutover`: the directory has flipped,
+ * an abort refuses. `aside`: not on the way to `done` (progress bars do not count it). Until the cutover
+ * a move may also be aborted (`abortMove` alone takes that edge), which leads to `aborting`. A new phase
+ * is a file in phases/ and a row here (plus the edge into it from the row before).
  */
 export const GRAPH = {
   preflight: { step: preflight, to: ['publication'] },
@@ -53,42 +55,55 @@ export const GRAPH = {
   copy: { step: copy, to: ['catch_up'] },
   catch_up: { step: catchUp, to: ['fence'] },
   // Back to catch-up: the writes did not drain (the move waits), or an error while fencing.
-  fence: { step: fence, to: ['final_catch_up', 'catch_up'] },
+  fence: { step: fence, to: ['final_catch_up', 'catch_up'], fenced: true },
   // Back to the fence: the source was found unfenced; to catch-up: the target too slow, or an error.
-  final_catch_up: { step: finalCatchUp, to: ['verify', 'fence', 'catch_up'] },
+  final_catch_up: { step: finalCatchUp, to: ['verify', 'fence', 'catch_up'], fenced: true },
   // Back to catch-up: the copies differ (the move waits), or an error.
-  verify: { step: verify, to: ['flip', 'fence', 'catch_up'] },
+  verify: { step: verify, to: ['flip', 'fence', 'catch_up'], fenced: true },
   // Back to the fence: the source was found unfenced (the directory not flipped yet).
   flip: { step: flip, to: ['cleanup', 'fence'] },
-  cleanup: { step: cleanup, to: ['done'] },
-  aborting: { step: aborting, to: ['aborted'] },
+  cleanup: { step: cleanup, to: ['done'], pastCutover: true },
+  aborting: { step: aborting, to: ['aborted'], aside: true },
 } as const
 
-/** The phases in the order a move goes through them (progress bars count them). */
+interface Row {
+  readonly to: readonly MoveState[]
+  readonly fenced?: boolean
+  readonly pastCutover?: boolean
+  readonly aside?: boolean
+}
+const row = (state: MoveState): Row | undefined =>
+  Object.hasOwn(GRAPH, state) ? (GRAPH[state as Running] as Row) : undefined
+const RUNNING = Object.keys(GRAPH) as Running[]
+
+/** The phases in the order a move goes through them when nothing stops it (progress bars count them). */
 export const PHASES: readonly Phase[] = [
-  ...(Object.keys(GRAPH) as Running[]).filter(
-    (state): state is Exclude<Running, 'aborting'> => state !== 'aborting',
-  ),
+  ...(RUNNING.filter((state) => !row(state)?.aside) as Exclude<Running, 'aborting'>[]),
   'done',
 ]
+const BEFORE_FENCE: readonly MoveState[] = PHASES.slice(
+  0,
+  PHASES.findIndex((state) => row(state)?.fenced),
+)
 
-/**
- * The phases in which the tenant may be fenced. A move that leaves them backwards (to catch-up: a resume,
- * an error, a target too slow, a failed verify) is unfenced by the runner first, so the tenant's writes
- * are never left held behind a move that waits.
- */
-const FENCED_PHASES: readonly MoveState[] = ['fence', 'final_catch_up', 'verify']
-const BEFORE_FENCE: readonly MoveState[] = PHASES.slice(0, PHASES.indexOf('fence'))
+/** Whether a step may take the move from `from` to `to`: an edge of the graph. */
+export const mayGo = (from: MoveState, to: MoveState): boolean => row(from)?.to.includes(to) ?? false
 
-/** Whether a move may go from `from` to `to`: an edge of the graph, or an abort before the cutover. */
-export function mayGo(from: MoveState, to: MoveState): boolean {
-  if (!(from in GRAPH)) return false
-  if (to === 'aborting') return from !== 'cleanup' && from !== 'aborting'
-  return (GRAPH[from as Running].to as readonly MoveState[]).includes(to)
+/** Whether a move in `state` may be aborted: it runs, and has not cut over (the directory may have). */
+export const mayAbort = (state: MoveState): boolean => {
+  const at = row(state)
+  return at !== undefined && !at.pastCutover && !at.aside
 }
 
-const leavesFence = (from: MoveState, to: MoveState) =>
-  FENCED_PHASES.includes(from) && BEFORE_FENCE.includes(to)
+const fenced = (state: MoveState) => row(state)?.fenced === true
+const pastCutover = (state: MoveState) => row(state)?.pastCutover === true
+
+/**
+ * A move that goes from a phase where the tenant may be fenced back before the fence (a resume, an
+ * error, a target too slow, a failed verify) is unfenced by the runner first, so the tenant's writes are
+ * never left held behind a move that waits.
+ */
+const leavesFence = (from: MoveState, to: MoveState) => fenced(from) && BEFORE_FENCE.includes(to)
 
 export type Steps<Ctx> = { readonly [S in Running]: Step<Ctx> }
 const STEPS: Steps<MoveContext> = Object.fromEntries(
@@ -150,12 +165,17 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
  */
 export async function drive<Ctx extends MoveRun>(ctx: Ctx, steps: Steps<Ctx>): Promise<Move> {
   const resumedAt = ctx.move.state
-  if (FENCED_PHASES.includes(resumedAt))
-    await take(ctx, resumedAt, { back: 'catch_up', reason: 'resumed at the fence: back to catch-up first' })
+  if (fenced(resumedAt)) {
+    const resumed = { back: 'catch_up', reason: 'resumed at the fence: back to catch-up first' } as const
+    await take(ctx, resumedAt, resumed)
+  }
   while (!FINISHED.includes(ctx.move.state)) {
     const from = ctx.move.state as Running
     const started = performance.now()
     const result = await runStep(ctx, steps[from], from)
+    const stepMs = Math.round(performance.now() - started)
+    await take(ctx, from, result, { stepMs, afterStep: () => ctx.deps.failpoint?.(from, 'after') })
+    // Measured to here: a step whose side effect commits with its state (the flip) includes that commit.
     const ms = Math.round(performance.now() - started)
     ctx.deps.metrics?.phaseSeconds.observe({ phase: from }, ms / 1000)
     const copied = result.progress?.copiedRows
@@ -167,10 +187,10 @@ export async function drive<Ctx extends MoveRun>(ctx: Ctx, steps: Steps<Ctx>): P
       { move: ctx.move.id, tenant: ctx.move.tenantId, phase: from, ms, ...rate },
       'move phase done',
     )
-    await take(ctx, from, result, ms, () => ctx.deps.failpoint?.(from, 'after'))
   }
   ctx.deps.metrics?.moves.inc({ outcome: ctx.move.state })
-  ctx.deps.logger.info({ move: ctx.move.id, tenant: ctx.move.tenantId }, `move ${ctx.move.state}`)
+  if (ctx.move.state === 'aborted')
+    ctx.deps.logger.info({ move: ctx.move.id, tenant: ctx.move.tenantId }, 'move aborted')
   return ctx.move
 }
 
@@ -186,8 +206,8 @@ async function runStep<Ctx extends MoveRun>(ctx: Ctx, step: Step<Ctx>, from: Run
     await ctx.deps.failpoint?.(from, 'before')
     return await step(ctx)
   } catch (error) {
-    if (FENCED_PHASES.includes(from)) {
-      const reason = error instanceof Error ? error.message : String(error)
+    if (fenced(from)) {
+      const reason = `${error instanceof Error ? error.message : String(error)}; unfencing`
       await take(ctx, from, { back: 'catch_up', reason }).catch((failed: Error) =>
         ctx.deps.logger.error(
           { move: ctx.move.id, error: failed.message },
@@ -200,40 +220,47 @@ async function runStep<Ctx extends MoveRun>(ctx: Ctx, step: Step<Ctx>, from: Run
 }
 
 /**
- * Takes the edge a step chose: checks it is one of the graph's, unfences when it leaves the fenced
- * phases, and saves the new state with what the step learned. `afterStep` (the failpoint after the side
- * effect) runs before the save, or, for a step whose side effect commits with its state (the flip),
- * after that commit and what follows it.
+ * Takes the edge a step chose (`abortMove` alone takes `aborting`): checks it is one of the graph's,
+ * unfences when it leaves the fenced phases, and saves the new state with what the step learned and the
+ * step's time (`stepMs`). `afterStep` (the failpoint after the side effect) runs before the save, or, for
+ * a step whose side effect commits with its state (the flip), after that commit and what follows it.
  */
 async function take(
   ctx: MoveRun,
   from: MoveState,
   result: StepResult,
-  ms = 0,
-  afterStep?: () => void | Promise<void>,
+  { stepMs, afterStep, abort = false }: TakeOptions = {},
 ): Promise<void> {
-  const { to, learned, commit, afterSave, waits } = edgeOf(result)
-  if (!mayGo(from, to))
+  const { to, learned, commit, afterSave, reason, waits } = edgeOf(result)
+  const allowed = abort ? to === 'aborting' && mayAbort(from) : mayGo(from, to)
+  if (!allowed)
     throw new SwitchyardError('move_broken', `move ${ctx.move.id}: ${from} does not lead to ${to}`)
-  if ('back' in result)
-    ctx.deps.logger.warn({ move: ctx.move.id, from, to, reason: result.reason }, 'move goes back')
   if (leavesFence(from, to)) await ctx.unfence()
   if (!commit) await afterStep?.()
   const spent = ctx.move.progress.phases?.[from] ?? 0
-  const phases = ms > 0 ? { ...ctx.move.progress.phases, [from]: spent + ms } : ctx.move.progress.phases
+  const phases =
+    stepMs === undefined ? ctx.move.progress.phases : { ...ctx.move.progress.phases, [from]: spent + stepMs }
   await ctx.save({ ...learned, state: to, progress: { ...learned.progress, phases } }, commit)
+  if (reason !== undefined) ctx.deps.logger.warn({ move: ctx.move.id, from, to }, reason)
   await afterSave?.()
   if (commit) await afterStep?.()
   if (waits) throw waits
 }
 
+interface TakeOptions {
+  stepMs?: number | undefined
+  afterStep?: (() => void | Promise<void>) | undefined
+  /** The operator's abort: the one edge not in the graph's rows. */
+  abort?: boolean
+}
+
 function edgeOf(result: StepResult) {
-  if ('next' in result) {
-    const { next, commit, afterSave, ...learned } = result
-    return { to: next, learned, commit, afterSave, waits: undefined }
+  if (result.next !== undefined) {
+    const { next, back: _back, commit, afterSave, ...learned } = result
+    return { to: next, learned, commit, afterSave, reason: undefined, waits: undefined }
   }
-  const { back, reason: _reason, waits, ...learned } = result
-  return { to: back, learned, commit: undefined, afterSave: undefined, waits }
+  const { back, next: _next, reason, waits, ...learned } = result
+  return { to: back, learned, commit: undefined, afterSave: undefined, reason, waits }
 }
 
 /**
@@ -256,14 +283,14 @@ export async function abortMove(
       throw new SwitchyardError('move_finished', `move ${move.id} is ${move.state}: nothing to abort`)
     const [tenant] = await deps.directory.sql<{ shard_id: string }[]>`
       select shard_id from tenants where id = ${move.tenantId}`
-    if (tenant?.shard_id === move.targetShard || move.state === 'cleanup') {
+    if (tenant?.shard_id === move.targetShard || pastCutover(move.state)) {
       if (options.moveBack) return { cutOver: move }
       throw new SwitchyardError(
         'move_past_cutover',
         `move ${move.id} has cut over to ${move.targetShard}: resume it (\`switchyard move resume ${move.id}\`), or finish it and move the tenant back to ${move.sourceShard} (\`switchyard move abort ${move.id} --move-back\`)`,
       )
     }
-    if (move.state !== 'aborting') await take(ctx, move.state, { next: 'aborting' })
+    if (move.state !== 'aborting') await take(ctx, move.state, { next: 'aborting' }, { abort: true })
     return { aborted: await drive(ctx, STEPS) }
   })
   return 'aborted' in outcome ? outcome.aborted : moveBack(deps, outcome.cutOver)

@@ -13,6 +13,8 @@ import type { GRAPH } from './mover.ts'
  * A state the mover runs a step in: the rows of the move's graph (`GRAPH` in src/migrate-tenant/mover.ts,
  * where the phases' order and edges are). Finished states are the directory's list.
  */
+// A type-only import of the runner's graph (erased at run time: no module cycle). It holds because each
+// step declares its return type; a step without one could make this type circular (TS7022).
 export type Running = keyof typeof GRAPH
 export type MoveState = Running | FinishedMoveState
 /** The phases a move goes through when nothing stops it, `done` last (issue 5 / invariant 5). */

@@ -1,7 +1,7 @@
 import pino from 'pino'
 import { describe, expect, it } from 'vitest'
 import { SwitchyardError } from '../../src/errors.ts'
-import { drive, GRAPH, mayGo, PHASES, type Steps } from '../../src/migrate-tenant/mover.ts'
+import { drive, GRAPH, mayAbort, mayGo, PHASES, type Steps } from '../../src/migrate-tenant/mover.ts'
 import type { MoveRun, StepResult } from '../../src/migrate-tenant/phases/context.ts'
 import { FINISHED, type MoveState, type Running } from '../../src/migrate-tenant/record.ts'
 
@@ -74,11 +74,19 @@ describe('the move graph', () => {
     expect(PHASES).toEqual([...RUNNING.filter((s) => s !== 'aborting'), 'done'])
   })
 
-  it('a move may be aborted until its cutover, not after', () => {
+  it('a move may be aborted until its cutover, not after; no step may take that edge itself', () => {
     const before = PHASES.slice(0, PHASES.indexOf('cleanup'))
-    for (const state of before) expect(mayGo(state, 'aborting'), state).toBe(true)
+    for (const state of before) expect(mayAbort(state), state).toBe(true)
     for (const state of ['cleanup', 'aborting', 'done', 'aborted'] as const)
-      expect(mayGo(state, 'aborting'), state).toBe(false)
+      expect(mayAbort(state), state).toBe(false)
+    for (const state of RUNNING) expect(mayGo(state, 'aborting'), state).toBe(false)
+  })
+
+  it('a step that says aborting is refused: only the operator aborts, after checking the cutover', async () => {
+    const { run, events } = fakeMove('verify')
+    const verify = async (): Promise<StepResult> => ({ next: 'aborting' })
+    await expect(drive(run, steps(events, { verify }))).rejects.toMatchObject({ code: 'move_broken' })
+    expect(states(events).at(-1)).toBe('→ verify')
   })
 
   it('runs a move from preflight to done along the forward edges, never unfencing', async () => {
@@ -143,6 +151,29 @@ describe('the move graph', () => {
     )
     expect(events.slice(-4)).toEqual(['→ final_catch_up', 'step final_catch_up', 'unfence', '→ catch_up'])
     expect(run.move.state).toBe('catch_up')
+  })
+
+  it('an error in the fence goes back to catch-up, unfenced, and is thrown', async () => {
+    const { run, events } = fakeMove('catch_up')
+    const fence = async (): Promise<StepResult> => {
+      throw new Error('Redis is gone: routers cannot be told')
+    }
+    await expect(drive(run, steps(events, { fence }))).rejects.toThrow(/Redis is gone/)
+    expect(events.slice(-3)).toEqual(['step fence', 'unfence', '→ catch_up'])
+    expect(run.move.state).toBe('catch_up')
+  })
+
+  it('an unfence that fails after an error leaves the state where it was and throws the first error', async () => {
+    const { run, events } = fakeMove('catch_up')
+    run.unfence = async () => {
+      throw new Error('this runner no longer holds the move')
+    }
+    const verify = async (): Promise<StepResult> => {
+      throw new Error('the target stopped answering')
+    }
+    await expect(drive(run, steps(events, { verify }))).rejects.toThrow(/target stopped answering/)
+    expect(events.slice(-2)).toEqual(['→ verify', 'step verify'])
+    expect(run.move.state).toBe('verify')
   })
 
   it('an error before the fence leaves the move where it was, fenced phases aside', async () => {

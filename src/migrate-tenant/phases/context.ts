@@ -17,6 +17,7 @@ export type Learned = Partial<Pick<Move, 'fenceLsn' | 'cutoverLsn' | 'error'>> &
 export type StepResult =
   | (Learned & {
       next: MoveState
+      back?: never
       /** A directory write that must commit in the same transaction as the new state (the flip). */
       commit?: ((sql: Queries) => Promise<void>) | undefined
       /** Runs once the new state is saved (the flip tells routers). */
@@ -24,6 +25,8 @@ export type StepResult =
     })
   | (Learned & {
       back: MoveState
+      next?: never
+      /** Why, for the log. */
       reason: string
       /** The move waits there to be resumed: the runner stops with this error once it has gone back. */
       waits?: SwitchyardError | undefined

@@ -41,6 +41,8 @@ export async function fence(ctx: MoveContext): Promise<StepResult> {
     }
     if ((fenced.reason as { code?: string }).code !== LOCK_TIMEOUT_SQLSTATE) throw fenced.reason
     deps.logger.warn({ move: move.id, attempt }, 'fence: in-flight writes did not drain in time; unfencing')
+    // Unfenced at once, even after the last try (the runner's unfence on the way back is then a no-op
+    // repeat): the tenant's writes must not wait on the decision below.
     await ctx.unfence()
     const blockedMs = Date.now() - started
     if (grace === 0) {
