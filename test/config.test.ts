@@ -1,8 +1,9 @@
 import { writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { parseTopology } from '../src/config/load.ts'
+import { it } from './fixtures.ts'
 import { cli, topology } from './support.ts'
 
 const valid = {

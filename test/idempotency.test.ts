@@ -1,19 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import { type RunningRouter, startRouter } from '../src/router/server.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { moverDeps } from './move-support.ts'
-import {
-  type Answer,
-  post,
-  startTestRouter,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard, topology } from './support.ts'
+import { type Answer, post } from './router-support.ts'
+import { eventually, shard, topology } from './support.ts'
 
 /**
  * Issue 12, Build 4: honest outcomes for writes. A write whose COMMIT may have reached the shard is
@@ -24,17 +18,15 @@ import { closeAll, connect, eventually, shard, topology } from './support.ts'
 const directory = openDirectory(topology().directory)
 let router: RunningRouter
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter({ requestTimeoutMs: 10_000 })
 })
 // A killed connection marks the primary down until the router's next health poll finds it answering.
-beforeEach(async () => {
+it.beforeEach(async () => {
   await eventually(async () => (router.app.monitor.health('shard-1-primary').healthy ? true : undefined))
 })
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   await directory.close()
-  await closeAll()
 })
 
 const INSERT = 'insert into businesses (tenant_id, name) values ($1, $2) returning id, name'

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { openRedis } from '../src/directory/redis.ts'
 import { parseFlags, runFlags } from '../src/loadtest/options.ts'
@@ -10,7 +10,8 @@ import type { LoadtestReport } from '../src/loadtest/report.ts'
 import { runLoadtest } from '../src/loadtest/run.ts'
 import { findLoadtestTenants, seedLoadtest, volumeAt } from '../src/loadtest/seed.ts'
 import { OPERATIONS } from '../src/loadtest/workload.ts'
-import { cli, closeAll, connect, removeTenants, topology } from './support.ts'
+import { connect, it, removeTenants } from './fixtures.ts'
+import { cli, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
 const redis = openRedis(topology().redis as string)
@@ -19,13 +20,12 @@ redis.on('error', () => {})
 const prefix = `lt${randomBytes(4).toString('hex')}`
 let folder = ''
 
-afterAll(async () => {
+it.afterAll(async () => {
   const ids = (await findLoadtestTenants(directory, prefix)).map((tenant) => tenant.id)
   if (ids.length) await connect(topology().directory)`delete from moves where tenant_id = any(${ids}::uuid[])`
   await removeTenants(ids)
   redis.disconnect()
   await directory.close()
-  await closeAll()
   if (folder) await rm(folder, { recursive: true, force: true })
 })
 

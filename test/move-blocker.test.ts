@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { openDirectory, withDirectory } from '../src/directory/connection.ts'
 import { openRedis } from '../src/directory/redis.ts'
@@ -7,9 +7,10 @@ import { startMove } from '../src/migrate-tenant/mover.ts'
 import { cutShortLine } from '../src/migrate-tenant/progress.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import type { Queries } from '../src/shard/connection.ts'
+import { connect, it, removeTenants, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { contentOn, moverDeps, rowsOn, seededTenant } from './move-support.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, eventually, newTenantId, removeTenants, shard, topology } from './support.ts'
+import { query } from './router-support.ts'
+import { eventually, newTenantId, shard, topology } from './support.ts'
 
 // A tenant's long transaction holds its fence lock (shared, as enter() takes it for every write): the
 // move must still complete, by cutting that transaction short after `mover.cancelBlockersAfterMs`
@@ -23,12 +24,10 @@ const redis = openRedis(topology().redis as string)
 redis.on('error', () => {})
 /** Tenants that no move took (moved ones stay: their moves refer to them). */
 const bystanders: string[] = []
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   redis.disconnect()
   await removeTenants(bystanders)
   await directory.close()
-  await closeAll()
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

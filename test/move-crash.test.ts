@@ -1,17 +1,16 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/record.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter } from './fixtures.ts'
 import { contentOn, moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { post, query, startTestRouter, stopRouters } from './router-support.ts'
-import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
+import { post, query } from './router-support.ts'
+import { cli, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   await directory.close()
-  await closeAll()
 })
 
 /** The phases a mover can be killed in: every phase but the terminal one. */

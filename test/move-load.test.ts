@@ -1,21 +1,20 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { openRedis } from '../src/directory/redis.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { moveArtifacts, moverDeps, rowsOn, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, shard, topology } from './support.ts'
+import { query } from './router-support.ts'
+import { shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
 const redis = openRedis(topology().redis as string)
 redis.on('error', () => {})
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   redis.disconnect()
   await directory.close()
-  await closeAll()
 })
 
 /** What one client got acknowledged: rows it inserted, and the last value acknowledged per row. */

@@ -1,18 +1,17 @@
 import pino from 'pino'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { abortMove, createMove, type MoverDeps, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { leftoverProblems, moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
+import { query } from './router-support.ts'
+import { cli, eventually, shard, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   await directory.close()
-  await closeAll()
 })
 
 describe('moving a tenant between shards', () => {

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { SwitchyardError } from '../src/errors.ts'
 import { classify, loadPolicy } from '../src/router/policy.ts'
-import { closeAll, connect, shard } from './support.ts'
+import { connect, it } from './fixtures.ts'
+import { shard } from './support.ts'
 
-beforeAll(() => loadPolicy())
-afterAll(closeAll)
+it.beforeAll(() => loadPolicy())
 
 /** The error `classify` throws for `sql`; fails the test when it does not throw one. */
 function refusal(sql: string): SwitchyardError {

@@ -18,7 +18,7 @@ import {
 } from 'drizzle-orm/pg-core'
 import { drizzle } from 'drizzle-orm/pg-proxy'
 import postgres from 'postgres'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { SwitchyardError } from '../src/errors.ts'
 import {
   type NeonRequest,
@@ -38,6 +38,7 @@ import {
   toPgProxyResponse,
 } from '../src/router/protocols/pg-proxy.ts'
 import type { ResultField, StatementResult } from '../src/router/result.ts'
+import { it } from './fixtures.ts'
 import { shard } from './support.ts'
 
 /**
@@ -507,7 +508,7 @@ describe('PostgreSQL array text', () => {
 
 describe('Neon serverless HTTP', () => {
   const original = { fetchEndpoint: neonConfig.fetchEndpoint, fetchFunction: neonConfig.fetchFunction }
-  afterEach(() => Object.assign(neonConfig, original))
+  it.afterEach(() => Object.assign(neonConfig, original))
 
   const connectionString =
     'postgresql://0190F0E0-0000-7000-8000-0000000000FF:sy_abc123_s3cr%2Ft@router.local/app'

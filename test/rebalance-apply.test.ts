@@ -1,16 +1,15 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { openDirectory } from '../src/directory/connection.ts'
 import { cancelPlan } from '../src/placement/plans.ts'
+import { it, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { cli, closeAll, eventually, topology } from './support.ts'
+import { query } from './router-support.ts'
+import { cli, eventually, topology } from './support.ts'
 
 const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   await directory.close()
-  await closeAll()
 })
 
 /**

@@ -21,6 +21,7 @@ import { runChecked } from '../src/cluster/process.ts'
 import { ensureLocalTls, issueCertificate, localCaFile, tlsDir } from '../src/cluster/tls.ts'
 import { sslRequest } from '../src/shard/wire/messages.ts'
 import type { TlsOptions } from '../src/shard/wire/tls.ts'
+import { fileOpened } from './fixtures.ts'
 import { freePorts } from './setup/topology.ts'
 
 /** The test topology's CA: its nodes' certificates chain to it. */
@@ -80,7 +81,7 @@ export async function startPlainNode(): Promise<ExtraNode> {
     ].join('\n'),
   )
   await startNode(ctx, node)
-  return {
+  const extra: ExtraNode = {
     url,
     port,
     async reconfigure(tls) {
@@ -93,6 +94,8 @@ export async function startPlainNode(): Promise<ExtraNode> {
       await rm(home, { recursive: true, force: true })
     },
   }
+  fileOpened().nodes.push(extra)
+  return extra
 }
 
 /**
@@ -193,7 +196,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     })
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
+  const relay: Relay = {
     port: (server.address() as { port: number }).port,
     close: () =>
       new Promise<void>((resolve) => {
@@ -201,6 +204,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         server.close(() => resolve())
       }),
   }
+  fileOpened().relays.push(relay)
+  return relay
 }
 
 /** `url` pointing at the relay instead of its node. */
