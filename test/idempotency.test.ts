@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
 import { describe, expect } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import { type RunningRouter, startRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
@@ -15,7 +14,6 @@ import { eventually, shard, topology } from './support.ts'
  * key is claimed and answered in the write's own transaction on the shard, and moves with the tenant.
  */
 
-const directory = openDirectory(topology().directory)
 let router: RunningRouter
 
 it.beforeAll(async () => {
@@ -24,9 +22,6 @@ it.beforeAll(async () => {
 // A killed connection marks the primary down until the router's next health poll finds it answering.
 it.beforeEach(async () => {
   await eventually(async () => (router.app.monitor.health('shard-1-primary').healthy ? true : undefined))
-})
-it.afterAll(async () => {
-  await directory.close()
 })
 
 const INSERT = 'insert into businesses (tenant_id, name) values ($1, $2) returning id, name'
@@ -309,7 +304,9 @@ describe('Idempotency-Key', () => {
     expect(answer.body.error?.code).toBe('invalid_input')
   })
 
-  it('a retry after the tenant moved to another shard still returns the first answer', async () => {
+  it('a retry after the tenant moved to another shard still returns the first answer', async ({
+    directory,
+  }) => {
     const tenant = await tenantWithKey('shard-1')
     const key = randomUUID()
     const first = await write(tenant, INSERT, [tenant.id, 'Before the move'], key)
