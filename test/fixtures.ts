@@ -106,15 +106,17 @@ export const it = base.extend<{ $file: FileFixtures }>({
 
 /** An admin connection (postgres.js) to `url`. */
 export function connect(url: string, max = 2): Sql {
+  const file = fileOpened()
   const sql = openAdmin(url, { max })
-  fileOpened().connections.push(sql)
+  file.connections.push(sql)
   return sql
 }
 
 /** A connection of the router's own wire client. */
 export async function openWire(options: ConnectOptions): Promise<WireConnection> {
+  const file = fileOpened()
   const connection = await connectWire(options)
-  fileOpened().wire.push(connection)
+  file.wire.push(connection)
   return connection
 }
 
@@ -123,12 +125,13 @@ export async function startTestRouter(
   router: Partial<Topology['router']> = {},
   options: RouterOptions = {},
 ): Promise<RunningRouter> {
+  const file = fileOpened()
   const base = topology()
   const started = await startRouter(
     { ...base, router: { ...base.router, ...router } },
     { port: 0, ...options },
   )
-  fileOpened().routers.push(started)
+  file.routers.push(started)
   return started
 }
 

@@ -43,6 +43,7 @@ export interface ExtraNode {
  * `sy_password` (cleartext). Everyone else uses scram-sha-256 as on the topology's nodes.
  */
 export async function startPlainNode(): Promise<ExtraNode> {
+  const file = fileOpened()
   const [port] = (await freePorts(1)) as [number]
   const home = await mkdtemp(path.join(tmpdir(), 'switchyard-plain-'))
   const ctx: NodeContext = {
@@ -94,7 +95,7 @@ export async function startPlainNode(): Promise<ExtraNode> {
       await rm(home, { recursive: true, force: true })
     },
   }
-  fileOpened().nodes.push(extra)
+  file.nodes.push(extra)
   return extra
 }
 
@@ -145,6 +146,7 @@ export interface Relay {
  * client's bytes as they are; only the server's side goes message by message through `rewrite`.
  */
 export async function startRelay(options: RelayOptions): Promise<Relay> {
+  const file = fileOpened()
   const sockets = new Set<Socket>()
   const server: Server = createServer((client) => {
     sockets.add(client)
@@ -204,7 +206,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         server.close(() => resolve())
       }),
   }
-  fileOpened().relays.push(relay)
+  file.relays.push(relay)
   return relay
 }
 
