@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import type { RunningRouter } from '../src/router/server.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, newTenantId, removeTenants, topology } from './support.ts'
+import { connect, it, removeTenants, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { query } from './router-support.ts'
+import { newTenantId, topology } from './support.ts'
 
 let router: RunningRouter
 let adminKey: string
@@ -13,7 +14,7 @@ const created: string[] = []
 const plans: string[] = []
 const directory = () => connect(topology().directory)
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter()
   const keys = await withDirectory(topology(), async (d) => ({
     admin: await createKey(d, { scope: 'admin', name: 'admin-api test' }),
@@ -23,12 +24,10 @@ beforeAll(async () => {
   appKey = keys.app.key
 })
 
-afterAll(async () => {
+it.afterAll(async () => {
   if (plans.length) await directory()`delete from rebalance_plans where id = any(${plans}::uuid[])`
   await removeTenants(created)
   await directory()`update shards set state = 'active', capacity = 100 where state <> 'active' or capacity <> 100`
-  await stopRouters()
-  await closeAll()
 })
 
 interface ErrorBody {

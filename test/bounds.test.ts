@@ -1,14 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
-import {
-  query,
-  runningQueries,
-  startTestRouter,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { query, runningQueries } from './router-support.ts'
+import { eventually, shard } from './support.ts'
 
 /**
  * Issue 12, Build 3: no tenant can take the router or a pool down. Every request is bounded in rows and
@@ -20,13 +14,9 @@ const SHARD = 'shard-1'
 let admin: ReturnType<typeof connect>
 let replicaAdmin: ReturnType<typeof connect>
 
-beforeAll(() => {
+it.beforeAll(() => {
   admin = connect(shard(SHARD).primary)
   replicaAdmin = connect(shard(SHARD).replicas[0] as string)
-})
-afterAll(async () => {
-  await stopRouters()
-  await closeAll()
 })
 
 const mb = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MB`
@@ -37,7 +27,7 @@ const running = (marker: string) => runningQueries(marker, [admin, replicaAdmin]
 describe('result budgets: streamed, stopped early, the shard query cancelled', () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter()
     tenant = await tenantWithKey(SHARD)
   })
@@ -70,7 +60,7 @@ describe('result budgets: streamed, stopped early, the shard query cancelled', (
 describe('the deadline and the client: a cancelled query leaves nothing running', () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ requestTimeoutMs: 500 })
     tenant = await tenantWithKey(SHARD)
   })

@@ -1,7 +1,6 @@
-import { afterAll, describe, expect, it } from 'vitest'
-import { cli, closeAll, connect, shard, topology } from './support.ts'
-
-afterAll(closeAll)
+import { describe, expect } from 'vitest'
+import { connect, it } from './fixtures.ts'
+import { cli, shard, topology } from './support.ts'
 
 interface DoctorReport {
   ok: boolean

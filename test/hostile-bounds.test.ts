@@ -1,18 +1,10 @@
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
-import {
-  post,
-  query,
-  removeMadeTenants,
-  runningQueries,
-  startTestRouter,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard, topology } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { post, query, runningQueries } from './router-support.ts'
+import { eventually, shard, topology } from './support.ts'
 
 /**
  * The router's bounds against a hostile tenant, from two adversarial reviews of issue 12: each describe
@@ -20,19 +12,16 @@ import { closeAll, connect, eventually, shard, topology } from './support.ts'
  * which runs one request at a time and checks B's rows and session: these need sizes, concurrency, time.
  */
 
+// Later files find shard-1 with the room it had.
+it.override('madeTenants', 'remove')
+
 const SHARD = 'shard-1'
 let admin: ReturnType<typeof connect>
 let replicaAdmin: ReturnType<typeof connect>
 
-beforeAll(() => {
+it.beforeAll(() => {
   admin = connect(shard(SHARD).primary)
   replicaAdmin = connect(shard(SHARD).replicas[0] as string)
-})
-afterAll(async () => {
-  await stopRouters()
-  // Later files find shard-1 with the room it had.
-  await removeMadeTenants()
-  await closeAll()
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -78,7 +67,7 @@ describe('finding: the result budget bounds the bytes PostgreSQL sends, not what
   const budget = 1024 * 1024
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ maxResultBytes: budget, maxStatementBytes: 256 * 1024 })
     tenant = await tenantWithKey(SHARD)
   })
@@ -128,7 +117,7 @@ describe('finding: answers that are never read pile up in the router until it di
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ maxUnreadBytes: unread, rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
     other = await tenantWithKey(SHARD)
@@ -172,7 +161,7 @@ describe('finding: a query that does not honour the cancel outlives its deadline
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ requestTimeoutMs: 500 })
     tenant = await tenantWithKey(SHARD)
     other = await tenantWithKey(SHARD)
@@ -192,7 +181,7 @@ describe('finding: a query that does not honour the cancel outlives its deadline
       return seen ? true : undefined
     })
   })
-  afterAll(async () => {
+  it.afterAll(async () => {
     await admin`drop function if exists public.stubborn(float8)`
   })
 
@@ -252,7 +241,7 @@ describe("finding: one tenant's requests stall the router's event loop for every
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
     other = await tenantWithKey(SHARD)
@@ -293,7 +282,7 @@ describe("finding: one tenant's requests stall the router's event loop for every
 
 describe('finding: a "read" that writes is retried on the primary without the tenant\'s limits', () => {
   let router: RunningRouter
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter()
     // An application function whose name falls in the policy's read families (`make_`, `to_`, `json_`,
     // `date_`, `has_`, …): the policy calls it a read; the replica (or READ ONLY) refuses its INSERT with
@@ -310,7 +299,7 @@ describe('finding: a "read" that writes is retried on the primary without the te
       return seen ? true : undefined
     })
   })
-  afterAll(async () => {
+  it.afterAll(async () => {
     await admin`drop function if exists public.make_customer(text)`
   })
 
@@ -368,7 +357,7 @@ describe('finding: a "read" that writes is retried on the primary without the te
 describe('finding: values and parameters that nest deeply end in a 500 (the router never answers in its own words)', () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter()
     tenant = await tenantWithKey(SHARD)
   })
@@ -419,7 +408,7 @@ async function backendMemory(sql: ReturnType<typeof connect>): Promise<Map<numbe
 describe('finding: a 660 KB batch makes one shard backend hold ~45,000 prepared statements', () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
   })
@@ -456,7 +445,7 @@ describe('finding: pipelined requests whose socket closes leave their answers co
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ maxUnreadBytes: unread, rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
     other = await tenantWithKey(SHARD)
@@ -526,7 +515,7 @@ describe('finding: pipelined requests whose socket closes leave their answers co
 describe("finding: a tenant's parse queue ignores the request's deadline and its client", () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ requestTimeoutMs: 1500, rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
   })
@@ -601,7 +590,7 @@ describe("finding: a tenant's parse queue has no bound: its requests pile up in 
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     // The tenant may make 10 requests an hour: admission (and so the rate limit) comes after the parse.
     router = await startTestRouter({ rateLimitOverride: 10 })
     tenant = await tenantWithKey(SHARD)
@@ -662,7 +651,7 @@ describe("finding: a tenant's parse queue has no bound: its requests pile up in 
 describe('finding: parsing XML is libxml2 too: it ignores the cancel as XPath did', () => {
   let router: RunningRouter
   let tenant: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ requestTimeoutMs: 500 })
     tenant = await tenantWithKey(SHARD)
   })
@@ -708,7 +697,7 @@ describe("finding: only parses take turns: building one tenant's answers stalls 
   let router: RunningRouter
   let tenant: TestTenant
   let other: TestTenant
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     tenant = await tenantWithKey(SHARD)
     other = await tenantWithKey(SHARD)

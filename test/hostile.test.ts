@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { readRouterCapability } from '../src/directory/capability.ts'
 import { withDirectory } from '../src/directory/connection.ts'
@@ -12,8 +12,9 @@ import type { Sql } from '../src/shard/connection.ts'
 import { routerNodes } from '../src/shard/nodes.ts'
 import { createPools } from '../src/shard/pools.ts'
 import type { WireConnection } from '../src/shard/wire/connection.ts'
-import { post, startTestRouter, stopRouters } from './router-support.ts'
-import { closeAll, connect, eventually, newTenantId, shard, topology } from './support.ts'
+import { connect, it, startTestRouter } from './fixtures.ts'
+import { post } from './router-support.ts'
+import { eventually, newTenantId, shard, topology } from './support.ts'
 
 /**
  * The hostile-tenant suite (issue 12). Tenant A runs every attack in test/hostile/attacks.sql as one
@@ -131,7 +132,7 @@ async function bFingerprint(): Promise<Record<string, string>> {
 let fingerprint: Record<string, string>
 let bCustomers = 0
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   await withDirectory(topology(), async (directory) => {
     await addTenant(directory, topology(), { id: tenantA, shard: SHARD })
     await addTenant(directory, topology(), { id: tenantB, shard: SHARD })
@@ -171,13 +172,11 @@ beforeAll(async () => {
   }
 })
 
-afterAll(async () => {
-  await stopRouters()
+it.afterAll(async () => {
   await admin`drop function if exists public.hostile_session_probe()`
   // What no router session may keep, whatever an attack left (the routers reset it too, on their own).
   await admin.unsafe(`alter role ${topology().router.role.name} reset all`)
   await admin.unsafe(`alter role ${topology().router.role.name} in database app reset all`)
-  await closeAll()
 })
 
 it('reads at least 100 attacks from test/hostile/attacks.sql', () => {
@@ -219,7 +218,7 @@ async function expectFresh(check: () => Promise<Probe>, baseline: Probe) {
 describe('through the router (statement policy on)', () => {
   let baseline: Probe
 
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     baseline = await routerCheck()
   })
 
@@ -333,10 +332,10 @@ describe.each([
     return probe
   }
 
-  beforeAll(async () => {
+  it.beforeAll(async () => {
     baseline = await directCheck(await open())
   })
-  afterAll(() => session?.close())
+  it.afterAll(() => session?.close())
 
   it.each(attacks.map((attack) => [attack.title, attack] as const))('%s', async (_title, attack) => {
     if (connection.broken) await open()
@@ -442,7 +441,7 @@ describe("role defaults only a superuser may set are the operator's", () => {
       where s.setrole = (select oid from pg_roles where rolname = ${role()})`
     return rows.map((row) => row.setting).sort()
   }
-  afterAll(async () => {
+  it.afterAll(async () => {
     await admin.unsafe(`alter role ${role()} reset temp_file_limit`)
   })
 

@@ -1,19 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
+import { describe, expect } from 'vitest'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import { type RunningRouter, startRouter } from '../src/router/server.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { moverDeps } from './move-support.ts'
-import {
-  type Answer,
-  post,
-  startTestRouter,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard, topology } from './support.ts'
+import { type Answer, post } from './router-support.ts'
+import { eventually, shard, topology } from './support.ts'
 
 /**
  * Issue 12, Build 4: honest outcomes for writes. A write whose COMMIT may have reached the shard is
@@ -21,20 +14,14 @@ import { closeAll, connect, eventually, shard, topology } from './support.ts'
  * key is claimed and answered in the write's own transaction on the shard, and moves with the tenant.
  */
 
-const directory = openDirectory(topology().directory)
 let router: RunningRouter
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter({ requestTimeoutMs: 10_000 })
 })
 // A killed connection marks the primary down until the router's next health poll finds it answering.
-beforeEach(async () => {
+it.beforeEach(async () => {
   await eventually(async () => (router.app.monitor.health('shard-1-primary').healthy ? true : undefined))
-})
-afterAll(async () => {
-  await stopRouters()
-  await directory.close()
-  await closeAll()
 })
 
 const INSERT = 'insert into businesses (tenant_id, name) values ($1, $2) returning id, name'
@@ -317,7 +304,9 @@ describe('Idempotency-Key', () => {
     expect(answer.body.error?.code).toBe('invalid_input')
   })
 
-  it('a retry after the tenant moved to another shard still returns the first answer', async () => {
+  it('a retry after the tenant moved to another shard still returns the first answer', async ({
+    directory,
+  }) => {
     const tenant = await tenantWithKey('shard-1')
     const key = randomUUID()
     const first = await write(tenant, INSERT, [tenant.id, 'Before the move'], key)

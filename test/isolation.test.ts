@@ -1,11 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { readRouterCapability } from '../src/directory/capability.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import type { Sql } from '../src/shard/connection.ts'
 import { STALE_ROUTE_SQLSTATE } from '../src/shard/ownership.ts'
-import { asRouter, closeAll, connect, newTenantId, shard, topology } from './support.ts'
+import { connect, it } from './fixtures.ts'
+import { asRouter, newTenantId, shard, topology } from './support.ts'
 
 const tenantA = newTenantId()
 const tenantB = newTenantId()
@@ -21,7 +22,7 @@ function asTenant<T>(tenant: string, write: boolean, run: (sql: Sql) => Promise<
   }) as Promise<T>
 }
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   capability = await withDirectory(topology(), async (directory) => {
     for (const id of [tenantA, tenantB]) await addTenant(directory, topology(), { id, shard: 'shard-1' })
     return readRouterCapability(directory)
@@ -31,7 +32,6 @@ beforeAll(async () => {
   await seedDemoTenant(admin, tenantA, 'A')
   await seedDemoTenant(admin, tenantB, 'B')
 })
-afterAll(closeAll)
 
 describe('tenant isolation under the router role (RLS forced)', () => {
   it("tenant A sees only its own rows, even naming tenant B's id", async () => {

@@ -1,11 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey, listKeys, revokeKey, verifyKey } from '../src/directory/keys.ts'
 import { addTenant } from '../src/directory/tenants.ts'
-import { cli, closeAll, connect, newTenantId, topology } from './support.ts'
-
-afterAll(closeAll)
+import { connect, it } from './fixtures.ts'
+import { cli, newTenantId, topology } from './support.ts'
 
 const directory = () => connect(topology().directory)
 const verify = (presented: string) => withDirectory(topology(), (d) => verifyKey(d, presented))
@@ -32,7 +31,7 @@ const secretOf = (key: string) => key.slice('sy_'.length + 12 + 1)
 const tenantA = newTenantId()
 const tenantB = newTenantId()
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   await withDirectory(topology(), async (d) => {
     await addTenant(d, topology(), { id: tenantA, shard: 'shard-1', name: 'keys A' })
     await addTenant(d, topology(), { id: tenantB, shard: 'shard-2', name: 'keys B' })

@@ -1,7 +1,8 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
+import { it } from './fixtures.ts'
 import { freePorts } from './setup/topology.ts'
 import { cli } from './support.ts'
 
@@ -20,7 +21,7 @@ async function processesOf(needles: string[]): Promise<string[]> {
 }
 
 const homes: string[] = []
-afterAll(async () => {
+it.afterAll(async () => {
   for (const home of homes) {
     await cli(['cluster', 'down'], { SWITCHYARD_HOME: home })
     await rm(home, { recursive: true, force: true })

@@ -2,35 +2,28 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
-import { openRedis } from '../src/directory/redis.ts'
+import { describe, expect } from 'vitest'
 import { parseFlags, runFlags } from '../src/loadtest/options.ts'
 import type { LoadtestReport } from '../src/loadtest/report.ts'
 import { runLoadtest } from '../src/loadtest/run.ts'
 import { findLoadtestTenants, seedLoadtest, volumeAt } from '../src/loadtest/seed.ts'
 import { OPERATIONS } from '../src/loadtest/workload.ts'
-import { cli, closeAll, connect, removeTenants, topology } from './support.ts'
+import { connect, it, removeTenants } from './fixtures.ts'
+import { cli, topology } from './support.ts'
 
-const directory = openDirectory(topology().directory)
-const redis = openRedis(topology().redis as string)
-redis.on('error', () => {})
 // Test files share the topology: these tenants get a prefix of their own, and go again at the end.
 const prefix = `lt${randomBytes(4).toString('hex')}`
 let folder = ''
 
-afterAll(async () => {
+it.afterAll(async ({ directory }) => {
   const ids = (await findLoadtestTenants(directory, prefix)).map((tenant) => tenant.id)
   if (ids.length) await connect(topology().directory)`delete from moves where tenant_id = any(${ids}::uuid[])`
   await removeTenants(ids)
-  redis.disconnect()
-  await directory.close()
-  await closeAll()
   if (folder) await rm(folder, { recursive: true, force: true })
 })
 
 describe('switchyard loadtest', () => {
-  it('seeds 30 tenants, then reuses them', async () => {
+  it('seeds 30 tenants, then reuses them', async ({ directory }) => {
     const first = await seedLoadtest(directory, topology(), { tenants: 30, scale: 0.1, prefix })
     expect(first).toMatchObject({ tenants: 30, added: 30, filled: 30 })
     // Per tenant: a business, its six days of hours, services, staff, customers, appointments.
@@ -42,7 +35,7 @@ describe('switchyard loadtest', () => {
     expect(tenants.map((tenant) => tenant.index)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
   })
 
-  it('runs 10 s of open-loop load with one move, and no request fails', async () => {
+  it('runs 10 s of open-loop load with one move, and no request fails', async ({ directory, redis }) => {
     folder = await mkdtemp(path.join(tmpdir(), 'switchyard-loadtest-'))
     const options = parseFlags(runFlags, {
       prefix,

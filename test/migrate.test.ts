@@ -1,8 +1,7 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { migrateAll } from '../src/directory/migrate.ts'
-import { closeAll, connect, topology } from './support.ts'
-
-afterAll(closeAll)
+import { connect, it } from './fixtures.ts'
+import { topology } from './support.ts'
 
 /** Everything migrate could touch on a shard, as text: relations, policies, roles, grants, versions. */
 async function fingerprint(url: string): Promise<string> {

@@ -1,15 +1,15 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
-import { openDirectory, withDirectory } from '../src/directory/connection.ts'
-import { openRedis } from '../src/directory/redis.ts'
+import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import { cutShortLine } from '../src/migrate-tenant/progress.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import type { Queries } from '../src/shard/connection.ts'
+import { connect, it, removeTenants, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { contentOn, moverDeps, rowsOn, seededTenant } from './move-support.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, eventually, newTenantId, removeTenants, shard, topology } from './support.ts'
+import { query } from './router-support.ts'
+import { eventually, newTenantId, shard, topology } from './support.ts'
 
 // A tenant's long transaction holds its fence lock (shared, as enter() takes it for every write): the
 // move must still complete, by cutting that transaction short after `mover.cancelBlockersAfterMs`
@@ -18,17 +18,10 @@ import { closeAll, connect, eventually, newTenantId, removeTenants, shard, topol
 // reached the fence: creating the move's replication slot waits for every such transaction on the
 // source (docs/MOVES.md), which is not what this file tests.
 
-const directory = openDirectory(topology().directory)
-const redis = openRedis(topology().redis as string)
-redis.on('error', () => {})
 /** Tenants that no move took (moved ones stay: their moves refer to them). */
 const bystanders: string[] = []
-afterAll(async () => {
-  await stopRouters()
-  redis.disconnect()
+it.afterAll(async () => {
   await removeTenants(bystanders)
-  await directory.close()
-  await closeAll()
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -130,7 +123,10 @@ async function writer(router: RunningRouter, tenant: TestTenant, label: string, 
 }
 
 describe("a tenant's long transaction does not keep its move from fencing", () => {
-  it('60-second writes through the router are cancelled; writers lose nothing; another tenant is untouched', async () => {
+  it('60-second writes through the router are cancelled; writers lose nothing; another tenant is untouched', async ({
+    directory,
+    redis,
+  }) => {
     const tenant = await tenantWithKey('shard-1')
     await seedDemoTenant(connect(shard('shard-1').primary), tenant.id, 'Blocker')
     const seeded = (await rowsOn('shard-1', tenant.id)).customers ?? 0
@@ -218,7 +214,10 @@ describe("a tenant's long transaction does not keep its move from fencing", () =
     expect(await customersNamed('shard-1', other, 'bystander')).toBe(1)
   })
 
-  it('a transaction left idle holding the lock has its session ended; another idle tenant keeps its own', async () => {
+  it('a transaction left idle holding the lock has its session ended; another idle tenant keeps its own', async ({
+    directory,
+    redis,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const before = await contentOn('shard-1', tenant)
     // Idle in transaction (as an interactive client between statements): a cancel does nothing to it.

@@ -1,24 +1,23 @@
-import { afterAll, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
+import { describe, expect } from 'vitest'
+import type { Directory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter } from './fixtures.ts'
 import { contentOn, moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { post, query, startTestRouter, stopRouters } from './router-support.ts'
-import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
-
-const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
-  await directory.close()
-  await closeAll()
-})
+import { post, query } from './router-support.ts'
+import { cli, eventually, shard } from './support.ts'
 
 /** The phases a mover can be killed in: every phase but the terminal one. */
 const CRASH_AT = PHASES.filter((phase) => phase !== 'done')
 
 /** Starts `switchyard move` with a failpoint that SIGKILLs it at `phase`; returns the move it left. */
-async function crashedMove(tenant: string, phase: string, when: 'before' | 'after' | 'midway') {
+async function crashedMove(
+  directory: Directory,
+  tenant: string,
+  phase: string,
+  when: 'before' | 'after' | 'midway',
+) {
   const killed = await cli(['move', tenant, '--to', 'shard-2'], {
     SWITCHYARD_FAILPOINT: `move:${phase}:${when}`,
   })
@@ -30,14 +29,20 @@ async function crashedMove(tenant: string, phase: string, when: 'before' | 'afte
 }
 
 /** A seeded tenant on shard-1, its rows, and the move to shard-2 a killed mover left at `phase`. */
-async function seededCrash(phase: string, when: 'before' | 'after' | 'midway') {
+async function seededCrash(directory: Directory, phase: string, when: 'before' | 'after' | 'midway') {
   const tenant = await seededTenant('shard-1')
   const rows = await contentOn('shard-1', tenant)
-  return { tenant, rows, move: await crashedMove(tenant, phase, when) }
+  return { tenant, rows, move: await crashedMove(directory, tenant, phase, when) }
 }
 
 /** The tenant is home on `on` at `epoch` with exactly the content it had, and nothing is left elsewhere. */
-async function expectHome(tenant: string, on: string, rows: Record<string, string>, epoch: number) {
+async function expectHome(
+  directory: Directory,
+  tenant: string,
+  on: string,
+  rows: Record<string, string>,
+  epoch: number,
+) {
   const [row] = await directory.sql`select shard_id, epoch, state from tenants where id = ${tenant}`
   expect(row).toEqual({ shard_id: on, epoch, state: 'active' })
   expect(await contentOn(on, tenant)).toEqual(rows)
@@ -54,17 +59,19 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
       const at = when === 'before' ? `at ${phase}` : `after ${phase}'s side effect`
       // The flip records `cleanup` in the very transaction that flips the directory.
       const left = when === 'after' && phase === 'flip' ? 'cleanup' : phase
-      it(`killed ${at}: \`move resume\` finishes it`, async () => {
-        const { tenant, rows, move } = await seededCrash(phase, when)
+      it(`killed ${at}: \`move resume\` finishes it`, async ({ directory }) => {
+        const { tenant, rows, move } = await seededCrash(directory, phase, when)
         expect(move.state).toBe(left)
         const resumed = await cli(['move', 'resume', move.id, '--json'])
         expect(resumed.code, resumed.stderr).toBe(0)
         expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'done' })
-        await expectHome(tenant, 'shard-2', rows, 2)
+        await expectHome(directory, tenant, 'shard-2', rows, 2)
       })
 
-      it(`killed ${at}: \`move abort\` restores the start (past the cutover, with --move-back)`, async () => {
-        const { tenant, rows, move } = await seededCrash(phase, when)
+      it(`killed ${at}: \`move abort\` restores the start (past the cutover, with --move-back)`, async ({
+        directory,
+      }) => {
+        const { tenant, rows, move } = await seededCrash(directory, phase, when)
         expect(move.state).toBe(left)
         const aborted = await cli(['move', 'abort', move.id, '--json'])
         if (move.state === 'cleanup') {
@@ -81,18 +88,20 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
           })
           const [original] = await directory.sql`select state from moves where id = ${move.id}`
           expect(original).toEqual({ state: 'done' })
-          await expectHome(tenant, 'shard-1', rows, 3)
+          await expectHome(directory, tenant, 'shard-1', rows, 3)
           return
         }
         expect(aborted.code, aborted.stderr).toBe(0)
         expect(JSON.parse(aborted.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
-        await expectHome(tenant, 'shard-1', rows, 1)
+        await expectHome(directory, tenant, 'shard-1', rows, 1)
       })
     }
   }
 
-  it('killed midway through flip (shards flipped, directory not): abort gives the tenant back to the source', async () => {
-    const { tenant, rows, move } = await seededCrash('flip', 'midway')
+  it('killed midway through flip (shards flipped, directory not): abort gives the tenant back to the source', async ({
+    directory,
+  }) => {
+    const { tenant, rows, move } = await seededCrash(directory, 'flip', 'midway')
     expect(move.state).toBe('flip')
     expect(await readOwnership(connect(shard('shard-2').primary), tenant)).toEqual({
       epoch: 2,
@@ -100,18 +109,20 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     })
     const aborted = await cli(['move', 'abort', move.id])
     expect(aborted.code, aborted.stderr).toBe(0)
-    await expectHome(tenant, 'shard-1', rows, 1)
+    await expectHome(directory, tenant, 'shard-1', rows, 1)
   })
 
-  it('killed midway through flip: resume finishes the cutover', async () => {
-    const { tenant, rows, move } = await seededCrash('flip', 'midway')
+  it('killed midway through flip: resume finishes the cutover', async ({ directory }) => {
+    const { tenant, rows, move } = await seededCrash(directory, 'flip', 'midway')
     const resumed = await cli(['move', 'resume', move.id])
     expect(resumed.code, resumed.stderr).toBe(0)
-    await expectHome(tenant, 'shard-2', rows, 2)
+    await expectHome(directory, tenant, 'shard-2', rows, 2)
   })
 
-  it('POST /admin/v1/moves/:id/abort past the cutover: refused, then with moveBack 202 and the tenant goes back', async () => {
-    const { tenant, rows, move } = await seededCrash('cleanup', 'before')
+  it('POST /admin/v1/moves/:id/abort past the cutover: refused, then with moveBack 202 and the tenant goes back', async ({
+    directory,
+  }) => {
+    const { tenant, rows, move } = await seededCrash(directory, 'cleanup', 'before')
     const router = await startTestRouter()
     const { key } = await createKey(directory, { scope: 'admin', name: 'move-back test' })
     const abort = (body: unknown) =>
@@ -130,16 +141,18 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
       return found
     }, 30_000)
     expect(back).toEqual({ state: 'done' })
-    await expectHome(tenant, 'shard-1', rows, 3)
+    await expectHome(directory, tenant, 'shard-1', rows, 3)
   })
 
-  it('a mover killed while the tenant is fenced: a router resumes the move and the write it held lands', async () => {
+  it('a mover killed while the tenant is fenced: a router resumes the move and the write it held lands', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const counts = await rowsOn('shard-1', tenant)
     const { key } = await createKey(directory, { scope: 'app', tenants: [tenant], name: 'rescue test' })
     // The suite's routers leave crashed moves alone; this one looks for fenced ones twice a second.
     const router = await startTestRouter({ moveRescueIntervalMs: 500 })
-    const move = await crashedMove(tenant, 'verify', 'before')
+    const move = await crashedMove(directory, tenant, 'verify', 'before')
     try {
       const held = await query(
         router,
@@ -163,28 +176,30 @@ describe('a mover killed (SIGKILL) at any phase leaves a move that resumes or ab
     expect(phones).toEqual([{ phone: 'held' }])
     // The held write changed the content: the rows are all there, and nothing is left elsewhere.
     expect(await rowsOn('shard-2', tenant)).toEqual(counts)
-    await expectHome(tenant, 'shard-2', await contentOn('shard-2', tenant), 2)
+    await expectHome(directory, tenant, 'shard-2', await contentOn('shard-2', tenant), 2)
   })
 
-  it('an abort killed halfway is finished by the next abort', async () => {
-    const { tenant, rows, move } = await seededCrash('verify', 'before')
+  it('an abort killed halfway is finished by the next abort', async ({ directory }) => {
+    const { tenant, rows, move } = await seededCrash(directory, 'verify', 'before')
     const killed = await cli(['move', 'abort', move.id], { SWITCHYARD_FAILPOINT: 'move:aborting:after' })
     expect(killed.code).not.toBe(0)
     const [record] = await directory.sql`select state from moves where id = ${move.id}`
     expect(record?.state).toBe('aborting')
     const aborted = await cli(['move', 'abort', move.id])
     expect(aborted.code, aborted.stderr).toBe(0)
-    await expectHome(tenant, 'shard-1', rows, 1)
+    await expectHome(directory, tenant, 'shard-1', rows, 1)
   })
 
-  it('`move resume` of an abort killed halfway finishes the abort and says the move is not done (exit 1)', async () => {
-    const { tenant, rows, move } = await seededCrash('verify', 'before')
+  it('`move resume` of an abort killed halfway finishes the abort and says the move is not done (exit 1)', async ({
+    directory,
+  }) => {
+    const { tenant, rows, move } = await seededCrash(directory, 'verify', 'before')
     const killed = await cli(['move', 'abort', move.id], { SWITCHYARD_FAILPOINT: 'move:aborting:after' })
     expect(killed.code).not.toBe(0)
     const resumed = await cli(['move', 'resume', move.id, '--json'])
     expect(resumed.code).toBe(1)
     expect(resumed.stderr).toMatch(/ended aborted, not done/)
     expect(JSON.parse(resumed.stdout)).toMatchObject({ id: move.id, state: 'aborted' })
-    await expectHome(tenant, 'shard-1', rows, 1)
+    await expectHome(directory, tenant, 'shard-1', rows, 1)
   })
 })

@@ -1,22 +1,11 @@
-import { afterAll, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
-import { openRedis } from '../src/directory/redis.ts'
+import { describe, expect } from 'vitest'
 import { startMove } from '../src/migrate-tenant/mover.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { moveArtifacts, moverDeps, rowsOn, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, shard, topology } from './support.ts'
-
-const directory = openDirectory(topology().directory)
-const redis = openRedis(topology().redis as string)
-redis.on('error', () => {})
-afterAll(async () => {
-  await stopRouters()
-  redis.disconnect()
-  await directory.close()
-  await closeAll()
-})
+import { query } from './router-support.ts'
+import { shard } from './support.ts'
 
 /** What one client got acknowledged: rows it inserted, and the last value acknowledged per row. */
 interface Ledger {
@@ -70,7 +59,10 @@ async function client(router: RunningRouter, tenant: TestTenant, label: string, 
 }
 
 describe('moving a tenant under load loses nothing', () => {
-  it('clients on two routers (one cut off from Redis) write through shard-1 → shard-2 → shard-3 → shard-1', async () => {
+  it('clients on two routers (one cut off from Redis) write through shard-1 → shard-2 → shard-3 → shard-1', async ({
+    directory,
+    redis,
+  }) => {
     const tenant = await tenantWithKey('shard-1')
     const fresh = await startTestRouter({ rateLimitOverride: 10_000_000 })
     // Cut off from Redis: no invalidations reach it, and its routes live a minute. Only the shard's

@@ -3,7 +3,8 @@ import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { logger } from '../src/log.ts'
 import type { MoverDeps } from '../src/migrate-tenant/mover.ts'
-import { connect, newTenantId, shard, topology } from './support.ts'
+import { connect } from './fixtures.ts'
+import { newTenantId, shard, topology } from './support.ts'
 
 /** A fresh tenant on `on`, seeded with the demo rows (a business, services, staff, customers, appointments). */
 export async function seededTenant(on: string): Promise<string> {

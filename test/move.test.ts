@@ -1,22 +1,18 @@
 import pino from 'pino'
-import { afterAll, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
+import { describe, expect } from 'vitest'
+import type { Directory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { abortMove, createMove, type MoverDeps, runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { connect, it, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { leftoverProblems, moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { cli, closeAll, connect, eventually, shard, topology } from './support.ts'
-
-const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
-  await directory.close()
-  await closeAll()
-})
+import { query } from './router-support.ts'
+import { cli, eventually, shard, topology } from './support.ts'
 
 describe('moving a tenant between shards', () => {
-  it('copies every row to the target, flips the directory and ownership, and cleans the source', async () => {
+  it('copies every row to the target, flips the directory and ownership, and cleans the source', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const before = await rowsOn('shard-1', tenant)
     expect(total(before)).toBeGreaterThan(50)
@@ -54,7 +50,7 @@ describe('moving a tenant between shards', () => {
     expect(total(await rowsOn('shard-3', tenant))).toBeGreaterThan(50)
   })
 
-  it('refuses bad requests with a clear error and creates nothing', async () => {
+  it('refuses bad requests with a clear error and creates nothing', async ({ directory }) => {
     const tenant = await seededTenant('shard-1')
     const movesBefore = await directory.sql`select count(*)::int as n from moves`
     const refuse = async (request: { tenant: unknown; target: unknown }, code: string) => {
@@ -130,7 +126,9 @@ describe('moving a tenant between shards', () => {
     }
   })
 
-  it('`switchyard doctor` reports the WAL kept by an open move that no process runs and whose slot nobody reads', async () => {
+  it('`switchyard doctor` reports the WAL kept by an open move that no process runs and whose slot nobody reads', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const deps: MoverDeps = {
       ...moverDeps(directory),
@@ -162,7 +160,9 @@ describe('moving a tenant between shards', () => {
     expect(await findings()).toEqual([])
   })
 
-  it('POST /admin/v1/moves starts a move in the router; GET shows it to the end; /metrics has its stall', async () => {
+  it('POST /admin/v1/moves starts a move in the router; GET shows it to the end; /metrics has its stall', async ({
+    directory,
+  }) => {
     const router = await startTestRouter()
     const { key } = await createKey(directory, { scope: 'admin', name: 'move test' })
     const admin = (method: string, path: string, body?: unknown) =>
@@ -201,7 +201,9 @@ describe('moving a tenant between shards', () => {
     ])
   })
 
-  it('an error while fenced, before the flip, unfences the tenant; the move waits in catch_up and resumes', async () => {
+  it('an error while fenced, before the flip, unfences the tenant; the move waits in catch_up and resumes', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const rows = await rowsOn('shard-1', tenant)
     const failing = {
@@ -225,7 +227,9 @@ describe('moving a tenant between shards', () => {
     expect(await rowsOn('shard-2', tenant)).toEqual(rows)
   })
 
-  it('a runner that lost its run lock (its directory session ended) stops at its next record write; another finishes', async () => {
+  it('a runner that lost its run lock (its directory session ended) stops at its next record write; another finishes', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const rows = await rowsOn('shard-1', tenant)
     const cutOff = {
@@ -254,7 +258,9 @@ describe('moving a tenant between shards', () => {
     expect(await rowsOn('shard-2', tenant)).toEqual(rows)
   })
 
-  it('a move that waits longer than an idle connection lives keeps its run lock to the end', async () => {
+  it('a move that waits longer than an idle connection lives keeps its run lock to the end', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const slow = {
       ...moverDeps(directory),
@@ -267,7 +273,9 @@ describe('moving a tenant between shards', () => {
     expect(move.state).toBe('done')
   })
 
-  it('a write held by a fence that gave up without the route changing lands once the shard unfences', async () => {
+  it('a write held by a fence that gave up without the route changing lands once the shard unfences', async ({
+    directory,
+  }) => {
     const router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     const tenant = await tenantWithKey('shard-2')
     const source = connect(shard('shard-2').primary)
@@ -296,7 +304,11 @@ describe('moving a tenant between shards', () => {
 
 describe('verify from a baseline hashed before the fence', () => {
   /** Mover deps that keep the baseline whatever the tenant's size, and collect the mover's log. */
-  const baselineDeps = (logs: string[], beforeFence: () => Promise<unknown>): MoverDeps => ({
+  const baselineDeps = (
+    directory: Directory,
+    logs: string[],
+    beforeFence: () => Promise<unknown>,
+  ): MoverDeps => ({
     ...moverDeps(directory),
     topology: { ...topology(), mover: { ...topology().mover, verifyFromBaselineAboveMs: 0 } },
     logger: pino({ level: 'info' }, { write: (line: string) => logs.push(line) }),
@@ -308,14 +320,16 @@ describe('verify from a baseline hashed before the fence', () => {
   const verified = (logs: string[]) =>
     logs.map((line) => JSON.parse(line)).filter((entry) => entry.msg === 'verify hashed both sides')
 
-  it('inserts, updates and deletes made between the baseline and the fence verify equal', async () => {
+  it('inserts, updates and deletes made between the baseline and the fence verify equal', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const source = connect(shard('shard-1').primary)
     const [first] = await source<{ customer: string; appointment: string }[]>`
       select (select id from customers where tenant_id = ${tenant} order by id limit 1) as customer,
              (select id from appointments where tenant_id = ${tenant} order by id limit 1) as appointment`
     const logs: string[] = []
-    const deps = baselineDeps(logs, async () => {
+    const deps = baselineDeps(directory, logs, async () => {
       await source`insert into customers (tenant_id, name, email, phone)
                    values (${tenant}, 'Late', 'late@example.com', 'inserted')`
       await source`update customers set phone = 'updated' where tenant_id = ${tenant} and id = ${first?.customer ?? ''}`
@@ -333,11 +347,13 @@ describe('verify from a baseline hashed before the fence', () => {
     expect(gone).toEqual({ n: 0 })
   })
 
-  it('a baseline whose snapshot session is gone is not used: that side is hashed in full', async () => {
+  it('a baseline whose snapshot session is gone is not used: that side is hashed in full', async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const source = connect(shard('shard-1').primary)
     const logs: string[] = []
-    const deps = baselineDeps(logs, async () => {
+    const deps = baselineDeps(directory, logs, async () => {
       await source`insert into customers (tenant_id, name, email, phone) values (${tenant}, 'Late', 'l@example.com', '1')`
       // The session exporting the source's snapshot ends (a cut, idle_in_transaction_session_timeout).
       const ended = await source`
@@ -350,7 +366,9 @@ describe('verify from a baseline hashed before the fence', () => {
     expect(verified(logs)).toMatchObject([{ sidesFromBaseline: 1, equal: true }])
   })
 
-  it('a table with column types that have no hash function (json, point) verifies by row text', async () => {
+  it('a table with column types that have no hash function (json, point) verifies by row text', async ({
+    directory,
+  }) => {
     const shards = ['shard-1', 'shard-2'].map((id) => connect(shard(id).primary))
     const create = `create table public.move_notes (tenant_id uuid not null, id int not null, body json,
                       at point, primary key (tenant_id, id))`
@@ -361,7 +379,7 @@ describe('verify from a baseline hashed before the fence', () => {
       await source`insert into move_notes select ${tenant}, n, json_build_object('n', n), point(n, n)
                    from generate_series(1, 200) n`
       const logs: string[] = []
-      const deps = baselineDeps(logs, async () => {
+      const deps = baselineDeps(directory, logs, async () => {
         await source`update move_notes set body = '{"changed": true}' where tenant_id = ${tenant} and id = 7`
         await source`insert into move_notes values (${tenant}, 201, '[]', point(0, 0))`
       })
@@ -377,11 +395,14 @@ describe('verify from a baseline hashed before the fence', () => {
     }
   })
 
-  it("a row changed on the target behind the mover's back since the baseline fails verify", async () => {
+  it("a row changed on the target behind the mover's back since the baseline fails verify", async ({
+    directory,
+  }) => {
     const tenant = await seededTenant('shard-1')
     const target = connect(shard('shard-2').primary)
     const logs: string[] = []
     const deps = baselineDeps(
+      directory,
       logs,
       () => target`
       update customers set phone = 'diverged'

@@ -1,11 +1,12 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { createRebalancePlan, type StoredPlan } from '../src/placement/plans.ts'
 import type { ShardStats, TenantDescription } from '../src/placement/stats.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { cli, closeAll, connect, newTenantId, removeTenants, shard, topology } from './support.ts'
+import { connect, it, removeTenants, startTestRouter, tenantWithKey } from './fixtures.ts'
+import { query } from './router-support.ts'
+import { cli, newTenantId, shard, topology } from './support.ts'
 
 const SHARDS = ['shard-1', 'shard-2', 'shard-3']
 const directory = () => connect(topology().directory)
@@ -20,10 +21,8 @@ async function restore() {
   await directory()`update shards set state = 'active', capacity = 100 where state <> 'active' or capacity <> 100`
 }
 
-afterAll(async () => {
+it.afterAll(async () => {
   await restore()
-  await stopRouters()
-  await closeAll()
 })
 
 /** Tenants per shard, as the directory counts them. */

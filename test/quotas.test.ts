@@ -1,14 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, shard, topology } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { query } from './router-support.ts'
+import { shard, topology } from './support.ts'
 
 let router: RunningRouter
-afterAll(async () => {
-  await stopRouters()
-  await closeAll()
-})
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter()
 })
 

@@ -1,23 +1,20 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, describe, expect, it } from 'vitest'
-import { openDirectory } from '../src/directory/connection.ts'
+import { describe, expect } from 'vitest'
+import type { Directory } from '../src/directory/connection.ts'
 import { cancelPlan } from '../src/placement/plans.ts'
+import { it, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { cli, closeAll, eventually, topology } from './support.ts'
-
-const directory = openDirectory(topology().directory)
-afterAll(async () => {
-  await stopRouters()
-  await directory.close()
-  await closeAll()
-})
+import { query } from './router-support.ts'
+import { cli, eventually } from './support.ts'
 
 /**
  * A stored plan naming only this test's tenants: `rebalance plan` would plan over every tenant the
  * shared topology holds, which other test files change under our feet.
  */
-async function storedPlan(moves: { tenant: string; from: string; to: string }[]): Promise<string> {
+async function storedPlan(
+  directory: Directory,
+  moves: { tenant: string; from: string; to: string }[],
+): Promise<string> {
   const id = randomUUID()
   await directory.sql`
     insert into rebalance_plans (id, strategy, balanced, before, after)
@@ -29,16 +26,16 @@ async function storedPlan(moves: { tenant: string; from: string; to: string }[])
   return id
 }
 
-const shardOf = async (tenant: string) =>
+const shardOf = async (directory: Directory, tenant: string) =>
   (await directory.sql<{ shard_id: string }[]>`select shard_id from tenants where id = ${tenant}`)[0]
     ?.shard_id
 
 describe('rebalance apply: the executor runs a stored plan through the mover', () => {
-  it('moves every tenant of the plan, two at a time, and marks the plan done', async () => {
+  it('moves every tenant of the plan, two at a time, and marks the plan done', async ({ directory }) => {
     const tenants = await Promise.all(['shard-1', 'shard-1', 'shard-2'].map(seededTenant))
     const [a, b, c] = tenants as [string, string, string]
     const rows = await Promise.all([rowsOn('shard-1', a), rowsOn('shard-1', b), rowsOn('shard-2', c)])
-    const plan = await storedPlan([
+    const plan = await storedPlan(directory, [
       { tenant: a, from: 'shard-1', to: 'shard-2' },
       { tenant: b, from: 'shard-1', to: 'shard-3' },
       { tenant: c, from: 'shard-2', to: 'shard-3' },
@@ -49,16 +46,22 @@ describe('rebalance apply: the executor runs a stored plan through the mover', (
     const result = JSON.parse(applied.stdout) as { state: string; moves: { state: string; moveId: string }[] }
     expect(result.state).toBe('done')
     expect(result.moves.map((m) => m.state)).toEqual(['done', 'done', 'done'])
-    expect([await shardOf(a), await shardOf(b), await shardOf(c)]).toEqual(['shard-2', 'shard-3', 'shard-3'])
+    expect([await shardOf(directory, a), await shardOf(directory, b), await shardOf(directory, c)]).toEqual([
+      'shard-2',
+      'shard-3',
+      'shard-3',
+    ])
     expect(await rowsOn('shard-2', a)).toEqual(rows[0])
     expect(await rowsOn('shard-3', b)).toEqual(rows[1])
     expect(await rowsOn('shard-3', c)).toEqual(rows[2])
     expect(await moveArtifacts()).toEqual([])
   })
 
-  it('resumes after the executor is killed mid-move: the move goes on from its phase, the plan to its end', async () => {
+  it('resumes after the executor is killed mid-move: the move goes on from its phase, the plan to its end', async ({
+    directory,
+  }) => {
     const [a, b] = (await Promise.all(['shard-1', 'shard-1'].map(seededTenant))) as [string, string]
-    const plan = await storedPlan([
+    const plan = await storedPlan(directory, [
       { tenant: a, from: 'shard-1', to: 'shard-2' },
       { tenant: b, from: 'shard-1', to: 'shard-2' },
     ])
@@ -73,14 +76,16 @@ describe('rebalance apply: the executor runs a stored plan through the mover', (
     const finished = await cli(['rebalance', 'apply', plan, '--json'])
     expect(finished.code, finished.stderr).toBe(0)
     expect(JSON.parse(finished.stdout).moves.map((m: { state: string }) => m.state)).toEqual(['done', 'done'])
-    expect([await shardOf(a), await shardOf(b)]).toEqual(['shard-2', 'shard-2'])
+    expect([await shardOf(directory, a), await shardOf(directory, b)]).toEqual(['shard-2', 'shard-2'])
     expect(total(await rowsOn('shard-1', a)) + total(await rowsOn('shard-1', b))).toBe(0)
     expect(await moveArtifacts()).toEqual([])
   })
 
-  it('`rebalance cancel` during apply: the current move finishes, the next one never starts', async () => {
+  it('`rebalance cancel` during apply: the current move finishes, the next one never starts', async ({
+    directory,
+  }) => {
     const [a, b] = (await Promise.all(['shard-2', 'shard-2'].map(seededTenant))) as [string, string]
-    const plan = await storedPlan([
+    const plan = await storedPlan(directory, [
       { tenant: a, from: 'shard-2', to: 'shard-1' },
       { tenant: b, from: 'shard-2', to: 'shard-1' },
     ])
@@ -97,11 +102,13 @@ describe('rebalance apply: the executor runs a stored plan through the mover', (
     const result = JSON.parse(applied.stdout) as { state: string; moves: { state: string }[] }
     expect(result.state).toBe('cancelled')
     expect(result.moves.map((m) => m.state)).toEqual(['done', 'pending'])
-    expect([await shardOf(a), await shardOf(b)]).toEqual(['shard-1', 'shard-2'])
+    expect([await shardOf(directory, a), await shardOf(directory, b)]).toEqual(['shard-1', 'shard-2'])
     expect(await moveArtifacts()).toEqual([])
   })
 
-  it("a tenant's limits travel with it: past its max_services before and after the move", async () => {
+  it("a tenant's limits travel with it: past its max_services before and after the move", async ({
+    directory,
+  }) => {
     const router = await startTestRouter({ rateLimitOverride: 1_000_000 })
     const tenant = await tenantWithKey('shard-1', { max_services: 3 })
     const [business] = (
@@ -125,7 +132,7 @@ describe('rebalance apply: the executor runs a stored plan through the mover', (
     expect(moved.code, moved.stderr).toBe(0)
     const after = await addService(4)
     expect([after.status, after.body.error?.code]).toEqual([403, 'quota_exceeded'])
-    expect(await shardOf(tenant.id)).toBe('shard-3')
+    expect(await shardOf(directory, tenant.id)).toBe('shard-3')
     expect((await rowsOn('shard-3', tenant.id)).services).toBe(3)
     // Its writes before the move were on shard-1's WAL: they do not keep its reads off shard-3's replica.
     const node = await eventually(async () => {

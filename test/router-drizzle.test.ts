@@ -1,18 +1,12 @@
 import { and, asc, eq, gte, lt, sql } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/pg-proxy'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { appointments, businesses, customers, services } from '../examples/appointments/schema.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import type { Sql } from '../src/shard/connection.ts'
-import {
-  post,
-  query,
-  startTestRouter,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { post, query } from './router-support.ts'
+import { eventually, shard } from './support.ts'
 
 /**
  * drizzle-orm's pg-proxy driver, unmodified, against a real router over real HTTP: the callback below is
@@ -86,15 +80,13 @@ let nodes: string[]
 let adminSql: Sql | undefined
 const admin = () => (adminSql ??= connect(shard('shard-1').primary))
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter()
   // Both on shard-1: only row-level security keeps them apart there.
   tenant = await tenantWithKey('shard-1')
   other = await tenantWithKey('shard-1')
   ;({ db, nodes } = proxyDb(router, tenant))
 })
-afterAll(stopRouters)
-afterAll(closeAll)
 
 describe('drizzle pg-proxy through the router', () => {
   const start = new Date('2031-03-04T09:15:30.123Z')
@@ -486,7 +478,7 @@ describe('drizzle pg-proxy through the router', () => {
     const snapshot = async () =>
       admin()`select id::text, name, notes from customers where tenant_id = ${other.id} order by id`
 
-    beforeAll(async () => {
+    it.beforeAll(async () => {
       const { db: otherDb } = proxyDb(router, other)
       const [business] = await otherDb
         .insert(businesses)

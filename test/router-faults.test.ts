@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { keys } from '../src/directory/redis.ts'
@@ -7,28 +7,15 @@ import { createApp } from '../src/router/app.ts'
 import { createMetrics } from '../src/router/metrics.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { answers, withAdmin } from '../src/shard/connection.ts'
-import {
-  post,
-  query,
-  startNode,
-  startTestRouter,
-  stopNode,
-  stopRouters,
-  type TestTenant,
-  tenantWithKey,
-} from './router-support.ts'
-import { closeAll, connect, eventually, shard, topology } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { post, query, startNode, stopNode } from './router-support.ts'
+import { eventually, shard, topology } from './support.ts'
 
 /**
  * The router under faults (invariants 1 and 4): nodes of the shared topology are stopped for a moment
  * and every test starts them again, in `finally`, and waits until they answer (and replicas stream)
  * before it ends.
  */
-
-afterAll(async () => {
-  await stopRouters()
-  await closeAll()
-})
 
 interface ErrorBody {
   error: { code: string; message: string }

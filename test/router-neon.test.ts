@@ -7,12 +7,13 @@ import {
 } from '@neondatabase/serverless'
 import { and, sql as dsql, eq } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/neon-http'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { appointments, businesses, customers, services } from '../examples/appointments/schema.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import type { Sql } from '../src/shard/connection.ts'
-import { post, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, eventually, shard } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { post } from './router-support.ts'
+import { eventually, shard } from './support.ts'
 
 /**
  * `@neondatabase/serverless`'s `neon()`, unmodified, pointed at a real router: `neonConfig.fetchEndpoint`
@@ -48,7 +49,7 @@ let sql: NeonQueryFunction<false, false>
 let adminSql: Sql | undefined
 const admin = () => (adminSql ??= connect(shard('shard-2').primary))
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   router = await startTestRouter()
   // Both on shard-2: only row-level security keeps them apart there.
   tenant = await tenantWithKey('shard-2')
@@ -57,9 +58,7 @@ beforeAll(async () => {
   neonConfig.fetchEndpoint = () => `${router.url}/sql`
   sql = neon(connectionString(tenant, tenant.key))
 })
-afterAll(() => Object.assign(neonConfig, original))
-afterAll(stopRouters)
-afterAll(closeAll)
+it.afterAll(() => Object.assign(neonConfig, original))
 
 describe('neon() through the router', () => {
   const start = new Date('2032-06-07T08:09:10.123Z')
@@ -384,7 +383,7 @@ describe('drizzle-orm/neon-http over the same neon() client', () => {
   const start = new Date('2033-01-02T03:04:05.678Z')
   const end = new Date('2033-01-02T04:00:00.001Z')
 
-  beforeAll(() => {
+  it.beforeAll(() => {
     db = drizzle({ client: sql })
   })
 

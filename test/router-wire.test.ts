@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import {
   ConnectionError,
   connectWire,
@@ -8,27 +8,23 @@ import {
   type WireConnection,
 } from '../src/shard/wire/connection.ts'
 import { createWirePool } from '../src/shard/wire/pool.ts'
+import { connect, it, openWire } from './fixtures.ts'
 import { freePorts } from './setup/topology.ts'
-import { closeAll, connect, shard } from './support.ts'
+import { shard } from './support.ts'
 
 // The router's own PostgreSQL client (src/shard/wire), against a real primary.
 const table = `wire_probe_${randomUUID().slice(0, 8)}`
 const url = () => shard('shard-1').primary
-const opened: WireConnection[] = []
 
 async function open(): Promise<WireConnection> {
-  const connection = await connectWire({ url: url(), parameters: { search_path: 'public' } })
-  opened.push(connection)
-  return connection
+  return openWire({ url: url(), parameters: { search_path: 'public' } })
 }
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   await connect(url()).unsafe(`create table ${table} (id int primary key, note text)`)
 })
-afterAll(async () => {
-  await Promise.all(opened.map((connection) => connection.close()))
+it.afterAll(async () => {
   await connect(url()).unsafe(`drop table if exists ${table}`)
-  await closeAll()
 })
 
 describe('wire client: one pipeline, one Sync', () => {
@@ -104,8 +100,7 @@ describe('wire client: one pipeline, one Sync', () => {
   })
 
   it('reads a result larger than one socket read, and keeps at most maxStatements prepared', async () => {
-    const connection = await connectWire({ url: url(), maxStatements: 2 })
-    opened.push(connection)
+    const connection = await openWire({ url: url(), maxStatements: 2 })
     const [big] = await connection.run([
       { sql: `select repeat('x', 1000) || g as v from generate_series(1, 2000) g`, params: [] },
     ])

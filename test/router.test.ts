@@ -1,19 +1,20 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { openRedis, redisReady } from '../src/directory/redis.ts'
 import { createAdmission } from '../src/router/admission.ts'
 import type { RunningRouter } from '../src/router/server.ts'
-import { query, startTestRouter, stopRouters, type TestTenant, tenantWithKey } from './router-support.ts'
-import { closeAll, connect, eventually, newTenantId, shard, topology } from './support.ts'
+import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { query } from './router-support.ts'
+import { eventually, newTenantId, shard, topology } from './support.ts'
 
 let routerA: RunningRouter
 let routerB: RunningRouter
 let alice: TestTenant
 let bob: TestTenant
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   routerA = await startTestRouter()
   routerB = await startTestRouter()
   alice = await tenantWithKey('shard-1')
@@ -26,10 +27,6 @@ beforeAll(async () => {
   await eventually(async () =>
     (await replica`select 1 from customers where tenant_id = ${bob.id} limit 1`).length ? true : undefined,
   )
-})
-afterAll(async () => {
-  await stopRouters()
-  await closeAll()
 })
 
 describe('routing (invariant 4)', () => {

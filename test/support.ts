@@ -3,7 +3,6 @@ import { randomUUID } from 'node:crypto'
 import path from 'node:path'
 import { inject } from 'vitest'
 import type { Shard, Topology } from '../src/config/topology.ts'
-import { openAdmin, type Sql } from '../src/shard/connection.ts'
 
 export const topology = (): Topology => inject('topology')
 
@@ -23,15 +22,6 @@ export function asRouter(url: string): string {
   parsed.password = topology().router.role.password
   return parsed.toString()
 }
-
-/** Connections opened in a test file, closed by `closeAll` in afterAll. */
-const opened: Sql[] = []
-export function connect(url: string, max = 2): Sql {
-  const sql = openAdmin(url, { max })
-  opened.push(sql)
-  return sql
-}
-export const closeAll = () => Promise.all(opened.splice(0).map((sql) => sql.end({ timeout: 5 })))
 
 export interface CliResult {
   code: number
@@ -60,18 +50,4 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
-}
-
-/**
- * Removes tenants a test created, so later test files find the room they had: plan moves that name
- * them, their ownership rows on every shard, their directory rows. (Test files share one topology.)
- */
-export async function removeTenants(ids: readonly string[]): Promise<void> {
-  if (ids.length === 0) return
-  const list = [...ids]
-  const directory = connect(topology().directory)
-  await directory`delete from rebalance_plan_moves where tenant_id = any(${list}::uuid[])`
-  for (const s of topology().shards)
-    await connect(s.primary)`delete from switchyard.tenant_ownership where tenant_id = any(${list}::uuid[])`
-  await directory`delete from tenants where id = any(${list}::uuid[])`
 }

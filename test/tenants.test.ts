@@ -1,9 +1,8 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
-import { cli, closeAll, connect, newTenantId, shard, topology } from './support.ts'
-
-afterAll(closeAll)
+import { connect, it } from './fixtures.ts'
+import { cli, newTenantId, shard, topology } from './support.ts'
 
 const directory = () => connect(topology().directory)
 

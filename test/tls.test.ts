@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { describe, expect, inject } from 'vitest'
 import { localCaFile } from '../src/cluster/tls.ts'
 import { parseTopology } from '../src/config/load.ts'
 import { createPools } from '../src/shard/pools.ts'
@@ -6,19 +6,17 @@ import {
   AuthenticationError,
   ConnectionError,
   type ConnectOptions,
-  connectWire,
   PostgresError,
-  type WireConnection,
   type WireError,
 } from '../src/shard/wire/connection.ts'
 import { TlsError } from '../src/shard/wire/errors.ts'
-import { query, startTestRouter, stopRouters, tenantWithKey } from './router-support.ts'
-import { asRouter, closeAll, connect, shard, topology } from './support.ts'
+import { connect, it, openWire, startTestRouter, tenantWithKey } from './fixtures.ts'
+import { query } from './router-support.ts'
+import { asRouter, shard, topology } from './support.ts'
 import {
   authenticationCode,
   certificateFor,
   type ExtraNode,
-  type Relay,
   startPlainNode,
   startRelay,
   verifyFull,
@@ -34,30 +32,18 @@ import {
  */
 
 let plain: ExtraNode
-const relays: Relay[] = []
-const opened: WireConnection[] = []
 const primary = () => shard('shard-1').primary
 const target = () => ({ host: '127.0.0.1', port: Number(new URL(primary()).port) })
 
-async function open(options: ConnectOptions): Promise<WireConnection> {
-  const connection = await connectWire(options)
-  opened.push(connection)
-  return connection
-}
 const refusal = (options: ConnectOptions) =>
-  open(options).then(
+  openWire(options).then(
     () => {
       throw new Error('expected the connection to be refused')
     },
     (error: unknown) => error as WireError,
   )
-async function relay(options: Parameters<typeof startRelay>[0]): Promise<Relay> {
-  const started = await startRelay(options)
-  relays.push(started)
-  return started
-}
 
-beforeAll(async () => {
+it.beforeAll(async () => {
   plain = await startPlainNode()
   await connect(plain.url('switchyard', 'switchyard')).unsafe(`
     create role sy_trust login;
@@ -65,20 +51,13 @@ beforeAll(async () => {
     create role sy_md5 login password 'md5-secret';
     create role sy_password login password 'clear-secret';`)
 })
-afterAll(async () => {
-  await Promise.all(opened.map((connection) => connection.close()))
-  await Promise.all(relays.map((started) => started.close()))
-  await stopRouters()
-  await closeAll()
-  await plain?.stop()
-})
 
 describe('TLS to the topology nodes (cluster up made a CA, every node has ssl = on)', () => {
   it('verify-full against the local CA: TLS, channel-bound SCRAM, and the shard sees TLS (pg_stat_ssl)', async () => {
     for (const host of ['127.0.0.1', 'localhost']) {
       const url = new URL(asRouter(primary()))
       url.hostname = host
-      const connection = await open({
+      const connection = await openWire({
         url: url.toString(),
         tls: { ...verifyFull(), channelBinding: 'require' },
       })
@@ -115,7 +94,7 @@ describe('TLS to the topology nodes (cluster up made a CA, every node has ssl = 
   })
 
   it('a cancel goes through TLS too, and the query stops on the shard', async () => {
-    const connection = await open({ url: primary(), tls: verifyFull() })
+    const connection = await openWire({ url: primary(), tls: verifyFull() })
     const controller = new AbortController()
     setTimeout(() => controller.abort('deadline'), 100)
     const error = await connection
@@ -131,7 +110,7 @@ describe('TLS to the topology nodes (cluster up made a CA, every node has ssl = 
 describe('a man in the middle with a certificate of the same CA for another name', () => {
   it('verify-full refuses it by name; verify-ca accepts the certificate, and channel binding then fails the login', async () => {
     const impostor = await certificateFor('DNS:evil.example')
-    const mitm = await relay({ target: target(), serverTls: impostor, upstreamTls: true })
+    const mitm = await startRelay({ target: target(), serverTls: impostor, upstreamTls: true })
     const url = viaRelay(asRouter(primary()), mitm)
 
     const byName = await refusal({ url, tls: verifyFull() })
@@ -148,13 +127,13 @@ describe('a man in the middle with a certificate of the same CA for another name
     expect(unverified.message).toMatch(/channel binding/i)
 
     // What the binding prevents: without it, the relay is in.
-    const unbound = await open({ url, tls: { mode: 'require', channelBinding: 'disable' } })
+    const unbound = await openWire({ url, tls: { mode: 'require', channelBinding: 'disable' } })
     expect(unbound.info).toMatchObject({ tls: true, authentication: 'SCRAM-SHA-256' })
   })
 
   it('stripping SCRAM-SHA-256-PLUS from the offer is detected by the server (and refused by channelBinding require)', async () => {
     const impostor = await certificateFor('DNS:evil.example')
-    const mitm = await relay({
+    const mitm = await startRelay({
       target: target(),
       serverTls: impostor,
       upstreamTls: true,
@@ -208,7 +187,7 @@ describe('a node without TLS', () => {
   })
 
   it('prefer falls back to plain SCRAM; channelBinding require refuses; a cancel works without TLS', async () => {
-    const connection = await open({ url: plain.url('switchyard', 'switchyard') })
+    const connection = await openWire({ url: plain.url('switchyard', 'switchyard') })
     expect(connection.info).toMatchObject({ tls: false, authentication: 'SCRAM-SHA-256' })
     const required = await refusal({
       url: plain.url('switchyard', 'switchyard'),
@@ -258,14 +237,14 @@ describe('authentication: SCRAM or nothing, unless allowInsecureAuth', () => {
       const refused = await refusal({ url })
       expect(refused).toBeInstanceOf(AuthenticationError)
       expect(refused).toMatchObject({ code: 'auth_insecure' })
-      const allowed = await open({ url, allowInsecureAuth: true })
+      const allowed = await openWire({ url, allowInsecureAuth: true })
       expect(allowed.info.authentication).toBe(method)
       expect((await allowed.run([{ sql: 'select current_user', params: [] }]))[0]?.rows).toEqual([[user]])
     }
   })
 
   it('refuses AuthenticationOk before the SCRAM final message (a downgrade), even with allowInsecureAuth', async () => {
-    const dropFinal = await relay({
+    const dropFinal = await startRelay({
       target: target(),
       rewrite: (type, message) => (authenticationCode(type, message) === 12 ? null : message),
     })
@@ -278,7 +257,7 @@ describe('authentication: SCRAM or nothing, unless allowInsecureAuth', () => {
   })
 
   it('refuses a SCRAM final message whose server signature does not check out', async () => {
-    const forged = await relay({
+    const forged = await startRelay({
       target: target(),
       rewrite: (type, message) => {
         if (authenticationCode(type, message) !== 12) return message
@@ -302,12 +281,12 @@ describe('a corrupt stream fails the connection, not the process', () => {
       [0x44, 0x7f, 0xff, 0xff, 0xff],
     ]) {
       let readyForQuery = 0
-      const corrupt = await relay({
+      const corrupt = await startRelay({
         target: target(),
         // The second ReadyForQuery (the first query's) arrives as a header with a corrupt length.
         rewrite: (type, message) => (type === 0x5a && ++readyForQuery === 2 ? Buffer.from(header) : message),
       })
-      const connection = await open({ url: viaRelay(asRouter(primary()), corrupt) })
+      const connection = await openWire({ url: viaRelay(asRouter(primary()), corrupt) })
       const error = await connection.run([{ sql: 'select 1', params: [] }]).catch((e: WireError) => e)
       expect(error).toBeInstanceOf(ConnectionError)
       expect(error).toMatchObject({ code: 'PROTOCOL_ERROR', sent: true })
@@ -320,7 +299,7 @@ describe('cluster up on existing data folders', () => {
   it('a node whose settings are written again with the CA serves TLS after a reload, no restart', async () => {
     const url = plain.url('switchyard', 'switchyard')
     await plain.reconfigure(true)
-    const secured = await open({ url, tls: { ...verifyFull(), channelBinding: 'require' } })
+    const secured = await openWire({ url, tls: { ...verifyFull(), channelBinding: 'require' } })
     expect(secured.info).toMatchObject({ tls: true, authentication: 'SCRAM-SHA-256-PLUS' })
     await plain.reconfigure(false)
     expect(await refusal({ url, tls: { mode: 'require' } })).toMatchObject({ code: 'tls_required' })

@@ -1,7 +1,6 @@
-import { afterAll, describe, expect, it } from 'vitest'
-import { asRouter, cli, closeAll, connect, eventually, topology } from './support.ts'
-
-afterAll(closeAll)
+import { describe, expect } from 'vitest'
+import { connect, it } from './fixtures.ts'
+import { asRouter, cli, eventually, topology } from './support.ts'
 
 describe('the shared test topology', () => {
   it.each([0, 1, 2])('shard %i: a row written on the primary appears on its replica', async (index) => {

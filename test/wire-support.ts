@@ -21,6 +21,7 @@ import { runChecked } from '../src/cluster/process.ts'
 import { ensureLocalTls, issueCertificate, localCaFile, tlsDir } from '../src/cluster/tls.ts'
 import { sslRequest } from '../src/shard/wire/messages.ts'
 import type { TlsOptions } from '../src/shard/wire/tls.ts'
+import { fileOpened } from './fixtures.ts'
 import { freePorts } from './setup/topology.ts'
 
 /** The test topology's CA: its nodes' certificates chain to it. */
@@ -42,6 +43,7 @@ export interface ExtraNode {
  * `sy_password` (cleartext). Everyone else uses scram-sha-256 as on the topology's nodes.
  */
 export async function startPlainNode(): Promise<ExtraNode> {
+  const file = fileOpened()
   const [port] = (await freePorts(1)) as [number]
   const home = await mkdtemp(path.join(tmpdir(), 'switchyard-plain-'))
   const ctx: NodeContext = {
@@ -80,7 +82,7 @@ export async function startPlainNode(): Promise<ExtraNode> {
     ].join('\n'),
   )
   await startNode(ctx, node)
-  return {
+  const extra: ExtraNode = {
     url,
     port,
     async reconfigure(tls) {
@@ -93,6 +95,8 @@ export async function startPlainNode(): Promise<ExtraNode> {
       await rm(home, { recursive: true, force: true })
     },
   }
+  file.nodes.push(extra)
+  return extra
 }
 
 /**
@@ -142,6 +146,7 @@ export interface Relay {
  * client's bytes as they are; only the server's side goes message by message through `rewrite`.
  */
 export async function startRelay(options: RelayOptions): Promise<Relay> {
+  const file = fileOpened()
   const sockets = new Set<Socket>()
   const server: Server = createServer((client) => {
     sockets.add(client)
@@ -193,7 +198,7 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
     })
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
+  const relay: Relay = {
     port: (server.address() as { port: number }).port,
     close: () =>
       new Promise<void>((resolve) => {
@@ -201,6 +206,8 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
         server.close(() => resolve())
       }),
   }
+  file.relays.push(relay)
+  return relay
 }
 
 /** `url` pointing at the relay instead of its node. */

@@ -1,8 +1,7 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect } from 'vitest'
 import {
   ConnectionError,
   type ConnectOptions,
-  connectWire,
   DEADLINE,
   PipelineError,
   QueryCancelledError,
@@ -13,19 +12,17 @@ import {
 } from '../src/shard/wire/connection.ts'
 import { PoolTimeoutError } from '../src/shard/wire/errors.ts'
 import { createWirePool } from '../src/shard/wire/pool.ts'
-import { closeAll, connect, shard } from './support.ts'
+import { connect, it, openWire } from './fixtures.ts'
+import { shard } from './support.ts'
 import { rssMb, verifyFull } from './wire-support.ts'
 
 // The router's wire client against a real primary of the test topology, over verified TLS, logged in as
 // the admin (who may read pg_stat_activity and its own pg_prepared_statements).
 const url = () => shard('shard-1').primary
-const opened: WireConnection[] = []
 const MiB = 1024 * 1024
 
 async function open(options: Partial<ConnectOptions> = {}): Promise<WireConnection> {
-  const connection = await connectWire({ url: url(), tls: verifyFull(), ...options })
-  opened.push(connection)
-  return connection
+  return openWire({ url: url(), tls: verifyFull(), ...options })
 }
 
 const one = (sql: string, ...params: (string | null)[]) => [{ sql, params }]
@@ -43,11 +40,6 @@ async function backendState(connection: WireConnection): Promise<{ state: string
     select state, query from pg_stat_activity where pid = ${connection.info.pid}`
   return row as { state: string; query: string }
 }
-
-afterAll(async () => {
-  await Promise.all(opened.map((connection) => connection.close()))
-  await closeAll()
-})
 
 describe('result budgets: checked on each DataRow header, the query cancelled, nothing buffered', () => {
   it("select repeat('x', 600000000) stops at maxBytes without buffering it; the connection is reusable", async () => {

@@ -4,17 +4,17 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { isSwitchyardError, type SwitchyardError } from '../src/errors.ts'
-import { placeTenant, type ShardFill } from '../src/placement/placement.ts'
+import { isSwitchyardError, type SwitchyardError } from '../../src/errors.ts'
+import { placeTenant, type ShardFill } from '../../src/placement/placement.ts'
 import {
   type PlanInput,
   type PlanShard,
   type PlanTenant,
   planRebalance,
   type RebalancePlan,
-} from '../src/placement/planner.ts'
+} from '../../src/placement/planner.ts'
 
-const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
+const root = path.dirname(path.dirname(path.dirname(fileURLToPath(import.meta.url))))
 
 /** mulberry32: a seeded stream, so generated sizes and orders are reproducible from a fast-check seed. */
 function random(seed: number): () => number {
