@@ -34,6 +34,7 @@ import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/
 import { cutShortLine, progressPrinter } from './migrate-tenant/progress.ts'
 import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
 import { executePlan } from './placement/executor.ts'
+import { placeTenant } from './placement/placement.ts'
 import {
   cancelPlan,
   createRebalancePlan,
@@ -181,11 +182,16 @@ tenants
   .action(
     action(async (topology, id: string, options: { shard?: string; name?: string; json?: boolean }) => {
       const row = await withDirectory(topology, (directory) =>
-        addTenant(directory, topology, {
-          id,
-          ...(options.shard !== undefined ? { shard: options.shard } : {}),
-          ...(options.name ? { name: options.name } : {}),
-        }),
+        addTenant(
+          directory,
+          topology,
+          {
+            id,
+            ...(options.shard !== undefined ? { shard: options.shard } : {}),
+            ...(options.name ? { name: options.name } : {}),
+          },
+          placeTenant,
+        ),
       )
       if (options.json) print(row)
       else say(`tenant ${row.id} (${row.name}) ${options.shard ? 'added' : 'placed'} on ${row.shardId}`)

@@ -3,7 +3,6 @@ import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import { shardId } from '../config/topology.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
-import { placeTenant, type ShardFill } from '../placement/placement.ts'
 import { type Queries, withAdmin } from '../shard/connection.ts'
 import { claimOwnership, releaseOwnership } from '../shard/ownership.ts'
 import type { Directory } from './connection.ts'
@@ -13,13 +12,21 @@ export const tenantId = z.uuid({ message: 'must be a UUID' })
 
 export const newTenantSchema = z.strictObject({
   id: tenantId,
-  /** Omitted: placement picks one (bounded-load consistent hashing over the active shards with room). */
+  /** Omitted: the caller's `ShardChooser` picks one among the active shards with room. */
   shard: shardId.optional(),
   name: z.string().trim().min(1).max(200).optional(),
 })
 
 export type NewTenant = z.input<typeof newTenantSchema>
 export type TenantRow = typeof tenants.$inferSelect
+
+/** A shard as a chooser sees it: its state, how many tenants it holds and may hold. */
+export type ShardFill = { id: string; state: 'active' | 'draining'; capacity: number; tenants: number }
+/**
+ * Picks the shard for a new tenant from the shards' fill (`placeTenant`: bounded-load consistent
+ * hashing). Passed in: the directory locks and counts, the choice is made in one place above it.
+ */
+export type ShardChooser = (tenant: string, shards: readonly ShardFill[]) => string
 
 export function parseTenantId(value: unknown): string {
   const parsed = tenantId.safeParse(value)
@@ -37,23 +44,38 @@ export function shardPrimary(topology: Topology, shard: string): string {
 /**
  * Registers a tenant on a shard: directory row and the shard's ownership row, or neither. The shard row
  * is locked so concurrent adds cannot overfill it; the ownership row is written while the directory
- * transaction is open and removed again if that transaction does not commit. Without a shard, the
- * tenant is placed (see `placeNewTenant`).
+ * transaction is open and removed again if that transaction does not commit. Without a shard, `choose`
+ * places the tenant (see `placeNewTenant`).
  */
 export async function addTenant(
   directory: Directory,
   topology: Topology,
+  input: NewTenant & { shard: string },
+): Promise<TenantRow>
+export async function addTenant(
+  directory: Directory,
+  topology: Topology,
   input: NewTenant,
+  choose: ShardChooser,
+): Promise<TenantRow>
+export async function addTenant(
+  directory: Directory,
+  topology: Topology,
+  input: NewTenant,
+  choose?: ShardChooser,
 ): Promise<TenantRow> {
   const parsed = newTenantSchema.safeParse(input)
   if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
   const { id } = parsed.data
+  // Only a caller past the overloads (a cast) gets here with neither.
+  if (parsed.data.shard === undefined && !choose)
+    throw new SwitchyardError('invalid_input', `tenant ${id}: name a shard`)
   const name = parsed.data.name ?? `tenant-${id.slice(0, 8)}`
   let primary = parsed.data.shard === undefined ? undefined : shardPrimary(topology, parsed.data.shard)
   let claimed = false
   try {
     return await directory.sql.begin(async (sql) => {
-      const shard = parsed.data.shard ?? (await placeNewTenant(sql, topology, id))
+      const shard = parsed.data.shard ?? (await placeNewTenant(sql, topology, id, choose as ShardChooser))
       primary ??= shardPrimary(topology, shard)
       const shardUrl = primary
       // Lock the shard row first and count in a second statement: under READ COMMITTED a count in the
@@ -116,7 +138,12 @@ async function assertNewTenant(sql: Queries, id: string): Promise<void> {
  * or is waited for. Only shards of the topology are candidates: the ownership row must be written.
  * Throws `no_capacity` with the fill table when no active shard has room.
  */
-async function placeNewTenant(sql: Queries, topology: Topology, id: string): Promise<string> {
+async function placeNewTenant(
+  sql: Queries,
+  topology: Topology,
+  id: string,
+  choose: ShardChooser,
+): Promise<string> {
   const rows = await sql<{ id: string; state: ShardFill['state']; capacity: number }[]>`
     select id, state, capacity from shards order by id for update`
   // A second statement, after the locks: its snapshot includes adds that committed while we waited.
@@ -130,7 +157,7 @@ async function placeNewTenant(sql: Queries, topology: Topology, id: string): Pro
     .map((row) => ({ ...row, tenants: counts.get(row.id) ?? 0 }))
   if (fills.length === 0)
     throw new SwitchyardError('shard_unknown', 'no shard is registered: run `switchyard migrate`')
-  return placeTenant(id, fills)
+  return choose(id, fills)
 }
 
 export async function listTenants(directory: Directory): Promise<TenantRow[]> {

@@ -24,6 +24,7 @@ import { assertAdmin, type KeyCheck } from '../router/auth.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
 import { executePlan, startApplying } from './executor.ts'
+import { placeTenant } from './placement.ts'
 import {
   cancelPlan,
   createRebalancePlan,
@@ -100,7 +101,7 @@ export function createAdminApi(deps: AdminDeps): Hono {
   api.get('/tenants', async (c) => c.json({ tenants: await listTenants(directory) }))
   api.post('/tenants', async (c) => {
     // Any JSON may arrive here: addTenant's zod schema is what refuses it.
-    const tenant = await addTenant(directory, topology, (await readBody(c)) as NewTenant)
+    const tenant = await addTenant(directory, topology, (await readBody(c)) as NewTenant, placeTenant)
     // A lookup of the id before it existed may be remembered as unknown: forget it everywhere.
     await deps.routes.invalidate(tenant.id)
     return c.json(tenant, 201)
