@@ -18,8 +18,14 @@ import { withDirectory } from './directory/connection.ts'
 import { createKey, type KeyRow, type KeyScope, listKeys, revokeKey } from './directory/keys.ts'
 import { migrateAll } from './directory/migrate.ts'
 import { withRedis } from './directory/redis.ts'
-import { createRouteCache } from './directory/routes.ts'
-import { addTenant, effectiveLimits, listTenants, setTenantLimits } from './directory/tenants.ts'
+import { publishInvalidation } from './directory/routes.ts'
+import {
+  addTenant,
+  limitOverride,
+  limitsPatchSchema,
+  listTenants,
+  setTenantLimits,
+} from './directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from './errors.ts'
 import { loadtestLocal } from './loadtest/local.ts'
 import { localFlags, parseFlags, runFlags, seedFlags } from './loadtest/options.ts'
@@ -33,13 +39,14 @@ import { moveLeftovers } from './migrate-tenant/leftovers.ts'
 import { abortMove, type MoverDeps, runMove, startMove } from './migrate-tenant/mover.ts'
 import { cutShortLine, progressPrinter } from './migrate-tenant/progress.ts'
 import { findMove, listMoves, type Move, parseMoveId } from './migrate-tenant/record.ts'
-import { executePlan } from './placement/executor.ts'
+import { applyPlan, moveCount } from './placement/executor.ts'
 import { placeTenant } from './placement/placement.ts'
 import {
   cancelPlan,
   createRebalancePlan,
   drainShard,
   findPlan,
+  rebalanceStrategy,
   type StoredPlan,
   undrainShard,
 } from './placement/plans.ts'
@@ -248,52 +255,46 @@ tenants
     }),
   )
 
-/** `--max-services 20` sets an override; `--max-services default` removes it. */
-const limitValue = z.union([
-  z.literal('default').transform(() => null),
-  z.coerce.number({ message: 'must be a non-negative integer or "default"' }).int().min(0),
-])
-const LIMIT_FLAGS = {
-  maxAppointmentsPerDay: 'max_appointments_per_day',
-  maxCustomers: 'max_customers',
-  maxServices: 'max_services',
-  maxStaff: 'max_staff',
-  apiRateLimit: 'api_rate_limit',
-} as const
+/** The limits `set-limits` takes, in the order of `--help`: the admin API's patch fields. */
+const LIMIT_NAMES = Object.keys(limitsPatchSchema.shape)
+/** `max_services` is `--max-services`, which commander hands over as `maxServices`. */
+const limitFlag = (name: string) => `--${name.replaceAll('_', '-')}`
+const limitOption = (name: string) => name.replace(/_(.)/g, (_, letter: string) => letter.toUpperCase())
+/** A command line has no route cache of its own: it tells the routers (over Redis) to forget a tenant. */
+const tellRouters = (topology: Topology) => ({
+  invalidate: (tenant: string) =>
+    withRedis(topology.redis, async (redis) => {
+      if (redis) await publishInvalidation(redis, tenant)
+    }),
+})
 const setLimits = tenants
   .command('set-limits <tenant>')
   .description(
     "override a tenant's limits in the directory (N, or `default` to drop the override); routers pick them up at once (over Redis) or within their route cache TTL",
   )
-for (const name of Object.values(LIMIT_FLAGS))
-  setLimits.option(`--${name.replaceAll('_', '-')} <n>`, `${name}: N, or "default" to drop the override`)
+for (const name of LIMIT_NAMES)
+  setLimits.option(`${limitFlag(name)} <n>`, `${name}: N, or "default" to drop the override`)
 setLimits.addOption(json).action(
   action(async (topology, id: string, options: Record<string, string | boolean | undefined>) => {
     const patch: Record<string, number | null> = {}
-    for (const [flag, name] of Object.entries(LIMIT_FLAGS)) {
-      const given = options[flag]
+    for (const name of LIMIT_NAMES) {
+      const given = options[limitOption(name)]
       if (given === undefined) continue
-      const parsed = limitValue.safeParse(given)
+      // `default` drops the override: null in the patch.
+      const parsed = limitOverride.safeParse(given === 'default' ? null : Number(given))
       if (!parsed.success)
         throw new SwitchyardError(
           'invalid_input',
-          `--${name.replaceAll('_', '-')}: ${JSON.stringify(given)} must be a non-negative integer or "default"`,
+          `${limitFlag(name)}: ${JSON.stringify(given)} must be a non-negative integer or "default"`,
         )
-      patch[name] = parsed.data
+      patch[name] = parsed.data ?? null
     }
-    const row = await withDirectory(topology, async (directory) => {
-      const updated = await setTenantLimits(directory, id, patch)
-      await withRedis(topology.redis, async (redis) => {
-        const routes = createRouteCache({ directory: directory.sql, redis, ttlMs: 0, negativeTtlMs: 0 })
-        await routes.invalidate(updated.id)
-        await routes.close()
-      })
-      return updated
-    })
-    const effective = effectiveLimits(topology, row.limits)
-    if (options.json) print({ ...row, effectiveLimits: effective })
+    const row = await withDirectory(topology, (directory) =>
+      setTenantLimits(directory, topology, tellRouters(topology), id, patch),
+    )
+    if (options.json) print(row)
     else {
-      const rows = Object.entries(effective).map(([name, value]) => ({
+      const rows = Object.entries(row.effectiveLimits).map(([name, value]) => ({
         limit: name,
         value,
         from: name in row.limits ? 'tenant' : 'default',
@@ -382,7 +383,7 @@ rebalance
       '--strategy <strategy>',
       'count: tenants within one per shard; size: bytes within 10% of the mean',
     )
-      .choices(['count', 'size'])
+      .choices(rebalanceStrategy.options)
       .default('count'),
   )
   .addOption(json)
@@ -425,25 +426,23 @@ rebalance
         const progress = progressPrinter()
         const plan = await withDirectory(topology, (directory) =>
           withRedis(topology.redis, async (redis) => {
-            const target = await findPlan(directory, id)
-            let finished = target.moves.filter((m) => m.state === 'done').length
-            return executePlan(
+            const { finished } = await applyPlan(
               { topology, directory, redis, logger: cliLogger(), failpoint: failpointFromEnv() },
-              target.id,
+              id,
               {
                 concurrency,
                 maxPerSource,
-                onMove: (planMove, move) => {
+                onMove: (planMove, move, tally) => {
                   if (move && !['done', 'failed', 'aborted'].includes(move.state))
                     return progress.update(move)
                   progress.done()
-                  if (planMove.state === 'done') finished += 1
                   say(
-                    `[${finished}/${target.moves.length}] ${planMove.tenant} ${planMove.from} → ${planMove.to}: ${planMove.state}${planMove.error ? ` (${planMove.error})` : ''}`,
+                    `[${tally.done}/${tally.total}] ${planMove.tenant} ${planMove.from} → ${planMove.to}: ${planMove.state}${planMove.error ? ` (${planMove.error})` : ''}`,
                   )
                 },
               },
             )
+            return finished
           }),
         )
         if (options.json) print(plan)
@@ -467,7 +466,7 @@ rebalance
   )
 
 function parseCount(flag: string, value: string): number {
-  const parsed = z.coerce.number().int().min(1).max(16).safeParse(value)
+  const parsed = moveCount.safeParse(Number(value))
   if (!parsed.success)
     throw new SwitchyardError(
       'invalid_input',

@@ -6,6 +6,7 @@ import { describeIssues, SwitchyardError } from '../errors.ts'
 import { type Queries, withAdmin } from '../shard/connection.ts'
 import { claimOwnership, releaseOwnership } from '../shard/ownership.ts'
 import type { Directory } from './connection.ts'
+import type { RouteCache } from './routes.ts'
 import { type TenantLimits, tenants } from './schema.ts'
 
 export const tenantId = z.uuid({ message: 'must be a UUID' })
@@ -174,7 +175,7 @@ export async function findTenant(directory: Directory, id: string): Promise<Tena
 }
 
 /** An override is a non-negative integer; null removes it (the config's default applies again). */
-const limitOverride = z.number().int().min(0).nullable().optional()
+export const limitOverride = z.number().int().min(0).nullable().optional()
 
 export const limitsPatchSchema = z
   .strictObject({
@@ -197,14 +198,17 @@ export function effectiveLimits(topology: Topology, limits: TenantLimits): Requi
 
 /**
  * Changes a tenant's limit overrides in the directory, in one statement (concurrent patches of other
- * limits are not lost). Routers see the new limits with the tenant's next route: the caller
- * invalidates it (otherwise within the route cache's TTL).
+ * limits are not lost), then invalidates the tenant's route: routers apply the new limits from its next
+ * request (one that misses the invalidation, within its route cache's TTL). `routes` is the router's
+ * own cache, or for a command line whatever tells the routers.
  */
 export async function setTenantLimits(
   directory: Directory,
+  topology: Topology,
+  routes: Pick<RouteCache, 'invalidate'>,
   id: string,
   input: LimitsPatch,
-): Promise<TenantRow> {
+): Promise<TenantRow & { effectiveLimits: Required<TenantLimits> }> {
   const tenant = parseTenantId(id)
   const parsed = limitsPatchSchema.safeParse(input)
   if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
@@ -216,5 +220,6 @@ export async function setTenantLimits(
     where id = ${tenant}
     returning id, name, shard_id as "shardId", epoch, state, limits, created_at as "createdAt"`
   if (!row) throw new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)
-  return row
+  await routes.invalidate(row.id)
+  return { ...row, effectiveLimits: effectiveLimits(topology, row.limits) }
 }

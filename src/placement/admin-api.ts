@@ -8,7 +8,6 @@ import type { Redis } from '../directory/redis.ts'
 import type { RouteCache } from '../directory/routes.ts'
 import {
   addTenant,
-  effectiveLimits,
   type LimitsPatch,
   listTenants,
   type NewTenant,
@@ -23,7 +22,7 @@ import { findMove, listMoves, parseMoveId } from '../migrate-tenant/record.ts'
 import { assertAdmin, type KeyCheck } from '../router/auth.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
-import { executePlan, startApplying } from './executor.ts'
+import { applyOptionsSchema, applyPlan } from './executor.ts'
 import { placeTenant } from './placement.ts'
 import {
   cancelPlan,
@@ -55,10 +54,6 @@ const newMoveSchema = z.strictObject({
   to: z.string().min(1),
 })
 const abortSchema = z.strictObject({ moveBack: z.boolean().default(false) })
-const applyOptionsSchema = z.strictObject({
-  concurrency: z.number().int().min(1).max(16).optional(),
-  maxPerSource: z.number().int().min(1).max(16).optional(),
-})
 
 /**
  * The operators' HTTP API, mounted at `/admin/v1` (docs/ADMIN_API.md). Admin keys only: no key is a
@@ -110,9 +105,8 @@ export function createAdminApi(deps: AdminDeps): Hono {
     c.json(await describeTenant(directory, topology, deps.redis, c.req.param('id'))),
   )
   api.patch('/tenants/:id/limits', async (c) => {
-    const tenant = await setTenantLimits(directory, c.req.param('id'), (await readBody(c)) as LimitsPatch)
-    await deps.routes.invalidate(tenant.id)
-    return c.json({ ...tenant, effectiveLimits: effectiveLimits(topology, tenant.limits) })
+    const body = (await readBody(c)) as LimitsPatch
+    return c.json(await setTenantLimits(directory, topology, deps.routes, c.req.param('id'), body))
   })
 
   api.get('/shards', async (c) =>
@@ -132,9 +126,9 @@ export function createAdminApi(deps: AdminDeps): Hono {
   api.post('/plans/:id/apply', async (c) => {
     const options = applyOptionsSchema.safeParse(await readBody(c, {}))
     if (!options.success) throw new SwitchyardError('invalid_input', describeIssues(options.error.issues))
-    const plan = await startApplying(directory, c.req.param('id'))
+    const { plan, finished } = await applyPlan(moverDeps, c.req.param('id'), options.data)
     // The plan runs on in this router; its progress is in the directory (GET /plans/:id).
-    inBackground(executePlan(moverDeps, plan.id, options.data), plan.id)
+    inBackground(finished, plan.id)
     return c.json(plan, 202)
   })
   api.post('/plans/:id/cancel', async (c) => c.json(await cancelPlan(directory, c.req.param('id'))))
