@@ -2,6 +2,7 @@ import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
 import { addTenant } from '../src/directory/tenants.ts'
+import { placeTenant } from '../src/placement/placement.ts'
 import { createRebalancePlan, type StoredPlan } from '../src/placement/plans.ts'
 import type { ShardStats, TenantDescription } from '../src/placement/stats.ts'
 import { connect, it, removeTenants, startTestRouter, tenantWithKey } from './fixtures.ts'
@@ -51,7 +52,7 @@ async function place(count: number, parallel = 4): Promise<PromiseSettledResult<
       const batch = Array.from({ length: Math.min(parallel, count - i) }, async () => {
         const id = newTenantId()
         created.push(id)
-        return (await addTenant(d, topology(), { id })).shardId
+        return (await addTenant(d, topology(), { id }, placeTenant)).shardId
       })
       outcomes.push(...(await Promise.allSettled(batch)))
     }

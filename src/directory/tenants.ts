@@ -3,23 +3,31 @@ import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import { shardId } from '../config/topology.ts'
 import { describeIssues, SwitchyardError } from '../errors.ts'
-import { placeTenant, type ShardFill } from '../placement/placement.ts'
 import { type Queries, withAdmin } from '../shard/connection.ts'
 import { claimOwnership, releaseOwnership } from '../shard/ownership.ts'
 import type { Directory } from './connection.ts'
+import type { RouteCache } from './routes.ts'
 import { type TenantLimits, tenants } from './schema.ts'
 
 export const tenantId = z.uuid({ message: 'must be a UUID' })
 
 export const newTenantSchema = z.strictObject({
   id: tenantId,
-  /** Omitted: placement picks one (bounded-load consistent hashing over the active shards with room). */
+  /** Omitted: the caller's `ShardChooser` picks one among the active shards with room. */
   shard: shardId.optional(),
   name: z.string().trim().min(1).max(200).optional(),
 })
 
 export type NewTenant = z.input<typeof newTenantSchema>
 export type TenantRow = typeof tenants.$inferSelect
+
+/** A shard as a chooser sees it: its state, how many tenants it holds and may hold. */
+export type ShardFill = { id: string; state: 'active' | 'draining'; capacity: number; tenants: number }
+/**
+ * Picks the shard for a new tenant from the shards' fill (`placeTenant`: bounded-load consistent
+ * hashing). Passed in: the directory locks and counts, the choice is made in one place above it.
+ */
+export type ShardChooser = (tenant: string, shards: readonly ShardFill[]) => string
 
 export function parseTenantId(value: unknown): string {
   const parsed = tenantId.safeParse(value)
@@ -37,23 +45,38 @@ export function shardPrimary(topology: Topology, shard: string): string {
 /**
  * Registers a tenant on a shard: directory row and the shard's ownership row, or neither. The shard row
  * is locked so concurrent adds cannot overfill it; the ownership row is written while the directory
- * transaction is open and removed again if that transaction does not commit. Without a shard, the
- * tenant is placed (see `placeNewTenant`).
+ * transaction is open and removed again if that transaction does not commit. Without a shard, `choose`
+ * places the tenant (see `placeNewTenant`).
  */
 export async function addTenant(
   directory: Directory,
   topology: Topology,
+  input: NewTenant & { shard: string },
+): Promise<TenantRow>
+export async function addTenant(
+  directory: Directory,
+  topology: Topology,
   input: NewTenant,
+  choose: ShardChooser,
+): Promise<TenantRow>
+export async function addTenant(
+  directory: Directory,
+  topology: Topology,
+  input: NewTenant,
+  choose?: ShardChooser,
 ): Promise<TenantRow> {
   const parsed = newTenantSchema.safeParse(input)
   if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
   const { id } = parsed.data
+  // Only a caller past the overloads (a cast) gets here with neither.
+  if (parsed.data.shard === undefined && !choose)
+    throw new SwitchyardError('invalid_input', `tenant ${id}: name a shard`)
   const name = parsed.data.name ?? `tenant-${id.slice(0, 8)}`
   let primary = parsed.data.shard === undefined ? undefined : shardPrimary(topology, parsed.data.shard)
   let claimed = false
   try {
     return await directory.sql.begin(async (sql) => {
-      const shard = parsed.data.shard ?? (await placeNewTenant(sql, topology, id))
+      const shard = parsed.data.shard ?? (await placeNewTenant(sql, topology, id, choose as ShardChooser))
       primary ??= shardPrimary(topology, shard)
       const shardUrl = primary
       // Lock the shard row first and count in a second statement: under READ COMMITTED a count in the
@@ -116,7 +139,12 @@ async function assertNewTenant(sql: Queries, id: string): Promise<void> {
  * or is waited for. Only shards of the topology are candidates: the ownership row must be written.
  * Throws `no_capacity` with the fill table when no active shard has room.
  */
-async function placeNewTenant(sql: Queries, topology: Topology, id: string): Promise<string> {
+async function placeNewTenant(
+  sql: Queries,
+  topology: Topology,
+  id: string,
+  choose: ShardChooser,
+): Promise<string> {
   const rows = await sql<{ id: string; state: ShardFill['state']; capacity: number }[]>`
     select id, state, capacity from shards order by id for update`
   // A second statement, after the locks: its snapshot includes adds that committed while we waited.
@@ -130,7 +158,7 @@ async function placeNewTenant(sql: Queries, topology: Topology, id: string): Pro
     .map((row) => ({ ...row, tenants: counts.get(row.id) ?? 0 }))
   if (fills.length === 0)
     throw new SwitchyardError('shard_unknown', 'no shard is registered: run `switchyard migrate`')
-  return placeTenant(id, fills)
+  return choose(id, fills)
 }
 
 export async function listTenants(directory: Directory): Promise<TenantRow[]> {
@@ -147,7 +175,7 @@ export async function findTenant(directory: Directory, id: string): Promise<Tena
 }
 
 /** An override is a non-negative integer; null removes it (the config's default applies again). */
-const limitOverride = z.number().int().min(0).nullable().optional()
+export const limitOverride = z.number().int().min(0).nullable().optional()
 
 export const limitsPatchSchema = z
   .strictObject({
@@ -170,14 +198,17 @@ export function effectiveLimits(topology: Topology, limits: TenantLimits): Requi
 
 /**
  * Changes a tenant's limit overrides in the directory, in one statement (concurrent patches of other
- * limits are not lost). Routers see the new limits with the tenant's next route: the caller
- * invalidates it (otherwise within the route cache's TTL).
+ * limits are not lost), then invalidates the tenant's route: routers apply the new limits from its next
+ * request (one that misses the invalidation, within its route cache's TTL). `routes` is the router's
+ * own cache, or for a command line whatever tells the routers.
  */
 export async function setTenantLimits(
   directory: Directory,
+  topology: Topology,
+  routes: Pick<RouteCache, 'invalidate'>,
   id: string,
   input: LimitsPatch,
-): Promise<TenantRow> {
+): Promise<TenantRow & { effectiveLimits: Required<TenantLimits> }> {
   const tenant = parseTenantId(id)
   const parsed = limitsPatchSchema.safeParse(input)
   if (!parsed.success) throw new SwitchyardError('invalid_input', describeIssues(parsed.error.issues))
@@ -189,5 +220,6 @@ export async function setTenantLimits(
     where id = ${tenant}
     returning id, name, shard_id as "shardId", epoch, state, limits, created_at as "createdAt"`
   if (!row) throw new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)
-  return row
+  await routes.invalidate(row.id)
+  return { ...row, effectiveLimits: effectiveLimits(topology, row.limits) }
 }

@@ -4,7 +4,7 @@ import type { Topology } from '../config/topology.ts'
 import type { Directory } from '../directory/connection.ts'
 import { addTenant, shardPrimary } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
-import { fillTable } from '../placement/placement.ts'
+import { fillTable, placeTenant } from '../placement/placement.ts'
 import { openAdmin } from '../shard/connection.ts'
 import type { SeedOptions } from './options.ts'
 import type { StepProgress } from './progress.ts'
@@ -67,7 +67,7 @@ export interface SeedResult {
 
 /**
  * Makes `--tenants` loadtest tenants exist and hold data: tenants already there (same prefix) are
- * reused, missing ones are placed by the directory's automatic placement (`addTenant`), and every
+ * reused, missing ones are placed automatically (`addTenant` with `placeTenant`), and every
  * tenant without data is filled on its shard's primary. Re-running is cheap and changes nothing that
  * is already in place. Refuses up front, writing nothing, when the missing tenants do not fit.
  */
@@ -84,10 +84,12 @@ export async function seedLoadtest(
   await assertRoom(directory, topology, missing.length, existing.length)
   const added: LoadtestTenant[] = []
   for (const index of missing) {
-    const row = await addTenant(directory, topology, {
-      id: randomUUID(),
-      name: tenantName(options.prefix, index),
-    })
+    const row = await addTenant(
+      directory,
+      topology,
+      { id: randomUUID(), name: tenantName(options.prefix, index) },
+      placeTenant,
+    )
     added.push({ id: row.id, name: row.name, shard: row.shardId, index })
     onProgress({ step: 'placing', done: added.length, total: missing.length })
   }

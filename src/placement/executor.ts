@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import type { Directory } from '../directory/connection.ts'
 import { openMove } from '../directory/move-states.ts'
 import { withSessionLock } from '../directory/session-lock.ts'
@@ -6,13 +7,40 @@ import { createMove, type MoverDeps, runMove } from '../migrate-tenant/mover.ts'
 import { findMove, type Move } from '../migrate-tenant/record.ts'
 import { findPlan, type PlanState, type StoredPlan, type StoredPlanMove } from './plans.ts'
 
+/** Moves at once, overall or out of one shard: what `rebalance apply` and `POST /plans/:id/apply` accept. */
+export const moveCount = z.number().int().min(1).max(16)
+export const applyOptionsSchema = z.strictObject({
+  concurrency: moveCount.optional(),
+  maxPerSource: moveCount.optional(),
+})
+
+/** How far a plan is: its moves done, of all its moves. */
+export interface PlanTally {
+  done: number
+  total: number
+}
+
 export interface ApplyOptions {
   /** Moves running at once (default 1). */
   concurrency?: number
   /** Moves out of one source shard running at once (default 1; the mover's own cap still applies). */
   maxPerSource?: number
-  /** A plan move started, progressed or finished. */
-  onMove?: (planMove: StoredPlanMove, move: Move | undefined) => void
+  /** A plan move started, progressed or finished; `tally` counts it once it is done. */
+  onMove?: (planMove: StoredPlanMove, move: Move | undefined, tally: PlanTally) => void
+}
+
+/**
+ * Starts applying a stored plan (the latest without an id): marks it `applying`, refusing a closed one,
+ * and runs it. `plan` is the plan as it starts (the admin API answers with it at once and lets it run
+ * on), `finished` the plan as it ends (the CLI waits for it).
+ */
+export async function applyPlan(
+  deps: MoverDeps,
+  id: unknown,
+  options: ApplyOptions = {},
+): Promise<{ plan: StoredPlan; finished: Promise<StoredPlan> }> {
+  const plan = await startApplying(deps.directory, id)
+  return { plan, finished: executePlan(deps, plan.id, options) }
 }
 
 /**
@@ -23,11 +51,7 @@ export interface ApplyOptions {
  * fails is marked failed (its own record says why and can still be resumed or aborted) and the others
  * go on; the plan ends `done`, `failed` (some move failed) or `cancelled`.
  */
-export async function executePlan(
-  deps: MoverDeps,
-  id: unknown,
-  options: ApplyOptions = {},
-): Promise<StoredPlan> {
+async function executePlan(deps: MoverDeps, id: unknown, options: ApplyOptions = {}): Promise<StoredPlan> {
   const { directory } = deps
   const concurrency = Math.max(1, options.concurrency ?? 1)
   const maxPerSource = Math.max(1, options.maxPerSource ?? 1)
@@ -39,6 +63,7 @@ export async function executePlan(
     busy,
     async () => {
       const queue = plan.moves.filter((m) => m.state !== 'done' && m.state !== 'failed')
+      const tally = { done: plan.moves.filter((m) => m.state === 'done').length, total: plan.moves.length }
       const running = new Map<string, number>()
       const take = (): StoredPlanMove | undefined => {
         const index = queue.findIndex((m) => (running.get(m.from) ?? 0) < maxPerSource)
@@ -51,7 +76,7 @@ export async function executePlan(
           if (!next) return
           running.set(next.from, (running.get(next.from) ?? 0) + 1)
           try {
-            await applyOne(deps, plan.id, next, options)
+            await applyOne(deps, plan.id, next, { ...options, tally })
           } finally {
             running.set(next.from, (running.get(next.from) ?? 1) - 1)
           }
@@ -63,8 +88,8 @@ export async function executePlan(
   )
 }
 
-/** Marks an open plan `applying` (refusing a closed one): the admin API answers with it, then runs it. */
-export async function startApplying(directory: Directory, id: unknown): Promise<StoredPlan> {
+/** Marks an open plan `applying`, refusing a closed one. */
+async function startApplying(directory: Directory, id: unknown): Promise<StoredPlan> {
   const plan = await findPlan(directory, id)
   if (plan.state !== 'planned' && plan.state !== 'applying')
     throw new SwitchyardError('plan_closed', `plan ${plan.id} is ${plan.state}: it cannot be applied`)
@@ -81,7 +106,13 @@ async function planState(directory: Directory, id: string): Promise<PlanState | 
 }
 
 /** One plan move: resume the move it started, or start it; record how it ended. */
-async function applyOne(deps: MoverDeps, planId: string, planMove: StoredPlanMove, options: ApplyOptions) {
+async function applyOne(
+  deps: MoverDeps,
+  planId: string,
+  planMove: StoredPlanMove,
+  options: ApplyOptions & { tally: PlanTally },
+) {
+  const { tally } = options
   const { directory } = deps
   const mark = async (change: { state: StoredPlanMove['state']; moveId?: string; error?: string | null }) => {
     await directory.sql`
@@ -99,26 +130,27 @@ async function applyOne(deps: MoverDeps, planId: string, planMove: StoredPlanMov
         (await createMove(deps, { tenant: planMove.tenant, target: planMove.to }))
       await mark({ state: 'moving', moveId: move.id })
     }
-    options.onMove?.(planMove, move)
+    options.onMove?.(planMove, move, tally)
     const done = await runMove(
       {
         ...deps,
         onProgress: (m) => {
           deps.onProgress?.(m)
-          options.onMove?.(planMove, m)
+          options.onMove?.(planMove, m, tally)
         },
       },
       move.id,
     )
     await mark({ state: done.state === 'done' ? 'done' : 'failed', error: done.error })
-    options.onMove?.(planMove, done)
+    if (planMove.state === 'done') tally.done += 1
+    options.onMove?.(planMove, done, tally)
   } catch (error) {
     await mark({ state: 'failed', error: (error as Error).message })
     deps.logger.warn(
       { plan: planId, tenant: planMove.tenant, error: (error as Error).message },
       'plan move failed',
     )
-    options.onMove?.(planMove, undefined)
+    options.onMove?.(planMove, undefined, tally)
   }
 }
 

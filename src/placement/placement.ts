@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import ConsistentHash from 'consistent-hash'
+import type { ShardFill } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 
-export type ShardState = 'active' | 'draining'
-
-/** A shard as placement sees it: how many tenants it holds and may hold. */
-export type ShardFill = { id: string; state: ShardState; capacity: number; tenants: number }
+// The directory hands the fill to `placeTenant` when it adds a tenant, so the shape is defined there.
+export type { ShardFill }
+export type ShardState = ShardFill['state']
 
 /**
  * Hash ring size. Tenant positions are the package's `(pjw(name) << 5) % range`; 10,000,019 (prime)

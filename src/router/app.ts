@@ -5,11 +5,12 @@ import type { Topology } from '../config/topology.ts'
 import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits, parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
-import { type AdminDeps, createAdminApi } from '../placement/admin-api.ts'
 import { formatLsn } from '../shard/lsn.ts'
+import type { AdminDeps } from './admin/context.ts'
+import { createAdminApi } from './admin/index.ts'
 import type { Admission } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
-import { assertTenantAllowed, type KeyCheck } from './auth.ts'
+import { assertTenantAllowed, bearerKey, type KeyCheck } from './auth.ts'
 import {
   CLIENT_GONE,
   cancelled,
@@ -588,10 +589,7 @@ async function readJson(c: Context<Env>): Promise<unknown> {
   }
 }
 
-function bearer(c: Context<Env>): string | undefined {
-  const header = c.req.header('authorization')
-  return header?.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : undefined
-}
+const bearer = (c: Context<Env>) => bearerKey(c.req.header('authorization'))
 
 function consistencyOf(c: Context<Env>): Consistency {
   const value = c.req.header('x-switchyard-consistency') ?? 'session'

@@ -53,6 +53,11 @@ export function assertTenantAllowed(key: VerifiedKey, tenant: string): void {
   }
 }
 
+/** The key in an `Authorization: Bearer <key>` header; tenant requests and the admin API alike. */
+export function bearerKey(header: string | undefined): string | undefined {
+  return header?.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : undefined
+}
+
 export function assertAdmin(key: VerifiedKey): void {
   if (key.scope !== 'admin') throw new SwitchyardError('forbidden', 'this endpoint needs an admin key')
 }

@@ -1,0 +1,28 @@
+import { Command } from 'commander'
+import * as cluster from './cluster.ts'
+import * as doctor from './doctor.ts'
+import * as keys from './keys.ts'
+import * as loadtest from './loadtest.ts'
+import * as migrate from './migrate.ts'
+import * as moves from './moves.ts'
+import * as rebalance from './rebalance.ts'
+import * as router from './router.ts'
+import * as shards from './shards.ts'
+import * as start from './start.ts'
+import * as tenants from './tenants.ts'
+
+/**
+ * Every noun of `switchyard`, one entry each, in the order `--help` lists them. A new noun is a file
+ * with `register(program)` and a line here; a new verb is a `.command()` in its noun's file.
+ */
+const NOUNS = [cluster, migrate, doctor, tenants, shards, rebalance, keys, moves, loadtest, router, start]
+
+const program = new Command('switchyard')
+  .description('Shard router and tenant placement for multi-tenant PostgreSQL')
+  .showHelpAfterError()
+  // Lets `move status <id> --json` give --json to the subcommand although `move` has one too.
+  .enablePositionalOptions()
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2))
+for (const noun of NOUNS) noun.register(program)
+
+await program.parseAsync()
