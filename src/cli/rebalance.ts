@@ -4,6 +4,7 @@ import { withDirectory } from '../directory/connection.ts'
 import { withRedis } from '../directory/redis.ts'
 import { SwitchyardError } from '../errors.ts'
 import { progressPrinter } from '../migrate-tenant/progress.ts'
+import { FINISHED } from '../migrate-tenant/record.ts'
 import { applyPlan, moveCount } from '../placement/executor.ts'
 import {
   cancelPlan,
@@ -88,7 +89,7 @@ async function applyWithProgress(
         concurrency,
         maxPerSource,
         onMove: (planMove, move, tally) => {
-          if (move && !['done', 'failed', 'aborted'].includes(move.state)) return progress.update(move)
+          if (move && !FINISHED.includes(move.state)) return progress.update(move)
           progress.done()
           say(
             `[${tally.done}/${tally.total}] ${planMove.tenant} ${planMove.from} → ${planMove.to}: ${planMove.state}${planMove.error ? ` (${planMove.error})` : ''}`,

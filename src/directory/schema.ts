@@ -14,7 +14,7 @@ import {
   uuid,
 } from 'drizzle-orm/pg-core'
 import { NOT_FINISHED } from './move-states.ts'
-import { TENANT_STATES } from './tenant-state.ts'
+import { TENANT_STATES, TENANT_STATES_SQL } from './tenant-state.ts'
 
 const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow()
 const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
@@ -64,7 +64,7 @@ export const tenants = pgTable(
   },
   (t) => [
     index('tenants_shard_idx').on(t.shardId),
-    check('tenants_state_known', sql`${t.state} in ('active', 'moving', 'frozen')`),
+    check('tenants_state_known', sql`${t.state} in ${sql.raw(TENANT_STATES_SQL)}`),
   ],
 )
 

@@ -9,6 +9,8 @@ import type { Queries } from '../shard/connection.ts'
  */
 export const TENANT_STATES = ['active', 'moving', 'frozen'] as const
 export type TenantState = (typeof TENANT_STATES)[number]
+/** SQL text: `('active', 'moving', 'frozen')`, for the table's check constraint. */
+export const TENANT_STATES_SQL = `(${TENANT_STATES.map((state) => `'${state}'`).join(', ')})`
 
 /** A move was recorded for the tenant (in the same transaction as the move's row). */
 export async function markMoving(sql: Queries, tenant: string): Promise<void> {

@@ -25,7 +25,6 @@ import { preflight } from './phases/preflight.ts'
 import { publication } from './phases/publication.ts'
 import { subscription } from './phases/subscription.ts'
 import { verify } from './phases/verify.ts'
-import { preflight as checkRequest } from './preflight.ts'
 import {
   FINISHED,
   findMove,
@@ -37,6 +36,7 @@ import {
   runLock,
   saveMove,
 } from './record.ts'
+import { checkMoveRequest } from './request.ts'
 import { type HashedTable, withRowHashes } from './rows.ts'
 
 /**
@@ -141,7 +141,7 @@ export async function createMove(
 ): Promise<Move> {
   const shards = shardConnections(deps.topology)
   try {
-    const checked = await checkRequest(deps.topology, deps.directory, shards.get, request)
+    const checked = await checkMoveRequest(deps.topology, deps.directory, shards.get, request)
     return await recordMove(deps.directory, deps.topology, { tenant: checked.tenant, target: checked.target })
   } finally {
     await shards.close()
@@ -236,7 +236,8 @@ async function take(
   if (!allowed)
     throw new SwitchyardError('move_broken', `move ${ctx.move.id}: ${from} does not lead to ${to}`)
   if (leavesFence(from, to)) await ctx.unfence()
-  if (!commit) await afterStep?.()
+  // A step that stops the move (`waits`) ends in an error, as it did when steps threw: no 'after'.
+  if (!commit && !waits) await afterStep?.()
   const spent = ctx.move.progress.phases?.[from] ?? 0
   const phases =
     stepMs === undefined ? ctx.move.progress.phases : { ...ctx.move.progress.phases, [from]: spent + stepMs }

@@ -119,7 +119,6 @@ describe('the move graph', () => {
       '→ verify',
       'step verify',
       'unfence',
-      'after verify',
       '→ catch_up',
     ])
     expect(run.move).toMatchObject({ state: 'catch_up', error: 'verify failed: customers' })

@@ -21,7 +21,7 @@ export interface CheckedMove {
  * replica identity (a row filter needs it, or UPDATE/DELETE on the source fail for every tenant), and
  * the target does not own the tenant. Reads only: a refused move leaves nothing behind.
  */
-export async function preflight(
+export async function checkMoveRequest(
   topology: Topology,
   directory: Directory,
   shards: (id: string) => Sql,
