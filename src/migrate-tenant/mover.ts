@@ -158,8 +158,8 @@ export async function runMove(deps: MoverDeps, id: string): Promise<Move> {
 }
 
 /**
- * The runner: steps the move along the graph until it is finished. The only place a move's state
- * changes. A move resumed while it may be fenced has no baseline in this process (it lives in the
+ * The runner: steps the move along the graph until it is finished, every edge through `take`. A move
+ * resumed while it may be fenced has no baseline in this process (it lives in the
  * mover's memory): verify would hash every row of the tenant while its writes are held, however large
  * it is, and the lag was last looked at before the crash. So it goes back to catch-up first, unfenced.
  */
