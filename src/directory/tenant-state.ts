@@ -1,5 +1,5 @@
 import { SwitchyardError } from '../errors.ts'
-import type { Queries } from '../shard/connection.ts'
+import { constantList, type Queries } from '../shard/connection.ts'
 
 /**
  * A tenant's row in the directory says where it lives and whether routers may send it writes:
@@ -10,7 +10,7 @@ import type { Queries } from '../shard/connection.ts'
 export const TENANT_STATES = ['active', 'moving', 'frozen'] as const
 export type TenantState = (typeof TENANT_STATES)[number]
 /** SQL text: `('active', 'moving', 'frozen')`, for the table's check constraint. */
-export const TENANT_STATES_SQL = `(${TENANT_STATES.map((state) => `'${state}'`).join(', ')})`
+export const TENANT_STATES_SQL = constantList(TENANT_STATES)
 
 /** A move was recorded for the tenant (in the same transaction as the move's row). */
 export async function markMoving(sql: Queries, tenant: string): Promise<void> {

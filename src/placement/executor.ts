@@ -40,22 +40,25 @@ export async function applyPlan(
   options: ApplyOptions = {},
 ): Promise<{ plan: StoredPlan; finished: Promise<StoredPlan> }> {
   const plan = await startApplying(deps.directory, id)
-  return { plan, finished: executePlan(deps, plan.id, options) }
+  return { plan, finished: executePlan(deps, plan, options) }
 }
 
 /**
- * `rebalance apply`: runs a stored plan's moves through the mover, in plan order, `concurrency` at a
- * time and at most `maxPerSource` out of one shard. The plan lives in the directory, so a crashed
+ * `rebalance apply`: runs the moves of a plan `applyPlan` marked applying through the mover, in plan
+ * order, `concurrency` at a time and at most `maxPerSource` out of one shard. The plan lives in the directory, so a crashed
  * executor is resumed by applying the plan again: moves already done are skipped, a move that was
  * running is resumed from its recorded phase. `rebalance cancel` is honoured between moves. A move that
  * fails is marked failed (its own record says why and can still be resumed or aborted) and the others
  * go on; the plan ends `done`, `failed` (some move failed) or `cancelled`.
  */
-async function executePlan(deps: MoverDeps, id: unknown, options: ApplyOptions = {}): Promise<StoredPlan> {
+async function executePlan(
+  deps: MoverDeps,
+  plan: StoredPlan,
+  options: ApplyOptions = {},
+): Promise<StoredPlan> {
   const { directory } = deps
   const concurrency = Math.max(1, options.concurrency ?? 1)
   const maxPerSource = Math.max(1, options.maxPerSource ?? 1)
-  const plan = await startApplying(directory, id)
   const busy = () => new SwitchyardError('plan_busy', `plan ${plan.id} is being applied by another process`)
   return withSessionLock(
     deps.topology.directory,

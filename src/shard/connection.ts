@@ -6,6 +6,10 @@ export type Queries = postgres.ISql
 /** A piece of SQL built with the `sql` tag, to be placed inside another query. */
 export type Fragment = postgres.Fragment
 
+/** SQL text of a list of the project's own constants, `('a', 'b')`: never for input (nothing is escaped). */
+export const constantList = (values: readonly string[]) =>
+  `(${values.map((value) => `'${value}'`).join(', ')})`
+
 /**
  * A short-lived admin connection: opened, used, always closed. Notices are not for operators. The
  * search_path is pinned to `public`: the default "$user" would put an admin named `switchyard` into
