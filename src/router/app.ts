@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Topology } from '../config/topology.ts'
@@ -6,6 +7,7 @@ import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits, parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { formatLsn } from '../shard/lsn.ts'
+import { Cancellation, type CancelSignal } from '../shard/wire/cancel.ts'
 import type { AdminDeps } from './admin/context.ts'
 import { createAdminApi } from './admin/index.ts'
 import type { Admission } from './admission.ts'
@@ -282,19 +284,36 @@ async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantReq
 
 /**
  * The request's signal: it aborts at the deadline (the router's requestTimeoutMs, from the request's
- * arrival) or when the client goes away, and dispatch cancels the shard's query on it.
+ * arrival) or when the client goes away, and dispatch cancels the shard's query on it. The client's
+ * leaving is its response's 'close' before the response finished (on Node's server); `c.req.raw.signal`
+ * would build an AbortController and a web Request per request just to learn it.
  */
-function requestBounds(c: Context<Env>, timeoutMs: number): { signal: AbortSignal; end(): void } {
-  const controller = new AbortController()
-  const timer = setTimeout(() => controller.abort(DEADLINE), timeoutMs)
-  const client = c.req.raw.signal
-  const gone = () => controller.abort(CLIENT_GONE)
-  client.addEventListener('abort', gone, { once: true })
+function requestBounds(c: Context<Env>, timeoutMs: number): { signal: CancelSignal; end(): void } {
+  const cancellation = new Cancellation()
+  const timer = setTimeout(() => cancellation.abort(DEADLINE), timeoutMs)
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+  if (!outgoing) {
+    // Called without Node's server (app.fetch with a web Request): its own signal says it.
+    const client = c.req.raw.signal
+    const left = () => cancellation.abort(CLIENT_GONE)
+    client.addEventListener('abort', left, { once: true })
+    return {
+      signal: cancellation,
+      end() {
+        clearTimeout(timer)
+        client.removeEventListener('abort', left)
+      },
+    }
+  }
+  const gone = () => {
+    if (!outgoing.writableFinished) cancellation.abort(CLIENT_GONE)
+  }
+  outgoing.once('close', gone)
   return {
-    signal: controller.signal,
+    signal: cancellation,
     end() {
       clearTimeout(timer)
-      client.removeEventListener('abort', gone)
+      outgoing.off('close', gone)
     },
   }
 }
@@ -303,7 +322,7 @@ async function runBounded(
   c: Context<Env>,
   deps: RouterApp,
   request: TenantRequest,
-  signal: AbortSignal,
+  signal: CancelSignal,
 ): Promise<Dispatched> {
   const key = await deps.keys.authenticate(request.key)
   if (!request.tenant)
@@ -474,7 +493,7 @@ const PARSE_QUEUE = 16
 async function classifyInTurn(
   tenant: string,
   statements: Statement[],
-  signal: AbortSignal,
+  signal: CancelSignal,
 ): Promise<StatementKind[]> {
   let books = parsing.get(tenant)
   if (!books) {
@@ -512,7 +531,7 @@ async function classifyInTurn(
 }
 
 /** Resolves when it is the tenant's turn to parse (the next turn of the loop, or the next second). */
-async function parseTurn(books: Parsing, signal: AbortSignal): Promise<void> {
+async function parseTurn(books: Parsing, signal: CancelSignal): Promise<void> {
   const turn = books.tail.then(async () => {
     if (signal.aborted) return
     const now = Date.now()
@@ -532,7 +551,7 @@ async function parseTurn(books: Parsing, signal: AbortSignal): Promise<void> {
 }
 
 /** `promise`, or the request's cancellation (its deadline's 504, its gone client's 499) if that comes first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+function abortable<T>(promise: Promise<T>, signal: CancelSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(cancelled(signal.reason, false))
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(cancelled(signal.reason, false))

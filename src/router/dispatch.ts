@@ -5,6 +5,7 @@ import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
 import { QUOTA_SQLSTATE, STALE_ROUTE_SQLSTATE } from '../shard/ownership.ts'
 import type { NodePools } from '../shard/pools.ts'
+import type { CancelSignal } from '../shard/wire/cancel.ts'
 import { QueryCancelledError, ResultTooLargeError, type WireConnection } from '../shard/wire/connection.ts'
 import { PoolTimeoutError } from '../shard/wire/errors.ts'
 import type { Admission, AdmissionControl } from './admission.ts'
@@ -62,7 +63,7 @@ export interface TenantTransaction {
   /** A write's Idempotency-Key. */
   idempotency?: Idempotency | undefined
   /** Aborts at the request's deadline or when its client goes away: the shard's query is cancelled. */
-  signal?: AbortSignal | undefined
+  signal?: CancelSignal | undefined
   /** Admission still under way: anything that writes waits for it (a refused request must not write). */
   admitted?: Promise<unknown> | undefined
 }
@@ -344,7 +345,7 @@ async function onConnection(
   deps: DispatchDeps,
   node: ShardNode,
   tenant: string,
-  signal: AbortSignal | undefined,
+  signal: CancelSignal | undefined,
   use: (connection: WireConnection) => Promise<TransactionOutcome>,
 ): Promise<TransactionOutcome> {
   const pool = deps.pools.pool(node.name)

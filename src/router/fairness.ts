@@ -1,4 +1,5 @@
 import { SwitchyardError } from '../errors.ts'
+import type { CancelSignal } from '../shard/wire/cancel.ts'
 import { QueryCancelledError } from '../shard/wire/connection.ts'
 
 /**
@@ -14,7 +15,7 @@ export interface TenantShares {
    * returned function gives it back (call it once). Rejects with `tenant_busy` when the queue is full,
    * or with a QueryCancelledError carrying the signal's reason when it aborts while waiting.
    */
-  acquire(tenant: string, node: string, signal?: AbortSignal): Promise<() => void>
+  acquire(tenant: string, node: string, signal?: CancelSignal): Promise<() => void>
 }
 
 interface Share {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { CancelSignal } from './cancel.ts'
 import {
   AuthenticationError,
   ConnectionError,
@@ -99,7 +100,7 @@ export interface StepResult {
 
 export interface RunOptions {
   /** Aborting it cancels the pipeline on the server; run() rejects with QueryCancelledError(signal.reason). */
-  signal?: AbortSignal | undefined
+  signal?: CancelSignal | undefined
   /**
    * A deadline: past it the pipeline is cancelled as by an aborted signal, with reason `DEADLINE`. It
    * costs a timer, where a signal costs an EventTarget listener (measured: several µs per run more).
@@ -692,7 +693,7 @@ async function login(
   }
 
   /** Why a pipeline cannot go out at all (nothing is written then). */
-  function refusal(steps: readonly PipelineStep[], signal: AbortSignal | undefined): WireError | undefined {
+  function refusal(steps: readonly PipelineStep[], signal: CancelSignal | undefined): WireError | undefined {
     if (broken) return new ConnectionError('CONNECTION_CLOSED', `connection to ${name} is closed`)
     if (exchange) return new WireError('connection_busy', 'the connection is busy: one exchange at a time')
     if (signal?.aborted) return new QueryCancelledError(signal.reason)

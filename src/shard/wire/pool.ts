@@ -1,3 +1,4 @@
+import type { CancelSignal } from './cancel.ts'
 import { ConnectionError, type ConnectOptions, connectWire, type WireConnection } from './connection.ts'
 import { PoolTimeoutError, QueryCancelledError } from './errors.ts'
 
@@ -21,7 +22,7 @@ export interface WirePoolOptions extends ConnectOptions {
 
 export interface ReserveOptions {
   /** Aborting it gives up the wait: reserve() rejects with QueryCancelledError(signal.reason). */
-  signal?: AbortSignal | undefined
+  signal?: CancelSignal | undefined
   /** The longest wait for a connection (queued or opening): past it, PoolTimeoutError (`pool_timeout`). */
   timeoutMs?: number | undefined
 }
