@@ -11,7 +11,7 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { connect, type Socket } from 'node:net'
 import os from 'node:os'
@@ -24,15 +24,18 @@ import { bodyLimit } from 'hono/body-limit'
 import pino from 'pino'
 import postgres from 'postgres'
 import { z } from 'zod'
-import { seedDemoTenant } from '../examples/appointments/demo.ts'
+import { fillTenant } from '../examples/appointments/generate.ts'
 import { clusterDown, clusterUp } from '../src/cluster/launcher.ts'
 import { redisServerPath } from '../src/cluster/redis-node.ts'
 import { parseTopology } from '../src/config/load.ts'
 import type { Topology } from '../src/config/topology.ts'
+import { readRouterCapability } from '../src/directory/capability.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
 import { addTenant } from '../src/directory/tenants.ts'
+import { LOADTEST_VOLUME } from '../src/loadtest/seed.ts'
+import { loadTenantContexts, operationPicker } from '../src/loadtest/workload.ts'
 import { createApp } from '../src/router/app.ts'
 import { runTransaction } from '../src/router/execute.ts'
 import { createMetrics } from '../src/router/metrics.ts'
@@ -45,12 +48,15 @@ import { createPools } from '../src/shard/pools.ts'
 import type { WireConnection } from '../src/shard/wire/connection.ts'
 import type { WirePool } from '../src/shard/wire/pool.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
+import { findPgpool, type Login, PGPOOL_MISSING, pgbench, startPgpool } from './router/pgpool.ts'
+import { selfUsage, type Usage, type UsageProbe, usageSince } from './router/proc.ts'
+import { type RouterProcess, startRouterProcess } from './router/router-process.ts'
 
 /** The read both paths serve: one customer by its primary key. */
 const POINT_READ = 'select id, name, email from customers where tenant_id = $1 and id = $2'
 const SHARD = 'shard-1'
 const MIGRATIONS = new URL('../examples/appointments/migrations', import.meta.url)
-const TARGETS = { throughputRatioAt64: 0.85, p50DeltaAt1Ms: 0.15 }
+const TARGETS = { throughputRatioAt64: 0.85, pgpoolRatioAt64: 1.0, p50DeltaAt1Ms: 0.15, mixRatioAt64: 0.85 }
 
 // ---------------------------------------------------------------------------------------------------
 // Load generator (child process)
@@ -60,7 +66,8 @@ interface LoadJob {
   port: number
   path: string
   headers: Record<string, string>
-  body: string
+  /** Request bodies, sent in turn by each connection (from its own starting point). */
+  bodies: string[]
   connections: number
   warmupMs: number
   measureMs: number
@@ -74,9 +81,8 @@ interface LoadResult {
   statuses: Record<string, number>
   /** Responses by their x-switchyard-node header (router only). */
   nodes: Record<string, number>
-  p50Ms: number
-  p99Ms: number
-  maxMs: number
+  /** Latencies of the measured window as [µs, count] pairs: the parent merges the generators'. */
+  latencies: [number, number][]
   /** CPU the load generator itself spent in the measured window. */
   clientCpuMs: number
 }
@@ -109,6 +115,12 @@ function createHistogram() {
       return count
     },
     maxMs: () => maxUs / 1000,
+    /** The non-empty buckets, for merging. */
+    pairs(): [number, number][] {
+      const pairs: [number, number][] = []
+      for (let us = 0; us <= maxUs; us++) if (buckets[us]) pairs.push([us, buckets[us] as number])
+      return pairs
+    },
   }
 }
 
@@ -118,14 +130,16 @@ const HEADER_END = Buffer.from('\r\n\r\n')
 const CHUNKED_END = '0\r\n\r\n'
 
 async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResult> {
-  const head = [
-    `POST ${job.path} HTTP/1.1`,
-    `host: 127.0.0.1:${job.port}`,
-    'content-type: application/json',
-    `content-length: ${Buffer.byteLength(job.body)}`,
-    ...Object.entries(job.headers).map(([name, value]) => `${name}: ${value}`),
-  ].join('\r\n')
-  const request = Buffer.from(`${head}\r\n\r\n${job.body}`)
+  const requests = job.bodies.map((body) => {
+    const head = [
+      `POST ${job.path} HTTP/1.1`,
+      `host: 127.0.0.1:${job.port}`,
+      'content-type: application/json',
+      `content-length: ${Buffer.byteLength(body)}`,
+      ...Object.entries(job.headers).map(([name, value]) => `${name}: ${value}`),
+    ].join('\r\n')
+    return Buffer.from(`${head}\r\n\r\n${body}`)
+  })
   const histogram = createHistogram()
   const statuses: Record<string, number> = {}
   const nodes: Record<string, number> = {}
@@ -147,16 +161,18 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
   }
 
   // One connection: one request in flight, the next sent as soon as the previous answer is complete.
-  const drive = () =>
+  const drive = (_: unknown, index: number) =>
     new Promise<void>((resolve) => {
       let socket: Socket
       let chunks: Buffer[] = []
       let sentAt = 0
       let waiting = false
+      let next = (index * 7) % requests.length
       const send = () => {
         sentAt = performance.now()
         waiting = true
-        socket.write(request)
+        socket.write(requests[next] as Buffer)
+        next = (next + 1) % requests.length
       }
       const open = () => {
         chunks = []
@@ -209,9 +225,7 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
     errors,
     statuses,
     nodes,
-    p50Ms: histogram.percentileMs(50),
-    p99Ms: histogram.percentileMs(99),
-    maxMs: histogram.maxMs(),
+    latencies: histogram.pairs(),
     clientCpuMs: (cpu.user + cpu.system) / 1000,
   }
 }
@@ -231,45 +245,43 @@ function loadGeneratorProcess() {
   process.on('disconnect', () => process.exit(0))
 }
 
-/** The parent's handle on the load generator: one job at a time. */
-export function startLoadGenerator() {
+/** A run's figures once the load generators' results are merged, with the server's usage over it. */
+export interface Measured {
+  requests: number
+  seconds: number
+  errors: number
+  statuses: Record<string, number>
+  nodes: Record<string, number>
+  p50Ms: number
+  p99Ms: number
+  maxMs: number
+  /** All load generators together. */
+  clientCpuMs: number
+  /** The busiest load generator's share of one core over the window: near 1, it is the bottleneck. */
+  clientBusiest: number
+  server: Usage | undefined
+}
+
+/** One child process that speaks HTTP/1.1 over raw sockets: one job at a time. */
+function startLoadChild() {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--load-generator'], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   let exited: Error | undefined
   const listeners = new Set<(error: Error) => void>()
   child.on('exit', (code, signal) => {
-    exited = new Error(`the load generator exited (${signal ?? code})`)
+    exited = new Error(`a load generator exited (${signal ?? code})`)
     for (const listener of listeners) listener(exited)
   })
   return {
-    /**
-     * Runs a job. `serverCpuMs` and `serverSyscalls` are this process's CPU and read/write system calls
-     * over the same measured window (this process runs the servers).
-     */
-    run(job: LoadJob): Promise<LoadResult & { serverCpuMs: number; serverSyscalls: number | undefined }> {
+    run(job: LoadJob, onMeasuring: () => void): Promise<LoadResult> {
       return new Promise((resolve, reject) => {
         if (exited) return reject(exited)
-        let cpuAtStart: NodeJS.CpuUsage | undefined
-        let syscallsAtStart: number | undefined
         const onMessage = (message: FromLoad) => {
-          if (message.type === 'measuring') {
-            cpuAtStart = process.cpuUsage()
-            syscallsAtStart = readWriteSyscalls()
-          } else {
-            const cpu = process.cpuUsage(cpuAtStart)
-            const syscalls = readWriteSyscalls()
-            child.off('message', onMessage)
-            listeners.delete(reject)
-            resolve({
-              ...message.result,
-              serverCpuMs: (cpu.user + cpu.system) / 1000,
-              serverSyscalls:
-                syscalls !== undefined && syscallsAtStart !== undefined
-                  ? syscalls - syscallsAtStart
-                  : undefined,
-            })
-          }
+          if (message.type === 'measuring') return onMeasuring()
+          child.off('message', onMessage)
+          listeners.delete(reject)
+          resolve(message.result)
         }
         child.on('message', onMessage)
         listeners.add(reject)
@@ -282,18 +294,70 @@ export function startLoadGenerator() {
   }
 }
 
-export type LoadGenerator = ReturnType<typeof startLoadGenerator>
-
 /**
- * read()/write()-family system calls this process has made (Linux /proc/self/io): socket reads and
- * writes are most of them. On this VM they are a large part of the CPU a request costs.
+ * `count` load generator processes; a job's connections are split between them. The server's usage is
+ * read when the first of them starts measuring and once all are done.
  */
-function readWriteSyscalls(): number | undefined {
-  try {
-    const io = readFileSync('/proc/self/io', 'utf8')
-    return Number(/syscr: (\d+)/.exec(io)?.[1]) + Number(/syscw: (\d+)/.exec(io)?.[1])
-  } catch {
-    return undefined
+export function startLoadGenerators(count: number) {
+  const children = Array.from({ length: count }, startLoadChild)
+  return {
+    count,
+    async run(job: LoadJob, usage: UsageProbe, generators = count): Promise<Measured> {
+      const used = children.slice(0, Math.min(generators, job.connections))
+      let before: Usage | undefined
+      let started = false
+      const onMeasuring = () => {
+        if (started) return
+        started = true
+        before = usage()
+      }
+      const results = await Promise.all(
+        used.map((child, i) =>
+          child.run(
+            {
+              ...job,
+              connections:
+                Math.floor(job.connections / used.length) + (i < job.connections % used.length ? 1 : 0),
+            },
+            onMeasuring,
+          ),
+        ),
+      )
+      const server = usageSince(usage, before)
+      return mergeResults(results, job.measureMs, server)
+    },
+    stop() {
+      for (const child of children) child.stop()
+    },
+  }
+}
+
+export type LoadGenerators = ReturnType<typeof startLoadGenerators>
+
+function mergeResults(results: LoadResult[], measureMs: number, server: Usage | undefined): Measured {
+  const histogram = createHistogram()
+  const statuses: Record<string, number> = {}
+  const nodes: Record<string, number> = {}
+  const add = (into: Record<string, number>, from: Record<string, number>) => {
+    for (const [key, n] of Object.entries(from)) into[key] = (into[key] ?? 0) + n
+  }
+  for (const result of results) {
+    for (const [us, n] of result.latencies) for (let i = 0; i < n; i++) histogram.record(us / 1000)
+    add(statuses, result.statuses)
+    add(nodes, result.nodes)
+  }
+  return {
+    requests: histogram.count,
+    seconds: measureMs / 1000,
+    errors: results.reduce((sum, result) => sum + result.errors, 0),
+    statuses,
+    nodes,
+    p50Ms: histogram.percentileMs(50),
+    p99Ms: histogram.percentileMs(99),
+    maxMs: histogram.maxMs(),
+    clientCpuMs: results.reduce((sum, result) => sum + result.clientCpuMs, 0),
+    clientBusiest: Math.max(...results.map((result) => result.clientCpuMs / measureMs)),
+    server,
   }
 }
 
@@ -309,6 +373,15 @@ const flagsSchema = z.object({
   // someone else's work then spoils one round instead of one path's only run.
   rounds: z.coerce.number().int().min(1).default(3),
   breakdown: z.boolean().default(false),
+  /** Worker counts of the router to measure (`switchyard router --workers N`), e.g. `1,2`. */
+  workers: z
+    .string()
+    .regex(/^[1-9]\d?(,[1-9]\d?)*$/, 'a comma-separated list of worker counts, e.g. 1,2')
+    .default('1,2')
+    .transform((list) => [...new Set(list.split(',').map(Number))]),
+  /** Load generator processes; a run's connections are split between them. */
+  clients: z.coerce.number().int().min(1).max(8).default(1),
+  quick: z.boolean().default(false),
 })
 
 export interface Target {
@@ -316,6 +389,12 @@ export interface Target {
   port: number
   path: string
   headers: Record<string, string>
+  /** The bodies each connection sends in turn. */
+  bodies: string[]
+  /** The server's CPU and system calls (this process, or a child's process tree). */
+  usage: UsageProbe
+  /** Load generator processes for this target (default: all of them). */
+  generators?: number
 }
 
 /** One cell of the table: a path at a number of connections (the median of the rounds). */
@@ -331,11 +410,13 @@ export interface Row {
   nodes: Record<string, number>
   /** What the router logged during the run (warm-up included), by message. */
   logged: Record<string, number>
-  /** CPU of the process that runs the servers (this one), per request. */
-  serverCpuUs: number
-  /** Its read/write system calls per request (Linux only). */
+  /** CPU of the server's processes, per request. */
+  serverCpuUs: number | undefined
+  /** Their read/write system calls per request (Linux only). */
   serverSyscalls: number | undefined
   clientCpuUs: number
+  /** The busiest load generator's share of a core: past CLIENT_SATURATED the figures are the client's. */
+  clientBusiest: number
 }
 
 export interface Fixture {
@@ -369,7 +450,9 @@ export type Cleanups = ReturnType<typeof createCleanups>
  * The test suite's throwaway topology (free ports, a temporary folder, never the default ports),
  * migrated, with one seeded tenant and an app key for it. The rate limit is raised out of the way.
  */
-export async function bootTopology(cleanups: Cleanups): Promise<{ topology: Topology; fixture: Fixture }> {
+export async function bootTopology(
+  cleanups: Cleanups,
+): Promise<{ topology: Topology; fixture: Fixture; home: string }> {
   if (!redisServerPath()) throw new Error('the benchmark needs redis-server on the PATH, as the tests do')
   const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-'))
   cleanups.add(() => rm(home, { recursive: true, force: true }))
@@ -389,7 +472,7 @@ export async function bootTopology(cleanups: Cleanups): Promise<{ topology: Topo
   cleanups.add(() => clusterDown(topology, { home }))
   await clusterUp(topology, { home, durable: false })
   await migrateAll(topology)
-  return { topology, fixture: await seed(topology) }
+  return { topology, fixture: await seed(topology), home }
 }
 
 /** One tenant on shard-1 with the demo rows, an app key for it, and its first customer once the replica has it. */
@@ -402,7 +485,8 @@ async function seed(topology: Topology): Promise<Fixture> {
   const shard = topology.shards.find((s) => s.id === SHARD)
   if (!shard?.replicas[0]) throw new Error(`${SHARD} needs a replica`)
   const customer = await withAdmin(shard.primary, async (sql) => {
-    await seedDemoTenant(sql, tenant, 'Bench')
+    // The load test's volume (customers, a fortnight of appointments each side of today): the seed mix needs future ones.
+    await fillTenant(sql, tenant, 'Bench', LOADTEST_VOLUME)
     const [row] = await sql<{ id: string }[]>`
       select id from customers where tenant_id = ${tenant} order by name limit 1`
     return row?.id as string
@@ -447,19 +531,21 @@ export interface Passthrough {
 export async function startPassthrough(
   topology: Topology,
   tenant: string,
-  router: RunningRouter,
+  /** An in-process router: for the breakdown's `/v1/tx` variant only. */
+  router?: RunningRouter,
+  /** Where its two pools connect (default: shard-1's primary and first replica, as the admin). */
+  urls: { primary: string; replica: string } = shardUrls(topology),
 ): Promise<Passthrough> {
-  const node = router.app.pools.node(replicaName(SHARD, 0))
-  const replicaAdminUrl = topology.shards.find((s) => s.id === SHARD)?.replicas[0]
-  if (!replicaAdminUrl) throw new Error(`${SHARD} needs a replica`)
-  const sql = postgres(replicaAdminUrl, {
-    max: topology.router.poolSize,
-    prepare: true,
-    onnotice: () => {},
-    connection: { search_path: 'public' },
-  })
-  const routerPool = router.app.pools.pool(node.name)
-  const epoch = (await router.app.routes.resolve(tenant)).epoch
+  const open = (url: string) =>
+    postgres(url, {
+      max: topology.router.poolSize,
+      prepare: true,
+      onnotice: () => {},
+      connection: { search_path: 'public' },
+    })
+  const sql = open(urls.replica)
+  // The seed mix's writes go to the primary, as the router sends them; everything else to the replica.
+  const primary = open(urls.primary)
   const bodySchema = z.object({
     sql: z.string(),
     params: z.array(z.union([z.string(), z.null()])).default([]),
@@ -468,7 +554,8 @@ export async function startPassthrough(
   const app = new Hono()
   const pointRead = async (c: Context) => {
     const body = bodySchema.parse(await c.req.json())
-    return c.json({ rows: await sql.unsafe(body.sql, body.params) })
+    const node = WRITE.test(body.sql) ? primary : sql
+    return c.json({ rows: await node.unsafe(body.sql, body.params) })
   }
   app.post('/v1/query', pointRead)
   // Two Hono patterns the router's HTTP layer uses, alone on the passthrough: hono/body-limit, and
@@ -480,20 +567,7 @@ export async function startPassthrough(
     c.header('x-request-id', 'bench')
   })
   app.post('/late-header/v1/query', pointRead)
-  app.post('/v1/tx', async (c) => {
-    const body = bodySchema.parse(await c.req.json())
-    const outcome = await onReserved(routerPool, (connection) =>
-      runTransaction(connection, {
-        tenant,
-        epoch,
-        write: false,
-        capability: router.app.capability,
-        statements: [{ sql: body.sql, params: body.params }],
-        params: [body.params],
-      }),
-    )
-    return c.json(toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, 'all'))
-  })
+  if (router) mountTransaction(app, router, tenant, (await router.app.routes.resolve(tenant)).epoch)
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve)
@@ -508,8 +582,36 @@ export async function startPassthrough(
         ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
       })
       await sql.end({ timeout: 5 })
+      await primary.end({ timeout: 5 })
     },
   }
+}
+
+/** Statements the passthrough sends to the primary. */
+const WRITE = /^\s*(insert|update|delete|merge|with)\b/i
+
+/** The breakdown's `/v1/tx`: the router's own transaction (runTransaction on its replica pool) behind the passthrough's HTTP. */
+function mountTransaction(app: Hono, router: RunningRouter, tenant: string, epoch: number) {
+  const node = router.app.pools.node(replicaName(SHARD, 0))
+  const routerPool = router.app.pools.pool(node.name)
+  const bodySchema = z.object({
+    sql: z.string(),
+    params: z.array(z.union([z.string(), z.null()])).default([]),
+  })
+  app.post('/v1/tx', async (c) => {
+    const body = bodySchema.parse(await c.req.json())
+    const outcome = await onReserved(routerPool, (connection) =>
+      runTransaction(connection, {
+        tenant,
+        epoch,
+        write: false,
+        capability: router.app.capability,
+        statements: [{ sql: body.sql, params: body.params }],
+        params: [body.params],
+      }),
+    )
+    return c.json(toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, 'all'))
+  })
 }
 
 /** One request: it must answer 200 with the customer's row. Returns x-switchyard-node. */
@@ -569,42 +671,51 @@ export const routerLog = (() => {
 })()
 
 /** Runs targets through the load generator; prints each run as it finishes. */
-export function createMeasure(
-  load: LoadGenerator,
-  body: string,
-  timing: { warmupMs: number; measureMs: number },
-) {
+export function createMeasure(load: LoadGenerators, timing: { warmupMs: number; measureMs: number }) {
   return async (target: Target, connections: number): Promise<Row> => {
     routerLog.take()
-    const result = await load.run({
-      port: target.port,
-      path: target.path,
-      headers: target.headers,
-      body,
-      connections,
-      ...timing,
-    })
-    const perRequest = (cpuMs: number) => (result.requests ? (cpuMs * 1000) / result.requests : 0)
-    const row: Row = {
-      label: target.label,
-      connections,
-      rps: result.requests / result.seconds,
-      p50Ms: result.p50Ms,
-      p99Ms: result.p99Ms,
-      maxMs: result.maxMs,
-      errors: result.errors,
-      statuses: result.statuses,
-      nodes: result.nodes,
-      logged: routerLog.take(),
-      serverCpuUs: perRequest(result.serverCpuMs),
-      serverSyscalls:
-        result.serverSyscalls !== undefined && result.requests
-          ? result.serverSyscalls / result.requests
-          : undefined,
-      clientCpuUs: perRequest(result.clientCpuMs),
-    }
+    const result = await load.run(
+      {
+        port: target.port,
+        path: target.path,
+        headers: target.headers,
+        bodies: target.bodies,
+        connections,
+        ...timing,
+      },
+      target.usage,
+      target.generators,
+    )
+    const row = rowOf(target.label, connections, result, routerLog.take())
     console.log(`  ${describe(row)}`)
     return row
+  }
+}
+
+/** A table row from a run's merged figures. */
+export function rowOf(
+  label: string,
+  connections: number,
+  result: Omit<Measured, 'statuses' | 'nodes'> & Partial<Pick<Measured, 'statuses' | 'nodes'>>,
+  logged: Record<string, number> = {},
+): Row {
+  const perRequest = (total: number | undefined) =>
+    total !== undefined && result.requests ? total / result.requests : undefined
+  return {
+    label,
+    connections,
+    rps: result.requests / result.seconds,
+    p50Ms: result.p50Ms,
+    p99Ms: result.p99Ms,
+    maxMs: result.maxMs,
+    errors: result.errors,
+    statuses: result.statuses ?? {},
+    nodes: result.nodes ?? {},
+    logged,
+    serverCpuUs: perRequest(result.server?.cpuUs),
+    serverSyscalls: perRequest(result.server?.syscalls),
+    clientCpuUs: perRequest(result.clientCpuMs * 1000) ?? 0,
+    clientBusiest: result.clientBusiest,
   }
 }
 
@@ -653,24 +764,27 @@ function medianRow(rounds: Row[]): Row {
     statuses: sum((row) => row.statuses),
     nodes: sum((row) => row.nodes),
     logged: sum((row) => row.logged),
-    serverCpuUs: median((row) => row.serverCpuUs),
+    serverCpuUs: rounds.some((row) => row.serverCpuUs === undefined)
+      ? undefined
+      : median((row) => row.serverCpuUs ?? 0),
     serverSyscalls: rounds.some((row) => row.serverSyscalls === undefined)
       ? undefined
       : median((row) => row.serverSyscalls ?? 0),
     clientCpuUs: median((row) => row.clientCpuUs),
+    clientBusiest: Math.max(...rounds.map((row) => row.clientBusiest)),
   }
 }
 
 export function printTable(rows: Row[]) {
   console.log(
-    '\n| path | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req | server syscalls/req | client CPU µs/req |',
+    '\n| path | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req | server syscalls/req | client CPU µs/req | busiest client, % of a core |',
   )
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const row of rows) {
     console.log(
       `| ${row.label} | ${row.connections} | ${row.rps.toFixed(0)} | ${ms(row.p50Ms)} | ${ms(row.p99Ms)} | ` +
-        `${row.errors} | ${row.serverCpuUs.toFixed(0)} | ${row.serverSyscalls?.toFixed(1) ?? 'n/a'} | ` +
-        `${row.clientCpuUs.toFixed(0)} |`,
+        `${row.errors} | ${row.serverCpuUs?.toFixed(0) ?? 'n/a'} | ${row.serverSyscalls?.toFixed(1) ?? 'n/a'} | ` +
+        `${row.clientCpuUs.toFixed(0)} | ${(100 * row.clientBusiest).toFixed(0)} |`,
     )
   }
 }
@@ -681,27 +795,72 @@ function find(rows: Row[], label: string, connections: number): Row {
   return row
 }
 
-/** Prints the ratios against the issue's targets; true when both pass and no request failed. */
-function printTargets(rows: Row[]): boolean {
-  const ratio64 = find(rows, 'router', 64).rps / find(rows, 'passthrough', 64).rps
-  const ratio1 = find(rows, 'router', 1).rps / find(rows, 'passthrough', 1).rps
-  const delta1 = find(rows, 'router', 1).p50Ms - find(rows, 'passthrough', 1).p50Ms
-  const errors = rows.reduce((total, row) => total + row.errors, 0)
-  const throughputPass = ratio64 >= TARGETS.throughputRatioAt64
-  const latencyPass = delta1 <= TARGETS.p50DeltaAt1Ms
+/** A load generator past this share of a core is (or is about to be) what limits the run. */
+const CLIENT_SATURATED = 0.8
+
+/** Prints the ratios against the issue's targets; true when every one passes and nothing failed. */
+function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
   const verdict = (pass: boolean) => (pass ? 'PASS' : 'FAIL')
+  const all = [...point, ...mix]
+  const router = (n: number) => `router, ${n} worker${n === 1 ? '' : 's'}`
+  const checks: boolean[] = []
+  const ratio = (what: string, a: Row | undefined, b: Row | undefined, target: number) => {
+    if (!a || !b) return console.log(`${what}: not measured`)
+    const value = a.rps / b.rps
+    checks.push(value >= target)
+    console.log(`${what}: ${value.toFixed(2)} (target ≥ ${target}) ${verdict(value >= target)}`)
+  }
+  const at = (rows: Row[], label: string, connections: number) =>
+    rows.find((row) => row.label === label && row.connections === connections)
   console.log('')
-  console.log(
-    `router / passthrough throughput at 64 connections: ${ratio64.toFixed(2)} ` +
-      `(target ≥ ${TARGETS.throughputRatioAt64}) ${verdict(throughputPass)}`,
+  ratio(
+    'point read, 64 connections: router / passthrough',
+    at(point, router(1), 64),
+    at(point, 'passthrough', 64),
+    TARGETS.throughputRatioAt64,
   )
-  console.log(
-    `router − passthrough p50 at 1 connection: ${delta1 >= 0 ? '+' : ''}${ms(delta1)} ms ` +
-      `(target ≤ ${TARGETS.p50DeltaAt1Ms} ms) ${verdict(latencyPass)}`,
+  if (at(point, 'pgpool-II plain', 64))
+    ratio(
+      'point read, 64 connections: router / pgpool-II plain',
+      at(point, router(1), 64),
+      at(point, 'pgpool-II plain', 64),
+      TARGETS.pgpoolRatioAt64,
+    )
+  else console.log('point read: router / pgpool-II plain: not measured (pgpool-II missing)')
+  const r1 = at(point, router(1), 1)
+  const p1 = at(point, 'passthrough', 1)
+  if (r1 && p1) {
+    const delta = r1.p50Ms - p1.p50Ms
+    checks.push(delta <= TARGETS.p50DeltaAt1Ms)
+    console.log(
+      `point read, 1 connection: router − passthrough p50: ${delta >= 0 ? '+' : ''}${ms(delta)} ms ` +
+        `(target ≤ ${TARGETS.p50DeltaAt1Ms} ms) ${verdict(delta <= TARGETS.p50DeltaAt1Ms)}`,
+    )
+  }
+  ratio(
+    'seed mix, 64 connections: router / passthrough',
+    at(mix, router(1), 64),
+    at(mix, 'passthrough', 64),
+    TARGETS.mixRatioAt64,
   )
-  console.log(`router / passthrough throughput at 1 connection: ${ratio1.toFixed(2)} (for reference)`)
-  console.log(`failed requests (non-200 or dropped connections): ${errors} ${verdict(errors === 0)}`)
-  return throughputPass && latencyPass && errors === 0
+  for (const n of workers.filter((n) => n > 1)) {
+    const a = at(point, router(n), 64)
+    const b = at(point, router(1), 64)
+    if (a && b)
+      console.log(
+        `point read, 64 connections: ${n} workers / 1 worker: ${(a.rps / b.rps).toFixed(2)} (no target)`,
+      )
+  }
+  const errors = all.reduce((total, row) => total + row.errors, 0)
+  console.log(
+    `failed requests (non-200, dropped connections, failed transactions): ${errors} ${verdict(errors === 0)}`,
+  )
+  const saturated = all.filter((row) => row.clientBusiest > CLIENT_SATURATED)
+  for (const row of saturated)
+    console.log(
+      `CLIENT SATURATED: ${row.label} at ${row.connections}: a load generator used ${(100 * row.clientBusiest).toFixed(0)}% of a core; its figures measure the client, not the server (try --clients 2)`,
+    )
+  return checks.every(Boolean) && errors === 0 && saturated.length === 0
 }
 
 const loadAverage = () =>
@@ -710,102 +869,350 @@ const loadAverage = () =>
     .map((n) => n.toFixed(2))
     .join(' ')
 
+const USAGE =
+  'usage: npm run bench:router -- [--seconds N] [--warmup N] [--rounds N] [--workers 1,2] [--clients N] [--quick] [--breakdown]'
+
 async function main() {
   const { values } = parseArgs({
     options: {
       seconds: { type: 'string' },
       warmup: { type: 'string' },
       rounds: { type: 'string' },
+      workers: { type: 'string' },
+      clients: { type: 'string' },
+      quick: { type: 'boolean' },
       breakdown: { type: 'boolean' },
     },
   })
   const parsedFlags = flagsSchema.safeParse(values)
   if (!parsedFlags.success) {
-    console.error('usage: npm run bench:router -- [--seconds N] [--warmup N] [--rounds N] [--breakdown]')
+    console.error(
+      `${parsedFlags.error.issues.map((issue) => `--${issue.path.join('.')}: ${issue.message}`).join('\n')}\n${USAGE}`,
+    )
     process.exit(2)
   }
   const flags = parsedFlags.data
+  if (flags.quick)
+    Object.assign(flags, {
+      seconds: Math.min(flags.seconds, 3),
+      warmup: Math.min(flags.warmup, 1),
+      rounds: 1,
+    })
+  const began = Date.now()
   const cpus = os.cpus()
-  console.log('# Switchyard router benchmark: point reads, passthrough vs router')
+  console.log('# Switchyard router benchmark: passthrough, pgpool-II and the router, point read and seed mix')
   console.log(
     `machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
       `${os.type()} ${os.release()}, node ${process.version}; load average at start ${loadAverage()}`,
   )
   console.log(
-    `PostgreSQL, Redis, the server under test and the load generator share these ${cpus.length} cores`,
+    `PostgreSQL, Redis, the servers under test and the load generators share these ${cpus.length} cores`,
   )
 
   const cleanups = createCleanups()
   try {
-    const started = Date.now()
-    const { topology, fixture } = await bootTopology(cleanups)
-    console.log(`topology up, migrated and seeded in ${((Date.now() - started) / 1000).toFixed(1)} s`)
-
-    const router = await startRouter(topology, { port: 0, logger: routerLog.logger })
-    cleanups.add(() => router.close())
-    const passthrough = await startPassthrough(topology, fixture.tenant, router)
+    const { topology, fixture, home } = await bootTopology(cleanups)
+    console.log(`topology up, migrated and seeded in ${((Date.now() - began) / 1000).toFixed(1)} s`)
+    const ports = await freePorts(flags.workers.length + 2)
+    const routers = new Map<number, RouterProcess>()
+    for (const [i, workers] of flags.workers.entries()) {
+      const router = await startRouterProcess(topology, home, { port: ports[i] as number, workers })
+      cleanups.add(() => router.stop())
+      routers.set(workers, router)
+    }
+    const passthrough = await startPassthrough(topology, fixture.tenant)
     cleanups.add(passthrough.close)
 
-    const body = pointReadBody(fixture)
+    const point = [pointReadBody(fixture)]
+    const mix = await seedMixBodies(topology, fixture.tenant)
+    const routerLabel = (n: number) => `router, ${n} worker${n === 1 ? '' : 's'}`
     const targets = {
-      passthrough: { label: 'passthrough', port: passthrough.port, path: '/v1/query', headers: {} },
-      router: { label: 'router', port: router.port, path: '/v1/query', headers: tenantHeaders(fixture) },
-    } satisfies Record<string, Target>
-    await probe(targets.passthrough, body, fixture.customer)
-    const node = await expectReplicaReads(targets.router, body, fixture.customer)
-    console.log(`router reads served by ${node} (x-switchyard-node); the passthrough reads ${node} directly`)
-    console.log(
-      `the router as ${topology.router.role.name} (RLS, its verified tenant context; TLS ${topology.router.tls.mode}), ` +
-        `the passthrough as the shard's admin (no tenant context can be set by hand), ` +
-        `pools of ${topology.router.poolSize}, prepared statements; router log level ${routerLog.logger.level}`,
-    )
-
-    const load = startLoadGenerator()
-    cleanups.add(async () => load.stop())
-    const measure = createMeasure(load, body, {
-      warmupMs: flags.warmup * 1000,
-      measureMs: flags.seconds * 1000,
-    })
-    console.log(
-      `\nruns: ${flags.warmup} s warm-up, then ${flags.seconds} s measured, ${flags.rounds} round(s)`,
-    )
-    const runs: Row[] = []
-    for (let round = 0; round < flags.rounds; round++) {
-      for (const connections of [1, 64]) {
-        runs.push(await measure(targets.passthrough, connections))
-        runs.push(await measure(targets.router, connections))
-      }
+      passthrough: (bodies: string[]): Target => ({
+        label: 'passthrough',
+        port: passthrough.port,
+        path: '/v1/query',
+        headers: {},
+        bodies,
+        usage: selfUsage,
+      }),
+      router: (n: number, bodies: string[]): Target => {
+        const router = routers.get(n) as RouterProcess
+        return {
+          label: routerLabel(n),
+          port: router.port,
+          path: '/v1/query',
+          headers: tenantHeaders(fixture),
+          bodies,
+          usage: router.usage,
+        }
+      },
     }
-    const rows = [1, 64].flatMap((connections) =>
-      ['passthrough', 'router'].map((label) =>
-        medianRow(runs.filter((run) => run.label === label && run.connections === connections)),
-      ),
+    await probe(targets.passthrough(point), point[0] as string, fixture.customer)
+    for (const n of flags.workers)
+      await expectReplicaReads(targets.router(n, point), point[0] as string, fixture.customer)
+    console.log(
+      `the router: \`switchyard router${flags.workers.map((n) => (n > 1 ? ` --workers ${n}` : '')).join('')}\` as its own process(es), default settings ` +
+        `(log level ${process.env.LOG_LEVEL ?? 'info'}, to a file; TLS ${topology.router.tls.mode} to the shards; pools of ${topology.router.poolSize} per node in total), ` +
+        `as ${topology.router.role.name} (RLS, its verified tenant context); reads on ${replicaName(SHARD, 0)}`,
     )
-    printTable(rows)
-    const pass = printTargets(rows)
+    console.log(
+      `the passthrough: Hono + postgres.js in this process, the shard's admin (no tenant context can be set by hand), ` +
+        `prepared statements, pools of ${topology.router.poolSize}, reads on ${replicaName(SHARD, 0)}, the mix's writes on the primary`,
+    )
+    const pgpoolBinary = findPgpool()
+    const pgpool = pgpoolBinary
+      ? await startPgpool({
+          binary: pgpoolBinary,
+          home,
+          port: ports[flags.workers.length] as number,
+          pcpPort: ports[flags.workers.length + 1] as number,
+          primaryUrl: shardUrls(topology).primary,
+          replicaUrl: shardUrls(topology).replica,
+          logins: [adminLogin(topology), routerLogin(topology)],
+          // pgbench's 64 clients, and the pool of the passthrough that runs through pgpool-II.
+          clients: 64 + topology.router.poolSize,
+        })
+      : undefined
+    // The deployment a team would run instead: the same minimal HTTP server, its pools on pgpool-II.
+    const viaPgpool = pgpool
+      ? await startPassthrough(topology, fixture.tenant, undefined, {
+          primary: pgpoolUrl(topology, pgpool.port),
+          replica: pgpoolUrl(topology, pgpool.port),
+        })
+      : undefined
+    if (viaPgpool) cleanups.add(viaPgpool.close)
+    if (pgpool) {
+      cleanups.add(() => pgpool.stop())
+      console.log(
+        `pgpool-II ${pgpoolBinary}: streaming replication, SELECTs balanced to the replica only, driven by pgbench -M prepared`,
+      )
+    } else console.log(PGPOOL_MISSING)
 
-    if (flags.breakdown) await breakdown({ topology, fixture, router, passthrough, measure, rows })
-    console.log(`\nload average at end: ${loadAverage()}`)
+    const generators = Math.max(flags.clients, 2)
+    const load = startLoadGenerators(generators)
+    cleanups.add(async () => load.stop())
+    const timing = { warmupMs: flags.warmup * 1000, measureMs: flags.seconds * 1000 }
+    const measure = createMeasure(load, timing)
+    const withClients = (target: Target, clients: number): Target => ({
+      ...target,
+      generators: clients,
+      label: `${target.label} (${clients} load generator${clients === 1 ? '' : 's'})`,
+    })
+    const bench = createPgbench(topology, home, fixture, timing)
+    console.log(
+      `\nruns: ${flags.warmup} s warm-up, then ${flags.seconds} s measured, ${flags.rounds} round(s); ${flags.clients} load generator process(es)`,
+    )
+    const pointRuns: Row[] = []
+    const mixRuns: Row[] = []
+    for (let round = 0; round < flags.rounds; round++) {
+      console.log(`round ${round + 1}: point read`)
+      pointRuns.push(await measure({ ...targets.passthrough(point), generators: flags.clients }, 1))
+      pointRuns.push(await measure({ ...targets.router(1, point), generators: flags.clients }, 1))
+      pointRuns.push(await measure({ ...targets.passthrough(point), generators: flags.clients }, 64))
+      for (const n of flags.workers)
+        pointRuns.push(await measure({ ...targets.router(n, point), generators: flags.clients }, 64))
+      // The cross-check: another number of load generators must give the same answer.
+      pointRuns.push(await measure(withClients(targets.router(1, point), flags.clients === 1 ? 2 : 1), 64))
+      if (viaPgpool)
+        pointRuns.push(
+          await measure(
+            {
+              ...targets.passthrough(point),
+              port: viaPgpool.port,
+              label: 'passthrough via pgpool-II',
+              generators: flags.clients,
+            },
+            64,
+          ),
+        )
+      if (pgpool) {
+        pointRuns.push(
+          await bench(
+            'pgpool-II plain',
+            pgpool.port,
+            adminLogin(topology),
+            plainScript(fixture),
+            pgpool.usage,
+          ),
+        )
+        pointRuns.push(
+          await bench(
+            'pgpool-II tenant-safe',
+            pgpool.port,
+            routerLogin(topology),
+            await tenantSafeScript(topology, fixture),
+            pgpool.usage,
+          ),
+        )
+      }
+      pointRuns.push(
+        await bench(
+          'pgbench direct to the replica',
+          Number(new URL(shardUrls(topology).replica).port),
+          adminLogin(topology),
+          plainScript(fixture),
+          undefined,
+        ),
+      )
+      console.log(`round ${round + 1}: seed mix (20% writes)`)
+      mixRuns.push(await measure({ ...targets.passthrough(mix), generators: flags.clients }, 64))
+      mixRuns.push(await measure({ ...targets.router(1, mix), generators: flags.clients }, 64))
+    }
+    const medians = (runs: Row[]) => {
+      const keys = [...new Set(runs.map((run) => `${run.connections}\u0000${run.label}`))]
+      return keys.map((key) =>
+        medianRow(runs.filter((run) => `${run.connections}\u0000${run.label}` === key)),
+      )
+    }
+    const pointRows = medians(pointRuns)
+    const mixRows = medians(mixRuns)
+    console.log('\n## Point read (one customer by primary key)')
+    printTable(pointRows)
+    console.log("\n## Seed mix (the load test's frequent queries, 20% writes)")
+    printTable(mixRows)
+    if (pgpool)
+      console.log(
+        `\npgpool-II's nodes (SHOW pool_nodes):\n${await pgpool.selects(adminLogin(topology), databaseOf(topology))}`,
+      )
+    const pass = printTargets(pointRows, mixRows, flags.workers)
+    for (const router of routers.values())
+      console.log(
+        `router log: ${await countLines(router.logFile)} lines in ${router.logFile} (removed at the end)`,
+      )
+
+    if (flags.breakdown) await breakdown({ topology, fixture, measure, rows: pointRows })
+    console.log(
+      `\nload average at end: ${loadAverage()}; took ${((Date.now() - began) / 60_000).toFixed(1)} min`,
+    )
     process.exitCode = pass ? 0 : 1
   } finally {
     await cleanups.run()
   }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// --breakdown: where the router's time goes
-// ---------------------------------------------------------------------------------------------------
+const countLines = async (file: string) =>
+  (await readFile(file, 'utf8').catch(() => '')).split('\n').length - 1
+
+/** The load test's frequent queries (src/loadtest/workload.ts) for the bench tenant: 80% reads, 20% writes, 400 of them in a fixed order. */
+async function seedMixBodies(topology: Topology, tenant: string): Promise<string[]> {
+  const [context] = await loadTenantContexts(topology, [
+    { id: tenant, name: 'Bench', shard: SHARD, index: 0 },
+  ])
+  if (!context) throw new Error('the bench tenant has no appointments to work on')
+  const pick = operationPicker(0.2)
+  return Array.from({ length: 400 }, () => JSON.stringify(pick().build(context)))
+}
+
+function shardUrls(topology: Topology) {
+  const shard = topology.shards.find((s) => s.id === SHARD)
+  if (!shard?.replicas[0]) throw new Error(`${SHARD} needs a replica`)
+  return { primary: shard.primary, replica: shard.replicas[0] }
+}
+
+/** The admin's URL to shard-1's database, through pgpool-II (which speaks plain TCP to its clients). */
+function pgpoolUrl(topology: Topology, port: number): string {
+  const url = new URL(shardUrls(topology).primary)
+  url.port = String(port)
+  url.searchParams.delete('sslmode')
+  return url.toString()
+}
+
+const databaseOf = (topology: Topology) => new URL(shardUrls(topology).primary).pathname.slice(1)
+
+function adminLogin(topology: Topology): Login {
+  const url = new URL(shardUrls(topology).primary)
+  return { user: decodeURIComponent(url.username), password: decodeURIComponent(url.password) }
+}
+
+const routerLogin = (topology: Topology): Login => ({
+  user: topology.router.role.name,
+  password: topology.router.role.password,
+})
+
+/** The passthrough's point read for pgbench, its values bound as parameters (-M prepared). */
+const plainScript = (fixture: Fixture) =>
+  `${POINT_READ.replace('$1', `'${fixture.tenant}'`).replace('$2', `'${fixture.customer}'`)};\n`
+
+/** What a client of pgpool-II must send for the router's isolation: its own transaction and enter(). */
+async function tenantSafeScript(topology: Topology, fixture: Fixture): Promise<string> {
+  const capability = await withDirectory(topology, (directory) => readRouterCapability(directory))
+  return [
+    'begin isolation level read committed read only;',
+    `select switchyard.enter('${fixture.tenant}', 1, false, null, '${capability}');`,
+    plainScript(fixture).trim(),
+    'commit;',
+    '',
+  ].join('\n')
+}
+
+/** pgbench runs as table rows: 64 clients, the same warm-up and window as the HTTP runs. */
+function createPgbench(
+  topology: Topology,
+  home: string,
+  _fixture: Fixture,
+  timing: { warmupMs: number; measureMs: number },
+) {
+  return async (
+    label: string,
+    port: number,
+    login: Login,
+    script: string,
+    usage: UsageProbe | undefined,
+  ): Promise<Row> => {
+    // The server's usage over pgbench's measured run only: read after its warm-up run.
+    let before: Usage | undefined
+    const result = await pgbench({
+      home,
+      port,
+      login,
+      database: databaseOf(topology),
+      script,
+      connections: 64,
+      warmupSeconds: timing.warmupMs / 1000,
+      seconds: timing.measureMs / 1000,
+      onMeasuring: () => {
+        before = usage?.()
+      },
+    })
+    const server = usage ? usageSince(usage, before) : undefined
+    const row = rowOf(
+      label,
+      64,
+      { ...result, clientBusiest: result.clientCpuMs / 2 / (result.seconds * 1000), server },
+      {},
+    )
+    console.log(`  ${describe(row)}`)
+    return row
+  }
+}
 
 interface BreakdownContext {
   topology: Topology
   fixture: Fixture
-  router: RunningRouter
-  passthrough: Passthrough
   measure: Measure
   rows: Row[]
 }
 
-async function breakdown({ topology, fixture, router, passthrough, measure, rows }: BreakdownContext) {
+/** In-process steps and variants: a router and a passthrough of their own in this process. */
+async function breakdown({ topology, fixture, measure, rows }: BreakdownContext) {
+  const router = await startRouter(topology, { port: 0, logger: routerLog.logger })
+  const passthrough = await startPassthrough(topology, fixture.tenant, router)
+  try {
+    await breakdownWith({ topology, fixture, router, passthrough, measure, rows })
+  } finally {
+    await passthrough.close()
+    await router.close()
+  }
+}
+
+async function breakdownWith({
+  topology,
+  fixture,
+  router,
+  passthrough,
+  measure,
+  rows,
+}: BreakdownContext & { router: RunningRouter; passthrough: Passthrough }) {
   console.log('\n## Breakdown: in-process steps, one at a time (no HTTP socket), median of 3 rounds')
   console.log(
     'wall = elapsed per call; node CPU = this process; PG CPU = the replica backend serving the call (from /proc)',
@@ -815,7 +1222,7 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
   const route = await deps.routes.resolve(fixture.tenant)
   // One connection each, so the backend doing the work is known: the passthrough's pool settings, and
   // the router's own (createPools) for its transaction.
-  const replicaAdminUrl = topology.shards.find((s) => s.id === SHARD)?.replicas[0] as string
+  const replicaAdminUrl = shardUrls(topology).replica
   const single = postgres(replicaAdminUrl, {
     max: 1,
     prepare: true,
@@ -905,24 +1312,60 @@ async function breakdown({ topology, fixture, router, passthrough, measure, rows
   })
   try {
     const headers = tenantHeaders(fixture)
+    const bodies = [body]
+    const usage = selfUsage
     const variants: Target[] = [
-      { label: 'passthrough + runTransaction', port: passthrough.port, path: '/v1/tx', headers: {} },
-      { label: 'passthrough + bodyLimit', port: passthrough.port, path: '/body-limit/v1/query', headers: {} },
+      {
+        label: 'passthrough + runTransaction',
+        port: passthrough.port,
+        path: '/v1/tx',
+        headers: {},
+        bodies,
+        usage,
+      },
+      {
+        label: 'passthrough + bodyLimit',
+        port: passthrough.port,
+        path: '/body-limit/v1/query',
+        headers: {},
+        bodies,
+        usage,
+      },
       {
         label: 'passthrough + late header',
         port: passthrough.port,
         path: '/late-header/v1/query',
         headers: {},
+        bodies,
+        usage,
       },
-      { label: 'router without Redis', port: withoutRedis.port, path: '/v1/query', headers },
       {
-        label: 'router, consistency eventual',
+        label: 'router in-process, log level warn',
+        port: router.port,
+        path: '/v1/query',
+        headers,
+        bodies,
+        usage,
+      },
+      {
+        label: 'router in-process, without Redis',
+        port: withoutRedis.port,
+        path: '/v1/query',
+        headers,
+        bodies,
+        usage,
+      },
+      {
+        label: 'router in-process, consistency eventual',
         port: router.port,
         path: '/v1/query',
         headers: { ...headers, 'x-switchyard-consistency': 'eventual' },
+        bodies,
+        usage,
       },
     ]
     await expectReplicaReads(variants[3] as Target, body, fixture.customer)
+    await expectReplicaReads(variants[4] as Target, body, fixture.customer)
     const more: Row[] = []
     for (const connections of [1, 64])
       for (const variant of variants) more.push(await measure(variant, connections))
