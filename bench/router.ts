@@ -49,7 +49,7 @@ import type { WireConnection } from '../src/shard/wire/connection.ts'
 import type { WirePool } from '../src/shard/wire/pool.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
 import { findPgpool, type Login, PGPOOL_MISSING, pgbench, startPgpool } from './router/pgpool.ts'
-import { selfUsage, type Usage, type UsageProbe, usageSince } from './router/proc.ts'
+import { namedUsage, selfUsage, type Usage, type UsageProbe, usageSince } from './router/proc.ts'
 import { type RouterProcess, startRouterProcess } from './router/router-process.ts'
 
 /** The read both paths serve: one customer by its primary key. */
@@ -260,7 +260,12 @@ export interface Measured {
   /** The busiest load generator's share of one core over the window: near 1, it is the bottleneck. */
   clientBusiest: number
   server: Usage | undefined
+  /** PostgreSQL's and Redis's CPU over the window (every node, whoever asked). */
+  shards?: Usage | undefined
 }
+
+/** Every PostgreSQL node and Redis of the box: the shard side of a request's cost. */
+export const shardUsage = namedUsage(['postgres', 'redis-server'])
 
 /** One child process that speaks HTTP/1.1 over raw sockets: one job at a time. */
 function startLoadChild() {
@@ -305,11 +310,13 @@ export function startLoadGenerators(count: number) {
     async run(job: LoadJob, usage: UsageProbe, generators = count): Promise<Measured> {
       const used = children.slice(0, Math.min(generators, job.connections))
       let before: Usage | undefined
+      let shardsBefore: Usage | undefined
       let started = false
       const onMeasuring = () => {
         if (started) return
         started = true
         before = usage()
+        shardsBefore = shardUsage()
       }
       const results = await Promise.all(
         used.map((child, i) =>
@@ -324,7 +331,7 @@ export function startLoadGenerators(count: number) {
         ),
       )
       const server = usageSince(usage, before)
-      return mergeResults(results, job.measureMs, server)
+      return { ...mergeResults(results, job.measureMs, server), shards: usageSince(shardUsage, shardsBefore) }
     },
     stop() {
       for (const child of children) child.stop()
@@ -414,6 +421,8 @@ export interface Row {
   serverCpuUs: number | undefined
   /** Their read/write system calls per request (Linux only). */
   serverSyscalls: number | undefined
+  /** PostgreSQL's and Redis's CPU per request (all nodes). */
+  shardCpuUs: number | undefined
   clientCpuUs: number
   /** The busiest load generator's share of a core: past CLIENT_SATURATED the figures are the client's. */
   clientBusiest: number
@@ -714,6 +723,7 @@ export function rowOf(
     logged,
     serverCpuUs: perRequest(result.server?.cpuUs),
     serverSyscalls: perRequest(result.server?.syscalls),
+    shardCpuUs: perRequest(result.shards?.cpuUs),
     clientCpuUs: perRequest(result.clientCpuMs * 1000) ?? 0,
     clientBusiest: result.clientBusiest,
   }
@@ -771,19 +781,22 @@ function medianRow(rounds: Row[]): Row {
       ? undefined
       : median((row) => row.serverSyscalls ?? 0),
     clientCpuUs: median((row) => row.clientCpuUs),
+    shardCpuUs: rounds.some((row) => row.shardCpuUs === undefined)
+      ? undefined
+      : median((row) => row.shardCpuUs ?? 0),
     clientBusiest: Math.max(...rounds.map((row) => row.clientBusiest)),
   }
 }
 
 export function printTable(rows: Row[]) {
   console.log(
-    '\n| path | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req | server syscalls/req | client CPU µs/req | busiest client, % of a core |',
+    '\n| path | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req | server syscalls/req | PostgreSQL + Redis CPU µs/req | client CPU µs/req | busiest client, % of a core |',
   )
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const row of rows) {
     console.log(
       `| ${row.label} | ${row.connections} | ${row.rps.toFixed(0)} | ${ms(row.p50Ms)} | ${ms(row.p99Ms)} | ` +
-        `${row.errors} | ${row.serverCpuUs?.toFixed(0) ?? 'n/a'} | ${row.serverSyscalls?.toFixed(1) ?? 'n/a'} | ` +
+        `${row.errors} | ${row.serverCpuUs?.toFixed(0) ?? 'n/a'} | ${row.serverSyscalls?.toFixed(1) ?? 'n/a'} | ${row.shardCpuUs?.toFixed(0) ?? 'n/a'} | ` +
         `${row.clientCpuUs.toFixed(0)} | ${(100 * row.clientBusiest).toFixed(0)} |`,
     )
   }
@@ -1161,6 +1174,7 @@ function createPgbench(
   ): Promise<Row> => {
     // The server's usage over pgbench's measured run only: read after its warm-up run.
     let before: Usage | undefined
+    let shardsBefore: Usage | undefined
     const result = await pgbench({
       home,
       port,
@@ -1172,13 +1186,15 @@ function createPgbench(
       seconds: timing.measureMs / 1000,
       onMeasuring: () => {
         before = usage?.()
+        shardsBefore = shardUsage()
       },
     })
     const server = usage ? usageSince(usage, before) : undefined
+    const shards = usageSince(shardUsage, shardsBefore)
     const row = rowOf(
       label,
       64,
-      { ...result, clientBusiest: result.clientCpuMs / 2 / (result.seconds * 1000), server },
+      { ...result, clientBusiest: result.clientCpuMs / 2 / (result.seconds * 1000), server, shards },
       {},
     )
     console.log(`  ${describe(row)}`)

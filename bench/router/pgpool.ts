@@ -213,6 +213,8 @@ export async function pgbench(options: {
   const env = { ...process.env, PGPASSWORD: options.login.password, PGSSLMODE: 'disable' }
   if (options.warmupSeconds > 0)
     await run('pgbench', args(Math.max(1, Math.round(options.warmupSeconds)), false), { env })
+  // The backends of the warm-up's connections exit as it ends: let the servers reap them first.
+  await settle()
   options.onMeasuring?.()
   const cpuBefore = reapedChildrenUs()
   const { stdout } = await run('pgbench', args(Math.max(1, Math.round(options.seconds)), true), {
@@ -220,6 +222,7 @@ export async function pgbench(options: {
     maxBuffer: 10 * 2 ** 20,
   })
   const clientCpuMs = (reapedChildrenUs() - cpuBefore) / 1000
+  await settle()
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0)
   const latencies: number[] = []
   for (const file of await readdir(dir)) {
@@ -242,6 +245,8 @@ export async function pgbench(options: {
     clientCpuMs,
   }
 }
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 300))
 
 async function freshDir(dir: string): Promise<string> {
   await run('rm', ['-rf', dir])

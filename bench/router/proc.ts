@@ -24,11 +24,12 @@ interface Stat {
   reaped: number
 }
 
-function stat(pid: number): Stat | undefined {
+function stat(pid: number): (Stat & { comm: string }) | undefined {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
     return {
+      comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')),
       ppid: Number(fields[1]),
       own: (Number(fields[11]) + Number(fields[12])) * TICK_US,
       reaped: (Number(fields[13]) + Number(fields[14])) * TICK_US,
@@ -80,6 +81,22 @@ export function treeUsage(root: number): UsageProbe {
       calls = n === undefined || calls === undefined ? undefined : calls + n
     }
     return { cpuUs, syscalls: calls }
+  }
+}
+
+/**
+ * Every process with one of these names (`postgres`, `redis-server`), with the children they reaped
+ * (PostgreSQL's backends of closed connections): what the shards and Redis spent, whoever asked.
+ */
+export function namedUsage(names: readonly string[]): UsageProbe {
+  return () => {
+    let cpuUs = 0
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue
+      const found = stat(Number(entry))
+      if (found && names.includes(found.comm)) cpuUs += found.own + found.reaped
+    }
+    return { cpuUs, syscalls: undefined }
   }
 }
 
