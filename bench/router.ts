@@ -802,12 +802,6 @@ export function printTable(rows: Row[]) {
   }
 }
 
-function find(rows: Row[], label: string, connections: number): Row {
-  const row = rows.find((r) => r.label === label && r.connections === connections)
-  if (!row) throw new Error(`no run of ${label} at ${connections}`)
-  return row
-}
-
 /** A load generator past this share of a core is (or is about to be) what limits the run. */
 const CLIENT_SATURATED = 0.8
 
