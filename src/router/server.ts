@@ -18,6 +18,7 @@ import { createKeyCheck } from './auth.ts'
 import { createTenantShares } from './fairness.ts'
 import { createMetrics } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
+import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
 
 export interface RunningRouter {
@@ -33,6 +34,11 @@ export interface RouterOptions {
   logger?: Logger
   /** Leave Redis out even if the topology names it (a router cut off from Redis). */
   withoutRedis?: boolean
+  /**
+   * This process's part of each node's pool, when it is one of several workers (src/router/workers.ts);
+   * by default the whole `router.poolSize` and its fair share.
+   */
+  pools?: PoolShare
 }
 
 /** How long past its deadline a request's connection may sit without any traffic. */
@@ -43,6 +49,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   const config = topology.router
   const logger = options.logger ?? rootLogger
   const metrics = createMetrics()
+  const share = options.pools ?? poolShare(config, 1, 0)
   const nodes = routerNodes(topology)
   const directory = openDirectory(topology.directory, 8)
   // Without it no shard lets this router enter a tenant: fail at start, not on every request.
@@ -51,7 +58,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     throw error
   })
   const pools = createPools(nodes, {
-    size: config.poolSize,
+    size: share.poolSize,
     statementTimeoutMs: config.statementTimeoutMs,
     tls: config.tls,
     searchPath: topology.tenantSchema.schemas,
@@ -88,10 +95,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     logger,
     bufferWindowMs: config.bufferWindowMs,
     slowStatementMs: config.slowStatementMs,
-    shares: createTenantShares(
-      config.tenantConnections ?? Math.max(1, Math.floor(config.poolSize / 4)),
-      config.tenantQueue,
-    ),
+    shares: createTenantShares(share.tenantConnections, config.tenantQueue),
     limits: {
       poolWaitMs: config.poolWaitMs,
       maxResultRows: config.maxResultRows,
