@@ -16,7 +16,7 @@ import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
 import { createTenantShares } from './fairness.ts'
-import { createMetrics } from './metrics.ts'
+import { createMetrics, type MetricsOptions } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
@@ -39,6 +39,8 @@ export interface RouterOptions {
    * by default the whole `router.poolSize` and its fair share.
    */
   pools?: PoolShare
+  /** How a worker labels its process metrics and answers GET /metrics (src/router/cluster-metrics.ts). */
+  metrics?: MetricsOptions
 }
 
 /** How long past its deadline a request's connection may sit without any traffic. */
@@ -48,7 +50,7 @@ const UNREAD_GRACE_MS = 15_000
 export async function startRouter(topology: Topology, options: RouterOptions = {}): Promise<RunningRouter> {
   const config = topology.router
   const logger = options.logger ?? rootLogger
-  const metrics = createMetrics()
+  const metrics = createMetrics(options.metrics)
   const share = options.pools ?? poolShare(config, 1, 0)
   const nodes = routerNodes(topology)
   const directory = openDirectory(topology.directory, 8)
@@ -64,6 +66,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     searchPath: topology.tenantSchema.schemas,
   })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
+  metrics.readNodesFrom(pools, monitor)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
   redis?.on('error', () => {})
   // Admission sends one command per request: auto-pipelining would wrap each in its own ioredis
