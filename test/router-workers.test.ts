@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import http from 'node:http'
+import { createServer } from 'node:net'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { describe, expect, inject } from 'vitest'
@@ -144,6 +145,20 @@ describe('switchyard router --workers', () => {
       expect(result.stderr).toBe(
         `error [invalid_input]: --workers: "${workers}" is not a whole number from 1 to 64\n`,
       )
+    }
+  })
+
+  it('exits 1 with the error of a worker that cannot start, once the others are stopped', async () => {
+    const [port] = await freePorts(1)
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve))
+    try {
+      const result = await cli(['router', '--workers', String(WORKERS), '--port', String(port)])
+      expect(result.code).toBe(1)
+      // Reported once, by the primary: the cluster's bind of the shared port failed.
+      expect(result.stderr).toBe(`error [internal]: Error: bind EADDRINUSE 127.0.0.1:${port}\n`)
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
     }
   })
 
