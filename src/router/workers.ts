@@ -76,7 +76,8 @@ export async function runWorkers(topology: Topology, options: WorkersOptions): P
     await supervisor.stop()
     throw error
   }
-  log.info({ workers: options.workers, pids: supervisor.pids() }, 'router workers ready')
+  if (!supervisor.stopping())
+    log.info({ workers: options.workers, pids: supervisor.pids() }, 'router workers ready')
   await supervisor.stopped
   removeSignals()
   log.info('router workers stopped')
@@ -131,6 +132,7 @@ interface Supervisor {
   stop(): Promise<void>
   /** Resolves once stop() has closed every worker. */
   stopped: Promise<void>
+  stopping(): boolean
   pids(): (number | undefined)[]
 }
 
@@ -286,11 +288,13 @@ function createSupervisor(count: number, log: Logger): Supervisor {
 
   return {
     stopped,
+    stopping: () => stopping,
     pids,
     async start() {
       const results = await Promise.allSettled(slots.map(bringUp))
+      // A signal during the start is a stop, not a failure: the workers it closed did not fail.
       const failure = results.find((result) => result.status === 'rejected')
-      if (failure) throw failure.reason
+      if (failure && !stopping) throw failure.reason
     },
     async restart() {
       if (stopping) return
