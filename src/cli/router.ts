@@ -1,18 +1,33 @@
+import { availableParallelism } from 'node:os'
 import type { Command } from 'commander'
 import { z } from 'zod'
 import { SwitchyardError } from '../errors.ts'
 import { startRouter } from '../router/server.ts'
+import { isRouterWorker, runWorkers, startWorker } from '../router/workers.ts'
 import { action } from './output.ts'
+
+/** `--workers` takes 1 to 64 processes. */
+const MAX_WORKERS = 64
 
 export function register(program: Command): void {
   program
     .command('router')
     .description('run a router (Hono over HTTP) until SIGINT/SIGTERM, then shut down gracefully')
     .option('--port <port>', 'port to listen on (default: router.port of the topology)')
+    .option(
+      '--workers <n>',
+      `router processes sharing the port, 1 to ${MAX_WORKERS}; SIGHUP replaces them one at a time (default: the CPUs)`,
+    )
     .action(
-      action(async (topology, options: { port?: string }) => {
+      action(async (topology, options: { port?: string; workers?: string }) => {
         const port = options.port === undefined ? undefined : parsePort(options.port)
-        untilSignal(await startRouter(topology, port === undefined ? {} : { port }))
+        const workers = options.workers === undefined ? defaultWorkers() : parseWorkers(options.workers)
+        // A worker runs this same command line again (node:cluster forks it), and the router is its part.
+        if (isRouterWorker()) return untilSignal(await startWorker(topology, port))
+        // One process needs no primary to share its port: it is the router itself.
+        if (workers === 1) return untilSignal(await startRouter(topology, port === undefined ? {} : { port }))
+        await runWorkers(topology, { workers, port })
+        process.exit(0)
       }),
     )
 }
@@ -23,6 +38,25 @@ function parsePort(value: string): number {
     throw new SwitchyardError('invalid_input', `--port: ${JSON.stringify(value)} is not a port number`)
   return parsed.data
 }
+
+/** Digits only: `Number` would take ' 2', '0x10' and '1e1' too. */
+function parseWorkers(value: string): number {
+  const parsed = z
+    .string()
+    .regex(/^\d{1,3}$/)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(MAX_WORKERS))
+    .safeParse(value)
+  if (!parsed.success)
+    throw new SwitchyardError(
+      'invalid_input',
+      `--workers: ${JSON.stringify(value)} is not a whole number from 1 to ${MAX_WORKERS}`,
+    )
+  return parsed.data
+}
+
+/** One worker per CPU this process may use, as many as --workers takes. */
+const defaultWorkers = () => Math.min(MAX_WORKERS, availableParallelism())
 
 /** Stops the router gracefully on the first SIGINT/SIGTERM; a second one exits at once. */
 export function untilSignal(router: { close(): Promise<void> }) {

@@ -133,19 +133,9 @@ export function createApp(deps: RouterApp): Hono<Env> {
 
   app.get('/healthz', (c) => c.json({ ok: true }))
   app.get('/readyz', (c) => (deps.ready() ? c.json({ ready: true }) : c.json({ ready: false }, 503)))
-  app.get('/metrics', async (c) => {
-    for (const node of deps.pools.nodes) {
-      // Read at scrape time rather than counted per request.
-      deps.metrics.poolInUse.set({ node: node.name }, deps.pools.pool(node.name).reserved)
-      const health = deps.monitor.health(node.name)
-      deps.metrics.nodeHealthy.set({ node: node.name, role: node.role }, health.healthy ? 1 : 0)
-      if (node.role === 'replica' && health.lagBytes !== null)
-        deps.metrics.replicaLag.set({ node: node.name }, health.lagBytes)
-    }
-    return c.text(await deps.metrics.registry.metrics(), 200, {
-      'content-type': deps.metrics.registry.contentType,
-    })
-  })
+  app.get('/metrics', async (c) =>
+    c.text(await deps.metrics.scrape(), 200, { 'content-type': deps.metrics.registry.contentType }),
+  )
 
   app.post('/v1/query', async (c) => {
     const query = parsePgProxyQuery(await readJson(c))

@@ -50,6 +50,8 @@ const STATUS: Record<string, number> = {
   tenant_moving: 503,
   shutting_down: 503,
   router_busy: 503,
+  // GET /metrics of a worker of `router --workers N`: the sum over the workers could not be gathered.
+  metrics_unavailable: 503,
   query_timeout: 504,
 }
 

@@ -1,12 +1,54 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { HealthMonitor } from '../shard/monitor.ts'
+import type { ShardNode } from '../shard/nodes.ts'
+import type { NodePools } from '../shard/pools.ts'
 
-/** The one metrics registry of a router process, served at /metrics. */
-export function createMetrics() {
+export interface MetricsOptions {
+  /**
+   * Set in a worker of `router --workers N` (its number, from 0): its process metrics carry the label
+   * `worker`, so each process's CPU, memory and event loop stay apart when the workers' metrics are added up.
+   */
+  worker?: number
+  /**
+   * What GET /metrics answers: by default this registry. A worker answers the sum over every worker,
+   * which only the primary can gather (src/router/cluster-metrics.ts).
+   */
+  scrape?: () => Promise<string>
+}
+
+/** What the gauges read at scrape time: known once the router has opened its pools. */
+interface NodeReadings {
+  pools: NodePools
+  monitor: HealthMonitor
+}
+
+/**
+ * The one metrics registry of a router process, served at /metrics. Each metric's `aggregator` says how
+ * the workers' values are combined (prom-client's default: summed), so counters, histograms and the
+ * connections in use add up across workers.
+ */
+export function createMetrics(options: MetricsOptions = {}) {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'switchyard_process_' })
+  collectDefaultMetrics({
+    register: registry,
+    prefix: 'switchyard_process_',
+    ...(options.worker === undefined ? {} : { labels: { worker: String(options.worker) } }),
+  })
   const registers = [registry]
+  let readings: NodeReadings | undefined
+  // Read when scraped rather than counted per request.
+  const eachNode = (read: (node: ShardNode, from: NodeReadings) => void) => {
+    const from = readings
+    if (from) for (const node of from.pools.nodes) read(node, from)
+  }
   return {
     registry,
+    /** GET /metrics: this registry, or every worker's added up. */
+    scrape: options.scrape ?? (() => registry.metrics()),
+    /** Where the pool and node gauges read from when scraped. */
+    readNodesFrom(pools: NodePools, monitor: HealthMonitor) {
+      readings = { pools, monitor }
+    },
     requestDuration: new Histogram({
       name: 'switchyard_request_duration_seconds',
       help: 'Request duration by protocol, shard and node role',
@@ -55,18 +97,36 @@ export function createMetrics() {
       help: 'Connections reserved by in-flight transactions, per node, as scraped',
       labelNames: ['node'] as const,
       registers,
+      collect() {
+        eachNode((node, { pools }) => this.set({ node: node.name }, pools.pool(node.name).reserved))
+      },
     }),
     replicaLag: new Gauge({
       name: 'switchyard_replica_lag_bytes',
       help: 'WAL bytes a replica has not replayed yet, as last polled',
       labelNames: ['node'] as const,
       registers,
+      // Each worker polls on its own: the furthest behind of their readings.
+      aggregator: 'max',
+      collect() {
+        eachNode((node, { monitor }) => {
+          const { lagBytes } = monitor.health(node.name)
+          if (node.role === 'replica' && lagBytes !== null) this.set({ node: node.name }, lagBytes)
+        })
+      },
     }),
     nodeHealthy: new Gauge({
       name: 'switchyard_node_healthy',
       help: '1 when the last health poll of the node succeeded',
       labelNames: ['node', 'role'] as const,
       registers,
+      // Healthy only if every worker's last poll found the node answering.
+      aggregator: 'min',
+      collect() {
+        eachNode((node, { monitor }) =>
+          this.set({ node: node.name, role: node.role }, monitor.health(node.name).healthy ? 1 : 0),
+        )
+      },
     }),
   }
 }

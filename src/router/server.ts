@@ -1,4 +1,5 @@
-import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { Topology } from '../config/topology.ts'
 import { readRouterCapability } from '../directory/capability.ts'
@@ -16,8 +17,9 @@ import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
 import { createTenantShares } from './fairness.ts'
-import { createMetrics } from './metrics.ts'
+import { createMetrics, type MetricsOptions } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
+import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
 
 export interface RunningRouter {
@@ -33,16 +35,27 @@ export interface RouterOptions {
   logger?: Logger
   /** Leave Redis out even if the topology names it (a router cut off from Redis). */
   withoutRedis?: boolean
+  /**
+   * This process's part of each node's pool, when it is one of several workers (src/router/workers.ts);
+   * by default the whole `router.poolSize` and its fair share.
+   */
+  pools?: PoolShare
+  /** How a worker labels its process metrics and answers GET /metrics (src/router/cluster-metrics.ts). */
+  metrics?: MetricsOptions
 }
 
 /** How long past its deadline a request's connection may sit without any traffic. */
 const UNREAD_GRACE_MS = 15_000
 
+/** How long a connection accepted just before the router stopped accepting has to send its request. */
+const ACCEPTED_GRACE_MS = 1_000
+
 /** Starts one stateless router process: run as many as you like against the same topology. */
 export async function startRouter(topology: Topology, options: RouterOptions = {}): Promise<RunningRouter> {
   const config = topology.router
   const logger = options.logger ?? rootLogger
-  const metrics = createMetrics()
+  const metrics = createMetrics(options.metrics)
+  const share = options.pools ?? poolShare(config, 1, 0)
   const nodes = routerNodes(topology)
   const directory = openDirectory(topology.directory, 8)
   // Without it no shard lets this router enter a tenant: fail at start, not on every request.
@@ -51,12 +64,13 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     throw error
   })
   const pools = createPools(nodes, {
-    size: config.poolSize,
+    size: share.poolSize,
     statementTimeoutMs: config.statementTimeoutMs,
     tls: config.tls,
     searchPath: topology.tenantSchema.schemas,
   })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
+  metrics.readNodesFrom(pools, monitor)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
   redis?.on('error', () => {})
   // Admission sends one command per request: auto-pipelining would wrap each in its own ioredis
@@ -88,10 +102,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     logger,
     bufferWindowMs: config.bufferWindowMs,
     slowStatementMs: config.slowStatementMs,
-    shares: createTenantShares(
-      config.tenantConnections ?? Math.max(1, Math.floor(config.poolSize / 4)),
-      config.tenantQueue,
-    ),
+    shares: createTenantShares(share.tenantConnections, config.tenantQueue),
     limits: {
       poolWaitMs: config.poolWaitMs,
       maxResultRows: config.maxResultRows,
@@ -103,7 +114,13 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   await loadPolicy()
   setTenantSchemas(topology.tenantSchema.schemas)
   const hono = createApp(app)
-  const server = serve({ fetch: hono.fetch, port: options.port ?? config.port, hostname: config.host })
+  // Without a createServer option, serve() makes an http.Server.
+  const server = serve({
+    fetch: hono.fetch,
+    port: options.port ?? config.port,
+    hostname: config.host,
+  }) as Server
+  const connections = trackConnections(server)
   // A client that takes nothing from its socket (sends nothing, reads nothing) this long past the
   // request deadline is dropped: the answers it left unread are freed.
   server.setTimeout(config.requestTimeoutMs + UNREAD_GRACE_MS)
@@ -129,11 +146,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       closing ??= (async () => {
         ready = false
         await rescue.stop()
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve())
-          // Idle keep-alive sockets would hold close() open; busy ones finish their request first.
-          ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
-        })
+        await stopServing(server, connections)
         await monitor.stop()
         await pools.close()
         await routes.close()
@@ -145,4 +158,34 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       return closing
     },
   }
+}
+
+/** The server's open connections, so that close can tell which have not sent a request yet. */
+function trackConnections(server: Server): ReadonlySet<Socket> {
+  const sockets = new Set<Socket>()
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  return sockets
+}
+
+/**
+ * Stops accepting, then waits for every connection to end: requests in flight are answered (with
+ * `connection: close`), idle keep-alive connections are closed. A connection accepted just before that
+ * whose request has not been read yet gets up to ACCEPTED_GRACE_MS to send it. http.Server's close (Node
+ * 19+) would drop it at once as idle, and a worker of `router --workers` is handed connections by the
+ * primary until the primary learns it left: a rolling restart under load would now and then reset a
+ * request that no router had read yet.
+ */
+async function stopServing(server: Server, connections: ReadonlySet<Socket>): Promise<void> {
+  const drained = new Promise<void>((resolve) => server.once('close', () => resolve()))
+  // net.Server's close: the listener only, connections stay open.
+  NetServer.prototype.close.call(server)
+  const deadline = performance.now() + ACCEPTED_GRACE_MS
+  const unread = () => [...connections].some((socket) => socket.bytesRead === 0)
+  while (unread() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+  // Idle keep-alive connections would hold the close open; busy ones finish their request first.
+  server.closeIdleConnections()
+  await drained
 }
