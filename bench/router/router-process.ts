@@ -30,8 +30,8 @@ export async function startRouterProcess(
   await writeFile(config, JSON.stringify(topology), { mode: 0o600 })
   const logFile = path.join(home, `router-${options.port}.log`)
   const log = openSync(logFile, 'a')
-  const args = [CLI, 'router', '--port', String(options.port)]
-  if (options.workers > 1) args.push('--workers', String(options.workers))
+  // Always named: without the flag the router runs one worker per CPU.
+  const args = [CLI, 'router', '--port', String(options.port), '--workers', String(options.workers)]
   const env: NodeJS.ProcessEnv = { ...process.env, SWITCHYARD_CONFIG: config }
   const child: ChildProcess = spawn(process.execPath, args, { env, stdio: ['ignore', log, log] })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
