@@ -958,7 +958,7 @@ async function main() {
     for (const n of flags.workers)
       await expectReplicaReads(targets.router(n, point), point[0] as string, fixture.customer)
     console.log(
-      `the router: \`switchyard router${flags.workers.map((n) => (n > 1 ? ` --workers ${n}` : '')).join('')}\` as its own process(es), default settings ` +
+      `the router: \`switchyard router --workers N\` (N = ${flags.workers.join(', ')}) as its own process(es), default settings otherwise ` +
         `(log level ${process.env.LOG_LEVEL ?? 'info'}, to a file; TLS ${topology.router.tls.mode} to the shards; pools of ${topology.router.poolSize} per node in total), ` +
         `as ${topology.router.role.name} (RLS, its verified tenant context); reads on ${replicaName(SHARD, 0)}`,
     )
@@ -1100,14 +1100,18 @@ async function main() {
 const countLines = async (file: string) =>
   (await readFile(file, 'utf8').catch(() => '')).split('\n').length - 1
 
-/** The load test's frequent queries (src/loadtest/workload.ts) for the bench tenant: 80% reads, 20% writes, 400 of them in a fixed order. */
+/**
+ * The load test's frequent queries (src/loadtest/workload.ts) for the bench tenant: 80% reads, 20% writes,
+ * 4000 of them in a fixed order. Enough that the bookings spread over the year: the same few days booked
+ * over and over would meet the tenant's max_appointments_per_day (403 quota_exceeded) within the run.
+ */
 async function seedMixBodies(topology: Topology, tenant: string): Promise<string[]> {
   const [context] = await loadTenantContexts(topology, [
     { id: tenant, name: 'Bench', shard: SHARD, index: 0 },
   ])
   if (!context) throw new Error('the bench tenant has no appointments to work on')
   const pick = operationPicker(0.2)
-  return Array.from({ length: 400 }, () => JSON.stringify(pick().build(context)))
+  return Array.from({ length: 4000 }, () => JSON.stringify(pick().build(context)))
 }
 
 function shardUrls(topology: Topology) {
