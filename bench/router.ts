@@ -723,7 +723,9 @@ export function rowOf(
     logged,
     serverCpuUs: perRequest(result.server?.cpuUs),
     serverSyscalls: perRequest(result.server?.syscalls),
-    shardCpuUs: perRequest(result.shards?.cpuUs),
+    // A process that exits unreaped by a counted parent takes its CPU out of the sum (seen once under
+    // load): a reading that went backwards is no figure at all.
+    shardCpuUs: (result.shards?.cpuUs ?? -1) < 0 ? undefined : perRequest(result.shards?.cpuUs),
     clientCpuUs: perRequest(result.clientCpuMs * 1000) ?? 0,
     clientBusiest: result.clientBusiest,
   }
