@@ -401,7 +401,8 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
 // ---------------------------------------------------------------------------------------------------
 
 const flagsSchema = z.object({
-  seconds: z.coerce.number().positive().default(8),
+  // 3 rounds of 12 runs of 2 + 6 s, with boot and pgbench's settling: about 5.5 minutes.
+  seconds: z.coerce.number().positive().default(6),
   warmup: z.coerce.number().min(0).default(2),
   // Several short rounds, interleaved, and the median of each: on a shared 2-core box a burst of
   // someone else's work then spoils one round instead of one path's only run.
@@ -845,6 +846,13 @@ function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
     at(mix, 'passthrough', 64),
     TARGETS.mixRatioAt64,
   )
+  const cross = point.find((row) => row.label.startsWith(`${router(1)} (`) && row.connections === 64)
+  const same = at(point, router(1), 64)
+  if (cross && same)
+    console.log(
+      `cross-check, point read, 64 connections: ${same.label} ${same.rps.toFixed(0)} req/s, ${cross.label} ` +
+        `${cross.rps.toFixed(0)} req/s: ${(cross.rps / same.rps).toFixed(2)} (near 1: the load generators do not set the figure)`,
+    )
   for (const n of workers.filter((n) => n > 1)) {
     const a = at(point, router(n), 64)
     const b = at(point, router(1), 64)
