@@ -1073,6 +1073,12 @@ async function main() {
       console.log(`round ${round + 1}: seed mix (20% writes)`)
       mixRuns.push(await measure({ ...targets.passthrough(mix), generators: flags.clients }, 64))
       mixRuns.push(await measure({ ...targets.router(1, mix), generators: flags.clients }, 64))
+      if (pgpool && pgbenchFound)
+        mixRuns.push(
+          await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
+            bench('pgpool-II plain', pgpool.port, adminLogin(topology), mixScripts(mix), pgpool.usage),
+          ),
+        )
     }
     const medians = (runs: Row[]) => {
       const keys = [...new Set(runs.map((run) => `${run.connections}\u0000${run.label}`))]
@@ -1199,6 +1205,20 @@ const routerLogin = (topology: Topology): Login => ({
 const plainScript = (fixture: Fixture) =>
   `${POINT_READ.replace('$1', `'${fixture.tenant}'`).replace('$2', `'${fixture.customer}'`)};\n`
 
+/**
+ * The seed mix for pgbench: its first 128 requests (pgbench's most scripts), one script each with the
+ * parameters inlined as literals (typed by their columns, as the bound text parameters are); pgbench
+ * runs a random one per transaction, as the admin, like the passthrough.
+ */
+function mixScripts(mix: Workload): string[] {
+  const body = z.object({ sql: z.string(), params: z.array(z.string().nullable()) })
+  const literal = (value: string | null) => (value === null ? 'null' : `'${value.replaceAll("'", "''")}'`)
+  return mix.bodies.slice(0, 128).map((text) => {
+    const { sql, params } = body.parse(JSON.parse(text))
+    return `${sql.replace(/\$(\d+)/g, (_, n: string) => literal(params[Number(n) - 1] ?? null)).trim()};\n`
+  })
+}
+
 /** What a client of pgpool-II must send for the router's isolation: its own transaction and enter(). */
 async function tenantSafeScript(topology: Topology, fixture: Fixture): Promise<string> {
   const { capability, epoch } = await withDirectory(topology, async (directory) => ({
@@ -1226,7 +1246,7 @@ function createPgbench(
     label: string,
     port: number,
     login: Login,
-    script: string,
+    script: string | string[],
     usage: UsageProbe | undefined,
   ): Promise<Row> => {
     // The server's usage over pgbench's measured run only: read after its warm-up run.

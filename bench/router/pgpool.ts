@@ -207,7 +207,7 @@ export interface PgbenchResult {
 }
 
 /**
- * pgbench with a script, prepared statements, `connections` clients on 2 threads, for `seconds`; the
+ * pgbench with a script (several: each transaction runs one of them, picked at random), prepared statements, `connections` clients on 2 threads, for `seconds`; the
  * latencies from its per-transaction log, its CPU from this process's reaped children. A warm-up run
  * goes first and is not counted.
  */
@@ -216,7 +216,7 @@ export async function pgbench(options: {
   port: number
   login: Login
   database: string
-  script: string
+  script: string | string[]
   connections: number
   warmupSeconds: number
   seconds: number
@@ -224,9 +224,11 @@ export async function pgbench(options: {
   onMeasuring?: () => void
 }): Promise<PgbenchResult> {
   const dir = await freshDir(path.join(options.home, 'pgbench'))
-  const scriptFile = path.join(dir, 'script.sql')
+  const scripts = typeof options.script === 'string' ? [options.script] : options.script
+  const scriptFiles = scripts.map((_, i) => path.join(dir, `script-${i}.sql`))
   // The tenant-safe script carries the router capability: owner-only, removed with the folder.
-  await writeFile(scriptFile, options.script, { mode: 0o600 })
+  for (const [i, script] of scripts.entries())
+    await writeFile(scriptFiles[i] as string, script, { mode: 0o600 })
   const args = (seconds: number, log: boolean) => [
     '-n',
     '-M',
@@ -237,8 +239,7 @@ export async function pgbench(options: {
     String(Math.min(2, options.connections)),
     '-T',
     String(seconds),
-    '-f',
-    scriptFile,
+    ...scriptFiles.flatMap((file) => ['-f', file]),
     ...(log ? ['-l', `--log-prefix=${path.join(dir, 'tx')}`] : []),
     '-h',
     '127.0.0.1',
