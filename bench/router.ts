@@ -1007,6 +1007,7 @@ async function main() {
     const pgbenchFound = findPgbench() !== undefined
     if (!pgbenchFound) console.log(PGBENCH_MISSING)
     const tenantSafe = await tenantSafeScript(topology, fixture)
+    const mixForPgbench = mixScripts(mix)
 
     const generators = Math.max(flags.clients, 2)
     const load = startLoadGenerators(generators)
@@ -1076,7 +1077,7 @@ async function main() {
       if (pgpool && pgbenchFound)
         mixRuns.push(
           await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
-            bench('pgpool-II plain', pgpool.port, adminLogin(topology), mixScripts(mix), pgpool.usage),
+            bench('pgpool-II plain', pgpool.port, adminLogin(topology), mixForPgbench, pgpool.usage),
           ),
         )
     }
