@@ -12,15 +12,11 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
 import { connect, type Socket } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { serve } from '@hono/node-server'
-import { type Context, Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import pino from 'pino'
 import postgres from 'postgres'
 import { z } from 'zod'
@@ -33,22 +29,36 @@ import { readRouterCapability } from '../src/directory/capability.ts'
 import { withDirectory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
-import { addTenant } from '../src/directory/tenants.ts'
+import { addTenant, findTenant, setTenantLimits } from '../src/directory/tenants.ts'
 import { LOADTEST_VOLUME } from '../src/loadtest/seed.ts'
 import { loadTenantContexts, operationPicker } from '../src/loadtest/workload.ts'
 import { createApp } from '../src/router/app.ts'
 import { runTransaction } from '../src/router/execute.ts'
 import { createMetrics } from '../src/router/metrics.ts'
 import { classify } from '../src/router/policy.ts'
-import { toPgProxyResponse } from '../src/router/protocols/pg-proxy.ts'
 import { type RunningRouter, startRouter } from '../src/router/server.ts'
 import { type Sql, withAdmin } from '../src/shard/connection.ts'
 import { replicaName } from '../src/shard/nodes.ts'
 import { createPools } from '../src/shard/pools.ts'
-import type { WireConnection } from '../src/shard/wire/connection.ts'
-import type { WirePool } from '../src/shard/wire/pool.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
-import { findPgpool, type Login, PGPOOL_MISSING, pgbench, startPgpool } from './router/pgpool.ts'
+import {
+  onReserved,
+  type Passthrough,
+  type PassthroughOptions,
+  startPassthrough,
+  startPassthroughProcess,
+} from './router/passthrough.ts'
+import {
+  findPgbench,
+  findPgpool,
+  type Login,
+  PGBENCH_MISSING,
+  PGPOOL_MISSING,
+  pgbench,
+  type RunningPgpool,
+  type Selects,
+  startPgpool,
+} from './router/pgpool.ts'
 import { namedUsage, selfUsage, type Usage, type UsageProbe, usageSince } from './router/proc.ts'
 import { type RouterProcess, startRouterProcess } from './router/router-process.ts'
 
@@ -68,6 +78,8 @@ interface LoadJob {
   headers: Record<string, string>
   /** Request bodies, sent in turn by each connection (from its own starting point). */
   bodies: string[]
+  /** What each body is (the seed mix's operation): answers are counted by kind and status too. */
+  kinds?: string[]
   connections: number
   warmupMs: number
   measureMs: number
@@ -81,6 +93,8 @@ interface LoadResult {
   statuses: Record<string, number>
   /** Responses by their x-switchyard-node header (router only). */
   nodes: Record<string, number>
+  /** Given kinds: responses by `<kind> <status>` (and `<kind> socket`). */
+  byKind: Record<string, number>
   /** Latencies of the measured window as [µs, count] pairs: the parent merges the generators'. */
   latencies: [number, number][]
   /** CPU the load generator itself spent in the measured window. */
@@ -143,6 +157,7 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
   const histogram = createHistogram()
   const statuses: Record<string, number> = {}
   const nodes: Record<string, number> = {}
+  const byKind: Record<string, number> = {}
   const started = performance.now()
   const measureFrom = started + job.warmupMs
   const until = measureFrom + job.measureMs
@@ -168,9 +183,15 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
       let sentAt = 0
       let waiting = false
       let next = (index * 7) % requests.length
+      let sent = next
+      const outcome = (status: string) => {
+        count(statuses, status)
+        if (job.kinds) count(byKind, `${job.kinds[sent]} ${status}`)
+      }
       const send = () => {
         sentAt = performance.now()
         waiting = true
+        sent = next
         socket.write(requests[next] as Buffer)
         next = (next + 1) % requests.length
       }
@@ -180,7 +201,7 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
         socket.on('connect', send)
         socket.on('error', () => {})
         socket.on('close', () => {
-          if (waiting && performance.now() >= measureFrom) count(statuses, 'socket')
+          if (waiting && performance.now() >= measureFrom) outcome('socket')
           waiting = false
           if (performance.now() < until) setTimeout(open, 10)
           else resolve()
@@ -201,7 +222,7 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
           const now = performance.now()
           if (sentAt >= measureFrom && now <= until) {
             histogram.record(now - sentAt)
-            count(statuses, text.slice(9, 12))
+            outcome(text.slice(9, 12))
             const node = NODE_HEADER.exec(text)?.[1]
             if (node) count(nodes, node)
           }
@@ -225,6 +246,7 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
     errors,
     statuses,
     nodes,
+    byKind,
     latencies: histogram.pairs(),
     clientCpuMs: (cpu.user + cpu.system) / 1000,
   }
@@ -252,6 +274,8 @@ export interface Measured {
   errors: number
   statuses: Record<string, number>
   nodes: Record<string, number>
+  /** The seed mix's answers by `<operation> <status>`. */
+  byKind: Record<string, number>
   p50Ms: number
   p99Ms: number
   maxMs: number
@@ -345,6 +369,7 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
   const histogram = createHistogram()
   const statuses: Record<string, number> = {}
   const nodes: Record<string, number> = {}
+  const byKind: Record<string, number> = {}
   const add = (into: Record<string, number>, from: Record<string, number>) => {
     for (const [key, n] of Object.entries(from)) into[key] = (into[key] ?? 0) + n
   }
@@ -352,6 +377,7 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
     for (const [us, n] of result.latencies) for (let i = 0; i < n; i++) histogram.record(us / 1000)
     add(statuses, result.statuses)
     add(nodes, result.nodes)
+    add(byKind, result.byKind)
   }
   return {
     requests: histogram.count,
@@ -359,6 +385,7 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
     errors: results.reduce((sum, result) => sum + result.errors, 0),
     statuses,
     nodes,
+    byKind,
     p50Ms: histogram.percentileMs(50),
     p99Ms: histogram.percentileMs(99),
     maxMs: histogram.maxMs(),
@@ -374,7 +401,8 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
 // ---------------------------------------------------------------------------------------------------
 
 const flagsSchema = z.object({
-  seconds: z.coerce.number().positive().default(8),
+  // 3 rounds of 12 runs of 2 + 6 s, with boot and pgbench's settling: about 5.5 minutes.
+  seconds: z.coerce.number().positive().default(6),
   warmup: z.coerce.number().min(0).default(2),
   // Several short rounds, interleaved, and the median of each: on a shared 2-core box a burst of
   // someone else's work then spoils one round instead of one path's only run.
@@ -398,6 +426,8 @@ export interface Target {
   headers: Record<string, string>
   /** The bodies each connection sends in turn. */
   bodies: string[]
+  /** What each body is (the seed mix's operations), to count answers by kind. */
+  kinds?: string[]
   /** The server's CPU and system calls (this process, or a child's process tree). */
   usage: UsageProbe
   /** Load generator processes for this target (default: all of them). */
@@ -415,6 +445,8 @@ export interface Row {
   errors: number
   statuses: Record<string, number>
   nodes: Record<string, number>
+  /** The seed mix's answers by `<operation> <status>`. */
+  byKind: Record<string, number>
   /** What the router logged during the run (warm-up included), by message. */
   logged: Record<string, number>
   /** CPU of the server's processes, per request. */
@@ -426,6 +458,8 @@ export interface Row {
   clientCpuUs: number
   /** The busiest load generator's share of a core: past CLIENT_SATURATED the figures are the client's. */
   clientBusiest: number
+  /** Through pgpool-II: the SELECTs it sent to each node during the run (warm-up included). */
+  selects?: Selects
 }
 
 export interface Fixture {
@@ -489,6 +523,12 @@ async function seed(topology: Topology): Promise<Fixture> {
   const tenant = randomUUID()
   const key = await withDirectory(topology, async (directory) => {
     await addTenant(directory, topology, { id: tenant, shard: SHARD })
+    // The seed mix books the same days again round after round: its writes must never fail. The quota
+    // trigger still runs and counts the day on every booking; only the limit is out of reach. No router
+    // runs yet, so there is no cached route to invalidate.
+    await setTenantLimits(directory, topology, { invalidate: async () => {} }, tenant, {
+      max_appointments_per_day: 1_000_000_000,
+    })
     return createKey(directory, { scope: 'app', tenants: [tenant], name: 'bench' })
   })
   const shard = topology.shards.find((s) => s.id === SHARD)
@@ -519,109 +559,6 @@ export const tenantHeaders = (fixture: Fixture) => ({
   authorization: `Bearer ${fixture.key}`,
   'x-tenant-id': fixture.tenant,
 })
-
-export interface Passthrough {
-  port: number
-  app: Hono
-  close(): Promise<void>
-}
-
-/**
- * The baseline: the minimal HTTP server a team would write instead of the router. It takes /v1/query's
- * body and runs `sql.unsafe(sql, params)` on one postgres.js pool to the same replica, as the shard's
- * admin: a tenant context cannot be set by hand any more (the shard verifies that enter() made it), so
- * the floor skips RLS as it skips auth, policy, routing and the transaction.
- *
- * Breakdown variants, each one router ingredient added to the same minimal server: `/v1/tx` runs the
- * router's own transaction (`runTransaction` on the router's replica pool: enter() and the
- * statement as one pipeline with one Sync); `/body-limit/…` and `/late-header/…` add two Hono patterns the
- * router's HTTP layer uses.
- */
-export async function startPassthrough(
-  topology: Topology,
-  tenant: string,
-  /** An in-process router: for the breakdown's `/v1/tx` variant only. */
-  router?: RunningRouter,
-  /** Where its two pools connect (default: shard-1's primary and first replica, as the admin). */
-  urls: { primary: string; replica: string } = shardUrls(topology),
-): Promise<Passthrough> {
-  const open = (url: string) =>
-    postgres(url, {
-      max: topology.router.poolSize,
-      prepare: true,
-      onnotice: () => {},
-      connection: { search_path: 'public' },
-    })
-  const sql = open(urls.replica)
-  // The seed mix's writes go to the primary, as the router sends them; everything else to the replica.
-  const primary = open(urls.primary)
-  const bodySchema = z.object({
-    sql: z.string(),
-    params: z.array(z.union([z.string(), z.null()])).default([]),
-  })
-
-  const app = new Hono()
-  const pointRead = async (c: Context) => {
-    const body = bodySchema.parse(await c.req.json())
-    const node = WRITE.test(body.sql) ? primary : sql
-    return c.json({ rows: await node.unsafe(body.sql, body.params) })
-  }
-  app.post('/v1/query', pointRead)
-  // Two Hono patterns the router's HTTP layer uses, alone on the passthrough: hono/body-limit, and
-  // a header set after `await next()` (Hono then rebuilds the finished Response around its body).
-  app.use('/body-limit/*', bodyLimit({ maxSize: topology.router.maxBodyBytes }))
-  app.post('/body-limit/v1/query', pointRead)
-  app.use('/late-header/*', async (c, next) => {
-    await next()
-    c.header('x-request-id', 'bench')
-  })
-  app.post('/late-header/v1/query', pointRead)
-  if (router) mountTransaction(app, router, tenant, (await router.app.routes.resolve(tenant)).epoch)
-  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve)
-    server.once('error', reject)
-  })
-  return {
-    port: (server.address() as AddressInfo).port,
-    app,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        ;(server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
-      })
-      await sql.end({ timeout: 5 })
-      await primary.end({ timeout: 5 })
-    },
-  }
-}
-
-/** Statements the passthrough sends to the primary. */
-const WRITE = /^\s*(insert|update|delete|merge|with)\b/i
-
-/** The breakdown's `/v1/tx`: the router's own transaction (runTransaction on its replica pool) behind the passthrough's HTTP. */
-function mountTransaction(app: Hono, router: RunningRouter, tenant: string, epoch: number) {
-  const node = router.app.pools.node(replicaName(SHARD, 0))
-  const routerPool = router.app.pools.pool(node.name)
-  const bodySchema = z.object({
-    sql: z.string(),
-    params: z.array(z.union([z.string(), z.null()])).default([]),
-  })
-  app.post('/v1/tx', async (c) => {
-    const body = bodySchema.parse(await c.req.json())
-    const outcome = await onReserved(routerPool, (connection) =>
-      runTransaction(connection, {
-        tenant,
-        epoch,
-        write: false,
-        capability: router.app.capability,
-        statements: [{ sql: body.sql, params: body.params }],
-        params: [body.params],
-      }),
-    )
-    return c.json(toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, 'all'))
-  })
-}
 
 /** One request: it must answer 200 with the customer's row. Returns x-switchyard-node. */
 async function probe(target: Target, body: string, customer: string): Promise<string | null> {
@@ -689,6 +626,7 @@ export function createMeasure(load: LoadGenerators, timing: { warmupMs: number; 
         path: target.path,
         headers: target.headers,
         bodies: target.bodies,
+        ...(target.kinds && { kinds: target.kinds }),
         connections,
         ...timing,
       },
@@ -705,7 +643,8 @@ export function createMeasure(load: LoadGenerators, timing: { warmupMs: number; 
 export function rowOf(
   label: string,
   connections: number,
-  result: Omit<Measured, 'statuses' | 'nodes'> & Partial<Pick<Measured, 'statuses' | 'nodes'>>,
+  result: Omit<Measured, 'statuses' | 'nodes' | 'byKind'> &
+    Partial<Pick<Measured, 'statuses' | 'nodes' | 'byKind'>>,
   logged: Record<string, number> = {},
 ): Row {
   const perRequest = (total: number | undefined) =>
@@ -720,6 +659,7 @@ export function rowOf(
     errors: result.errors,
     statuses: result.statuses ?? {},
     nodes: result.nodes ?? {},
+    byKind: result.byKind ?? {},
     logged,
     serverCpuUs: perRequest(result.server?.cpuUs),
     serverSyscalls: perRequest(result.server?.syscalls),
@@ -745,7 +685,10 @@ function describe(row: Row): string {
   return (
     `${row.label.padEnd(30)} c=${String(row.connections).padStart(2)}  ${row.rps.toFixed(0).padStart(6)} req/s  ` +
     `p50 ${ms(row.p50Ms)}  p99 ${ms(row.p99Ms)}  max ${ms(row.maxMs)} ms  [${counts(row.statuses)}]` +
-    `${nodes ? ` ${nodes}` : ''}${logged ? `; logged: ${logged}` : ''}`
+    `${nodes ? ` ${nodes}` : ''}${logged ? `; logged: ${logged}` : ''}` +
+    (row.clientBusiest > CLIENT_SATURATED
+      ? `  CLIENT SATURATED (${(100 * row.clientBusiest).toFixed(0)}% of a core)`
+      : '')
   )
 }
 
@@ -775,6 +718,7 @@ function medianRow(rounds: Row[]): Row {
     errors: rounds.reduce((total, row) => total + row.errors, 0),
     statuses: sum((row) => row.statuses),
     nodes: sum((row) => row.nodes),
+    byKind: sum((row) => row.byKind),
     logged: sum((row) => row.logged),
     serverCpuUs: rounds.some((row) => row.serverCpuUs === undefined)
       ? undefined
@@ -787,6 +731,12 @@ function medianRow(rounds: Row[]): Row {
       ? undefined
       : median((row) => row.shardCpuUs ?? 0),
     clientBusiest: Math.max(...rounds.map((row) => row.clientBusiest)),
+    ...(first.selects && {
+      selects: {
+        primary: rounds.reduce((total, row) => total + (row.selects?.primary ?? 0), 0),
+        replica: rounds.reduce((total, row) => total + (row.selects?.replica ?? 0), 0),
+      },
+    }),
   }
 }
 
@@ -804,8 +754,54 @@ export function printTable(rows: Row[]) {
   }
 }
 
+/** The seed mix's answers per operation, summed over the rounds: every one but 200 is a failure. */
+function printKinds(rows: Row[]) {
+  console.log('\n| path | operation | 200 | other answers |')
+  console.log('| --- | --- | ---: | --- |')
+  for (const row of rows) {
+    const byOperation = new Map<string, Record<string, number>>()
+    for (const [key, n] of Object.entries(row.byKind)) {
+      const [operation = '', status = ''] = key.split(' ')
+      byOperation.set(operation, { ...byOperation.get(operation), [status]: n })
+    }
+    for (const [operation, statuses] of [...byOperation].sort(([a], [b]) => a.localeCompare(b))) {
+      const { '200': ok = 0, ...other } = statuses
+      const others = Object.entries(other).map(([status, n]) => `${status}×${n}`)
+      console.log(`| ${row.label} | ${operation} | ${ok} | ${others.join(' ') || '—'} |`)
+    }
+  }
+}
+
 /** A load generator past this share of a core is (or is about to be) what limits the run. */
 const CLIENT_SATURATED = 0.8
+
+/**
+ * A row through pgpool-II with more of its SELECTs on the primary than this share is not the peer of
+ * the router's replica reads (pgpool-II sends a SELECT it cannot prove read-only to the primary, and the
+ * rest of its transaction with it).
+ */
+const PGPOOL_PRIMARY_SHARE = 0.01
+
+const misrouted = (selects: Selects) =>
+  selects.replica === 0 || selects.primary > PGPOOL_PRIMARY_SHARE * (selects.primary + selects.replica)
+
+/** Runs `run` and adds the SELECTs pgpool-II sent to each node meanwhile (select_cnt of SHOW pool_nodes). */
+async function countingSelects(
+  pgpool: RunningPgpool,
+  login: Login,
+  database: string,
+  run: () => Promise<Row>,
+): Promise<Row> {
+  const before = await pgpool.selects(login, database)
+  const row = await run()
+  const after = await pgpool.selects(login, database)
+  row.selects = { primary: after.primary - before.primary, replica: after.replica - before.replica }
+  console.log(
+    `    SELECTs pgpool-II sent: replica ${row.selects.replica}, primary ${row.selects.primary}` +
+      (misrouted(row.selects) ? '  READS NOT ON THE REPLICA' : ''),
+  )
+  return row
+}
 
 /** Prints the ratios against the issue's targets; true when every one passes and nothing failed. */
 function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
@@ -852,6 +848,13 @@ function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
     at(mix, 'passthrough', 64),
     TARGETS.mixRatioAt64,
   )
+  const cross = point.find((row) => row.label.startsWith(`${router(1)} (`) && row.connections === 64)
+  const same = at(point, router(1), 64)
+  if (cross && same)
+    console.log(
+      `cross-check, point read, 64 connections: ${same.label} ${same.rps.toFixed(0)} req/s, ${cross.label} ` +
+        `${cross.rps.toFixed(0)} req/s: ${(cross.rps / same.rps).toFixed(2)} (near 1: the load generators do not set the figure)`,
+    )
   for (const n of workers.filter((n) => n > 1)) {
     const a = at(point, router(n), 64)
     const b = at(point, router(1), 64)
@@ -864,12 +867,17 @@ function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
   console.log(
     `failed requests (non-200, dropped connections, failed transactions): ${errors} ${verdict(errors === 0)}`,
   )
+  const offReplica = all.filter((row) => row.selects && misrouted(row.selects))
+  for (const row of offReplica)
+    console.log(
+      `PGPOOL-II READS NOT ON THE REPLICA: ${row.label}: ${row.selects?.primary} SELECTs on the primary, ${row.selects?.replica} on the replica; not the router's peer (see read_only_function_list)`,
+    )
   const saturated = all.filter((row) => row.clientBusiest > CLIENT_SATURATED)
   for (const row of saturated)
     console.log(
       `CLIENT SATURATED: ${row.label} at ${row.connections}: a load generator used ${(100 * row.clientBusiest).toFixed(0)}% of a core; its figures measure the client, not the server (try --clients 2)`,
     )
-  return checks.every(Boolean) && errors === 0 && saturated.length === 0
+  return checks.every(Boolean) && errors === 0 && saturated.length === 0 && offReplica.length === 0
 }
 
 const loadAverage = () =>
@@ -929,43 +937,43 @@ async function main() {
       cleanups.add(() => router.stop())
       routers.set(workers, router)
     }
-    const passthrough = await startPassthrough(topology, fixture.tenant)
+    const passthrough = await startPassthroughProcess(passthroughOptions(topology, shardUrls(topology)))
     cleanups.add(passthrough.close)
 
-    const point = [pointReadBody(fixture)]
-    const mix = await seedMixBodies(topology, fixture.tenant)
+    const point: Workload = { bodies: [pointReadBody(fixture)] }
+    const mix = await seedMix(topology, fixture.tenant)
     const routerLabel = (n: number) => `router, ${n} worker${n === 1 ? '' : 's'}`
     const targets = {
-      passthrough: (bodies: string[]): Target => ({
+      passthrough: (workload: Workload): Target => ({
         label: 'passthrough',
         port: passthrough.port,
         path: '/v1/query',
         headers: {},
-        bodies,
-        usage: selfUsage,
+        ...workload,
+        usage: passthrough.usage,
       }),
-      router: (n: number, bodies: string[]): Target => {
+      router: (n: number, workload: Workload): Target => {
         const router = routers.get(n) as RouterProcess
         return {
           label: routerLabel(n),
           port: router.port,
           path: '/v1/query',
           headers: tenantHeaders(fixture),
-          bodies,
+          ...workload,
           usage: router.usage,
         }
       },
     }
-    await probe(targets.passthrough(point), point[0] as string, fixture.customer)
+    await probe(targets.passthrough(point), pointReadBody(fixture), fixture.customer)
     for (const n of flags.workers)
-      await expectReplicaReads(targets.router(n, point), point[0] as string, fixture.customer)
+      await expectReplicaReads(targets.router(n, point), pointReadBody(fixture), fixture.customer)
     console.log(
       `the router: \`switchyard router --workers N\` (N = ${flags.workers.join(', ')}) as its own process(es), default settings otherwise ` +
         `(log level ${process.env.LOG_LEVEL ?? 'info'}, to a file; TLS ${topology.router.tls.mode} to the shards; pools of ${topology.router.poolSize} per node in total), ` +
         `as ${topology.router.role.name} (RLS, its verified tenant context); reads on ${replicaName(SHARD, 0)}`,
     )
     console.log(
-      `the passthrough: Hono + postgres.js in this process, the shard's admin (no tenant context can be set by hand), ` +
+      `the passthrough: Hono + postgres.js as its own process, the shard's admin (no tenant context can be set by hand), ` +
         `prepared statements, pools of ${topology.router.poolSize}, reads on ${replicaName(SHARD, 0)}, the mix's writes on the primary`,
     )
     const pgpoolBinary = findPgpool()
@@ -984,10 +992,12 @@ async function main() {
       : undefined
     // The deployment a team would run instead: the same minimal HTTP server, its pools on pgpool-II.
     const viaPgpool = pgpool
-      ? await startPassthrough(topology, fixture.tenant, undefined, {
-          primary: pgpoolUrl(topology, pgpool.port),
-          replica: pgpoolUrl(topology, pgpool.port),
-        })
+      ? await startPassthroughProcess(
+          passthroughOptions(topology, {
+            primary: pgpoolUrl(topology, pgpool.port),
+            replica: pgpoolUrl(topology, pgpool.port),
+          }),
+        )
       : undefined
     if (viaPgpool) cleanups.add(viaPgpool.close)
     if (pgpool) {
@@ -996,6 +1006,10 @@ async function main() {
         `pgpool-II ${pgpoolBinary}: streaming replication, SELECTs balanced to the replica only, driven by pgbench -M prepared`,
       )
     } else console.log(PGPOOL_MISSING)
+    const pgbenchFound = findPgbench() !== undefined
+    if (!pgbenchFound) console.log(PGBENCH_MISSING)
+    const tenantSafe = await tenantSafeScript(topology, fixture)
+    const mixForPgbench = mixScripts(mix)
 
     const generators = Math.max(flags.clients, 2)
     const load = startLoadGenerators(generators)
@@ -1022,50 +1036,52 @@ async function main() {
         pointRuns.push(await measure({ ...targets.router(n, point), generators: flags.clients }, 64))
       // The cross-check: another number of load generators must give the same answer.
       pointRuns.push(await measure(withClients(targets.router(1, point), flags.clients === 1 ? 2 : 1), 64))
-      if (viaPgpool)
+      if (pgpool && viaPgpool)
         pointRuns.push(
-          await measure(
-            {
-              ...targets.passthrough(point),
-              port: viaPgpool.port,
-              label: 'passthrough via pgpool-II',
-              generators: flags.clients,
-            },
-            64,
+          await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
+            measure(
+              {
+                ...targets.passthrough(point),
+                port: viaPgpool.port,
+                label: 'passthrough via pgpool-II',
+                usage: viaPgpool.usage,
+                generators: flags.clients,
+              },
+              64,
+            ),
           ),
         )
-      if (pgpool) {
+      if (pgpool && pgbenchFound) {
         pointRuns.push(
-          await bench(
-            'pgpool-II plain',
-            pgpool.port,
-            adminLogin(topology),
-            plainScript(fixture),
-            pgpool.usage,
+          await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
+            bench('pgpool-II plain', pgpool.port, adminLogin(topology), plainScript(fixture), pgpool.usage),
           ),
         )
         pointRuns.push(
-          await bench(
-            'pgpool-II tenant-safe',
-            pgpool.port,
-            routerLogin(topology),
-            await tenantSafeScript(topology, fixture),
-            pgpool.usage,
+          await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
+            bench('pgpool-II tenant-safe', pgpool.port, routerLogin(topology), tenantSafe, pgpool.usage),
           ),
         )
       }
-      pointRuns.push(
-        await bench(
-          'pgbench direct to the replica',
-          Number(new URL(shardUrls(topology).replica).port),
-          adminLogin(topology),
-          plainScript(fixture),
-          undefined,
-        ),
-      )
+      if (pgbenchFound)
+        pointRuns.push(
+          await bench(
+            'pgbench direct to the replica',
+            Number(new URL(shardUrls(topology).replica).port),
+            adminLogin(topology),
+            plainScript(fixture),
+            undefined,
+          ),
+        )
       console.log(`round ${round + 1}: seed mix (20% writes)`)
       mixRuns.push(await measure({ ...targets.passthrough(mix), generators: flags.clients }, 64))
       mixRuns.push(await measure({ ...targets.router(1, mix), generators: flags.clients }, 64))
+      if (pgpool && pgbenchFound)
+        mixRuns.push(
+          await countingSelects(pgpool, adminLogin(topology), databaseOf(topology), () =>
+            bench('pgpool-II plain', pgpool.port, adminLogin(topology), mixForPgbench, pgpool.usage),
+          ),
+        )
     }
     const medians = (runs: Row[]) => {
       const keys = [...new Set(runs.map((run) => `${run.connections}\u0000${run.label}`))]
@@ -1079,9 +1095,10 @@ async function main() {
     printTable(pointRows)
     console.log("\n## Seed mix (the load test's frequent queries, 20% writes)")
     printTable(mixRows)
+    printKinds(mixRows)
     if (pgpool)
       console.log(
-        `\npgpool-II's nodes (SHOW pool_nodes):\n${await pgpool.selects(adminLogin(topology), databaseOf(topology))}`,
+        `\npgpool-II's nodes over the whole run (SHOW pool_nodes):\n${await pgpool.nodes(adminLogin(topology), databaseOf(topology))}`,
       )
     const pass = printTargets(pointRows, mixRows, flags.workers)
     for (const router of routers.values())
@@ -1102,19 +1119,64 @@ async function main() {
 const countLines = async (file: string) =>
   (await readFile(file, 'utf8').catch(() => '')).split('\n').length - 1
 
+/** What a load generator sends: bodies in turn, and for the seed mix which operation each one is. */
+interface Workload {
+  bodies: string[]
+  kinds?: string[]
+}
+
+/** The seed mix's draw: the same requests in every run (of one day: bookings are relative to today). */
+const MIX_SEED = 14
+
 /**
  * The load test's frequent queries (src/loadtest/workload.ts) for the bench tenant: 80% reads, 20% writes,
- * 4000 of them in a fixed order. Enough that the bookings spread over the year: the same few days booked
- * over and over would meet the tenant's max_appointments_per_day (403 quota_exceeded) within the run.
+ * 4000 of them in a fixed order, so bookings spread over the year. Every write succeeds: bookings have no
+ * unique slot, status changes touch existing rows, and the tenant's per-day quota is out of reach (seed).
  */
-async function seedMixBodies(topology: Topology, tenant: string): Promise<string[]> {
+async function seedMix(topology: Topology, tenant: string): Promise<Workload> {
   const [context] = await loadTenantContexts(topology, [
     { id: tenant, name: 'Bench', shard: SHARD, index: 0 },
   ])
   if (!context) throw new Error('the bench tenant has no appointments to work on')
   const pick = operationPicker(0.2)
-  return Array.from({ length: 4000 }, () => JSON.stringify(pick().build(context)))
+  // The workload draws with Math.random (the load test wants a new draw per run); the bench wants the
+  // same draw every run, so Math.random is a seeded generator while the bodies are built (synchronously).
+  const operations = withSeededRandom(MIX_SEED, () =>
+    Array.from({ length: 4000 }, () => {
+      const operation = pick()
+      return { kind: operation.name, body: JSON.stringify(operation.build(context)) }
+    }),
+  )
+  return { bodies: operations.map((op) => op.body), kinds: operations.map((op) => op.kind) }
 }
+
+/** Runs `draw` with Math.random replaced by mulberry32(seed). */
+function withSeededRandom<T>(seed: number, draw: () => T): T {
+  const random = Math.random
+  let state = seed >>> 0
+  Math.random = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
+  }
+  try {
+    return draw()
+  } finally {
+    Math.random = random
+  }
+}
+
+/** The passthrough's settings: the router's pool size per node and body limit, on these nodes. */
+const passthroughOptions = (
+  topology: Topology,
+  urls: { primary: string; replica: string },
+): PassthroughOptions => ({
+  urls,
+  poolSize: topology.router.poolSize,
+  maxBodyBytes: topology.router.maxBodyBytes,
+})
 
 function shardUrls(topology: Topology) {
   const shard = topology.shards.find((s) => s.id === SHARD)
@@ -1146,12 +1208,30 @@ const routerLogin = (topology: Topology): Login => ({
 const plainScript = (fixture: Fixture) =>
   `${POINT_READ.replace('$1', `'${fixture.tenant}'`).replace('$2', `'${fixture.customer}'`)};\n`
 
+/**
+ * The seed mix for pgbench: its first 128 requests (pgbench's most scripts), one script each with the
+ * parameters inlined as literals (typed by their columns, as the bound text parameters are); pgbench
+ * runs a random one per transaction, as the admin, like the passthrough.
+ */
+function mixScripts(mix: Workload): string[] {
+  const body = z.object({ sql: z.string(), params: z.array(z.string().nullable()) })
+  const literal = (value: string | null) => (value === null ? 'null' : `'${value.replaceAll("'", "''")}'`)
+  return mix.bodies.slice(0, 128).map((text) => {
+    const { sql, params } = body.parse(JSON.parse(text))
+    return `${sql.replace(/\$(\d+)/g, (_, n: string) => literal(params[Number(n) - 1] ?? null)).trim()};\n`
+  })
+}
+
 /** What a client of pgpool-II must send for the router's isolation: its own transaction and enter(). */
 async function tenantSafeScript(topology: Topology, fixture: Fixture): Promise<string> {
-  const capability = await withDirectory(topology, (directory) => readRouterCapability(directory))
+  const { capability, epoch } = await withDirectory(topology, async (directory) => ({
+    capability: await readRouterCapability(directory),
+    epoch: (await findTenant(directory, fixture.tenant)).epoch,
+  }))
+  // As src/router/execute.ts sends it for a read: BEGIN naming isolation and access, enter() without limits.
   return [
-    'begin isolation level read committed read only;',
-    `select switchyard.enter('${fixture.tenant}', 1, false, null, '${capability}');`,
+    'begin isolation level read committed read only not deferrable;',
+    `select switchyard.enter('${fixture.tenant}', ${epoch}, false, null, '${capability}');`,
     plainScript(fixture).trim(),
     'commit;',
     '',
@@ -1169,7 +1249,7 @@ function createPgbench(
     label: string,
     port: number,
     login: Login,
-    script: string,
+    script: string | string[],
     usage: UsageProbe | undefined,
   ): Promise<Row> => {
     // The server's usage over pgbench's measured run only: read after its warm-up run.
@@ -1212,7 +1292,11 @@ interface BreakdownContext {
 /** In-process steps and variants: a router and a passthrough of their own in this process. */
 async function breakdown({ topology, fixture, measure, rows }: BreakdownContext) {
   const router = await startRouter(topology, { port: 0, logger: routerLog.logger })
-  const passthrough = await startPassthrough(topology, fixture.tenant, router)
+  const passthrough = await startPassthrough(passthroughOptions(topology, shardUrls(topology)), {
+    router,
+    tenant: fixture.tenant,
+    replica: replicaName(SHARD, 0),
+  })
   try {
     await breakdownWith({ topology, fixture, router, passthrough, measure, rows })
   } finally {
@@ -1401,16 +1485,6 @@ interface Timing {
  * Per call of `step`, awaited one at a time after a warm-up: elapsed µs, this process's CPU µs and,
  * given a PostgreSQL backend's pid, that backend's CPU µs (Linux /proc, 10 ms ticks: fine over 5000 calls).
  */
-/** As the router does it: one reserved connection of the pool for the call. */
-async function onReserved<T>(pool: WirePool, use: (connection: WireConnection) => Promise<T>): Promise<T> {
-  const connection = await pool.reserve()
-  try {
-    return await use(connection)
-  } finally {
-    pool.release(connection)
-  }
-}
-
 async function timeSerial(step: () => unknown, backendPid?: number, iterations = 5000): Promise<Timing> {
   for (let i = 0; i < 500; i++) await step()
   const backendBefore = backendPid ? processCpuUs(backendPid) : undefined

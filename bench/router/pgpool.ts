@@ -14,18 +14,32 @@ import { reapedChildrenUs, treeUsage, type UsageProbe } from './proc.ts'
 
 const run = promisify(execFile)
 
-/** The pgpool binary, or undefined with the line that says how to get it. */
-export function findPgpool(): string | undefined {
-  for (const candidate of ['/usr/sbin/pgpool', '/usr/bin/pgpool', '/usr/local/bin/pgpool'])
-    if (existsSync(candidate)) return candidate
-  return undefined
+/** A program on the PATH or in the sbin folders Debian installs daemons to (not on every user's PATH). */
+function findProgram(name: string): string | undefined {
+  const folders = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin']
+  return folders
+    .filter((folder) => path.isAbsolute(folder))
+    .map((folder) => path.join(folder, name))
+    .find((candidate) => existsSync(candidate))
 }
 
+/** The pgpool binary, or undefined: PGPOOL_MISSING says how to get it. */
+export const findPgpool = () => findProgram('pgpool')
 export const PGPOOL_MISSING = 'pgpool-II not found: apt-get install -y pgpool2 (its rows are left out)'
+
+/** pgbench drives pgpool-II and the replica directly; without it those rows are left out. */
+export const findPgbench = () => findProgram('pgbench')
+export const PGBENCH_MISSING =
+  'pgbench not found: apt-get install -y postgresql (Debian ships pgbench with the server); the pgbench rows are left out'
 
 export interface Login {
   user: string
   password: string
+}
+
+export interface Selects {
+  primary: number
+  replica: number
 }
 
 export interface RunningPgpool {
@@ -33,8 +47,10 @@ export interface RunningPgpool {
   pid: number
   /** pgpool-II's processes: the parent and its children. */
   usage: UsageProbe
-  /** `SHOW pool_nodes`: which node served how many SELECTs. */
-  selects(login: Login, database: string): Promise<string>
+  /** `SHOW pool_nodes`: which node served how many SELECTs, as psql prints it. */
+  nodes(login: Login, database: string): Promise<string>
+  /** SELECTs pgpool-II has sent to each node so far (select_cnt of `SHOW pool_nodes`). */
+  selects(login: Login, database: string): Promise<Selects>
   stop(): Promise<void>
 }
 
@@ -83,8 +99,10 @@ export async function startPgpool(options: {
     `connection_life_time = 0`,
     `client_idle_limit = 0`,
     `load_balance_mode = on`,
-    // The router's enter() is a function: pgpool-II would send a transaction calling one to the primary.
-    `read_only_function_list = 'enter,current_tenant'`,
+    // A SELECT calling a function not in this list goes to the primary, and the rest of its transaction
+    // with it: the tenant-safe script's switchyard.enter() would take its point read there. pgpool-II
+    // matches the name as written, so the schema-qualified one is needed (its docs: list both forms).
+    `read_only_function_list = 'enter,current_tenant,switchyard.enter,switchyard.current_tenant'`,
     // At start pgpool-II asks each node pg_is_in_recovery() as this login (its password from pool_passwd)
     // to know which is the primary; no periodic checks after that.
     `sr_check_user = '${(options.logins[0] as Login).user}'`,
@@ -138,7 +156,9 @@ export async function startPgpool(options: {
     port: options.port,
     pid: child.pid as number,
     usage: treeUsage(child.pid as number),
-    selects: (who, database) => psql(options.port, who, database, 'show pool_nodes'),
+    nodes: (who, database) => psql(options.port, who, database, 'show pool_nodes'),
+    selects: async (who, database) =>
+      selectCounts(await psql(options.port, who, database, 'show pool_nodes')),
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGINT')
@@ -147,6 +167,24 @@ export async function startPgpool(options: {
       }
     },
   }
+}
+
+/** select_cnt by role from psql's unaligned `SHOW pool_nodes` (header: node_id|hostname|…|role|…|select_cnt|…). */
+function selectCounts(table: string): Selects {
+  const [header = '', ...lines] = table.trim().split('\n')
+  const columns = header.split('|')
+  const role = columns.indexOf('role')
+  const count = columns.indexOf('select_cnt')
+  if (role === -1 || count === -1) throw new Error(`SHOW pool_nodes without role/select_cnt:\n${table}`)
+  const selects: Selects = { primary: 0, replica: 0 }
+  for (const line of lines) {
+    const fields = line.split('|')
+    if (fields.length !== columns.length) continue
+    const n = Number(fields[count])
+    if (fields[role] === 'primary') selects.primary += n
+    else selects.replica += n
+  }
+  return selects
 }
 
 async function psql(port: number, login: Login, database: string, sql: string): Promise<string> {
@@ -169,7 +207,7 @@ export interface PgbenchResult {
 }
 
 /**
- * pgbench with a script, prepared statements, `connections` clients on 2 threads, for `seconds`; the
+ * pgbench with a script (several: each transaction runs one of them, picked at random), prepared statements, `connections` clients on 2 threads, for `seconds`; the
  * latencies from its per-transaction log, its CPU from this process's reaped children. A warm-up run
  * goes first and is not counted.
  */
@@ -178,7 +216,7 @@ export async function pgbench(options: {
   port: number
   login: Login
   database: string
-  script: string
+  script: string | string[]
   connections: number
   warmupSeconds: number
   seconds: number
@@ -186,9 +224,11 @@ export async function pgbench(options: {
   onMeasuring?: () => void
 }): Promise<PgbenchResult> {
   const dir = await freshDir(path.join(options.home, 'pgbench'))
-  const scriptFile = path.join(dir, 'script.sql')
+  const scripts = typeof options.script === 'string' ? [options.script] : options.script
+  const scriptFiles = scripts.map((_, i) => path.join(dir, `script-${i}.sql`))
   // The tenant-safe script carries the router capability: owner-only, removed with the folder.
-  await writeFile(scriptFile, options.script, { mode: 0o600 })
+  for (const [i, script] of scripts.entries())
+    await writeFile(scriptFiles[i] as string, script, { mode: 0o600 })
   const args = (seconds: number, log: boolean) => [
     '-n',
     '-M',
@@ -199,8 +239,7 @@ export async function pgbench(options: {
     String(Math.min(2, options.connections)),
     '-T',
     String(seconds),
-    '-f',
-    scriptFile,
+    ...scriptFiles.flatMap((file) => ['-f', file]),
     ...(log ? ['-l', `--log-prefix=${path.join(dir, 'tx')}`] : []),
     '-h',
     '127.0.0.1',

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { openSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Topology } from '../../src/config/topology.ts'
@@ -37,15 +37,18 @@ export async function startRouterProcess(
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   const deadline = Date.now() + 30_000
   for (;;) {
+    // The log is in the bench's temporary folder, removed at the end: say what it says.
     if (child.exitCode !== null)
-      throw new Error(`switchyard router exited with ${child.exitCode} at start; see ${logFile}`)
+      throw new Error(
+        `switchyard router ${args.slice(2).join(' ')} exited with ${child.exitCode} at start:\n${await tail(logFile)}`,
+      )
     const ready = await fetch(`http://127.0.0.1:${options.port}/readyz`)
       .then((response) => response.status === 200)
       .catch(() => false)
     if (ready) break
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`switchyard router was not ready within 30 s; see ${logFile}`)
+      throw new Error(`switchyard router was not ready within 30 s:\n${await tail(logFile)}`)
     }
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
@@ -63,3 +66,6 @@ export async function startRouterProcess(
     },
   }
 }
+
+const tail = async (file: string) =>
+  (await readFile(file, 'utf8').catch(() => '')).split('\n').slice(-20).join('\n')
