@@ -116,7 +116,10 @@ export async function startPgpool(options: {
   ].join('\n')
   await writeFile(path.join(dir, 'pgpool.conf'), `${conf}\n`)
   await writeFile(path.join(dir, 'pcp.conf'), '')
-  await writeFile(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\nlocal all all trust\n')
+  await writeFile(
+    path.join(dir, 'pool_hba.conf'),
+    'host all all 127.0.0.1/32 scram-sha-256\nlocal all all scram-sha-256\n',
+  )
   const passwd = path.join(dir, 'pool_passwd')
   await writeFile(passwd, options.logins.map((login) => `${login.user}:TEXT${login.password}\n`).join(''), {
     mode: 0o600,

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import type { Command } from 'commander'
 import { z } from 'zod'
+import type { Topology } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
 import { startRouter } from '../router/server.ts'
 import { isRouterWorker, runWorkers, startWorker } from '../router/workers.ts'
@@ -21,7 +22,8 @@ export function register(program: Command): void {
     .action(
       action(async (topology, options: { port?: string; workers?: string }) => {
         const port = options.port === undefined ? undefined : parsePort(options.port)
-        const workers = options.workers === undefined ? defaultWorkers() : parseWorkers(options.workers)
+        const workers =
+          options.workers === undefined ? defaultWorkers(topology) : parseWorkers(options.workers, topology)
         // A worker runs this same command line again (node:cluster forks it), and the router is its part.
         if (isRouterWorker()) return untilSignal(await startWorker(topology, port))
         // One process needs no primary to share its port: it is the router itself.
@@ -40,7 +42,7 @@ function parsePort(value: string): number {
 }
 
 /** Digits only: `Number` would take ' 2', '0x10' and '1e1' too. */
-function parseWorkers(value: string): number {
+function parseWorkers(value: string, topology: Topology): number {
   const parsed = z
     .string()
     .regex(/^\d{1,3}$/)
@@ -52,11 +54,26 @@ function parseWorkers(value: string): number {
       'invalid_input',
       `--workers: ${JSON.stringify(value)} is not a whole number from 1 to ${MAX_WORKERS}`,
     )
+  // poolSize is the total per node: a worker with a single connection of a node would let one tenant's
+  // transaction hold all of it (its fair share cannot be less than one).
+  const most = Math.floor(topology.router.poolSize / 2)
+  if (parsed.data > 1 && parsed.data > most)
+    throw new SwitchyardError(
+      'invalid_input',
+      `--workers: ${parsed.data} workers would leave some with fewer than 2 of poolSize's ${topology.router.poolSize} connections per node; at most ${most}`,
+    )
   return parsed.data
 }
 
-/** One worker per CPU this process may use, as many as --workers takes. */
-const defaultWorkers = () => Math.min(MAX_WORKERS, availableParallelism())
+/**
+ * One worker per CPU this process may use, as long as each keeps at least 4 connections of a node (its
+ * default fair share, a quarter, is then a part of its pool, never all of it). Without Redis, one: each
+ * worker would keep its own rate-limit counts and last writes, and read-your-writes would hold per worker.
+ */
+function defaultWorkers(topology: Topology): number {
+  if (!topology.redis) return 1
+  return Math.max(1, Math.min(MAX_WORKERS, availableParallelism(), Math.floor(topology.router.poolSize / 4)))
+}
 
 /** Stops the router gracefully on the first SIGINT/SIGTERM; a second one exits at once. */
 export function untilSignal(router: { close(): Promise<void> }) {
