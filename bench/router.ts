@@ -268,19 +268,10 @@ function loadGeneratorProcess() {
 }
 
 /** A run's figures once the load generators' results are merged, with the server's usage over it. */
-export interface Measured {
-  requests: number
-  seconds: number
-  errors: number
-  statuses: Record<string, number>
-  nodes: Record<string, number>
-  /** The seed mix's answers by `<operation> <status>`. */
-  byKind: Record<string, number>
+export interface Measured extends Omit<LoadResult, 'latencies'> {
   p50Ms: number
   p99Ms: number
   maxMs: number
-  /** All load generators together. */
-  clientCpuMs: number
   /** The busiest load generator's share of one core over the window: near 1, it is the bottleneck. */
   clientBusiest: number
   server: Usage | undefined
@@ -1021,7 +1012,7 @@ async function main() {
       generators: clients,
       label: `${target.label} (${clients} load generator${clients === 1 ? '' : 's'})`,
     })
-    const bench = createPgbench(topology, home, fixture, timing)
+    const bench = createPgbench(topology, home, timing)
     console.log(
       `\nruns: ${flags.warmup} s warm-up, then ${flags.seconds} s measured, ${flags.rounds} round(s); ${flags.clients} load generator process(es)`,
     )
@@ -1204,7 +1195,7 @@ const routerLogin = (topology: Topology): Login => ({
   password: topology.router.role.password,
 })
 
-/** The passthrough's point read for pgbench, its values bound as parameters (-M prepared). */
+/** The passthrough's point read for pgbench, its values written into the SQL (the same text every time, prepared once). */
 const plainScript = (fixture: Fixture) =>
   `${POINT_READ.replace('$1', `'${fixture.tenant}'`).replace('$2', `'${fixture.customer}'`)};\n`
 
@@ -1239,12 +1230,7 @@ async function tenantSafeScript(topology: Topology, fixture: Fixture): Promise<s
 }
 
 /** pgbench runs as table rows: 64 clients, the same warm-up and window as the HTTP runs. */
-function createPgbench(
-  topology: Topology,
-  home: string,
-  _fixture: Fixture,
-  timing: { warmupMs: number; measureMs: number },
-) {
+function createPgbench(topology: Topology, home: string, timing: { warmupMs: number; measureMs: number }) {
   return async (
     label: string,
     port: number,
