@@ -499,8 +499,8 @@ export async function bootTopology(
       tenantSchema: { ...input.tenantSchema, migrations: fileURLToPath(MIGRATIONS) },
     },
     'bench/router.ts',
-    // TLS to the shards is on in this topology (verify-full, as in the tests); SWITCHYARD_SHARD_SSLMODE
-    // may turn it off to show what it costs. No other variable reaches the bench's topology.
+    // TLS to the shards is the router's default, `prefer`: plain to these loopback nodes.
+    // SWITCHYARD_SHARD_SSLMODE=require shows what TLS costs. No other variable reaches the topology.
     { SWITCHYARD_SHARD_SSLMODE: process.env.SWITCHYARD_SHARD_SSLMODE },
   )
   cleanups.add(() => clusterDown(topology, { home }))

@@ -10,6 +10,7 @@ import {
   type WireError,
 } from '../src/shard/wire/connection.ts'
 import { TlsError } from '../src/shard/wire/errors.ts'
+import { isLoopback } from '../src/shard/wire/tls.ts'
 import { connect, it, openWire, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { query } from './router-support.ts'
 import { asRouter, shard, topology } from './support.ts'
@@ -91,6 +92,28 @@ describe('TLS to the topology nodes (cluster up made a CA, every node has ssl = 
     )
     expect(seen.length).toBeGreaterThan(0)
     expect(seen.every((row) => row.ssl)).toBe(true)
+  })
+
+  it('prefer goes plain to a loopback address (TLS there hides nothing); require and channel binding require still get TLS', async () => {
+    const sslOf = async (pid: number) =>
+      (await connect(primary())<{ ssl: boolean }[]>`select ssl from pg_stat_ssl where pid = ${pid}`)[0]?.ssl
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const url = new URL(asRouter(primary()))
+      url.hostname = host
+      const preferred = await openWire({ url: url.toString(), tls: { mode: 'prefer' } })
+      expect(preferred.info).toMatchObject({ tls: false })
+      expect(await sslOf(preferred.info.pid)).toBe(false)
+      const required = await openWire({ url: url.toString(), tls: { mode: 'require' } })
+      expect(required.info).toMatchObject({ tls: true })
+      expect(await sslOf(required.info.pid)).toBe(true)
+      const bound = await openWire({
+        url: url.toString(),
+        tls: { mode: 'prefer', channelBinding: 'require' },
+      })
+      expect(bound.info).toMatchObject({ tls: true, authentication: 'SCRAM-SHA-256-PLUS' })
+    }
+    expect(['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1'].every(isLoopback)).toBe(true)
+    expect(['10.0.0.1', '128.0.0.1', '::2', '::ffff:10.0.0.1', '', undefined].some(isLoopback)).toBe(false)
   })
 
   it('a cancel goes through TLS too, and the query stops on the shard', async () => {

@@ -9,7 +9,8 @@ export type SslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-f
 
 export interface TlsOptions {
   /**
-   * `disable`: plain TCP. `prefer` (default): TLS when the node offers it, unverified, else plain.
+   * `disable`: plain TCP. `prefer` (default): TLS when the node offers it, unverified, else plain; plain
+   * to a loopback address, where unverified TLS hides nothing from anyone (see `openTransport`).
    * `require`: TLS or refuse; unverified, unless `ca` is given (then as verify-ca, as libpq does).
    * `verify-ca`: the certificate must chain to `ca`. `verify-full`: that, and name the host dialled.
    */
@@ -48,7 +49,8 @@ export interface Endpoint {
 export async function openTransport(endpoint: Endpoint, signal: AbortSignal): Promise<Transport> {
   const socket = await tcp(endpoint, signal)
   const mode = endpoint.tls.mode ?? 'prefer'
-  if (mode === 'disable') return { socket, tls: null, serverEndPoint: null }
+  if (mode === 'disable' || (mode === 'prefer' && plainWillDo(endpoint, socket)))
+    return { socket, tls: null, serverEndPoint: null }
   try {
     const answer = await sslRequest(socket, endpoint, signal)
     if (answer === 'N') {
@@ -65,6 +67,25 @@ export async function openTransport(endpoint: Endpoint, signal: AbortSignal): Pr
     socket.destroy()
     throw error
   }
+}
+
+/**
+ * `prefer` asks for TLS it does not verify: it keeps a passive listener on the wire from reading the
+ * traffic. On a loopback address there is no wire: only root on this host (or in this network namespace)
+ * could listen, and root reads the processes' memory anyway. There TLS cost the router about a fifth of its
+ * CPU per point read in a profile, for nothing (docs/BENCHMARKS.md), so `prefer` goes plain, as libpq's would if the node
+ * refused TLS. Decided by the address the socket reached, not the name dialled. Channel binding
+ * `require` still needs TLS, and every mode from `require` up is untouched.
+ */
+function plainWillDo(endpoint: Endpoint, socket: Socket): boolean {
+  return endpoint.tls.channelBinding !== 'require' && isLoopback(socket.remoteAddress)
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
+  if (isIP(v4) === 4) return v4.startsWith('127.')
+  return address === '::1'
 }
 
 function tcp(endpoint: Endpoint, signal: AbortSignal): Promise<Socket> {
