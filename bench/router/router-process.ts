@@ -24,14 +24,23 @@ export interface RouterProcess {
 export async function startRouterProcess(
   topology: Topology,
   home: string,
-  options: { port: number; workers: number },
+  /** `nodeArgs`: for node itself (`--cpu-prof`); cluster workers inherit them. */
+  options: { port: number; workers: number; nodeArgs?: string[] },
 ): Promise<RouterProcess> {
   const config = path.join(home, 'topology.json')
   await writeFile(config, JSON.stringify(topology), { mode: 0o600 })
   const logFile = path.join(home, `router-${options.port}.log`)
   const log = openSync(logFile, 'a')
   // Always named: without the flag the router runs one worker per CPU.
-  const args = [CLI, 'router', '--port', String(options.port), '--workers', String(options.workers)]
+  const args = [
+    ...(options.nodeArgs ?? []),
+    CLI,
+    'router',
+    '--port',
+    String(options.port),
+    '--workers',
+    String(options.workers),
+  ]
   const env: NodeJS.ProcessEnv = { ...process.env, SWITCHYARD_CONFIG: config }
   const child: ChildProcess = spawn(process.execPath, args, { env, stdio: ['ignore', log, log] })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
@@ -40,7 +49,7 @@ export async function startRouterProcess(
     // The log is in the bench's temporary folder, removed at the end: say what it says.
     if (child.exitCode !== null)
       throw new Error(
-        `switchyard router ${args.slice(2).join(' ')} exited with ${child.exitCode} at start:\n${await tail(logFile)}`,
+        `switchyard router ${args.slice(args.indexOf(CLI) + 2).join(' ')} exited with ${child.exitCode} at start:\n${await tail(logFile)}`,
       )
     const ready = await fetch(`http://127.0.0.1:${options.port}/readyz`)
       .then((response) => response.status === 200)
