@@ -481,3 +481,64 @@ describe('wire pool: bounded waits', () => {
     }
   })
 })
+
+describe("a front end's client, passed on: parameter types, binary formats, raw rows, Describe", () => {
+  it('Parse types name the statement; binary parameters and results go through as bytes; describe() tells types and columns', async () => {
+    const connection = await open()
+    // int4 1 and 2 in binary, asked back in binary: the rows are the DataRow bodies as the server sent them.
+    const int4 = (n: number) => {
+      const value = Buffer.alloc(4)
+      value.writeInt32BE(n)
+      return value
+    }
+    const [binary] = await connection.run([
+      {
+        sql: 'select $1 + $2 as sum, $1::text as first',
+        params: [int4(40), int4(2)],
+        paramTypes: [23, 23],
+        paramFormats: [1],
+        resultFormats: [1, 0],
+        raw: true,
+      },
+    ])
+    expect(binary?.command).toBe('SELECT')
+    expect(binary?.rows).toEqual([])
+    const row = binary?.raw?.[0] as Buffer
+    expect(row.readUInt16BE(0)).toBe(2)
+    expect(row.readInt32BE(2)).toBe(4)
+    expect(row.readInt32BE(6)).toBe(42)
+    expect(row.readInt32BE(10)).toBe(2)
+    expect(row.toString('utf8', 14)).toBe('40')
+    expect(binary?.fields.map((f) => [f.name, f.dataTypeID, f.dataTypeSize])).toEqual([
+      ['sum', 23, 4],
+      ['first', 25, -1],
+    ])
+    // The same SQL with other types is another statement; the text path still works alongside.
+    const [text] = await connection.run([
+      { sql: 'select $1 + $2 as sum, $1::text as first', params: ['1.5', '2'], paramTypes: [1700, 1700] },
+    ])
+    expect(text?.rows).toEqual([['3.5', '1.5']])
+    expect(text?.raw).toBeUndefined()
+
+    const described = await connection.describe([
+      { sql: 'select $1::int8 as n, now() as at' },
+      { sql: 'select $1 + $2 as sum, $1::text as first', paramTypes: [23, 23] },
+      { sql: 'set local work_mem = 1024' },
+    ])
+    expect(described.map((d) => d.paramTypes)).toEqual([[20], [23, 23], []])
+    expect(described[0]?.fields.map((f) => [f.name, f.dataTypeID])).toEqual([
+      ['n', 20],
+      ['at', 1184],
+    ])
+    expect(described[1]?.fields.map((f) => f.name)).toEqual(['sum', 'first'])
+    expect(described[2]?.fields).toEqual([])
+    // describe() ran nothing: the SET was only prepared.
+    const [workMem] = await connection.run(one('show work_mem'))
+    expect(workMem?.rows[0]?.[0]).not.toBe('1MB')
+    // A Describe of a statement that does not parse fails as a pipeline step.
+    const error = await failure(connection.describe([{ sql: 'select from nowhere_at_all' }]))
+    expect(error).toBeInstanceOf(PipelineError)
+    expect((await connection.run(one('select 1')))[0]?.rows).toEqual([['1']])
+    await connection.close()
+  })
+})

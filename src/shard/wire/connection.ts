@@ -17,6 +17,7 @@ import {
   readCommandComplete,
   readDataRow,
   readErrorFields,
+  readParameterDescription,
   readRowDescription,
   readSaslMechanisms,
   writeBind,
@@ -54,6 +55,14 @@ export interface WireConnection {
    * later query on this connection; past `cancelGraceMs` the connection is dropped instead.
    */
   run(steps: readonly PipelineStep[], options?: RunOptions): Promise<StepResult[]>
+  /**
+   * Prepares the statements (Parse and Describe, nothing bound or run) and tells what each takes and
+   * returns: a front end's answer to its client's Describe. Cached statements cost no round trip.
+   */
+  describe(
+    statements: readonly Pick<PipelineStep, 'sql' | 'paramTypes'>[],
+    options?: RunOptions,
+  ): Promise<StatementDescription[]>
   /** A simple-protocol query whose results nobody reads (ROLLBACK after a failed explicit transaction). */
   execute(sql: string): Promise<void>
   /**
@@ -87,8 +96,21 @@ export interface ConnectionInfo {
 
 export interface PipelineStep {
   sql: string
-  /** Text values (or null), types left for the server to infer. At most 65535. */
-  params: readonly (string | null)[]
+  /**
+   * Text values (or null), types left for the server to infer; or, with `paramFormats` saying so, a
+   * client's binary values. At most 65535.
+   */
+  params: readonly (string | Buffer | null)[]
+  /**
+   * What the PostgreSQL front end passes on from its client (src/router/wire): Parse's parameter types
+   * (OIDs, 0: inferred; part of what names the prepared statement), Bind's format codes for parameters
+   * and for result columns, and `raw`: keep each DataRow's body as it came (in `StepResult.raw`)
+   * instead of decoding it as text.
+   */
+  paramTypes?: readonly number[] | undefined
+  paramFormats?: readonly number[] | undefined
+  resultFormats?: readonly number[] | undefined
+  raw?: boolean | undefined
 }
 
 export interface StepResult {
@@ -96,6 +118,16 @@ export interface StepResult {
   rowCount: number | null
   fields: ColumnDescription[]
   rows: (string | null)[][]
+  /** With `raw`: each DataRow's body (column count, then each value's length and bytes). */
+  raw?: Buffer[]
+  /** Of `describe()`: the statement's parameter types. */
+  paramTypes?: number[]
+}
+
+/** What a Describe of a statement tells: its parameters' types and its result columns (none: no rows). */
+export interface StatementDescription {
+  paramTypes: number[]
+  fields: ColumnDescription[]
 }
 
 export interface RunOptions {
@@ -161,6 +193,8 @@ export interface ConnectOptions {
 /** The reason of a QueryCancelledError when `timeoutMs` ran out. */
 export const DEADLINE = 'deadline'
 
+const NO_TYPES: readonly number[] = []
+
 /** Errors after which the server dropped or replaced a cached plan: prepare again and rerun once. */
 const STALE_STATEMENT_ROUTINES = new Set(['FetchPreparedStatement', 'RevalidateCachedQuery'])
 
@@ -182,6 +216,11 @@ interface PreparedStatement {
   /** Random per-connection prefix + counter; '' for a statement too long to keep. */
   name: string
   sql: string
+  /** What names it in the cache: its SQL, and its parameter types when Parse gives them. */
+  key: string
+  paramTypes: readonly number[]
+  /** From ParameterDescription at prepare time. */
+  described: number[] | null
   /** SQL bytes counted against maxStatementBytes (0 when not kept). */
   bytes: number
   /** new: planned in this run; sent: Parse written; parsed: ParseComplete came; ready: described too. */
@@ -207,6 +246,8 @@ interface Exchange {
 /** One pipeline on the wire: its statements, what came back so far, and how it is ending. */
 interface Run {
   steps: readonly PipelineStep[]
+  /** Parse and Describe only (`describe()`): nothing is bound or executed. */
+  describeOnly: boolean
   options: RunOptions
   used: PreparedStatement[]
   /** Statements this pipeline prepares, in the order of their Parse messages. */
@@ -219,6 +260,7 @@ interface Run {
   reject(error: Error): void
   results: StepResult[]
   rows: (string | null)[][]
+  raw: Buffer[]
   parsed: number
   described: number
   closesDone: number
@@ -279,7 +321,7 @@ async function login(
   // the query running until the backend next writes to the socket.
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
 
-  // Prepared statements by SQL text, least recently used first (a hit moves to the end).
+  // Prepared statements by SQL text (and parameter types), least recently used first (a hit moves to the end).
   const statements = new Map<string, PreparedStatement>()
   let statementBytes = 0
   /** Statements to close at the front of the next pipeline, before any step can fail. */
@@ -638,14 +680,22 @@ async function login(
 
   // ---- Pipelines ----
 
-  /** The cached statement for `sql`, refreshed as most recently used; or a new one, to prepare. */
-  function statementFor(sql: string, run: number, fresh: PreparedStatement[]): PreparedStatement {
-    const known = statements.get(sql)
+  /** The cached statement for `step`, refreshed as most recently used; or a new one, to prepare. */
+  function statementFor(
+    step: Pick<PipelineStep, 'sql' | 'paramTypes'>,
+    run: number,
+    fresh: PreparedStatement[],
+  ): PreparedStatement {
+    const { sql } = step
+    const paramTypes = step.paramTypes ?? NO_TYPES
+    // NUL cannot occur in SQL text: the types cannot be confused with part of it.
+    const key = paramTypes.length ? `${paramTypes.join(',')}\u0000${sql}` : sql
+    const known = statements.get(key)
     if (known) {
       if (known.run !== run) {
         known.run = run
-        statements.delete(sql)
-        statements.set(sql, known)
+        statements.delete(key)
+        statements.set(key, known)
       }
       return known
     }
@@ -656,6 +706,9 @@ async function login(
     const statement: PreparedStatement = {
       name: kept ? `${statementPrefix}${++statementCount}` : '',
       sql,
+      key,
+      paramTypes,
+      described: null,
       bytes: kept ? bytes : 0,
       state: 'new',
       fields: null,
@@ -664,7 +717,7 @@ async function login(
       run,
     }
     if (kept) {
-      statements.set(sql, statement)
+      statements.set(key, statement)
       statementBytes += bytes
     }
     fresh.push(statement)
@@ -682,14 +735,27 @@ async function login(
 
   /** Drops a statement from the cache; it is closed on the server at the front of the next pipeline. */
   function forget(statement: PreparedStatement, onServer = true) {
-    if (statement.name === '' || statements.get(statement.sql) !== statement) return
-    statements.delete(statement.sql)
+    if (statement.name === '' || statements.get(statement.key) !== statement) return
+    statements.delete(statement.key)
     statementBytes -= statement.bytes
     if (onServer) closeQueue.push(statement.name)
   }
 
   function run(steps: readonly PipelineStep[], options: RunOptions = {}): Promise<StepResult[]> {
-    return new Promise<StepResult[]>((resolve, reject) => start(steps, options, resolve, reject, false))
+    return new Promise<StepResult[]>((resolve, reject) =>
+      start(steps, options, resolve, reject, false, false),
+    )
+  }
+
+  async function describeStatements(
+    wanted: readonly Pick<PipelineStep, 'sql' | 'paramTypes'>[],
+    options: RunOptions = {},
+  ): Promise<StatementDescription[]> {
+    const steps = wanted.map((step) => ({ sql: step.sql, paramTypes: step.paramTypes, params: [] }))
+    const results = await new Promise<StepResult[]>((resolve, reject) =>
+      start(steps, options, resolve, reject, false, true),
+    )
+    return results.map((result) => ({ paramTypes: result.paramTypes ?? [], fields: result.fields }))
   }
 
   /** Why a pipeline cannot go out at all (nothing is written then). */
@@ -710,6 +776,7 @@ async function login(
     resolve: (results: StepResult[]) => void,
     reject: (error: Error) => void,
     rerun: boolean,
+    describeOnly: boolean,
   ) {
     const refused = refusal(steps, options.signal)
     if (refused) {
@@ -720,25 +787,27 @@ async function login(
     const token = ++runs
     const fresh: PreparedStatement[] = []
     const used: PreparedStatement[] = new Array(steps.length)
-    for (let i = 0; i < steps.length; i++)
-      used[i] = statementFor((steps[i] as PipelineStep).sql, token, fresh)
+    for (let i = 0; i < steps.length; i++) used[i] = statementFor(steps[i] as PipelineStep, token, fresh)
     evict(token)
     const closing = closeQueue.splice(0)
     for (const statement of closing) writeClose(writer, statement)
     for (let i = 0; i < steps.length; i++) {
       const statement = used[i] as PreparedStatement
       if (statement.state === 'new') {
-        writeParse(writer, statement.name, statement.sql)
+        writeParse(writer, statement.name, statement.sql, statement.paramTypes)
         writeDescribeStatement(writer, statement.name)
         statement.state = 'sent'
       }
-      writeBind(writer, statement.name, (steps[i] as PipelineStep).params)
+      if (describeOnly) continue
+      const step = steps[i] as PipelineStep
+      writeBind(writer, statement.name, step.params, step.paramFormats, step.resultFormats)
       writeExecute(writer)
     }
     writeSync(writer)
     const signal = options.signal
     const run: Run = {
       steps,
+      describeOnly,
       options,
       used,
       fresh,
@@ -748,6 +817,7 @@ async function login(
       reject,
       results: [],
       rows: [],
+      raw: [],
       parsed: 0,
       described: 0,
       closesDone: 0,
@@ -787,16 +857,22 @@ async function login(
       const run = current as Run
       switch (type) {
         case 0x44: // DataRow
-          run.rows.push(readDataRow(buffer, start, end))
+          if (run.steps[run.results.length]?.raw) run.raw.push(Buffer.from(buffer.subarray(start, end)))
+          else run.rows.push(readDataRow(buffer, start, end))
           break
         case 0x43: {
           // CommandComplete
           const statement = run.used[run.results.length] as PreparedStatement | undefined
-          run.results.push({
+          const result: StepResult = {
             ...readCommandComplete(buffer, start, end),
             fields: statement?.fields ?? [],
             rows: run.rows,
-          })
+          }
+          if (run.steps[run.results.length]?.raw) {
+            result.raw = run.raw
+            run.raw = []
+          }
+          run.results.push(result)
           run.rows = []
           bytesLeft -= statement?.resultCost ?? 0
           if (bytesLeft < 0 && !discarding) overflow('bytes')
@@ -804,6 +880,13 @@ async function login(
         }
         case 0x31: // ParseComplete
           ;(run.fresh[run.parsed++] as PreparedStatement).state = 'parsed'
+          break
+        case 0x74: // ParameterDescription (of a Describe of a statement; its RowDescription follows)
+          ;(run.fresh[run.described] as PreparedStatement).described = readParameterDescription(
+            buffer,
+            start,
+            end,
+          )
           break
         case 0x54: // RowDescription (of a Describe of a statement)
           describe(run.fresh[run.described++] as PreparedStatement, readRowDescription(buffer, start, end))
@@ -815,7 +898,13 @@ async function login(
           run.closesDone++
           break
         case 0x49: // EmptyQueryResponse
-          run.results.push({ command: '', rowCount: null, fields: [], rows: [] })
+          run.results.push({
+            command: '',
+            rowCount: null,
+            fields: [],
+            rows: [],
+            ...(run.steps[run.results.length]?.raw ? { raw: [] } : {}),
+          })
           break
         case 0x47: // CopyInResponse: the router feeds no COPY FROM STDIN; fail it rather than hang.
           writeCopyFail(writer, 'COPY FROM STDIN is not supported here')
@@ -845,7 +934,17 @@ async function login(
     if (exchange === pipelineExchange) exchange = null
     if (!broken) keepBooks(run)
     const error = run.stopped ?? run.failure ?? lost
-    if (!error) run.resolve(run.results)
+    if (!error && run.describeOnly)
+      run.resolve(
+        run.used.map((statement) => ({
+          command: '',
+          rowCount: null,
+          fields: statement.fields ?? [],
+          rows: [],
+          paramTypes: statement.described ?? [],
+        })),
+      )
+    else if (!error) run.resolve(run.results)
     else {
       if (error instanceof WireError) {
         error.completedSteps = run.results.length
@@ -887,7 +986,7 @@ async function login(
   }
 
   function rerun(run: Run, failure: PipelineError) {
-    const again = () => start(run.steps, run.options, run.resolve, run.reject, true)
+    const again = () => start(run.steps, run.options, run.resolve, run.reject, true, run.describeOnly)
     if (status === 'I') return again()
     execute('rollback').then(again, () => run.reject(failure))
   }
@@ -959,6 +1058,7 @@ async function login(
 
   return {
     run,
+    describe: describeStatements,
     execute,
     cancel: (reason) => (current ? stop(current, new QueryCancelledError(reason)) : Promise.resolve()),
     get transactionStatus() {

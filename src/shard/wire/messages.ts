@@ -1,6 +1,7 @@
 /**
  * PostgreSQL's frontend/backend protocol, version 3: the frontend messages the router sends, and the
- * parts of backend messages it reads. Only what a pipeline of prepared statements in text format needs.
+ * parts of backend messages it reads: what a pipeline of prepared statements needs, in text format for the
+ * router's own answers, in the client's formats for the PostgreSQL front end (src/router/wire).
  *
  * Hand-written rather than node-postgres's `pg-protocol`: its parser buffers every message whole before
  * anyone sees it and allocates a message object per message, so a result budget could only be checked
@@ -117,9 +118,11 @@ export function writeStartup(writer: MessageWriter, parameters: Record<string, s
   writer.byte(0).end()
 }
 
-/** Parse: parameter types left unspecified (0 of them), so the server infers each one. */
-export function writeParse(writer: MessageWriter, name: string, sql: string) {
-  writer.begin('P').cstring(name).cstring(sql).int16(0).end()
+/** Parse: the parameter types given (OIDs; 0 or none left out: the server infers each one). */
+export function writeParse(writer: MessageWriter, name: string, sql: string, types: readonly number[] = []) {
+  writer.begin('P').cstring(name).cstring(sql).uint16(types.length)
+  for (const type of types) writer.int32(type | 0)
+  writer.end()
 }
 
 /** Describe a prepared statement: answered with ParameterDescription and RowDescription (or NoData). */
@@ -130,14 +133,29 @@ export function writeDescribeStatement(writer: MessageWriter, name: string) {
 /** The most parameters a Bind can carry: its count is an unsigned 16-bit integer. */
 export const MAX_PARAMETERS = 65_535
 
-/** Bind to the unnamed portal: every parameter and every result column in text format. */
-export function writeBind(writer: MessageWriter, statement: string, params: readonly (string | null)[]) {
-  writer.begin('B').cstring('').cstring(statement).uint16(0).uint16(params.length)
+/**
+ * Bind to the unnamed portal. Without format codes every parameter and result column is text; a front
+ * end passes its client's codes on (0 text, 1 binary; one code for all, or one each), with binary values
+ * as the client's bytes.
+ */
+export function writeBind(
+  writer: MessageWriter,
+  statement: string,
+  params: readonly (string | Buffer | null)[],
+  paramFormats: readonly number[] = [],
+  resultFormats: readonly number[] = [],
+) {
+  writer.begin('B').cstring('').cstring(statement).uint16(paramFormats.length)
+  for (const format of paramFormats) writer.int16(format)
+  writer.uint16(params.length)
   for (const value of params) {
     if (value === null) writer.int32(-1)
-    else writer.lengthPrefixed(value)
+    else if (typeof value === 'string') writer.lengthPrefixed(value)
+    else writer.int32(value.length).raw(value)
   }
-  writer.uint16(0).end()
+  writer.uint16(resultFormats.length)
+  for (const format of resultFormats) writer.int16(format)
+  writer.end()
 }
 
 /** Execute the unnamed portal to completion (no row limit). */
@@ -197,12 +215,14 @@ export function cancelRequest(pid: number, key: Buffer): Buffer {
   return message
 }
 
-/** A result column as RowDescription describes it. */
+/** A result column as RowDescription describes it (all but the format code, which the Bind chooses). */
 export interface ColumnDescription {
   name: string
   tableID: number
   columnID: number
   dataTypeID: number
+  dataTypeSize: number
+  dataTypeModifier: number
 }
 
 /*
@@ -225,8 +245,10 @@ export function readRowDescription(buffer: Buffer, start: number, end: number): 
       tableID: buffer.readUInt32BE(at),
       columnID: buffer.readInt16BE(at + 4),
       dataTypeID: buffer.readUInt32BE(at + 6),
+      dataTypeSize: buffer.readInt16BE(at + 10),
+      dataTypeModifier: buffer.readInt32BE(at + 12),
     }
-    // type size (2), type modifier (4), format code (2)
+    // and the format code (2)
     at += 18
   }
   return columns
@@ -248,6 +270,15 @@ export function readDataRow(buffer: Buffer, start: number, end: number): (string
     at += size
   }
   return row
+}
+
+/** ParameterDescription (of a Describe of a statement): each parameter's type OID. */
+export function readParameterDescription(buffer: Buffer, start: number, end: number): number[] {
+  const count = buffer.readUInt16BE(start)
+  if (start + 2 + 4 * count > end) throw new RangeError('ParameterDescription overruns its message')
+  const types: number[] = new Array(count)
+  for (let i = 0; i < count; i++) types[i] = buffer.readUInt32BE(start + 2 + 4 * i)
+  return types
 }
 
 /** A command tag ("INSERT 0 3", "SELECT 1", "CREATE TABLE"): its verb and its row count, if it has one. */
