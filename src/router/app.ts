@@ -1,10 +1,9 @@
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Topology } from '../config/topology.ts'
-import type { TenantRoute } from '../directory/routes.ts'
-import { effectiveLimits, parseTenantId } from '../directory/tenants.ts'
+import { parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { formatLsn } from '../shard/lsn.ts'
 import { Cancellation, type CancelSignal } from '../shard/wire/cancel.ts'
@@ -13,17 +12,8 @@ import { createAdminApi } from './admin/index.ts'
 import type { Admission } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
 import { assertTenantAllowed, bearerKey, type KeyCheck } from './auth.ts'
-import {
-  CLIENT_GONE,
-  cancelled,
-  DEADLINE,
-  type DispatchDeps,
-  type Dispatched,
-  dispatchAdmitted,
-} from './dispatch.ts'
+import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
-import type { IsolationLevel } from './execute.ts'
-import { classify, classifyCached, type StatementKind } from './policy.ts'
 import {
   type PostgresErrorFields,
   parseNeonConnectionString,
@@ -39,8 +29,8 @@ import {
   toPgProxyBatchResponse,
   toPgProxyResponse,
 } from './protocols/pg-proxy.ts'
-import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
+import { runTenantRequest, type TenantRequest } from './tenant-request.ts'
 
 // The admin API takes any object with the registry; the router passes its whole Metrics.
 export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
@@ -246,24 +236,21 @@ export function createApp(deps: RouterApp): Hono<Env> {
   return app
 }
 
-interface TenantRequest {
-  /** Which protocol and shape: part of what an Idempotency-Key names. */
-  protocol: string
+/** A tenant request as HTTP gives it: its tenant and key still to check, its parameters as JSON. */
+interface HttpTenantRequest extends Omit<TenantRequest, 'tenant' | 'params' | 'idempotencyKey' | 'signal'> {
   tenant: string | undefined
   key: string | undefined
-  statements: Statement[]
-  consistency: Consistency
-  forceWrite?: boolean
-  isolation?: IsolationLevel | undefined
-  readOnly?: boolean | undefined
-  deferrable?: boolean | undefined
 }
 
 /**
  * auth → tenant → policy → route → admission and dispatch (side by side for reads); sets the response
  * headers every protocol shares.
  */
-async function runForTenant(c: Context<Env>, deps: RouterApp, request: TenantRequest): Promise<Dispatched> {
+async function runForTenant(
+  c: Context<Env>,
+  deps: RouterApp,
+  request: HttpTenantRequest,
+): Promise<Dispatched> {
   const bounds = requestBounds(c, deps.topology.router.requestTimeoutMs)
   try {
     return await runBounded(c, deps, request, bounds.signal)
@@ -311,7 +298,7 @@ function requestBounds(c: Context<Env>, timeoutMs: number): { signal: CancelSign
 async function runBounded(
   c: Context<Env>,
   deps: RouterApp,
-  request: TenantRequest,
+  request: HttpTenantRequest,
   signal: CancelSignal,
 ): Promise<Dispatched> {
   const key = await deps.keys.authenticate(request.key)
@@ -321,53 +308,14 @@ async function runBounded(
   assertTenantAllowed(key, tenant)
   const trace = c.get('trace')
   trace.tenant = tenant
-  checkSizes(request.statements, deps.topology.router)
   deps.answers.admit(tenant)
-  const idempotencyKey = idempotencyKeyOf(c)
-  const route = await deps.routes.resolve(tenant)
-  const limit = rateLimit(deps.topology, route)
-  const cached = cachedKinds(request.statements)
-  // SQL to parse, or a tenant this router already refused this hour: admitted (or refused) before the
-  // parse, so a tenant over its limit costs the router no parse and the shards nothing.
-  const early =
-    !cached || deps.admission.overLimit(tenant)
-      ? await deps.admission.admit(tenant, route.shard, limit)
-      : undefined
-  const kinds = cached ?? (await classifyInTurn(tenant, request.statements, signal))
-  const params = request.statements.map((statement) =>
-    checkParams(statement.params, deps.topology.router.maxParams),
-  )
-  const write =
-    Boolean(request.forceWrite) ||
-    kinds.includes('write') ||
-    (request.statements.length > 1 && !request.readOnly)
-  // Limits and the Idempotency-Key apply to writes only, and go along with reads too: a "read" that
-  // turns out to write (the replica refuses it) runs again as a write, with both.
-  const { outcome, admission } = await dispatchAdmitted(
-    deps,
-    {
-      route,
-      statements: request.statements,
-      params,
-      write,
-      consistency: request.consistency,
-      isolation: request.isolation,
-      readOnly: request.readOnly,
-      deferrable: request.deferrable,
-      limits: effectiveLimits(deps.topology, route.limits),
-      idempotency: idempotencyKey
-        ? {
-            key: idempotencyKey,
-            requestHash: requestHash(request, params),
-            ttlSeconds: deps.topology.router.idempotencyTtlSeconds,
-            maxBytes: deps.topology.router.idempotencyMaxBytes,
-          }
-        : undefined,
-      signal,
-    },
-    limit,
-    early,
-  )
+  const { outcome, admission } = await runTenantRequest(deps, {
+    ...request,
+    tenant,
+    params: request.statements.map((statement) => normalizeParams(statement.params)),
+    idempotencyKey: idempotencyKeyOf(c),
+    signal,
+  })
   setRateHeaders(trace.headers, admission)
   trace.shard = outcome.route.shard
   trace.node = outcome.node.name
@@ -390,21 +338,6 @@ function idempotencyKeyOf(c: Context<Env>): string | undefined {
     )
   return key
 }
-
-/** What an Idempotency-Key names: the protocol and shape, every statement and parameter, the isolation. */
-function requestHash(request: TenantRequest, params: (string | null)[][]): string {
-  const named = {
-    protocol: request.protocol,
-    statements: request.statements.map((statement, i) => [statement.sql, params[i]]),
-    isolation: request.isolation ?? null,
-    readOnly: request.readOnly ?? null,
-    deferrable: request.deferrable ?? null,
-  }
-  return createHash('sha256').update(JSON.stringify(named)).digest('hex')
-}
-
-const rateLimit = (topology: Topology, route: TenantRoute) =>
-  topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
 
 function setRateHeaders(headers: Record<string, string>, admission: Admission) {
   headers['RateLimit-Limit'] = String(admission.limit)
@@ -447,146 +380,6 @@ function respond(c: Context<Env>, deps: RouterApp, outcome: Dispatched, body: un
 
 /** An answer may be this many times the byte budget (JSON escapes) before it is refused. */
 const ANSWER_FACTOR = 2
-
-/** The kinds of a request's statements if the policy has every one cached (a refusal is thrown); else undefined. */
-function cachedKinds(statements: Statement[]): StatementKind[] | undefined {
-  const kinds: StatementKind[] = []
-  for (const statement of statements) {
-    const known = classifyCached(statement.sql)
-    if (!known) return undefined
-    kinds.push(known.kind)
-  }
-  return kinds
-}
-
-/** A tenant's parses: the tail of its queue, its requests in it, and the event loop time they took this second. */
-interface Parsing {
-  tail: Promise<unknown>
-  queued: number
-  second: number
-  spentMs: number
-}
-const parsing = new Map<string, Parsing>()
-
-/** Event loop time one tenant's parses may take per second: the rest of the second is everyone else's. */
-const PARSE_MS_PER_SECOND = 150
-/** A tenant's requests that may wait to parse at once; past it, 429 `tenant_busy`. */
-const PARSE_QUEUE = 16
-
-/**
- * Classifies the statements of a request that has some the policy has not cached. A parse runs on the
- * event loop (up to ~100 ms for the longest, densest statement allowed): a tenant's are parsed one per
- * turn of the loop, in its own queue of at most PARSE_QUEUE requests, and for at most
- * PARSE_MS_PER_SECOND each second, so other tenants' requests are read and answered between them. A
- * request whose deadline passes or whose client leaves while it waits leaves the queue, unparsed.
- */
-async function classifyInTurn(
-  tenant: string,
-  statements: Statement[],
-  signal: CancelSignal,
-): Promise<StatementKind[]> {
-  let books = parsing.get(tenant)
-  if (!books) {
-    // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
-    books = { tail: Promise.resolve(), queued: 0, second: 0, spentMs: 0 }
-    parsing.set(tenant, books)
-  }
-  if (books.queued >= PARSE_QUEUE)
-    throw new SwitchyardError(
-      'tenant_busy',
-      `tenant ${tenant} already has ${PARSE_QUEUE} requests waiting for their statements to be checked; retry shortly`,
-      { retryAfterSeconds: 1 },
-    )
-  books.queued++
-  try {
-    const kinds: StatementKind[] = []
-    for (const statement of statements) {
-      const cached = classifyCached(statement.sql)
-      if (cached) {
-        kinds.push(cached.kind)
-        continue
-      }
-      await parseTurn(books, signal)
-      const started = performance.now()
-      try {
-        kinds.push(classify(statement.sql).kind)
-      } finally {
-        books.spentMs += performance.now() - started
-      }
-    }
-    return kinds
-  } finally {
-    books.queued--
-  }
-}
-
-/** Resolves when it is the tenant's turn to parse (the next turn of the loop, or the next second). */
-async function parseTurn(books: Parsing, signal: CancelSignal): Promise<void> {
-  const turn = books.tail.then(async () => {
-    if (signal.aborted) return
-    const now = Date.now()
-    const second = Math.floor(now / 1000)
-    if (second !== books.second) {
-      books.second = second
-      books.spentMs = 0
-    } else if (books.spentMs >= PARSE_MS_PER_SECOND) {
-      await new Promise((resolve) => setTimeout(resolve, (second + 1) * 1000 - now))
-      books.second = second + 1
-      books.spentMs = 0
-    }
-    await new Promise<void>((resolve) => setImmediate(resolve))
-  })
-  books.tail = turn
-  await abortable(turn, signal)
-}
-
-/** `promise`, or the request's cancellation (its deadline's 504, its gone client's 499) if that comes first. */
-function abortable<T>(promise: Promise<T>, signal: CancelSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(cancelled(signal.reason, false))
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(cancelled(signal.reason, false))
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(error)
-      },
-    )
-  })
-}
-
-/** A request's statements, by count and by length, before any of them is parsed. */
-function checkSizes(statements: Statement[], config: Topology['router']) {
-  if (statements.length > config.maxBatchStatements)
-    throw new SwitchyardError(
-      'too_many_statements',
-      `at most ${config.maxBatchStatements} statements per request (this one has ${statements.length})`,
-      { max: config.maxBatchStatements },
-    )
-  statements.forEach((statement, i) => {
-    // A UTF-16 unit is at most 3 bytes of UTF-8: most statements need no byte count at all.
-    const length = statement.sql.length
-    if (
-      length * 3 > config.maxStatementBytes &&
-      (length > config.maxStatementBytes || Buffer.byteLength(statement.sql) > config.maxStatementBytes)
-    )
-      throw new SwitchyardError(
-        'statement_too_large',
-        `statement ${i} is longer than ${config.maxStatementBytes} bytes: send values as parameters, or split it`,
-        { max: config.maxStatementBytes, statementIndex: i },
-      )
-  })
-}
-
-function checkParams(params: unknown[], max: number): (string | null)[] {
-  if (params.length > max)
-    throw new SwitchyardError('too_many_params', `at most ${max} parameters per statement`)
-  return normalizeParams(params)
-}
 
 async function readJson(c: Context<Env>): Promise<unknown> {
   // Neon's client sends JSON as text/plain: parse the body whatever its content type says.

@@ -52,7 +52,7 @@ export const CLIENT_GONE = 'client_gone'
 export interface TenantTransaction {
   route: TenantRoute
   statements: Statement[]
-  params: (string | null)[][]
+  params: (string | Buffer | null)[][]
   write: boolean
   consistency: Consistency
   lastWriteLsn: bigint | null

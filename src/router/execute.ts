@@ -19,8 +19,11 @@ export interface TransactionPlan {
   capability: string
   write: boolean
   statements: Statement[]
-  /** Parameters as text (or null): the server infers their types, as it does for psql. */
-  params: (string | null)[][]
+  /**
+   * Parameters as text (or null): the server infers their types, as it does for psql; a PostgreSQL
+   * client's binary values as bytes, with its types and formats on the statement (`wire`).
+   */
+  params: (string | Buffer | null)[][]
   isolation?: IsolationLevel | undefined
   /** A client may ask for read-only even on the primary (Neon's batch read-only header). */
   readOnly?: boolean | undefined
@@ -216,7 +219,7 @@ function replayTooLarge() {
 
 function pushStatements(steps: PipelineStep[], plan: TransactionPlan) {
   plan.statements.forEach((statement, i) => {
-    steps.push({ sql: statement.sql, params: plan.params[i] ?? [] })
+    steps.push({ sql: statement.sql, params: plan.params[i] ?? [], ...statement.wire })
   })
 }
 
