@@ -1,9 +1,10 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
-import { and, asc, eq, inArray, isNull, sql } from 'drizzle-orm'
+import { and, asc, eq, inArray, isNotNull, isNull, or, sql } from 'drizzle-orm'
 import { z } from 'zod'
 import { describeIssues, SwitchyardError } from '../errors.ts'
 import type { Directory } from './connection.ts'
-import { apiKeys, tenants } from './schema.ts'
+import { apiKeys, scramSettings, tenants } from './schema.ts'
+import { scramVerifier } from './scram-verifier.ts'
 import { tenantId } from './tenants.ts'
 
 /**
@@ -98,6 +99,7 @@ export async function createKey(directory: Directory, input: NewKey): Promise<Cr
   const limitedTo = parsed.data.tenants ?? null
   const prefix = randomPrefix()
   const secret = randomBytes(SECRET_BYTES).toString('base64url')
+  const key = `sy_${prefix}_${secret}`
   const row = await directory.db.transaction(async (tx) => {
     if (limitedTo) {
       const found = await tx
@@ -119,6 +121,7 @@ export async function createKey(directory: Directory, input: NewKey): Promise<Cr
         id: randomUUID(),
         prefix,
         secretHash: hashSecret(secret).toString('hex'),
+        ...(await verifierColumns(tx, key)),
         scope,
         tenants: limitedTo,
         name: name ?? null,
@@ -127,8 +130,81 @@ export async function createKey(directory: Directory, input: NewKey): Promise<Cr
     return inserted as KeyRow
   })
   const { revokedAt: _, ...created } = row
-  return { ...created, key: `sy_${prefix}_${secret}` }
+  return { ...created, key }
 }
+
+type Queries = Pick<Directory['db'], 'select'>
+
+/** The directory's SCRAM salt and iteration count (one row, made by migration 0003). */
+async function scramParameters(db: Queries): Promise<{ salt: Buffer; iterations: number }> {
+  const [row] = await db.select().from(scramSettings).limit(1)
+  if (!row)
+    throw new SwitchyardError(
+      'directory_unavailable',
+      'the directory has no SCRAM settings: run `switchyard migrate`',
+    )
+  return { salt: Buffer.from(row.salt, 'base64'), iterations: row.iterations }
+}
+
+async function verifierColumns(db: Queries, key: string) {
+  const { salt, iterations } = await scramParameters(db)
+  const { storedKey, serverKey } = scramVerifier(key, salt, iterations)
+  return { scramStoredKey: storedKey.toString('base64'), scramServerKey: serverKey.toString('base64') }
+}
+
+/** A key a PostgreSQL login may be proving: its verifier and what it grants. */
+export interface ScramCandidate extends VerifiedKey {
+  storedKey: Buffer
+  serverKey: Buffer
+}
+
+/**
+ * What a SCRAM login for `tenant` is checked against: the directory's salt and iterations and every key
+ * that may act for the tenant (app keys limited to it or to none, admin keys), not revoked, with a
+ * verifier. The same rule as the router's `assertTenantAllowed`.
+ */
+export async function scramCandidates(
+  directory: Directory,
+  tenant: string,
+): Promise<{ salt: Buffer; iterations: number; keys: ScramCandidate[] }> {
+  const { salt, iterations } = await scramParameters(directory.db)
+  const rows = await directory.db
+    .select({
+      id: apiKeys.id,
+      scope: apiKeys.scope,
+      tenants: apiKeys.tenants,
+      storedKey: apiKeys.scramStoredKey,
+      serverKey: apiKeys.scramServerKey,
+    })
+    .from(apiKeys)
+    .where(
+      and(
+        isNull(apiKeys.revokedAt),
+        isNotNull(apiKeys.scramStoredKey),
+        isNotNull(apiKeys.scramServerKey),
+        or(
+          eq(apiKeys.scope, 'admin'),
+          isNull(apiKeys.tenants),
+          sql`${tenant}::uuid = any(${apiKeys.tenants})`,
+        ),
+      ),
+    )
+    // A tenant with thousands of keys is a mistake, not a login to check them all for.
+    .limit(MAX_SCRAM_CANDIDATES)
+  return {
+    salt,
+    iterations,
+    keys: rows.map((row) => ({
+      id: row.id,
+      scope: row.scope,
+      tenants: row.tenants,
+      storedKey: Buffer.from(row.storedKey as string, 'base64'),
+      serverKey: Buffer.from(row.serverKey as string, 'base64'),
+    })),
+  }
+}
+
+const MAX_SCRAM_CANDIDATES = 1000
 
 export async function listKeys(directory: Directory): Promise<KeyRow[]> {
   return directory.db.select(publicColumns).from(apiKeys).orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))

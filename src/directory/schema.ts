@@ -110,6 +110,13 @@ export const apiKeys = pgTable(
     /** Tenants an app key may act for; null means any tenant. */
     tenants: uuid().array(),
     name: text(),
+    /**
+     * SCRAM-SHA-256's StoredKey and ServerKey of the whole key (base64), with the directory's salt
+     * (`scram_settings`): what the PostgreSQL front end checks a login against. Null for keys made
+     * before it: they work over HTTP only.
+     */
+    scramStoredKey: text('scram_stored_key'),
+    scramServerKey: text('scram_server_key'),
     createdAt: createdAt(),
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
@@ -129,6 +136,24 @@ export const routerCapability = pgTable(
     createdAt: createdAt(),
   },
   (t) => [check('router_capability_single_row', sql`${t.id} = 1`)],
+)
+
+/**
+ * SCRAM-SHA-256's salt and iteration count for every API key (one row, made by the migration). With
+ * SCRAM the router never sees the password, so it cannot tell which key a client holds: it checks the
+ * client's proof against each key that may act for the tenant, which needs one salt for all of them
+ * (sent before the key is known). Nothing is lost by sharing it: a key's secret is 256 random bits, so
+ * there is no dictionary for a salt to spoil.
+ */
+export const scramSettings = pgTable(
+  'scram_settings',
+  {
+    id: integer().primaryKey().default(1),
+    /** 16 bytes, base64. */
+    salt: text().notNull(),
+    iterations: integer().notNull(),
+  },
+  (t) => [check('scram_settings_single_row', sql`${t.id} = 1`)],
 )
 
 /** A shard's fill as a plan saw it: before the plan and after it. */
