@@ -13,15 +13,25 @@ const MAX_WORKERS = 64
 export function register(program: Command): void {
   program
     .command('router')
-    .description('run a router (Hono over HTTP) until SIGINT/SIGTERM, then shut down gracefully')
-    .option('--port <port>', 'port to listen on (default: router.port of the topology)')
+    .description(
+      'run a router (HTTP, and the PostgreSQL protocol) until SIGINT/SIGTERM, then shut down gracefully',
+    )
+    .option('--port <port>', 'HTTP port to listen on (default: router.port of the topology)')
+    .option(
+      '--pg-port <port|off>',
+      'PostgreSQL protocol port, or off (default: router.pgPort of the topology, 6432)',
+    )
     .option(
       '--workers <n>',
       `router processes sharing the port, 1 to ${MAX_WORKERS}; SIGHUP replaces them one at a time (default: the CPUs)`,
     )
     .action(
-      action(async (topology, options: { port?: string; workers?: string }) => {
+      action(async (config, options: { port?: string; pgPort?: string; workers?: string }) => {
         const port = options.port === undefined ? undefined : parsePort(options.port)
+        const topology =
+          options.pgPort === undefined
+            ? config
+            : { ...config, router: { ...config.router, pgPort: parsePgPort(options.pgPort) } }
         const workers =
           options.workers === undefined ? defaultWorkers(topology) : parseWorkers(options.workers, topology)
         // A worker runs this same command line again (node:cluster forks it), and the router is its part.
@@ -34,11 +44,15 @@ export function register(program: Command): void {
     )
 }
 
-function parsePort(value: string): number {
+function parsePort(value: string, flag = '--port'): number {
   const parsed = z.coerce.number().int().min(0).max(65535).safeParse(value)
-  if (!parsed.success)
-    throw new SwitchyardError('invalid_input', `--port: ${JSON.stringify(value)} is not a port number`)
+  if (!parsed.success || !/^\d+$/.test(value))
+    throw new SwitchyardError('invalid_input', `${flag}: ${JSON.stringify(value)} is not a port number`)
   return parsed.data
+}
+
+function parsePgPort(value: string): number | null {
+  return value === 'off' ? null : parsePort(value, '--pg-port')
 }
 
 /** Digits only: `Number` would take ' 2', '0x10' and '1e1' too. */

@@ -59,12 +59,18 @@ export async function startDemo(
     ...nodes.map(
       (node) => `  ${node.up ? 'up  ' : 'DOWN'} ${node.name.padEnd(20)} ${maskPassword(node.url)}`,
     ),
-    `  up   router               ${router.url}`,
+    `  up   router               ${router.url}${router.pgPort === null ? '' : ` and postgres://127.0.0.1:${router.pgPort}`}`,
     '',
     `Demo API key (app scope, the demo tenants; shown once): ${key.key}`,
     'Try it:',
     `  curl -s ${router.url}/v1/query -H 'authorization: Bearer ${key.key}' -H 'x-tenant-id: ${tenant}' \\`,
     `    -d '{"sql":"select status, count(*) from appointments group by 1","params":[],"method":"execute"}'`,
+    ...(router.pgPort === null
+      ? []
+      : [
+          `  PGPASSWORD=${key.key} psql -h 127.0.0.1 -p ${router.pgPort} -U ${tenant} switchyard \\`,
+          `    -c 'select status, count(*) from appointments group by 1'`,
+        ]),
     'More: npx switchyard tenants list | doctor | cluster status | cluster down.  Ctrl-C stops the router.',
   ]
   process.stdout.write(`${lines.join('\n')}\n`)

@@ -10,6 +10,7 @@ export const ENV_OVERRIDES = {
   SWITCHYARD_REDIS_URL: ['redis'],
   SWITCHYARD_ROUTER_PORT: ['router', 'port'],
   SWITCHYARD_ROUTER_HOST: ['router', 'host'],
+  SWITCHYARD_PG_PORT: ['router', 'pgPort'],
   SWITCHYARD_ROUTER_PASSWORD: ['router', 'role', 'password'],
   SWITCHYARD_SHARDS: ['shards'],
   SWITCHYARD_RATE_LIMIT: ['router', 'rateLimitOverride'],

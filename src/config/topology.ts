@@ -53,6 +53,20 @@ export const topologySchema = z
         port: port.default(8080),
         /** Where the router listens; 0.0.0.0 to serve other machines. */
         host: z.string().min(1).default('127.0.0.1'),
+        /**
+         * The PostgreSQL front end's port (PgBouncer's and PgDog's 6432), on `host`; null turns it off.
+         * 0 lets the system choose (tests).
+         */
+        pgPort: z
+          .preprocess(
+            (value) => (value === 'off' ? null : value),
+            z.union([z.null(), z.coerce.number().int().min(0).max(65535)]),
+          )
+          .default(6432),
+        /** PostgreSQL clients served at once; past it a new one gets 53300 and is closed. */
+        wireMaxClients: z.coerce.number().int().min(1).default(1000),
+        /** A PostgreSQL client must have logged in this long after it connected. */
+        wireLoginTimeoutMs: z.coerce.number().int().min(100).default(10_000),
         /** The role the router uses on shards: never owner, superuser or BYPASSRLS. */
         role: z
           .strictObject({

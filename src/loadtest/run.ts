@@ -102,7 +102,10 @@ async function workloadTenants(deps: RunDeps, prefix: string, limit?: number): P
  */
 function startOwnRouter(topology: Topology, logger: Logger) {
   const rateLimitOverride = topology.router.rateLimitOverride ?? LOADTEST_RATE_LIMIT
-  return startRouter({ ...topology, router: { ...topology.router, rateLimitOverride } }, { port: 0, logger })
+  return startRouter(
+    { ...topology, router: { ...topology.router, rateLimitOverride } },
+    { port: 0, pgPort: null, logger },
+  )
 }
 
 async function drive(

@@ -221,6 +221,31 @@ export function classify(sql: string): Classified {
   return outcome
 }
 
+/** One statement of a simple Query's text: its own SQL and the parser's name for it (SelectStmt, VariableSetStmt, …). */
+export interface SplitStatement {
+  sql: string
+  type: string
+  node: Record<string, unknown>
+}
+
+/**
+ * A simple Query's text cut into its statements by the real parser (PostgreSQL runs them one by one):
+ * each keeps its own text, so the policy checks it alone. Throws `syntax_error` as classify() does.
+ */
+export function splitStatements(sql: string): SplitStatement[] {
+  if (!loaded) throw new Error('the statement policy is not loaded: await loadPolicy() first')
+  if (sql.includes('\0')) throw notAllowed('the query contains a NUL character')
+  const raws = parseRaw(sql)
+  // Locations are byte offsets into the UTF-8 text; a length of 0 means "to the end".
+  const bytes = Buffer.from(sql)
+  return raws.map((raw) => {
+    const from = raw.stmt_location ?? 0
+    const to = raw.stmt_len ? from + raw.stmt_len : bytes.length
+    const [type, node] = Object.entries(raw.stmt ?? {})[0] ?? ['', {}]
+    return { sql: bytes.toString('utf8', from, to).trim(), type, node: node as Record<string, unknown> }
+  })
+}
+
 function check(sql: string): Classified {
   // The parser reads a C string: it would stop at a NUL and check less than PostgreSQL receives.
   if (sql.includes('\0')) throw notAllowed('the query contains a NUL character')
@@ -236,8 +261,13 @@ function check(sql: string): Classified {
 }
 
 function parse(sql: string): Record<string, unknown>[] {
+  return parseRaw(sql).map((raw) => (raw.stmt ?? {}) as Record<string, unknown>)
+}
+
+/** The parser's statements with where each is in the text; its errors as `syntax_error`. */
+function parseRaw(sql: string): { stmt?: object; stmt_location?: number; stmt_len?: number }[] {
   try {
-    return (parseSync(sql).stmts ?? []).map((raw) => (raw.stmt ?? {}) as Record<string, unknown>)
+    return parseSync(sql).stmts ?? []
   } catch (error) {
     if (hasSqlDetails(error)) {
       const position = (error.sqlDetails?.cursorPosition ?? 0) + 1

@@ -6,6 +6,7 @@ import { readRouterCapability } from '../directory/capability.ts'
 import { openDirectory } from '../directory/connection.ts'
 import { openRedis } from '../directory/redis.ts'
 import { createRouteCache } from '../directory/routes.ts'
+import { SwitchyardError } from '../errors.ts'
 import { type Logger, logger as rootLogger } from '../log.ts'
 import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
 import { startMoveRescue } from '../placement/rescue.ts'
@@ -21,10 +22,13 @@ import { createMetrics, type MetricsOptions } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
+import { startWireServer } from './wire/server.ts'
 
 export interface RunningRouter {
   url: string
   port: number
+  /** The PostgreSQL front end's port; null when it is off. */
+  pgPort: number | null
   app: RouterApp
   /** Graceful: stop accepting, let in-flight requests finish, then close pools and clients. */
   close(): Promise<void>
@@ -42,6 +46,8 @@ export interface RouterOptions {
   pools?: PoolShare
   /** How a worker labels its process metrics and answers GET /metrics (src/router/cluster-metrics.ts). */
   metrics?: MetricsOptions
+  /** The PostgreSQL front end's port (0: any free one), null: off; by default `router.pgPort`. */
+  pgPort?: number | null
 }
 
 /** How long past its deadline a request's connection may sit without any traffic. */
@@ -113,6 +119,20 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   }
   await loadPolicy()
   setTenantSchemas(topology.tenantSchema.schemas)
+  const pgPort = options.pgPort === undefined ? config.pgPort : options.pgPort
+  // Before the HTTP port: a PostgreSQL port already taken fails the start with nothing left listening.
+  const wire =
+    pgPort === null
+      ? undefined
+      : await startWireServer(app, { port: pgPort, host: config.host }).catch(async (error: unknown) => {
+          await Promise.all([monitor.stop(), pools.close(), routes.close(), directory.close()])
+          redis?.disconnect()
+          admissionRedis?.disconnect()
+          throw new SwitchyardError(
+            'invalid_input',
+            `cannot listen for PostgreSQL clients on ${config.host}:${pgPort}: ${(error as Error).message} (router.pgPort, --pg-port N|off)`,
+          )
+        })
   const hono = createApp(app)
   // Without a createServer option, serve() makes an http.Server.
   const server = serve({
@@ -131,7 +151,10 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   const port = (server.address() as AddressInfo).port
   await monitor.ready
   ready = true
-  logger.info({ port, host: config.host, nodes: nodes.length, redis: Boolean(redis) }, 'router listening')
+  logger.info(
+    { port, pgPort: wire?.port ?? null, host: config.host, nodes: nodes.length, redis: Boolean(redis) },
+    'router listening',
+  )
   const rescue = startMoveRescue(
     { topology, directory, redis, logger, metrics: createMoverMetrics(metrics.registry) },
     config.moveRescueIntervalMs,
@@ -141,12 +164,13 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   return {
     url: `http://${config.host}:${port}`,
     port,
+    pgPort: wire?.port ?? null,
     app,
     close() {
       closing ??= (async () => {
         ready = false
         await rescue.stop()
-        await stopServing(server, connections)
+        await Promise.all([stopServing(server, connections), wire?.close()])
         await monitor.stop()
         await pools.close()
         await routes.close()

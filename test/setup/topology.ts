@@ -52,6 +52,8 @@ export function testTopologyInput(ports: number[], home?: string) {
     // Crash tests leave fenced moves on purpose, for `move resume` and `move abort` to find.
     router: {
       port: router,
+      // Any free port: test files run side by side, each with routers of its own.
+      pgPort: 0,
       moveRescueIntervalMs: 0,
       ...(home ? { tls: { mode: 'verify-full' as const, rootCert: localCaFile(home) } } : {}),
     },

@@ -1,0 +1,157 @@
+import { timingSafeEqual } from 'node:crypto'
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
+import type { Directory } from '../../directory/connection.ts'
+import { SwitchyardError } from '../../errors.ts'
+import type { StatementDescription } from '../../shard/wire/connection.ts'
+import type { RouterApp } from '../app.ts'
+import type { TenantRequestDeps } from '../tenant-request.ts'
+import { toErrorFields } from './errors.ts'
+import { errorResponse, MessageWriter } from './protocol.ts'
+import { type SessionRegistry, serveSession } from './session.ts'
+
+/** What a PostgreSQL session needs of the router, besides what every tenant request does. */
+export interface WireDeps extends TenantRequestDeps {
+  directory: Directory
+  /** Parse and Describe on a node of the shard (nothing runs): a client's Describe before it binds. */
+  describe(
+    shard: string,
+    statements: { sql: string; paramTypes: number[] }[],
+  ): Promise<StatementDescription[]>
+  /** A request's outcome, for the router's metrics and log. */
+  observe(tenant: string, outcome: string, ms: number): void
+  /** What the shards say of themselves, told to clients at startup. */
+  shardSettings: { serverVersion: string; timeZone: string }
+}
+
+export interface WireServer {
+  port: number
+  /** Stops accepting and ends every session (each gets 57P01, as at a server shutdown). */
+  close(): Promise<void>
+}
+
+/**
+ * The router's PostgreSQL front end (issue 15): a TCP listener beside the HTTP one, in the same process,
+ * one session per client connection (session.ts). At most `router.wireMaxClients` sessions at once: past
+ * it a client is told 53300 and closed before it can hold anything.
+ */
+export async function startWireServer(
+  app: RouterApp,
+  options: { port: number; host: string },
+): Promise<WireServer> {
+  const config = app.topology.router
+  const shardSettings = await readShardSettings(app)
+  const deps: WireDeps = {
+    ...app,
+    shardSettings,
+    describe: (shard, statements) => describeOn(app, shard, statements),
+    observe(_tenant, outcome, ms) {
+      app.metrics.requestDuration.observe(
+        { protocol: 'postgres', shard: 'any', role: 'any', outcome },
+        ms / 1000,
+      )
+    },
+  }
+  const registry = createRegistry()
+  const sockets = new Set<Socket>()
+  const server: Server = createServer((socket) => {
+    if (sockets.size >= config.wireMaxClients) {
+      const writer = new MessageWriter()
+      errorResponse(
+        writer,
+        toErrorFields(
+          new SwitchyardError(
+            'tenant_busy',
+            `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
+          ),
+          'FATAL',
+        ),
+      )
+      socket.on('error', () => {})
+      socket.end(writer.take())
+      return
+    }
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    serveSession(socket, deps, registry)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  return {
+    port: (server.address() as AddressInfo).port,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      for (const socket of sockets) {
+        const writer = new MessageWriter()
+        errorResponse(writer, {
+          severity: 'FATAL',
+          code: '57P01',
+          message: 'terminating connection: the router is shutting down',
+        })
+        socket.end(writer.take())
+      }
+      await closed
+    },
+  }
+}
+
+async function describeOn(
+  app: RouterApp,
+  shard: string,
+  statements: { sql: string; paramTypes: number[] }[],
+): Promise<StatementDescription[]> {
+  const pool = app.pools.pool(app.routing.primary(shard).name)
+  const connection = await pool.reserve({ timeoutMs: app.limits.poolWaitMs })
+  try {
+    return await connection.describe(statements, { timeoutMs: app.topology.router.requestTimeoutMs })
+  } finally {
+    pool.release(connection)
+  }
+}
+
+/** server_version and TimeZone of the first shard's primary: every shard runs the same schema and settings. */
+async function readShardSettings(app: RouterApp): Promise<WireDeps['shardSettings']> {
+  const fallback = { serverVersion: '15.0', timeZone: 'UTC' }
+  const first = app.topology.shards[0]
+  if (!first) return fallback
+  const pool = app.pools.pool(app.routing.primary(first.id).name)
+  try {
+    const connection = await pool.reserve({ timeoutMs: app.limits.poolWaitMs })
+    try {
+      const [version, zone] = await connection.run([
+        { sql: 'show server_version', params: [] },
+        { sql: 'show timezone', params: [] },
+      ])
+      return {
+        serverVersion: version?.rows[0]?.[0] ?? fallback.serverVersion,
+        timeZone: zone?.rows[0]?.[0] ?? fallback.timeZone,
+      }
+    } finally {
+      pool.release(connection)
+    }
+  } catch {
+    return fallback
+  }
+}
+
+function createRegistry(): SessionRegistry {
+  const sessions = new Map<number, { secret: Buffer; cancel(): void }>()
+  return {
+    add(pid, secret, cancel) {
+      sessions.set(pid, { secret, cancel })
+      return () => {
+        if (sessions.get(pid)?.secret === secret) sessions.delete(pid)
+      }
+    },
+    cancel(pid, secret) {
+      const session = sessions.get(pid)
+      // The key is compared in constant time: a guess learns nothing from how long the refusal took.
+      if (!session || session.secret.length !== secret.length) return
+      if (timingSafeEqual(session.secret, secret)) session.cancel()
+    },
+  }
+}

@@ -1,0 +1,521 @@
+import type { Socket } from 'node:net'
+import { SwitchyardError } from '../../errors.ts'
+import { Cancellation } from '../../shard/wire/cancel.ts'
+import type { StatementDescription } from '../../shard/wire/connection.ts'
+import type { ColumnDescription } from '../../shard/wire/messages.ts'
+import { CLIENT_GONE, DEADLINE } from '../dispatch.ts'
+import { classify, splitStatements } from '../policy.ts'
+import type { Statement, StatementResult } from '../result.ts'
+import { runTenantRequest } from '../tenant-request.ts'
+import { toErrorFields } from './errors.ts'
+import { type Frame, FrameReader } from './frames.ts'
+import { createLogin, type Login } from './login.ts'
+import {
+  type BindMessage,
+  BodyReader,
+  bare,
+  commandComplete,
+  dataRow,
+  errorResponse,
+  MessageWriter,
+  ProtocolViolation,
+  parameterDescription,
+  readBind,
+  readExecute,
+  readParse,
+  readTarget,
+  readyForQuery,
+  rowDescription,
+} from './protocol.ts'
+import type { WireDeps } from './server.ts'
+import { localStatement, type SessionSettings } from './settings.ts'
+
+/** A client's prepared statement: its SQL and the parameter types its Parse gave. */
+interface Prepared {
+  sql: string
+  paramTypes: number[]
+}
+
+/** A bound portal: the statement, its values and the formats the client asked for. */
+interface Portal {
+  statement: Prepared
+  bind: BindMessage
+}
+
+/** One message of the extended protocol, queued until the client's Sync (or Flush). */
+type Action =
+  | { kind: 'parse'; name: string; statement: Prepared }
+  | { kind: 'bind'; bind: BindMessage }
+  | { kind: 'describe'; target: 'S' | 'P'; name: string }
+  | { kind: 'execute'; portal: string }
+  | { kind: 'close'; target: 'S' | 'P'; name: string }
+
+/** Most prepared statements and portals a session may hold: each costs the router its SQL text. */
+const MAX_PREPARED = 1000
+/** Extended-protocol messages a client may send before its Sync. */
+const MAX_BATCH = 1000
+
+/**
+ * One client connection of the PostgreSQL front end: startup and login (login.ts), then its queries,
+ * each run as a tenant request exactly as an HTTP one is (tenant-request.ts): a simple Query's statements
+ * or an extended-protocol batch up to Sync are one transaction on the node the request needs, entered
+ * for the client's tenant. The client's statements and portals live here, never on a shard connection:
+ * whichever connection serves the next Execute is sent the statement's Parse first (the wire client
+ * prepares what it has not seen), so transaction pooling cannot lose them.
+ */
+export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRegistry): void {
+  const config = deps.topology.router
+  const frames = new FrameReader(config.maxBodyBytes)
+  const writer = new MessageWriter()
+  const queue: Frame[] = []
+  let queuedBytes = 0
+  let working = false
+  let closed = false
+  let session: Login | undefined
+  let settings: SessionSettings | undefined
+  const prepared = new Map<string, Prepared>()
+  const portals = new Map<string, Portal>()
+  let batch: Action[] = []
+  /** An extended-protocol error: everything up to the Sync is skipped. */
+  let skipping = false
+  let running: Cancellation | undefined
+  let cancelledByClient = false
+  let unregister: (() => void) | undefined
+  const login = createLogin({ socket, writer, deps, frames, registry })
+
+  socket.setNoDelay(true)
+  socket.on('error', () => {})
+  socket.on('close', () => {
+    closed = true
+    running?.abort(CLIENT_GONE)
+    unregister?.()
+  })
+  const startupTimer = setTimeout(() => {
+    if (!session) fatal(new SwitchyardError('unauthorized', 'the login did not complete in time'))
+  }, config.wireLoginTimeoutMs)
+  socket.once('close', () => clearTimeout(startupTimer))
+
+  socket.on('data', (chunk: Buffer) => {
+    let arrived: Frame[]
+    try {
+      arrived = frames.push(chunk)
+    } catch (error) {
+      return fatal(violation(error))
+    }
+    for (const frame of arrived) {
+      queue.push(frame)
+      queuedBytes += frame.body.length
+    }
+    // A client that sends faster than its queries run waits: what it sent is read once the queue drains.
+    if (queuedBytes > config.maxBodyBytes) socket.pause()
+    void work()
+  })
+
+  async function work() {
+    if (working) return
+    working = true
+    try {
+      while (queue.length && !closed) {
+        const frame = queue.shift() as Frame
+        queuedBytes -= frame.body.length
+        await handle(frame)
+        flush()
+        if (socket.isPaused() && queuedBytes <= config.maxBodyBytes / 2) socket.resume()
+      }
+    } catch (error) {
+      fatal(error instanceof ProtocolViolation ? violation(error) : error)
+    } finally {
+      working = false
+    }
+  }
+
+  function flush() {
+    if (!closed) socket.write(writer.take())
+  }
+
+  function fatal(error: unknown) {
+    if (closed) return
+    errorResponse(writer, toErrorFields(error, 'FATAL'))
+    socket.end(writer.take())
+    closed = true
+    running?.abort(CLIENT_GONE)
+  }
+
+  async function handle(frame: Frame) {
+    if (!session) {
+      const outcome = await login(frame)
+      if (outcome === 'closed') {
+        closed = true
+        return
+      }
+      if (outcome === 'more') return
+      session = outcome
+      settings = session.settings
+      unregister = registry.add(session.pid, session.secret, () => cancel())
+      clearTimeout(startupTimer)
+      return
+    }
+    const reader = new BodyReader(frame.body)
+    switch (frame.type) {
+      case 0x51: // Query
+        return simpleQuery(reader.cstring())
+      case 0x50: // Parse
+        return queueAction(() => {
+          const parse = readParse(reader)
+          return {
+            kind: 'parse',
+            name: parse.name,
+            statement: { sql: parse.sql, paramTypes: parse.paramTypes },
+          }
+        })
+      case 0x42: // Bind
+        return queueAction(() => ({ kind: 'bind', bind: readBind(reader) }))
+      case 0x44: // Describe
+        return queueAction(() => ({ kind: 'describe', ...targetOf(reader) }))
+      case 0x45: // Execute
+        // A row limit (a cursor's fetch size) is not kept: the portal runs to completion.
+        return queueAction(() => ({ kind: 'execute', portal: readExecute(reader).portal }))
+      case 0x43: // Close
+        return queueAction(() => ({ kind: 'close', ...targetOf(reader) }))
+      case 0x48: // Flush
+        return runBatch()
+      case 0x53: // Sync
+        await runBatch()
+        skipping = false
+        readyForQuery(writer, 'I')
+        return
+      case 0x58: // Terminate
+        closed = true
+        socket.end()
+        return
+      case 0x46: // FunctionCall
+        return refuse(
+          new SwitchyardError('feature_not_supported', 'the fast-path function call is not supported'),
+        )
+      default:
+        throw new ProtocolViolation(`unexpected message type 0x${frame.type.toString(16)}`)
+    }
+  }
+
+  function queueAction(read: () => Action) {
+    const action = read()
+    if (skipping) return
+    if (batch.length >= MAX_BATCH)
+      return refuse(new SwitchyardError('too_many_statements', `at most ${MAX_BATCH} messages before a Sync`))
+    batch.push(action)
+  }
+
+  /** An error in the extended protocol: answered, and the rest up to the Sync skipped. */
+  function refuse(error: unknown) {
+    errorResponse(writer, toErrorFields(error))
+    batch = []
+    skipping = true
+  }
+
+  function cancel() {
+    if (!running) return
+    cancelledByClient = true
+    running.abort(DEADLINE)
+  }
+
+  // ---- Simple query ----
+
+  async function simpleQuery(sql: string) {
+    try {
+      const statements = splitStatements(sql)
+      if (statements.length === 0) bare(writer, 'I')
+      for (const statement of statements) {
+        const local = localStatement(statement, settings as SessionSettings)
+        if (local) {
+          local(writer)
+          continue
+        }
+        const [result] = await runStatements([{ sql: statement.sql, params: [], wire: { raw: true } }], [[]])
+        answerResult(result as StatementResult, [], true)
+      }
+    } catch (error) {
+      errorResponse(writer, toErrorFields(clientCancel(error)))
+    }
+    readyForQuery(writer, 'I')
+  }
+
+  // ---- Extended query ----
+
+  async function runBatch() {
+    const actions = batch
+    batch = []
+    if (skipping || actions.length === 0) return
+    const { plan, error: planError, failedAt } = planBatch(actions)
+    const runnable = failedAt === undefined ? actions : actions.slice(0, failedAt)
+    let results: StatementResult[] = []
+    let descriptions: StatementDescription[] = []
+    let runError: unknown
+    let describeFailed = false
+    try {
+      descriptions = await describeAll(plan.describes)
+    } catch (error) {
+      runError = error
+      describeFailed = true
+    }
+    if (runError === undefined) {
+      try {
+        results = await runStatements(plan.statements, plan.params)
+      } catch (error) {
+        runError = clientCancel(error)
+      }
+    }
+    // After a failure, what can still be answered is what came before the first message that needed
+    // the shard's answer: a failed transaction returns no rows, so no Execute of it is answered.
+    const stopAt =
+      runError === undefined
+        ? runnable.length
+        : runnable.findIndex((action, i) => needsShard(action, plan.steps[i] as PlannedStep, describeFailed))
+    for (const [i, action] of runnable.entries()) {
+      if (stopAt !== -1 && i >= stopAt) break
+      const step = plan.steps[i] as PlannedStep
+      switch (action.kind) {
+        case 'parse':
+          bare(writer, '1')
+          break
+        case 'bind':
+          bare(writer, '2')
+          break
+        case 'close':
+          bare(writer, '3')
+          break
+        case 'describe':
+          describeAnswer(step, step.describe === undefined ? undefined : descriptions[step.describe], results)
+          break
+        case 'execute': {
+          if (step.empty) bare(writer, 'I')
+          else
+            answerResult(results[step.execute as number] as StatementResult, step.resultFormats ?? [], false)
+          break
+        }
+      }
+    }
+    if (runError !== undefined) return refuse(runError)
+    if (planError !== undefined) refuse(planError)
+  }
+
+  interface PlannedStep {
+    /** Which statement of the transaction an Execute is (-1: an empty query, answered without one). */
+    execute?: number
+    empty?: boolean
+    resultFormats?: number[]
+    /** Which describe() answer a Describe takes, or the statement whose run's columns it gives. */
+    describe?: number
+    fromExecute?: number
+    noRows?: boolean
+    paramTypes?: number[]
+  }
+
+  /**
+   * Walks the batch on the session's own books (statements and portals change as it goes), and says
+   * what the shard must do: which statements to describe and which to run, in one transaction.
+   */
+  function planBatch(actions: Action[]) {
+    const plan = {
+      steps: [] as PlannedStep[],
+      statements: [] as Statement[],
+      params: [] as (Buffer | null)[][],
+      describes: [] as Prepared[],
+    }
+    for (const [i, action] of actions.entries()) {
+      try {
+        plan.steps.push(planStep(action, plan, actions, i))
+      } catch (error) {
+        return { plan, error, failedAt: i }
+      }
+    }
+    return { plan, error: undefined, failedAt: undefined }
+  }
+
+  function planStep(
+    action: Action,
+    plan: { statements: Statement[]; params: (Buffer | null)[][]; describes: Prepared[] },
+    actions: Action[],
+    index: number,
+  ): PlannedStep {
+    switch (action.kind) {
+      case 'parse': {
+        if (action.name !== '' && prepared.has(action.name))
+          throw sqlState('42P05', `prepared statement "${action.name}" already exists`)
+        if (prepared.size >= MAX_PREPARED && !prepared.has(action.name))
+          throw new SwitchyardError(
+            'too_many_statements',
+            `at most ${MAX_PREPARED} prepared statements per session`,
+          )
+        prepared.set(action.name, action.statement)
+        return {}
+      }
+      case 'bind': {
+        const statement = prepared.get(action.bind.statement)
+        if (!statement)
+          throw sqlState('26000', `prepared statement "${action.bind.statement}" does not exist`)
+        if (portals.size >= MAX_PREPARED && !portals.has(action.bind.portal))
+          throw new SwitchyardError('too_many_statements', `at most ${MAX_PREPARED} portals per session`)
+        portals.set(action.bind.portal, { statement, bind: action.bind })
+        return {}
+      }
+      case 'close': {
+        if (action.target === 'S') prepared.delete(action.name)
+        else portals.delete(action.name)
+        return {}
+      }
+      case 'describe': {
+        if (action.target === 'S') {
+          const statement = prepared.get(action.name)
+          if (!statement) throw sqlState('26000', `prepared statement "${action.name}" does not exist`)
+          if (statement.sql.trim() === '') return { noRows: true, paramTypes: statement.paramTypes }
+          plan.describes.push(statement)
+          return { describe: plan.describes.length - 1 }
+        }
+        const portal = portals.get(action.name)
+        if (!portal) throw sqlState('34000', `portal "${action.name}" does not exist`)
+        if (portal.statement.sql.trim() === '') return { noRows: true }
+        // The portal runs later in this batch: its run gives the columns, no describe needed.
+        const runs = actions
+          .slice(index + 1)
+          .some((next) => next.kind === 'execute' && next.portal === action.name)
+        if (runs) return { fromExecute: plan.statements.length, resultFormats: portal.bind.resultFormats }
+        plan.describes.push(portal.statement)
+        return { describe: plan.describes.length - 1, resultFormats: portal.bind.resultFormats }
+      }
+      case 'execute': {
+        const portal = portals.get(action.portal)
+        if (!portal) throw sqlState('34000', `portal "${action.portal}" does not exist`)
+        if (portal.statement.sql.trim() === '') return { empty: true }
+        plan.statements.push({
+          sql: portal.statement.sql,
+          params: [],
+          wire: {
+            raw: true,
+            paramTypes: portal.statement.paramTypes,
+            paramFormats: portal.bind.paramFormats,
+            resultFormats: portal.bind.resultFormats,
+          },
+        })
+        plan.params.push(portal.bind.params)
+        // An unnamed portal lasts until the next Bind; it is run once here either way.
+        return { execute: plan.statements.length - 1, resultFormats: portal.bind.resultFormats }
+      }
+    }
+  }
+
+  function describeAnswer(
+    step: PlannedStep,
+    description: StatementDescription | undefined,
+    results: StatementResult[],
+  ) {
+    if (step.noRows) {
+      if (step.paramTypes) parameterDescription(writer, step.paramTypes)
+      bare(writer, 'n')
+      return
+    }
+    if (step.fromExecute !== undefined) {
+      const fields = (results[step.fromExecute]?.fields ?? []) as ColumnDescription[]
+      if (fields.length) rowDescription(writer, fields, step.resultFormats ?? [])
+      else bare(writer, 'n')
+      return
+    }
+    if (!description) return
+    // A statement's Describe gives its parameter types too; a portal's only its columns.
+    if (step.resultFormats === undefined) parameterDescription(writer, description.paramTypes)
+    if (description.fields.length) rowDescription(writer, description.fields, step.resultFormats ?? [])
+    else bare(writer, 'n')
+  }
+
+  /** Columns and parameter types of statements, from a shard's Parse and Describe, after the policy's check. */
+  async function describeAll(statements: Prepared[]): Promise<StatementDescription[]> {
+    if (statements.length === 0) return []
+    for (const statement of statements) classify(statement.sql)
+    return deps.describe(
+      (session as Login).route.shard,
+      statements.map((statement) => ({ sql: statement.sql, paramTypes: statement.paramTypes })),
+    )
+  }
+
+  // ---- Running and answering ----
+
+  async function runStatements(statements: Statement[], params: (string | Buffer | null)[][]) {
+    if (statements.length === 0) return []
+    const login = session as Login
+    const cancellation = new Cancellation()
+    const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
+    running = cancellation
+    cancelledByClient = false
+    const started = performance.now()
+    let status = 'ok'
+    try {
+      const { outcome } = await runTenantRequest(deps, {
+        protocol: 'postgres',
+        tenant: login.tenant,
+        statements,
+        params,
+        consistency: 'session',
+        signal: cancellation,
+      })
+      return outcome.results
+    } catch (error) {
+      status = 'error'
+      throw error
+    } finally {
+      clearTimeout(timer)
+      running = undefined
+      deps.observe(login.tenant, status, performance.now() - started)
+    }
+  }
+
+  /** A cancel the client asked for (CancelRequest) is PostgreSQL's 57014, not the deadline's. */
+  function clientCancel(error: unknown): unknown {
+    if (!cancelledByClient || !(error instanceof SwitchyardError) || error.code !== 'query_timeout')
+      return error
+    return sqlState('57014', 'canceling statement due to user request')
+  }
+
+  function answerResult(result: StatementResult, formats: number[], describe: boolean) {
+    const fields = result.fields as ColumnDescription[]
+    if (describe && (fields.length > 0 || result.command === 'SELECT'))
+      rowDescription(writer, fields, formats)
+    for (const row of result.raw ?? []) dataRow(writer, row)
+    commandComplete(writer, commandTag(result))
+  }
+}
+
+/** The command tag as PostgreSQL writes it: INSERT carries an OID (always 0) before its count. */
+export function commandTag(result: { command: string; rowCount: number | null }): string {
+  if (result.rowCount === null) return result.command
+  return result.command === 'INSERT' ? `INSERT 0 ${result.rowCount}` : `${result.command} ${result.rowCount}`
+}
+
+function targetOf(reader: BodyReader) {
+  const { kind, name } = readTarget(reader)
+  return { target: kind, name }
+}
+
+function needsShard(
+  action: Action,
+  step: { empty?: boolean; fromExecute?: number; describe?: number },
+  describeFailed: boolean,
+): boolean {
+  if (action.kind === 'execute') return !step.empty
+  if (action.kind !== 'describe') return false
+  return step.fromExecute !== undefined || (describeFailed && step.describe !== undefined)
+}
+
+function sqlState(code: string, message: string): SwitchyardError {
+  const error = new SwitchyardError('sql_error', message, { sqlstate: code })
+  error.cause = { code, message, severity: 'ERROR' }
+  return error
+}
+
+function violation(error: unknown): SwitchyardError {
+  return new SwitchyardError('protocol_violation', (error as Error)?.message ?? 'protocol violation')
+}
+
+/** Sessions by their BackendKeyData, for CancelRequests (which come on a connection of their own). */
+export interface SessionRegistry {
+  add(pid: number, secret: Buffer, cancel: () => void): () => void
+  cancel(pid: number, secret: Buffer): void
+}

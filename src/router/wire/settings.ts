@@ -1,0 +1,143 @@
+import { SwitchyardError } from '../../errors.ts'
+import type { SplitStatement } from '../policy.ts'
+import { commandComplete, type MessageWriter, parameterStatus, rowDescription } from './protocol.ts'
+
+/**
+ * A session's settings as its client sees them. They stay in the router: a shard connection serves
+ * many tenants, and every transaction starts from the router's own session (enter() resets it), so a
+ * client's SET can never reach another tenant. What drivers set at startup is accepted where the
+ * shards already behave that way (UTF8, ISO dates, the shards' time zone), or where it only names the
+ * client (application_name); anything that would change what the shard does is refused with 0A000.
+ */
+export interface SessionSettings {
+  values: Map<string, string>
+}
+
+/** Settings PostgreSQL reports to the client whenever they change (GUC_REPORT), by their lowercase name. */
+const REPORTED: Record<string, string> = {
+  application_name: 'application_name',
+  client_encoding: 'client_encoding',
+  datestyle: 'DateStyle',
+  intervalstyle: 'IntervalStyle',
+  timezone: 'TimeZone',
+  standard_conforming_strings: 'standard_conforming_strings',
+}
+
+/** What SET may change, and to what: the value as the session will show it, or a refusal. */
+const SETTABLE: Record<string, (value: string, settings: SessionSettings) => string> = {
+  application_name: (value) => {
+    if (Buffer.byteLength(value) > 63) throw refused('application_name is longer than 63 bytes')
+    return value
+  },
+  // Any value: since PostgreSQL 12 every positive value means "shortest exact", which the shards use.
+  extra_float_digits: (value) => {
+    const digits = Number(value)
+    if (!Number.isInteger(digits) || digits < -15 || digits > 3)
+      throw refused('extra_float_digits must be an integer from -15 to 3')
+    return String(digits)
+  },
+  client_encoding: (value) => only(value, ['UTF8', 'UTF-8', 'UNICODE'], 'UTF8', 'client_encoding'),
+  datestyle: (value, settings) =>
+    only(
+      value.replace(/\s+/g, ''),
+      ['ISO', 'ISO,MDY'],
+      settings.values.get('datestyle') ?? 'ISO, MDY',
+      'DateStyle',
+    ),
+  intervalstyle: (value) => only(value, ['postgres'], 'postgres', 'IntervalStyle'),
+  standard_conforming_strings: (value) => only(value, ['on', 'true'], 'on', 'standard_conforming_strings'),
+  timezone: (value, settings) => {
+    const current = settings.values.get('timezone') ?? 'UTC'
+    return only(value, [current], current, 'TimeZone')
+  },
+}
+
+function only(value: string, allowed: string[], shown: string, name: string): string {
+  if (allowed.some((one) => one.toLowerCase() === value.toLowerCase())) return shown
+  throw refused(`${name} can only be ${allowed[0]} through the router (the shards' setting)`)
+}
+
+const refused = (message: string) => new SwitchyardError('feature_not_supported', message)
+
+export function createSettings(initial: Record<string, string>): SessionSettings {
+  return { values: new Map(Object.entries(initial).map(([name, value]) => [name.toLowerCase(), value])) }
+}
+
+/**
+ * The answer to a statement the router handles itself (SET, RESET, SHOW, DISCARD ALL), or undefined for
+ * one the shard runs. Transaction control is refused for now: every statement runs in a transaction of
+ * its own, as an HTTP request does.
+ */
+export function localStatement(
+  statement: SplitStatement,
+  settings: SessionSettings,
+): ((writer: MessageWriter) => void) | undefined {
+  switch (statement.type) {
+    case 'VariableSetStmt':
+      return set(statement.node, settings)
+    case 'VariableShowStmt':
+      return show(String(statement.node.name ?? ''), settings)
+    case 'DiscardStmt':
+      // DISCARD ALL is what poolers send when a client leaves: nothing of this session is on a shard.
+      return (writer) => commandComplete(writer, 'DISCARD ALL')
+    case 'TransactionStmt':
+      throw refused(
+        'transaction blocks (BEGIN … COMMIT) are not supported over the PostgreSQL protocol yet: each statement runs in its own transaction',
+      )
+    default:
+      return undefined
+  }
+}
+
+function set(node: Record<string, unknown>, settings: SessionSettings) {
+  const name = String(node.name ?? '').toLowerCase()
+  const kind = String(node.kind ?? '')
+  if (node.is_local) throw refused('SET LOCAL is not supported: each statement runs in its own transaction')
+  const change = SETTABLE[name]
+  if (!change) throw refused(`SET ${name || kind} is not supported through the router`)
+  const reset = kind === 'VAR_SET_DEFAULT' || kind === 'VAR_RESET'
+  if (!reset && kind !== 'VAR_SET_VALUE') throw refused(`SET ${name} in this form is not supported`)
+  const value = reset ? (settings.values.get(`default:${name}`) ?? '') : argText(node.args)
+  const shown = reset ? value : change(value, settings)
+  settings.values.set(name, shown)
+  return (writer: MessageWriter) => {
+    const reported = REPORTED[name]
+    if (reported) parameterStatus(writer, reported, shown)
+    commandComplete(writer, reset ? 'RESET' : 'SET')
+  }
+}
+
+/** SET's values as text: strings, numbers and bare words, a list joined as PostgreSQL shows it. */
+function argText(args: unknown): string {
+  const values = (Array.isArray(args) ? args : []).map((arg) => {
+    const constant = (arg as { A_Const?: Record<string, Record<string, unknown>> }).A_Const ?? {}
+    const [value] = Object.values(constant)
+    if (!value) return ''
+    return String(value.sval ?? value.ival ?? value.fval ?? value.boolval ?? '')
+  })
+  return values.join(', ')
+}
+
+function show(name: string, settings: SessionSettings) {
+  const key = name.toLowerCase()
+  const value = key === 'transaction_isolation' ? 'read committed' : settings.values.get(key)
+  if (value === undefined) {
+    const error = new SwitchyardError('sql_error', `unrecognized configuration parameter "${name}"`)
+    error.cause = { code: '42704', message: `unrecognized configuration parameter "${name}"` }
+    throw error
+  }
+  return (writer: MessageWriter) => {
+    const column = {
+      name: key,
+      tableID: 0,
+      columnID: 0,
+      dataTypeID: 25,
+      dataTypeSize: -1,
+      dataTypeModifier: -1,
+    }
+    rowDescription(writer, [column], [])
+    const bytes = Buffer.from(value)
+    writer.begin('D').uint16(1).int32(bytes.length).raw(bytes).end()
+    commandComplete(writer, 'SHOW')
+  }
+}
