@@ -26,14 +26,25 @@ it.beforeAll(async () => {
   other = await tenantWithKey('shard-2')
 })
 
-const pgClient = (who: TestTenant, password = who.key) =>
+const pgClient = (who: TestTenant, password = who.key, through = router) =>
   new pg.Client({
     host: '127.0.0.1',
-    port: router.pgPort as number,
+    port: through.pgPort as number,
     user: who.id,
     password,
     database: 'switchyard',
     application_name: 'router-postgres-test',
+  })
+
+const jsClient = (who: TestTenant, max = 1) =>
+  postgres({
+    host: '127.0.0.1',
+    port: router.pgPort as number,
+    username: who.id,
+    password: who.key,
+    database: 'switchyard',
+    max,
+    onnotice: () => {},
   })
 
 async function psql(who: TestTenant, sql: string, password = who.key) {
@@ -146,23 +157,8 @@ describe('node-postgres and postgres.js', () => {
   })
 
   it('postgres.js: prepared statements (Describe before Bind), arrays and json, a tenant sees only its rows', async () => {
-    const sql = postgres({
-      host: '127.0.0.1',
-      port: router.pgPort as number,
-      username: tenant.id,
-      password: tenant.key,
-      database: 'switchyard',
-      max: 2,
-      onnotice: () => {},
-    })
-    const theirs = postgres({
-      host: '127.0.0.1',
-      port: router.pgPort as number,
-      username: other.id,
-      password: other.key,
-      database: 'switchyard',
-      max: 1,
-    })
+    const sql = jsClient(tenant, 2)
+    const theirs = jsClient(other, 1)
     try {
       const [row] = await sql<{ id: string; name: string }[]>`
         insert into customers (tenant_id, name) values (${tenant.id}, ${'Cy'}) returning id, name`
@@ -183,14 +179,7 @@ describe('node-postgres and postgres.js', () => {
   })
 
   it("a CancelRequest stops the client's own running query on the shard (57014), and only with its key", async () => {
-    const sql = postgres({
-      host: '127.0.0.1',
-      port: router.pgPort as number,
-      username: tenant.id,
-      password: tenant.key,
-      database: 'switchyard',
-      max: 1,
-    })
+    const sql = jsClient(tenant, 1)
     try {
       const started = Date.now()
       const sleeping = sql`select pg_sleep(30)`
@@ -246,6 +235,118 @@ describe('node-postgres and postgres.js', () => {
       expect(version.rows[0].version).toMatch(/PostgreSQL/)
     } finally {
       await client.end()
+    }
+  })
+})
+
+describe('transactions', () => {
+  it('node-postgres: BEGIN … COMMIT with a savepoint rolled back; ROLLBACK leaves nothing; errors abort the block', async () => {
+    const client = pgClient(tenant)
+    await client.connect()
+    try {
+      await client.query('BEGIN')
+      const kept = await client.query(
+        'insert into customers (tenant_id, name) values ($1, $2) returning id',
+        [tenant.id, 'kept'],
+      )
+      await client.query('SAVEPOINT before_lost')
+      await client.query('insert into customers (tenant_id, name) values ($1, $2)', [tenant.id, 'lost'])
+      await client.query('ROLLBACK TO SAVEPOINT before_lost')
+      // Read inside the block: its own write, on its own connection.
+      expect(
+        (await client.query('select name from customers where id = $1', [kept.rows[0].id])).rows,
+      ).toEqual([{ name: 'kept' }])
+      await client.query('COMMIT')
+      const names = await client.query("select name from customers where name in ('kept', 'lost')")
+      expect(names.rows.map((row) => row.name)).toEqual(['kept'])
+
+      await client.query('BEGIN')
+      await client.query('insert into customers (tenant_id, name) values ($1, $2)', [
+        tenant.id,
+        'rolled back',
+      ])
+      await client.query('ROLLBACK')
+      expect(
+        (await client.query("select count(*)::int as n from customers where name = 'rolled back'")).rows[0].n,
+      ).toBe(0)
+
+      await client.query('BEGIN')
+      await expect(client.query('select 1/0')).rejects.toMatchObject({ code: '22012' })
+      await expect(client.query('select 1')).rejects.toMatchObject({ code: '25P02' })
+      const ended = await client.query('COMMIT')
+      expect(ended.command).toBe('ROLLBACK')
+      expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }])
+    } finally {
+      await client.end()
+    }
+  })
+
+  it('postgres.js: sql.begin commits, a throw rolls back; the block reads its own writes before COMMIT', async () => {
+    const sql = jsClient(tenant, 1)
+    try {
+      const id = await sql.begin(async (tx) => {
+        const [row] = await tx<
+          { id: string }[]
+        >`insert into customers (tenant_id, name) values (${tenant.id}, 'in block') returning id`
+        const [seen] = await tx<
+          { name: string }[]
+        >`select name from customers where id = ${row?.id as string}`
+        expect(seen?.name).toBe('in block')
+        return row?.id as string
+      })
+      expect(await sql`select name from customers where id = ${id}`).toEqual([{ name: 'in block' }])
+      const thrown = await sql
+        .begin(async (tx) => {
+          await tx`insert into customers (tenant_id, name) values (${tenant.id}, 'thrown away')`
+          throw new Error('changed my mind')
+        })
+        .catch((error: Error) => error.message)
+      expect(thrown).toBe('changed my mind')
+      expect(await sql`select id from customers where name = 'thrown away'`).toHaveLength(0)
+    } finally {
+      await sql.end()
+    }
+  })
+
+  it('a block idle past wireIdleInTransactionMs ends the session (25P03) and is rolled back', async () => {
+    const strict = await startTestRouter({ wireIdleInTransactionMs: 300 })
+    const client = pgClient(tenant, tenant.key, strict)
+    const ended = new Promise<{ code?: string }>((resolve) =>
+      client.on('error', (error) => resolve(error as { code?: string })),
+    )
+    await client.connect()
+    await client.query('BEGIN')
+    await client.query('insert into customers (tenant_id, name) values ($1, $2)', [
+      tenant.id,
+      'idle in block',
+    ])
+    expect((await ended).code).toBe('25P03')
+    const check = pgClient(tenant)
+    await check.connect()
+    expect(
+      (await check.query("select count(*)::int as n from customers where name = 'idle in block'")).rows[0].n,
+    ).toBe(0)
+    await check.end()
+  })
+
+  it('read-your-writes through two routers: a write acknowledged by one is read back through the other', async () => {
+    const second = await startTestRouter()
+    const writer = pgClient(tenant)
+    const reader = pgClient(tenant, tenant.key, second)
+    await writer.connect()
+    await reader.connect()
+    try {
+      for (let i = 0; i < 20; i++) {
+        const written = await writer.query(
+          'insert into customers (tenant_id, name) values ($1, $2) returning id',
+          [tenant.id, `ryw ${i}`],
+        )
+        const read = await reader.query('select name from customers where id = $1', [written.rows[0].id])
+        expect(read.rows).toEqual([{ name: `ryw ${i}` }])
+      }
+    } finally {
+      await writer.end()
+      await reader.end()
     }
   })
 })

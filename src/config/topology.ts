@@ -67,6 +67,11 @@ export const topologySchema = z
         wireMaxClients: z.coerce.number().int().min(1).default(1000),
         /** A PostgreSQL client must have logged in this long after it connected. */
         wireLoginTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+        /**
+         * A PostgreSQL client idle this long inside BEGIN … COMMIT is disconnected (25P03): its block holds
+         * a connection of the tenant's share and the tenant's fence lock, which a move's cutover waits for.
+         */
+        wireIdleInTransactionMs: z.coerce.number().int().min(100).default(10_000),
         /** The role the router uses on shards: never owner, superuser or BYPASSRLS. */
         role: z
           .strictObject({

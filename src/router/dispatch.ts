@@ -438,7 +438,15 @@ const unavailable = (node: ShardNode) =>
  * stays as `cause` for protocols that pass every field on (Neon's).
  */
 function sqlError(error: TransactionError): SwitchyardError {
-  const cause = error.cause as PostgresErrorFields
+  return statementError(error.cause as PostgresErrorFields, error.statementIndex, error.message)
+}
+
+/** A client statement's error from the shard, as sqlError tells it (also for a pinned transaction's statements). */
+export function statementError(
+  cause: PostgresErrorFields,
+  statementIndex?: number,
+  fallback = 'the statement failed',
+): SwitchyardError {
   if (cause.code === QUOTA_SQLSTATE) {
     return new SwitchyardError('quota_exceeded', cause.message, { detail: cause.detail, hint: cause.hint })
   }
@@ -446,7 +454,7 @@ function sqlError(error: TransactionError): SwitchyardError {
     return new SwitchyardError('idempotency_key_reused', cause.message, { hint: cause.hint })
   if (cause.code === IDEMPOTENCY_TOO_LARGE_SQLSTATE)
     return new SwitchyardError('idempotency_replay_unavailable', cause.message, { hint: cause.hint })
-  const failure = new SwitchyardError('sql_error', cause.message ?? error.message, {
+  const failure = new SwitchyardError('sql_error', cause.message ?? fallback, {
     sqlstate: cause.code,
     detail: cause.detail,
     hint: cause.hint,
@@ -455,7 +463,7 @@ function sqlError(error: TransactionError): SwitchyardError {
     table: cause.table_name,
     column: cause.column_name,
     constraint: cause.constraint_name,
-    statementIndex: error.statementIndex,
+    statementIndex,
   })
   failure.cause = cause
   return failure

@@ -286,7 +286,7 @@ function describeFailure(
 
 const ENTER = 'select switchyard.enter($1::uuid, $2::integer, $3::boolean, $4::jsonb, $5::text)'
 
-function enterStep(plan: TransactionPlan): PipelineStep {
+export function enterStep(plan: TransactionPlan): PipelineStep {
   const limits = plan.write && plan.limits ? JSON.stringify(plan.limits) : null
   return {
     sql: ENTER,
@@ -294,7 +294,7 @@ function enterStep(plan: TransactionPlan): PipelineStep {
   }
 }
 
-function beginSql(plan: TransactionPlan): string {
+export function beginSql(plan: TransactionPlan): string {
   const access = plan.write && !plan.readOnly ? 'read write' : 'read only'
   return `begin isolation level ${plan.isolation ?? 'read committed'} ${access}${plan.deferrable ? ' deferrable' : ' not deferrable'}`
 }

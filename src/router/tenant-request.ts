@@ -40,11 +40,7 @@ export interface TenantRequestDeps extends DispatchDeps {
  * protocol it came by. Throws SwitchyardErrors that each protocol renders in its own shape.
  */
 export async function runTenantRequest(deps: TenantRequestDeps, request: TenantRequest): Promise<Admitted> {
-  const config = deps.topology.router
-  checkSizes(request.statements, config)
-  for (const params of request.params)
-    if (params.length > config.maxParams)
-      throw new SwitchyardError('too_many_params', `at most ${config.maxParams} parameters per statement`)
+  checkShapes(deps.topology.router, request.statements, request.params)
   const { tenant, signal } = request
   const route = await deps.routes.resolve(tenant)
   const limit = rateLimit(deps.topology, route)
@@ -78,8 +74,8 @@ export async function runTenantRequest(deps: TenantRequestDeps, request: TenantR
         ? {
             key: request.idempotencyKey,
             requestHash: requestHash(request),
-            ttlSeconds: config.idempotencyTtlSeconds,
-            maxBytes: config.idempotencyMaxBytes,
+            ttlSeconds: deps.topology.router.idempotencyTtlSeconds,
+            maxBytes: deps.topology.router.idempotencyMaxBytes,
           }
         : undefined,
       signal,
@@ -102,8 +98,31 @@ function requestHash(request: TenantRequest): string {
   return createHash('sha256').update(JSON.stringify(named)).digest('hex')
 }
 
-const rateLimit = (topology: Topology, route: TenantRoute) =>
+export const rateLimit = (topology: Topology, route: TenantRoute) =>
   topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
+
+/** Statements by count and length, parameters by count: before anything is parsed. */
+function checkShapes(config: Topology['router'], statements: Statement[], params: unknown[][]) {
+  checkSizes(statements, config)
+  for (const list of params)
+    if (list.length > config.maxParams)
+      throw new SwitchyardError('too_many_params', `at most ${config.maxParams} parameters per statement`)
+}
+
+/**
+ * The policy's verdict on statements that run outside a tenant request (an interactive transaction's,
+ * admitted when it began): the same checks and the same parse turns, reads and writes alike.
+ */
+export async function checkStatements(
+  deps: TenantRequestDeps,
+  tenant: string,
+  statements: Statement[],
+  params: unknown[][],
+  signal: CancelSignal,
+): Promise<StatementKind[]> {
+  checkShapes(deps.topology.router, statements, params)
+  return cachedKinds(statements) ?? classifyInTurn(tenant, statements, signal)
+}
 
 /** The kinds of a request's statements if the policy has every one cached (a refusal is thrown); else undefined. */
 function cachedKinds(statements: Statement[]): StatementKind[] | undefined {

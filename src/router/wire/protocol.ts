@@ -225,7 +225,7 @@ export function bare(writer: MessageWriter, type: '1' | '2' | '3' | 'n' | 'I' | 
 }
 
 export interface ErrorFields {
-  severity: 'ERROR' | 'FATAL'
+  severity: 'ERROR' | 'FATAL' | 'WARNING'
   code: string
   message: string
   detail?: string | undefined

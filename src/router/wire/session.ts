@@ -4,9 +4,10 @@ import { Cancellation } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
 import type { ColumnDescription } from '../../shard/wire/messages.ts'
 import { CLIENT_GONE, DEADLINE } from '../dispatch.ts'
-import { classify, splitStatements } from '../policy.ts'
+import { classify, type SplitStatement, splitStatements } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
 import { runTenantRequest } from '../tenant-request.ts'
+import { type Block, createBlock } from './block.ts'
 import { toErrorFields } from './errors.ts'
 import { type Frame, FrameReader } from './frames.ts'
 import { createLogin, type Login } from './login.ts'
@@ -28,7 +29,7 @@ import {
   rowDescription,
 } from './protocol.ts'
 import type { WireDeps } from './server.ts'
-import { localStatement, type SessionSettings } from './settings.ts'
+import { localStatement, type SessionSettings, showColumn } from './settings.ts'
 
 /** A client's prepared statement: its SQL and the parameter types its Parse gave. */
 interface Prepared {
@@ -49,6 +50,27 @@ type Action =
   | { kind: 'describe'; target: 'S' | 'P'; name: string }
   | { kind: 'execute'; portal: string }
   | { kind: 'close'; target: 'S' | 'P'; name: string }
+
+/** Statements the router answers itself, or that change the session's transaction: run one at a time. */
+const LOCAL_TYPES = new Set(['TransactionStmt', 'VariableSetStmt', 'VariableShowStmt', 'DiscardStmt'])
+
+/** One message of a batch as planned: which statement it runs or describes, and how. */
+type PlannedStep = {
+  execute?: number
+  empty?: boolean
+  resultFormats?: number[]
+  describe?: number
+  fromExecute?: number
+  noRows?: boolean
+  paramTypes?: number[]
+}
+
+interface Plan {
+  steps: PlannedStep[]
+  statements: Statement[]
+  params: (Buffer | null)[][]
+  describes: Prepared[]
+}
 
 /** Most prepared statements and portals a session may hold: each costs the router its SQL text. */
 const MAX_PREPARED = 1000
@@ -81,6 +103,10 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
   let running: Cancellation | undefined
   let cancelledByClient = false
   let unregister: (() => void) | undefined
+  let block: Block | undefined
+  /** The parse of SQL texts this session executes or describes (statementOf). */
+  const parsedTexts = new Map<string, SplitStatement>()
+  let idleTimer: NodeJS.Timeout | undefined
   const login = createLogin({ socket, writer, deps, frames, registry })
 
   socket.setNoDelay(true)
@@ -89,6 +115,9 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
     closed = true
     running?.abort(CLIENT_GONE)
     unregister?.()
+    clearTimeout(idleTimer)
+    // An open transaction block is rolled back once its statement (if one runs) has stopped.
+    block?.end()
   })
   const startupTimer = setTimeout(() => {
     if (!session) fatal(new SwitchyardError('unauthorized', 'the login did not complete in time'))
@@ -96,6 +125,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
   socket.once('close', () => clearTimeout(startupTimer))
 
   socket.on('data', (chunk: Buffer) => {
+    clearTimeout(idleTimer)
     let arrived: Frame[]
     try {
       arrived = frames.push(chunk)
@@ -122,11 +152,26 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
         flush()
         if (socket.isPaused() && queuedBytes <= config.maxBodyBytes / 2) socket.resume()
       }
+      armIdleLimit()
     } catch (error) {
       fatal(error instanceof ProtocolViolation ? violation(error) : error)
     } finally {
       working = false
     }
+  }
+
+  /**
+   * Idle in a transaction block: its connection and the tenant's fence lock are held, so the block
+   * gets `wireIdleInTransactionMs` to send its next message before the session is ended (25P03).
+   */
+  function armIdleLimit() {
+    if (closed || queue.length || !block?.active) return
+    clearTimeout(idleTimer)
+    idleTimer = setTimeout(() => {
+      if (!block?.active || working) return
+      fatal(sqlState('25P03', 'terminating connection due to idle-in-transaction timeout'))
+      block.end()
+    }, config.wireIdleInTransactionMs)
   }
 
   function flush() {
@@ -151,6 +196,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
       if (outcome === 'more') return
       session = outcome
       settings = session.settings
+      block = createBlock(deps, session.tenant)
       unregister = registry.add(session.pid, session.secret, () => cancel())
       clearTimeout(startupTimer)
       return
@@ -182,7 +228,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
       case 0x53: // Sync
         await runBatch()
         skipping = false
-        readyForQuery(writer, 'I')
+        readyForQuery(writer, (block as Block).status)
         return
       case 0x58: // Terminate
         closed = true
@@ -207,6 +253,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
 
   /** An error in the extended protocol: answered, and the rest up to the Sync skipped. */
   function refuse(error: unknown) {
+    block?.fail()
     errorResponse(writer, toErrorFields(error))
     batch = []
     skipping = true
@@ -224,19 +271,53 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
     try {
       const statements = splitStatements(sql)
       if (statements.length === 0) bare(writer, 'I')
+      // As PostgreSQL does: the statements run one by one, and an error skips the rest.
       for (const statement of statements) {
-        const local = localStatement(statement, settings as SessionSettings)
-        if (local) {
-          local(writer)
-          continue
-        }
-        const [result] = await runStatements([{ sql: statement.sql, params: [], wire: { raw: true } }], [[]])
-        answerResult(result as StatementResult, [], true)
+        const result = await runOne(statement, [], { raw: true })
+        if (result) answerResult(result, [], true)
       }
     } catch (error) {
+      block?.fail()
       errorResponse(writer, toErrorFields(clientCancel(error)))
     }
-    readyForQuery(writer, 'I')
+    readyForQuery(writer, (block as Block).status)
+  }
+
+  /**
+   * One statement by what it is: transaction control (the session's block), a setting the router keeps,
+   * or SQL for the shard, in the open block or as a tenant request of its own. Local answers are written
+   * here; the shard's result is returned for the caller to answer in its protocol's way.
+   */
+  async function runOne(
+    statement: SplitStatement,
+    params: (Buffer | null)[],
+    wire: NonNullable<Statement['wire']>,
+    described = false,
+  ): Promise<StatementResult | undefined> {
+    const current = block as Block
+    if (statement.type === 'TransactionStmt') {
+      const answer = await bounded((signal) => current.control(statement.node, signal))
+      if (answer.warning) errorResponse(writer, { severity: 'WARNING', ...answer.warning }, 'N')
+      commandComplete(writer, answer.tag)
+      return undefined
+    }
+    const local = localStatement(statement, settings as SessionSettings)
+    if (local) {
+      if (current.status === 'E')
+        throw sqlState(
+          '25P02',
+          'current transaction is aborted, commands ignored until end of transaction block',
+        )
+      local(writer, described)
+      return undefined
+    }
+    const one: Statement = { sql: statement.sql, params: [], wire }
+    if (current.active) {
+      const [result] = await bounded((signal) => current.run([one], [params], signal))
+      return result
+    }
+    const [result] = await runStatements([one], [params])
+    return result
   }
 
   // ---- Extended query ----
@@ -247,6 +328,15 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
     if (skipping || actions.length === 0) return
     const { plan, error: planError, failedAt } = planBatch(actions)
     const runnable = failedAt === undefined ? actions : actions.slice(0, failedAt)
+    let sequential: boolean
+    try {
+      sequential =
+        (block as Block).active ||
+        plan.statements.some((statement) => LOCAL_TYPES.has(statementOf(statement.sql).type))
+    } catch (error) {
+      return refuse(error)
+    }
+    if (sequential) return runSequential(runnable, plan, planError)
     let results: StatementResult[] = []
     let descriptions: StatementDescription[] = []
     let runError: unknown
@@ -273,16 +363,8 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
     for (const [i, action] of runnable.entries()) {
       if (stopAt !== -1 && i >= stopAt) break
       const step = plan.steps[i] as PlannedStep
+      if (answerBookkeeping(action)) continue
       switch (action.kind) {
-        case 'parse':
-          bare(writer, '1')
-          break
-        case 'bind':
-          bare(writer, '2')
-          break
-        case 'close':
-          bare(writer, '3')
-          break
         case 'describe':
           describeAnswer(step, step.describe === undefined ? undefined : descriptions[step.describe], results)
           break
@@ -298,16 +380,87 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
     if (planError !== undefined) refuse(planError)
   }
 
-  interface PlannedStep {
-    /** Which statement of the transaction an Execute is (-1: an empty query, answered without one). */
-    execute?: number
-    empty?: boolean
-    resultFormats?: number[]
-    /** Which describe() answer a Describe takes, or the statement whose run's columns it gives. */
-    describe?: number
-    fromExecute?: number
-    noRows?: boolean
-    paramTypes?: number[]
+  /**
+   * A batch with transaction control or settings in it, or inside a transaction block: each message in
+   * turn, each statement on its own (in the block, on its pinned connection), as PostgreSQL would.
+   */
+  async function runSequential(actions: Action[], plan: Plan, planError: unknown) {
+    for (const [i, action] of actions.entries()) {
+      const step = plan.steps[i] as PlannedStep
+      if (answerBookkeeping(action)) continue
+      try {
+        switch (action.kind) {
+          case 'describe': {
+            const sql =
+              step.describe !== undefined
+                ? plan.describes[step.describe]?.sql
+                : step.fromExecute !== undefined
+                  ? plan.statements[step.fromExecute]?.sql
+                  : undefined
+            if (sql === undefined) describeAnswer(step, undefined, [])
+            else await describeOne(sql, step, plan.describes[step.describe ?? -1])
+            break
+          }
+          case 'execute': {
+            if (step.empty) {
+              bare(writer, 'I')
+              break
+            }
+            const statement = plan.statements[step.execute as number] as Statement
+            const parsed = { ...statementOf(statement.sql), sql: statement.sql }
+            const result = await runOne(
+              parsed,
+              plan.params[step.execute as number] ?? [],
+              statement.wire ?? {},
+              true,
+            )
+            if (result) answerResult(result, step.resultFormats ?? [], false)
+            break
+          }
+        }
+      } catch (error) {
+        return refuse(clientCancel(error))
+      }
+    }
+    if (planError !== undefined) refuse(planError)
+  }
+
+  /** ParseComplete, BindComplete, CloseComplete: the session's books changed when the batch was planned. */
+  function answerBookkeeping(action: Action): boolean {
+    const answers = { parse: '1', bind: '2', close: '3' } as const
+    if (action.kind !== 'parse' && action.kind !== 'bind' && action.kind !== 'close') return false
+    bare(writer, answers[action.kind])
+    return true
+  }
+
+  /** Describe of one statement: the router's own answer for what it runs itself, else the shard's. */
+  async function describeOne(sql: string, step: PlannedStep, prepared: Prepared | undefined) {
+    const parsed = statementOf(sql)
+    const ofStatement = step.resultFormats === undefined
+    if (LOCAL_TYPES.has(parsed.type)) {
+      if (ofStatement) parameterDescription(writer, prepared?.paramTypes ?? [])
+      if (parsed.type === 'VariableShowStmt')
+        rowDescription(writer, [showColumn(String(parsed.node.name ?? ''))], [])
+      else bare(writer, 'n')
+      return
+    }
+    const [description] = await describeAll([{ sql, paramTypes: prepared?.paramTypes ?? [] }])
+    if (ofStatement) parameterDescription(writer, description?.paramTypes ?? [])
+    if (description?.fields.length) rowDescription(writer, description.fields, step.resultFormats ?? [])
+    else bare(writer, 'n')
+  }
+
+  /** What the parser says a client's SQL is: one statement (Parse takes no more), kept per text. */
+  function statementOf(sql: string): SplitStatement {
+    let parsed = parsedTexts.get(sql)
+    if (parsed) return parsed
+    const statements = splitStatements(sql)
+    if (statements.length > 1)
+      throw sqlState('42601', 'cannot insert multiple commands into a prepared statement')
+    parsed = statements[0] ?? { sql: '', type: '', node: {} }
+    if (parsedTexts.size >= MAX_PREPARED) parsedTexts.clear()
+    parsedTexts.set(sql, parsed)
+    return parsed
   }
 
   /**
@@ -315,12 +468,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
    * what the shard must do: which statements to describe and which to run, in one transaction.
    */
   function planBatch(actions: Action[]) {
-    const plan = {
-      steps: [] as PlannedStep[],
-      statements: [] as Statement[],
-      params: [] as (Buffer | null)[][],
-      describes: [] as Prepared[],
-    }
+    const plan: Plan = { steps: [], statements: [], params: [], describes: [] }
     for (const [i, action] of actions.entries()) {
       try {
         plan.steps.push(planStep(action, plan, actions, i))
@@ -440,30 +588,39 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
 
   async function runStatements(statements: Statement[], params: (string | Buffer | null)[][]) {
     if (statements.length === 0) return []
-    const login = session as Login
+    const { outcome } = await bounded((signal) =>
+      runTenantRequest(deps, {
+        protocol: 'postgres',
+        tenant: (session as Login).tenant,
+        statements,
+        params,
+        consistency: 'session',
+        signal,
+      }),
+    )
+    return outcome.results
+  }
+
+  /**
+   * Runs `work` under the request's bounds, as HTTP does: its deadline (requestTimeoutMs), the client's
+   * CancelRequest and the client leaving all abort its signal, which cancels the shard's query.
+   */
+  async function bounded<T>(work: (signal: Cancellation) => Promise<T>): Promise<T> {
     const cancellation = new Cancellation()
     const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
     running = cancellation
     cancelledByClient = false
     const started = performance.now()
-    let status = 'ok'
+    let outcome = 'ok'
     try {
-      const { outcome } = await runTenantRequest(deps, {
-        protocol: 'postgres',
-        tenant: login.tenant,
-        statements,
-        params,
-        consistency: 'session',
-        signal: cancellation,
-      })
-      return outcome.results
+      return await work(cancellation)
     } catch (error) {
-      status = 'error'
+      outcome = 'error'
       throw error
     } finally {
       clearTimeout(timer)
       running = undefined
-      deps.observe(login.tenant, status, performance.now() - started)
+      deps.observe((session as Login).tenant, outcome, performance.now() - started)
     }
   }
 

@@ -65,13 +65,15 @@ export function createSettings(initial: Record<string, string>): SessionSettings
 
 /**
  * The answer to a statement the router handles itself (SET, RESET, SHOW, DISCARD ALL), or undefined for
- * one the shard runs. Transaction control is refused for now: every statement runs in a transaction of
- * its own, as an HTTP request does.
+ * one the shard runs (transaction control is the session's: block.ts). `described`: the client already
+ * has the columns (an Execute after its Describe), so SHOW's RowDescription is left out.
  */
+export type LocalAnswer = (writer: MessageWriter, described: boolean) => void
+
 export function localStatement(
   statement: SplitStatement,
   settings: SessionSettings,
-): ((writer: MessageWriter) => void) | undefined {
+): LocalAnswer | undefined {
   switch (statement.type) {
     case 'VariableSetStmt':
       return set(statement.node, settings)
@@ -80,10 +82,6 @@ export function localStatement(
     case 'DiscardStmt':
       // DISCARD ALL is what poolers send when a client leaves: nothing of this session is on a shard.
       return (writer) => commandComplete(writer, 'DISCARD ALL')
-    case 'TransactionStmt':
-      throw refused(
-        'transaction blocks (BEGIN … COMMIT) are not supported over the PostgreSQL protocol yet: each statement runs in its own transaction',
-      )
     default:
       return undefined
   }
@@ -118,6 +116,18 @@ function argText(args: unknown): string {
   return values.join(', ')
 }
 
+/** SHOW's one column: text, named after the setting. */
+export function showColumn(name: string) {
+  return {
+    name: name.toLowerCase(),
+    tableID: 0,
+    columnID: 0,
+    dataTypeID: 25,
+    dataTypeSize: -1,
+    dataTypeModifier: -1,
+  }
+}
+
 function show(name: string, settings: SessionSettings) {
   const key = name.toLowerCase()
   const value = key === 'transaction_isolation' ? 'read committed' : settings.values.get(key)
@@ -126,16 +136,8 @@ function show(name: string, settings: SessionSettings) {
     error.cause = { code: '42704', message: `unrecognized configuration parameter "${name}"` }
     throw error
   }
-  return (writer: MessageWriter) => {
-    const column = {
-      name: key,
-      tableID: 0,
-      columnID: 0,
-      dataTypeID: 25,
-      dataTypeSize: -1,
-      dataTypeModifier: -1,
-    }
-    rowDescription(writer, [column], [])
+  return (writer: MessageWriter, described: boolean) => {
+    if (!described) rowDescription(writer, [showColumn(key)], [])
     const bytes = Buffer.from(value)
     writer.begin('D').uint16(1).int32(bytes.length).raw(bytes).end()
     commandComplete(writer, 'SHOW')

@@ -1,0 +1,199 @@
+import { SwitchyardError } from '../../errors.ts'
+import type { CancelSignal } from '../../shard/wire/cancel.ts'
+import type { IsolationLevel } from '../execute.ts'
+import { beginPinned, type PinnedOptions, type PinnedTransaction } from '../pinned.ts'
+import type { Statement, StatementResult } from '../result.ts'
+import { checkStatements, type TenantRequestDeps } from '../tenant-request.ts'
+
+/** What a transaction-control statement answers: its command tag, and a warning PostgreSQL would give. */
+export interface ControlAnswer {
+  tag: string
+  warning?: { code: string; message: string }
+}
+
+/**
+ * A session's transaction block (BEGIN … COMMIT/ROLLBACK), as PostgreSQL keeps it: none, or open (its
+ * shard connection pinned from the first statement on, pinned.ts), or failed (only ROLLBACK or ROLLBACK TO
+ * a savepoint helps). A block that ran nothing costs the shards nothing.
+ */
+export function createBlock(deps: TenantRequestDeps, tenant: string) {
+  let active = false
+  let options: PinnedOptions = {}
+  let pinned: PinnedTransaction | undefined
+  /** A statement of the block failed in the router (refused, cancelled before the shard): as 'E'. */
+  let failed = false
+
+  async function open(signal: CancelSignal): Promise<PinnedTransaction> {
+    pinned ??= await beginPinned(deps, tenant, options, signal)
+    return pinned
+  }
+
+  function end() {
+    pinned?.release()
+    pinned = undefined
+    active = false
+    failed = false
+    options = {}
+  }
+
+  return {
+    get active() {
+      return active
+    },
+    /** ReadyForQuery's transaction status. */
+    get status(): 'I' | 'T' | 'E' {
+      if (!active) return 'I'
+      return failed || pinned?.status === 'E' ? 'E' : 'T'
+    },
+
+    /** The client's statements in the block, after the policy; a failure fails the block. */
+    async run(
+      statements: Statement[],
+      params: (string | Buffer | null)[][],
+      signal: CancelSignal,
+    ): Promise<StatementResult[]> {
+      if (failed || pinned?.status === 'E') throw aborted()
+      try {
+        await checkStatements(deps, tenant, statements, params, signal)
+        return await (await open(signal)).run(statements, params, signal)
+      } catch (error) {
+        failed = true
+        throw error
+      }
+    },
+
+    /** An error outside `run` (a refused SET, say) fails an open block too, as in PostgreSQL. */
+    fail() {
+      if (active) failed = true
+    },
+
+    async control(node: Record<string, unknown>, signal: CancelSignal): Promise<ControlAnswer> {
+      const kind = String(node.kind ?? '')
+      switch (kind) {
+        case 'TRANS_STMT_BEGIN':
+        case 'TRANS_STMT_START':
+          if (active)
+            return {
+              tag: 'BEGIN',
+              warning: { code: '25001', message: 'there is already a transaction in progress' },
+            }
+          options = blockOptions(node.options)
+          active = true
+          return { tag: 'BEGIN' }
+        case 'TRANS_STMT_COMMIT': {
+          if (node.chain) throw unsupported('COMMIT AND CHAIN')
+          if (!active) return { tag: 'COMMIT', warning: noBlock() }
+          if (failed || pinned?.status === 'E' || !pinned) {
+            const tag = failed || pinned?.status === 'E' ? 'ROLLBACK' : 'COMMIT'
+            if (pinned) await pinned.rollback()
+            end()
+            return { tag }
+          }
+          const committing = pinned
+          pinned = undefined
+          try {
+            return { tag: await committing.commit(signal) }
+          } finally {
+            end()
+          }
+        }
+        case 'TRANS_STMT_ROLLBACK': {
+          if (node.chain) throw unsupported('ROLLBACK AND CHAIN')
+          if (!active) return { tag: 'ROLLBACK', warning: noBlock() }
+          const rolling = pinned
+          pinned = undefined
+          try {
+            await rolling?.rollback()
+          } finally {
+            end()
+          }
+          return { tag: 'ROLLBACK' }
+        }
+        case 'TRANS_STMT_SAVEPOINT':
+        case 'TRANS_STMT_RELEASE':
+        case 'TRANS_STMT_ROLLBACK_TO': {
+          const name = String(node.savepoint_name ?? '')
+          const verb =
+            kind === 'TRANS_STMT_SAVEPOINT'
+              ? 'SAVEPOINT'
+              : kind === 'TRANS_STMT_RELEASE'
+                ? 'RELEASE'
+                : 'ROLLBACK TO'
+          if (!active) throw sqlState('25P01', `${verb} can only be used in transaction blocks`)
+          if (kind === 'TRANS_STMT_ROLLBACK_TO') {
+            if (!pinned) throw sqlState('3B001', `savepoint "${name}" does not exist`)
+          } else if (failed || pinned?.status === 'E') throw aborted()
+          const transaction = await open(signal)
+          const sql =
+            kind === 'TRANS_STMT_SAVEPOINT'
+              ? `savepoint ${quoteIdentifier(name)}`
+              : kind === 'TRANS_STMT_RELEASE'
+                ? `release savepoint ${quoteIdentifier(name)}`
+                : `rollback to savepoint ${quoteIdentifier(name)}`
+          try {
+            await transaction.control(sql, signal)
+          } catch (error) {
+            failed = true
+            throw error
+          }
+          if (kind === 'TRANS_STMT_ROLLBACK_TO') failed = false
+          return { tag: kind === 'TRANS_STMT_ROLLBACK_TO' ? 'ROLLBACK' : verb }
+        }
+        default:
+          throw unsupported('two-phase commit (PREPARE TRANSACTION, COMMIT PREPARED)')
+      }
+    },
+
+    /** The session ends: whatever is open is rolled back and its connection given back. */
+    end,
+  }
+}
+
+export type Block = ReturnType<typeof createBlock>
+
+/** BEGIN's options: the isolation level, READ ONLY, DEFERRABLE (anything else is not PostgreSQL's). */
+function blockOptions(list: unknown): PinnedOptions {
+  const options: PinnedOptions = {}
+  for (const item of Array.isArray(list) ? list : []) {
+    const element = (
+      item as { DefElem?: { defname?: string; arg?: { A_Const?: Record<string, Record<string, unknown>> } } }
+    ).DefElem
+    const constant = element?.arg?.A_Const ?? {}
+    const value = Object.values(constant)[0] ?? {}
+    switch (element?.defname) {
+      case 'transaction_isolation':
+        options.isolation = String(value.sval ?? 'read committed') as IsolationLevel
+        break
+      case 'transaction_read_only':
+        options.readOnly = Number(value.ival ?? 0) === 1
+        break
+      case 'transaction_deferrable':
+        options.deferrable = Number(value.ival ?? 0) === 1
+        break
+    }
+  }
+  if (
+    options.isolation &&
+    !['read committed', 'repeatable read', 'serializable', 'read uncommitted'].includes(options.isolation)
+  )
+    throw unsupported(`isolation level ${options.isolation}`)
+  // PostgreSQL runs READ UNCOMMITTED as READ COMMITTED.
+  if (options.isolation === ('read uncommitted' as IsolationLevel)) options.isolation = 'read committed'
+  return options
+}
+
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+function sqlState(code: string, message: string): SwitchyardError {
+  const error = new SwitchyardError('sql_error', message, { sqlstate: code })
+  error.cause = { code, message, severity: 'ERROR' }
+  return error
+}
+
+const aborted = () =>
+  sqlState('25P02', 'current transaction is aborted, commands ignored until end of transaction block')
+const noBlock = () => ({ code: '25P01', message: 'there is no transaction in progress' })
+const unsupported = (what: string) =>
+  new SwitchyardError('feature_not_supported', `${what} is not supported through the router`)
