@@ -1,9 +1,11 @@
 import { execFile } from 'node:child_process'
 import { connect as tcpConnect } from 'node:net'
 import { promisify } from 'node:util'
+import { Pool as NeonPool, neonConfig } from '@neondatabase/serverless'
 import pg from 'pg'
 import postgres from 'postgres'
 import { describe, expect } from 'vitest'
+import WebSocket from 'ws'
 import type { RunningRouter } from '../src/router/server.ts'
 import { it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { topology } from './support.ts'
@@ -347,6 +349,49 @@ describe('transactions', () => {
     } finally {
       await writer.end()
       await reader.end()
+    }
+  })
+})
+
+describe("Neon's serverless driver over a WebSocket", () => {
+  it('Pool on /v2 of the HTTP port: SCRAM login, queries, an interactive transaction rolled back, a wrong key refused', async () => {
+    neonConfig.webSocketConstructor = WebSocket
+    neonConfig.useSecureWebSocket = false
+    neonConfig.pipelineConnect = false
+    neonConfig.wsProxy = () => `127.0.0.1:${router.port}/v2`
+    const pool = new NeonPool({
+      connectionString: `postgres://${tenant.id}:${encodeURIComponent(tenant.key)}@127.0.0.1:${router.port}/switchyard`,
+    })
+    try {
+      const created = await pool.query(
+        'insert into customers (tenant_id, name) values ($1, $2) returning id',
+        [tenant.id, 'over ws'],
+      )
+      const id = created.rows[0].id as string
+      expect((await pool.query('select name from customers where id = $1', [id])).rows).toEqual([
+        { name: 'over ws' },
+      ])
+      const client = await pool.connect()
+      try {
+        await client.query('BEGIN')
+        await client.query('update customers set name = $1 where id = $2', ['renamed in block', id])
+        expect((await client.query('select name from customers where id = $1', [id])).rows[0].name).toBe(
+          'renamed in block',
+        )
+        await client.query('ROLLBACK')
+      } finally {
+        client.release()
+      }
+      expect((await pool.query('select name from customers where id = $1', [id])).rows).toEqual([
+        { name: 'over ws' },
+      ])
+      const wrong = new NeonPool({
+        connectionString: `postgres://${tenant.id}:${encodeURIComponent(other.key)}@127.0.0.1:${router.port}/switchyard`,
+      })
+      await expect(wrong.query('select 1')).rejects.toMatchObject({ code: '28P01' })
+      await wrong.end()
+    } finally {
+      await pool.end()
     }
   })
 })

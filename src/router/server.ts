@@ -23,6 +23,7 @@ import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
 import { startWireServer } from './wire/server.ts'
+import { attachWebSockets } from './wire/websocket.ts'
 
 export interface RunningRouter {
   url: string
@@ -141,6 +142,8 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     hostname: config.host,
   }) as Server
   const connections = trackConnections(server)
+  // Neon's serverless driver speaks the PostgreSQL protocol over a WebSocket on the HTTP port.
+  const webSockets = wire ? attachWebSockets(server, wire, config.maxBodyBytes) : undefined
   // A client that takes nothing from its socket (sends nothing, reads nothing) this long past the
   // request deadline is dropped: the answers it left unread are freed.
   server.setTimeout(config.requestTimeoutMs + UNREAD_GRACE_MS)
@@ -170,7 +173,8 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       closing ??= (async () => {
         ready = false
         await rescue.stop()
-        await Promise.all([stopServing(server, connections), wire?.close()])
+        // Sessions are told the router is going (57P01), then any WebSocket left is cut.
+        await Promise.all([stopServing(server, connections), wire?.close().then(() => webSockets?.close())])
         await monitor.stop()
         await pools.close()
         await routes.close()

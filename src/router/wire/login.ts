@@ -1,5 +1,4 @@
 import { randomBytes, randomInt } from 'node:crypto'
-import type { Socket } from 'node:net'
 import { scramCandidates } from '../../directory/keys.ts'
 import type { TenantRoute } from '../../directory/routes.ts'
 import { parseTenantId } from '../../directory/tenants.ts'
@@ -21,7 +20,7 @@ import {
 } from './protocol.ts'
 import { parseClientFirst, serverFirst, verifyClientFinal } from './scram.ts'
 import type { WireDeps } from './server.ts'
-import type { SessionRegistry } from './session.ts'
+import type { ClientStream, SessionRegistry } from './session.ts'
 import { createSettings, type SessionSettings } from './settings.ts'
 
 /** A client that logged in: its tenant, where the tenant lives, and what identifies its session. */
@@ -35,7 +34,7 @@ export interface Login {
 }
 
 export interface LoginContext {
-  socket: Socket
+  socket: ClientStream
   writer: MessageWriter
   deps: WireDeps
   frames: FrameReader

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
+import { type AddressInfo, createServer, type Server } from 'node:net'
 import type { Directory } from '../../directory/connection.ts'
 import { SwitchyardError } from '../../errors.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
@@ -7,7 +7,7 @@ import type { RouterApp } from '../app.ts'
 import type { TenantRequestDeps } from '../tenant-request.ts'
 import { toErrorFields } from './errors.ts'
 import { errorResponse, MessageWriter } from './protocol.ts'
-import { type SessionRegistry, serveSession } from './session.ts'
+import { type ClientStream, type SessionRegistry, serveSession } from './session.ts'
 
 /** What a PostgreSQL session needs of the router, besides what every tenant request does. */
 export interface WireDeps extends TenantRequestDeps {
@@ -25,6 +25,8 @@ export interface WireDeps extends TenantRequestDeps {
 
 export interface WireServer {
   port: number
+  /** Serves a client that came another way (a WebSocket: websocket.ts), within the same bounds. */
+  accept(stream: ClientStream): void
   /** Stops accepting and ends every session (each gets 57P01, as at a server shutdown). */
   close(): Promise<void>
 }
@@ -52,28 +54,24 @@ export async function startWireServer(
     },
   }
   const registry = createRegistry()
-  const sockets = new Set<Socket>()
-  const server: Server = createServer((socket) => {
+  const sockets = new Set<ClientStream>()
+  const accept = (socket: ClientStream) => {
+    socket.on('error', () => {})
     if (sockets.size >= config.wireMaxClients) {
       const writer = new MessageWriter()
-      errorResponse(
-        writer,
-        toErrorFields(
-          new SwitchyardError(
-            'tenant_busy',
-            `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
-          ),
-          'FATAL',
-        ),
+      const busy = new SwitchyardError(
+        'tenant_busy',
+        `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
       )
-      socket.on('error', () => {})
+      errorResponse(writer, toErrorFields(busy, 'FATAL'))
       socket.end(writer.take())
       return
     }
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
     serveSession(socket, deps, registry)
-  })
+  }
+  const server: Server = createServer(accept)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host, () => {
@@ -83,9 +81,12 @@ export async function startWireServer(
   })
   return {
     port: (server.address() as AddressInfo).port,
+    accept,
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       for (const socket of sockets) {
+        // A session that already ended (Terminate, a FATAL) is only waiting for its stream to close.
+        if (socket.writableEnded || socket.destroyed) continue
         const writer = new MessageWriter()
         errorResponse(writer, {
           severity: 'FATAL',

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { SwitchyardError } from '../../errors.ts'
 import { Cancellation } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
@@ -85,7 +85,7 @@ const MAX_BATCH = 1000
  * whichever connection serves the next Execute is sent the statement's Parse first (the wire client
  * prepares what it has not seen), so transaction pooling cannot lose them.
  */
-export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRegistry): void {
+export function serveSession(socket: ClientStream, deps: WireDeps, registry: SessionRegistry): void {
   const config = deps.topology.router
   const frames = new FrameReader(config.maxBodyBytes)
   const writer = new MessageWriter()
@@ -109,7 +109,7 @@ export function serveSession(socket: Socket, deps: WireDeps, registry: SessionRe
   let idleTimer: NodeJS.Timeout | undefined
   const login = createLogin({ socket, writer, deps, frames, registry })
 
-  socket.setNoDelay(true)
+  socket.setNoDelay?.(true)
   socket.on('error', () => {})
   socket.on('close', () => {
     closed = true
@@ -670,6 +670,9 @@ function sqlState(code: string, message: string): SwitchyardError {
 function violation(error: unknown): SwitchyardError {
   return new SwitchyardError('protocol_violation', (error as Error)?.message ?? 'protocol violation')
 }
+
+/** A client's byte stream: a TCP socket, or a WebSocket's binary messages (websocket.ts). */
+export type ClientStream = Duplex & { setNoDelay?: (noDelay?: boolean) => unknown }
 
 /** Sessions by their BackendKeyData, for CancelRequests (which come on a connection of their own). */
 export interface SessionRegistry {
