@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import pg from 'pg'
 import { describe, expect } from 'vitest'
 import { seedDemoTenant } from '../examples/appointments/demo.ts'
 import { readRouterCapability } from '../src/directory/capability.ts'
@@ -160,7 +161,8 @@ it.beforeAll(async () => {
     `grant execute on function public.hostile_session_probe() to ${topology().router.role.name}`,
   )
   fingerprint = await bFingerprint()
-  router = await startTestRouter({ poolSize: 1 })
+  // Tenant B checks three times per attack per path: far past the default 1000 requests an hour.
+  router = await startTestRouter({ poolSize: 1, rateLimitOverride: 10_000_000 })
   // The replica must have the probe and B's rows before the replica runs are compared with it.
   const replica = connect(shard(SHARD).replicas[0] as string)
   for (let tries = 0; tries < 200; tries++) {
@@ -250,6 +252,60 @@ describe('through the router (statement policy on)', () => {
     expect(JSON.stringify(answer.body)).not.toContain(marker)
     expect(await bFingerprint()).toEqual(fingerprint)
     await expectFresh(routerCheck, baseline)
+    expect((await fetch(`${router.url}/healthz`)).status).toBe(200)
+  })
+})
+
+describe('through the PostgreSQL protocol (statement policy on), each attack in BEGIN … COMMIT', () => {
+  let baseline: Probe
+
+  it.beforeAll(async () => {
+    baseline = await httpCheck()
+  })
+
+  // B checks over HTTP, on the same router and so on the same pooled connection A's block used.
+  async function httpCheck(): Promise<Probe> {
+    const answer = await post<{ results: { rows: unknown[][] }[] }>(
+      router,
+      '/v1/batch',
+      { queries: B_CHECK.map((step, i) => ({ ...step, params: i === 1 ? [tenantB] : [], method: 'all' })) },
+      { authorization: `Bearer ${keyB}`, 'x-tenant-id': tenantB },
+    )
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+    const probe = answer.body.results[0]?.rows[0]?.[0] as Probe
+    expect(probe.tenant).toBe(tenantB)
+    return probe
+  }
+
+  it.each(attacks.map((attack) => [attack.title, attack] as const))('%s', async (_title, attack) => {
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: router.pgPort as number,
+      user: tenantA,
+      password: keyA,
+      database: 'switchyard',
+    })
+    const seen: unknown[] = []
+    client.on('error', (error) => seen.push(String(error)))
+    client.on('notice', (notice) => seen.push(notice.message))
+    await client.connect()
+    try {
+      for (const sql of ['begin', ...attack.steps.map(fill), 'commit']) {
+        // Errors are the attack's business: they are kept, as its answers are.
+        seen.push(
+          await client.query(sql).then(
+            (result) => result.rows,
+            (error: Error) => error.message,
+          ),
+        )
+      }
+      await client.query('rollback').catch(() => {})
+    } finally {
+      await client.end().catch(() => {})
+    }
+    expect(JSON.stringify(seen)).not.toContain(marker)
+    expect(await bFingerprint()).toEqual(fingerprint)
+    await expectFresh(httpCheck, baseline)
     expect((await fetch(`${router.url}/healthz`)).status).toBe(200)
   })
 })
@@ -471,8 +527,9 @@ describe("role defaults only a superuser may set are the operator's", () => {
     } finally {
       await replica.close()
     }
-    // A router started now opens its sessions with the operator's limit on the role, and serves.
-    const started = await startTestRouter()
+    // A router started now opens its sessions with the operator's limit on the role, and serves. (B's
+    // requests this hour, counted in Redis by every router, are past the default limit by now.)
+    const started = await startTestRouter({ rateLimitOverride: 10_000_000 })
     const answer = await post(
       started,
       '/v1/batch',
