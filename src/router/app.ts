@@ -11,26 +11,12 @@ import type { AdminDeps } from './admin/context.ts'
 import { createAdminApi } from './admin/index.ts'
 import type { Admission } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
-import { assertTenantAllowed, bearerKey, type KeyCheck } from './auth.ts'
+import { assertTenantAllowed, type KeyCheck } from './auth.ts'
 import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
-import {
-  type PostgresErrorFields,
-  parseNeonConnectionString,
-  parseNeonRequest,
-  toNeonBatch,
-  toNeonError,
-  toNeonResult,
-} from './protocols/neon.ts'
-import {
-  normalizeParams,
-  parsePgProxyBatch,
-  parsePgProxyQuery,
-  toPgProxyBatchResponse,
-  toPgProxyResponse,
-} from './protocols/pg-proxy.ts'
-import type { Consistency } from './routing.ts'
-import { runTenantRequest, type TenantRequest } from './tenant-request.ts'
+import { HTTP_PROTOCOLS, type ProtocolRequest } from './protocols/index.ts'
+import { normalizeParams } from './protocols/pg-proxy.ts'
+import { runTenantRequest } from './tenant-request.ts'
 
 // The admin API takes any object with the registry; the router passes its whole Metrics.
 export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
@@ -118,8 +104,6 @@ export function createApp(deps: RouterApp): Hono<Env> {
     }
     await next()
   }
-  app.use('/v1/*', checkBodySize)
-  app.use('/sql', checkBodySize)
 
   app.get('/healthz', (c) => c.json({ ok: true }))
   app.get('/readyz', (c) => (deps.ready() ? c.json({ ready: true }) : c.json({ ready: false }, 503)))
@@ -127,69 +111,15 @@ export function createApp(deps: RouterApp): Hono<Env> {
     c.text(await deps.metrics.scrape(), 200, { 'content-type': deps.metrics.registry.contentType }),
   )
 
-  app.post('/v1/query', async (c) => {
-    const query = parsePgProxyQuery(await readJson(c))
-    const outcome = await runForTenant(c, deps, {
-      protocol: 'pg-proxy query',
-      tenant: c.req.header('x-tenant-id'),
-      key: bearer(c),
-      statements: [{ sql: query.sql, params: query.params }],
-      consistency: consistencyOf(c),
+  for (const protocol of HTTP_PROTOCOLS) {
+    app.use(protocol.path, checkBodySize)
+    app.post(protocol.path, async (c) => {
+      const header = (name: string) => c.req.header(name)
+      const parsed = protocol.parse(await readJson(c), header, c.req.raw.headers)
+      const outcome = await runForTenant(c, deps, parsed.request)
+      return respond(c, deps, outcome, parsed.answer(outcome.results))
     })
-    return respond(
-      c,
-      deps,
-      outcome,
-      toPgProxyResponse(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, query.method),
-    )
-  })
-
-  app.post('/v1/batch', async (c) => {
-    const batch = parsePgProxyBatch(await readJson(c))
-    const outcome = await runForTenant(c, deps, {
-      protocol: 'pg-proxy batch',
-      tenant: c.req.header('x-tenant-id'),
-      key: bearer(c),
-      statements: batch.queries.map((query) => ({ sql: query.sql, params: query.params })),
-      consistency: 'strong',
-      // The issue's contract: a batch is one transaction on the primary.
-      forceWrite: true,
-    })
-    return respond(c, deps, outcome, toPgProxyBatchResponse(outcome.results, batch.queries))
-  })
-
-  app.post('/sql', async (c) => {
-    const request = parseNeonRequest(await readJson(c), c.req.raw.headers)
-    const credentials = parseNeonConnectionString(c.req.header('neon-connection-string'))
-    const outcome = await runForTenant(c, deps, {
-      protocol: request.batch ? 'neon batch' : 'neon query',
-      tenant: credentials.tenant,
-      key: credentials.key,
-      statements: request.queries,
-      // PostgreSQL refuses serializable transactions on a hot standby: they run on the primary.
-      consistency: request.isolationSql === 'serializable' ? 'strong' : consistencyOf(c),
-      isolation: request.isolationSql,
-      readOnly: request.readOnly,
-      deferrable: request.deferrable,
-    })
-    if (request.batch)
-      return respond(
-        c,
-        deps,
-        outcome,
-        toNeonBatch(outcome.results, { rawText: request.rawText, queries: request.queries }),
-      )
-    const first = request.queries[0]
-    return respond(
-      c,
-      deps,
-      outcome,
-      toNeonResult(outcome.results[0] as NonNullable<(typeof outcome.results)[0]>, {
-        arrayMode: first?.arrayMode ?? request.arrayMode,
-        rawText: request.rawText,
-      }),
-    )
-  })
+  }
 
   app.route('/admin/v1', createAdminApi(deps))
 
@@ -219,15 +149,10 @@ export function createApp(deps: RouterApp): Hono<Env> {
       c.header('RateLimit-Remaining', '0')
       c.header('RateLimit-Reset', String(known.details?.resetSeconds))
     }
-    if (trace.protocol === 'neon') {
-      // Neon's client reads an error body only from a 400 (it turns anything else into "Server error
-      // (HTTP status N)" without a code), so every refusal goes out as a 400 carrying its code;
-      // Retry-After and the RateLimit headers still say when to come back.
-      const neon =
-        known.code === 'sql_error' && known.cause
-          ? toNeonError(known.cause as PostgresErrorFields)
-          : toNeonError(known)
-      return c.json(neon.body, status >= 500 && status !== 503 ? 500 : 400)
+    const own = HTTP_PROTOCOLS.find((protocol) => protocol.family === trace.protocol)?.error
+    if (own) {
+      const shaped = own(known, status)
+      return c.json(shaped.body as object, shaped.status as 400)
     }
     const { retryAfterSeconds: _hidden, ...details } = known.details ?? {}
     return c.json({ error: { code: known.code, message: known.message, ...details } }, status as 400)
@@ -237,10 +162,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
 }
 
 /** A tenant request as HTTP gives it: its tenant and key still to check, its parameters as JSON. */
-interface HttpTenantRequest extends Omit<TenantRequest, 'tenant' | 'params' | 'idempotencyKey' | 'signal'> {
-  tenant: string | undefined
-  key: string | undefined
-}
+type HttpTenantRequest = ProtocolRequest
 
 /**
  * auth → tenant → policy → route → admission and dispatch (side by side for reads); sets the response
@@ -391,17 +313,9 @@ async function readJson(c: Context<Env>): Promise<unknown> {
   }
 }
 
-const bearer = (c: Context<Env>) => bearerKey(c.req.header('authorization'))
-
-function consistencyOf(c: Context<Env>): Consistency {
-  const value = c.req.header('x-switchyard-consistency') ?? 'session'
-  if (value === 'session' || value === 'strong' || value === 'eventual') return value
-  throw new SwitchyardError('invalid_input', 'x-switchyard-consistency must be session, strong or eventual')
-}
-
 function protocolOf(path: string): Protocol {
-  if (path === '/sql') return 'neon'
-  if (path.startsWith('/v1/')) return 'pg-proxy'
+  const protocol = HTTP_PROTOCOLS.find((candidate) => candidate.path === path)
+  if (protocol) return protocol.family
   if (path.startsWith('/admin/')) return 'admin'
   return 'meta'
 }

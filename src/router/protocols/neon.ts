@@ -2,6 +2,8 @@ import { z } from 'zod'
 import { tenantId } from '../../directory/tenants.ts'
 import { describeIssues, isSwitchyardError, SwitchyardError } from '../../errors.ts'
 import type { Statement, StatementResult } from '../result.ts'
+import { consistencyOf } from './headers.ts'
+import type { HttpProtocol } from './index.ts'
 import { parseArrayText } from './pg-proxy.ts'
 
 /**
@@ -411,4 +413,47 @@ const arrayElements: Record<number, number> = {
   6153: 4534,
   6155: 4535,
   6157: 4536,
+}
+
+/**
+ * Neon's serverless driver over HTTP: POST /sql, the tenant and key in `Neon-Connection-String`. Its
+ * client reads an error body only from a 400 (anything else becomes "Server error (HTTP status N)"
+ * without a code), so every refusal is a 400 carrying its code, and a 5xx other than 503 a 500;
+ * Retry-After and the RateLimit headers still say when to come back.
+ */
+export const neonSql: HttpProtocol = {
+  family: 'neon',
+  path: '/sql',
+  parse(body, header, headers) {
+    const request = parseNeonRequest(body, headers)
+    const credentials = parseNeonConnectionString(header('neon-connection-string'))
+    return {
+      request: {
+        protocol: request.batch ? 'neon batch' : 'neon query',
+        tenant: credentials.tenant,
+        key: credentials.key,
+        statements: request.queries,
+        // PostgreSQL refuses serializable transactions on a hot standby: they run on the primary.
+        consistency: request.isolationSql === 'serializable' ? 'strong' : consistencyOf(header),
+        isolation: request.isolationSql,
+        readOnly: request.readOnly,
+        deferrable: request.deferrable,
+      },
+      answer(results) {
+        if (request.batch) return toNeonBatch(results, { rawText: request.rawText, queries: request.queries })
+        const first = request.queries[0]
+        return toNeonResult(results[0] as StatementResult, {
+          arrayMode: first?.arrayMode ?? request.arrayMode,
+          rawText: request.rawText,
+        })
+      },
+    }
+  },
+  error(error, status) {
+    const neon =
+      error.code === 'sql_error' && error.cause
+        ? toNeonError(error.cause as PostgresErrorFields)
+        : toNeonError(error)
+    return { body: neon.body, status: status >= 500 && status !== 503 ? 500 : 400 }
+  },
 }

@@ -1,6 +1,9 @@
 import { z } from 'zod'
 import { describeIssues, SwitchyardError } from '../../errors.ts'
+import { bearerKey } from '../auth.ts'
 import type { StatementResult } from '../result.ts'
+import { consistencyOf } from './headers.ts'
+import type { HttpProtocol } from './index.ts'
 
 /**
  * drizzle-orm's `pg-proxy` driver. drizzle hands its callback `(sql, params, method)` and expects back
@@ -310,4 +313,43 @@ function asBytes(value: unknown): Uint8Array | undefined {
   )
     return Uint8Array.from((value as { data: number[] }).data)
   return undefined
+}
+
+/** drizzle's pg-proxy, one statement: POST /v1/query, the tenant in `x-tenant-id`, the key as a bearer token. */
+export const pgProxyQuery: HttpProtocol = {
+  family: 'pg-proxy',
+  path: '/v1/query',
+  parse(body, header) {
+    const query = parsePgProxyQuery(body)
+    return {
+      request: {
+        protocol: 'pg-proxy query',
+        tenant: header('x-tenant-id'),
+        key: bearerKey(header('authorization')),
+        statements: [{ sql: query.sql, params: query.params }],
+        consistency: consistencyOf(header),
+      },
+      answer: (results) => toPgProxyResponse(results[0] as StatementResult, query.method),
+    }
+  },
+}
+
+/** drizzle's pg-proxy batch: POST /v1/batch, one transaction on the primary (the issue's contract). */
+export const pgProxyBatch: HttpProtocol = {
+  family: 'pg-proxy',
+  path: '/v1/batch',
+  parse(body, header) {
+    const batch = parsePgProxyBatch(body)
+    return {
+      request: {
+        protocol: 'pg-proxy batch',
+        tenant: header('x-tenant-id'),
+        key: bearerKey(header('authorization')),
+        statements: batch.queries.map((query) => ({ sql: query.sql, params: query.params })),
+        consistency: 'strong',
+        forceWrite: true,
+      },
+      answer: (results) => toPgProxyBatchResponse(results, batch.queries),
+    }
+  },
 }
