@@ -6,6 +6,7 @@ import pg from 'pg'
 import postgres from 'postgres'
 import { describe, expect } from 'vitest'
 import WebSocket from 'ws'
+import { revokeKey } from '../src/directory/keys.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { topology } from './support.ts'
@@ -83,6 +84,21 @@ describe('logging in', () => {
     expect(inserted.stdout.trim().split('\n')).toEqual(['Ana', 'INSERT 0 1'])
     const counted = await psql(tenant, 'select count(*) from customers')
     expect(Number(counted.stdout.trim())).toBeGreaterThanOrEqual(1)
+  })
+
+  it('a session whose key is revoked ends at its next statement once wireKeyRecheckMs has passed', async ({
+    directory,
+  }) => {
+    const strict = await startTestRouter({ wireKeyRecheckMs: 200 })
+    const own = await tenantWithKey('shard-1')
+    const client = pgClient(own, own.key, strict)
+    client.on('error', () => {})
+    await client.connect()
+    expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }])
+    await revokeKey(directory, own.key.split('_')[1] as string)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await expect(client.query('select 1 as one')).rejects.toMatchObject({ code: '28P01' })
+    await client.end().catch(() => {})
   })
 
   it('a wrong key is 28P01; a key of another tenant too; a user that is not a tenant id is refused', async () => {

@@ -72,6 +72,8 @@ export const topologySchema = z
          * a connection of the tenant's share and the tenant's fence lock, which a move's cutover waits for.
          */
         wireIdleInTransactionMs: z.coerce.number().int().min(100).default(10_000),
+        /** How often a PostgreSQL session asks the directory whether its API key was revoked. */
+        wireKeyRecheckMs: z.coerce.number().int().min(100).default(30_000),
         /** The role the router uses on shards: never owner, superuser or BYPASSRLS. */
         role: z
           .strictObject({

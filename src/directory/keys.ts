@@ -206,6 +206,16 @@ export async function scramCandidates(
 
 const MAX_SCRAM_CANDIDATES = 1000
 
+/** Whether a key still exists unrevoked: a long session (the PostgreSQL protocol) asks now and then. */
+export async function keyStillValid(directory: Directory, id: string): Promise<boolean> {
+  const [row] = await directory.db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, id), isNull(apiKeys.revokedAt)))
+    .limit(1)
+  return row !== undefined
+}
+
 export async function listKeys(directory: Directory): Promise<KeyRow[]> {
   return directory.db.select(publicColumns).from(apiKeys).orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
 }

@@ -31,6 +31,8 @@ export interface Login {
   pid: number
   secret: Buffer
   settings: SessionSettings
+  /** The API key the client proved it holds: a revoke ends the session (session.ts). */
+  keyId: string
 }
 
 export interface LoginContext {
@@ -56,6 +58,7 @@ export function createLogin(context: LoginContext) {
   let phase: 'startup' | 'sasl-initial' | 'sasl-final' = 'startup'
   let tenant = ''
   let applicationName = ''
+  let keyId = ''
   let scram: ReturnType<typeof parseClientFirst> | undefined
   let first: ReturnType<typeof serverFirst> | undefined
   let candidates: Awaited<ReturnType<typeof scramCandidates>> | undefined
@@ -139,6 +142,7 @@ export function createLogin(context: LoginContext) {
       candidates?.keys ?? [],
     )
     if (!verdict.matched) throw failed()
+    keyId = verdict.matched.id
     authenticationRequest(writer, 12, verdict.serverFinal)
     authenticationRequest(writer, 0)
     const route = await deps.routes.resolve(tenant)
@@ -170,7 +174,7 @@ export function createLogin(context: LoginContext) {
     const secret = randomBytes(4)
     backendKeyData(writer, pid, secret)
     readyForQuery(writer, 'I')
-    return { tenant, route, pid, secret, settings }
+    return { tenant, route, pid, secret, settings, keyId }
   }
 
   function failed() {

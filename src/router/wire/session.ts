@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { keyStillValid } from '../../directory/keys.ts'
 import { SwitchyardError } from '../../errors.ts'
 import { Cancellation } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
@@ -104,6 +105,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   let cancelledByClient = false
   let unregister: (() => void) | undefined
   let block: Block | undefined
+  let keyCheckedAt = Date.now()
   /** The parse of SQL texts this session executes or describes (statementOf). */
   const parsedTexts = new Map<string, SplitStatement>()
   let idleTimer: NodeJS.Timeout | undefined
@@ -586,6 +588,21 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   // ---- Running and answering ----
 
+  /**
+   * A key revoked after the login ends the session at its next statement once `wireKeyRecheckMs` (30 s,
+   * the HTTP key cache's TTL) has passed since the last check. With the directory down, the session goes on (as HTTP serves keys it has seen).
+   */
+  async function checkKey() {
+    const login = session as Login
+    if (Date.now() - keyCheckedAt < config.wireKeyRecheckMs) return
+    const valid = await keyStillValid(deps.directory, login.keyId).catch(() => true)
+    keyCheckedAt = Date.now()
+    if (!valid) {
+      fatal(new SwitchyardError('unauthorized', 'the API key of this session was revoked'))
+      throw new SwitchyardError('unauthorized', 'the API key of this session was revoked')
+    }
+  }
+
   async function runStatements(statements: Statement[], params: (string | Buffer | null)[][]) {
     if (statements.length === 0) return []
     const { outcome } = await bounded((signal) =>
@@ -606,6 +623,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    * CancelRequest and the client leaving all abort its signal, which cancels the shard's query.
    */
   async function bounded<T>(work: (signal: Cancellation) => Promise<T>): Promise<T> {
+    await checkKey()
     const cancellation = new Cancellation()
     const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
     running = cancellation
