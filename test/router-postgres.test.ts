@@ -442,6 +442,18 @@ describe('hostile bytes', () => {
     await client.end()
   })
 
+  it('a Parse of a statement past maxStatementBytes is refused (54000) before it is kept; the session goes on', async () => {
+    const client = pgClient(tenant)
+    await client.connect()
+    try {
+      const long = `select $1::text as v -- ${'x'.repeat(70_000)}`
+      await expect(client.query(long, ['a'])).rejects.toMatchObject({ code: '54000' })
+      expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }])
+    } finally {
+      await client.end()
+    }
+  })
+
   it('a login that never finishes is closed at the login timeout', async () => {
     const quick = await startTestRouter({ wireLoginTimeoutMs: 300 })
     const closed = await new Promise<boolean>((resolve) => {

@@ -23,12 +23,23 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
   /** A statement of the block failed in the router (refused, cancelled before the shard): as 'E'. */
   let failed = false
 
+  /** Generation of the block: a block that ended while its connection was being pinned gives it back. */
+  let generation = 0
+
   async function open(signal: CancelSignal): Promise<PinnedTransaction> {
-    pinned ??= await beginPinned(deps, tenant, options, signal)
-    return pinned
+    if (pinned) return pinned
+    const mine = generation
+    const opened = await beginPinned(deps, tenant, options, signal)
+    if (mine !== generation || !active) {
+      opened.release()
+      throw new SwitchyardError('client_gone', 'the transaction block ended while it was starting')
+    }
+    pinned = opened
+    return opened
   }
 
   function end() {
+    generation++
     pinned?.release()
     pinned = undefined
     active = false

@@ -14,6 +14,7 @@ export interface WireDeps extends TenantRequestDeps {
   directory: Directory
   /** Parse and Describe on a node of the shard (nothing runs): a client's Describe before it binds. */
   describe(
+    tenant: string,
     shard: string,
     statements: { sql: string; paramTypes: number[] }[],
   ): Promise<StatementDescription[]>
@@ -45,7 +46,7 @@ export async function startWireServer(
   const deps: WireDeps = {
     ...app,
     shardSettings,
-    describe: (shard, statements) => describeOn(app, shard, statements),
+    describe: (tenant, shard, statements) => describeOn(app, tenant, shard, statements),
     observe(_tenant, outcome, ms) {
       app.metrics.requestDuration.observe(
         { protocol: 'postgres', shard: 'any', role: 'any', outcome },
@@ -100,17 +101,25 @@ export async function startWireServer(
   }
 }
 
+/** A Describe on the tenant's primary, within the tenant's fair share of its pool like any request. */
 async function describeOn(
   app: RouterApp,
+  tenant: string,
   shard: string,
   statements: { sql: string; paramTypes: number[] }[],
 ): Promise<StatementDescription[]> {
-  const pool = app.pools.pool(app.routing.primary(shard).name)
-  const connection = await pool.reserve({ timeoutMs: app.limits.poolWaitMs })
+  const node = app.routing.primary(shard).name
+  const pool = app.pools.pool(node)
+  const done = await app.shares.acquire(tenant, node)
   try {
-    return await connection.describe(statements, { timeoutMs: app.topology.router.requestTimeoutMs })
+    const connection = await pool.reserve({ timeoutMs: app.limits.poolWaitMs })
+    try {
+      return await connection.describe(statements, { timeoutMs: app.topology.router.requestTimeoutMs })
+    } finally {
+      pool.release(connection)
+    }
   } finally {
-    pool.release(connection)
+    done()
   }
 }
 

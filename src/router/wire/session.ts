@@ -73,6 +73,22 @@ interface Plan {
   describes: Prepared[]
 }
 
+/**
+ * Bytes one session may hold in its statements and portals, and in one batch before its Sync: with
+ * `wireMaxClients` sessions, at most that many times this.
+ */
+const SESSION_BYTES = 4 * 1024 * 1024
+
+function heldBytes(value: Prepared | Portal): number {
+  if ('sql' in value) return 2 * value.sql.length + 64
+  let bytes = 64
+  for (const param of value.bind.params) bytes += (param?.length ?? 0) + 16
+  return bytes
+}
+
+/** Parses of SQL texts a session keeps (statementOf): its few statements, over and over. */
+const PARSED_TEXTS = 100
+
 /** Most prepared statements and portals a session may hold: each costs the router its SQL text. */
 const MAX_PREPARED = 1000
 /** Extended-protocol messages a client may send before its Sync. */
@@ -99,6 +115,9 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   const prepared = new Map<string, Prepared>()
   const portals = new Map<string, Portal>()
   let batch: Action[] = []
+  let batchBytes = 0
+  /** Bytes the session's statements and portals hold (heldBytes). */
+  let held = 0
   /** An extended-protocol error: everything up to the Sync is skipped. */
   let skipping = false
   let running: Cancellation | undefined
@@ -215,16 +234,16 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
             name: parse.name,
             statement: { sql: parse.sql, paramTypes: parse.paramTypes },
           }
-        })
+        }, frame.body.length)
       case 0x42: // Bind
-        return queueAction(() => ({ kind: 'bind', bind: readBind(reader) }))
+        return queueAction(() => ({ kind: 'bind', bind: readBind(reader) }), frame.body.length)
       case 0x44: // Describe
-        return queueAction(() => ({ kind: 'describe', ...targetOf(reader) }))
+        return queueAction(() => ({ kind: 'describe', ...targetOf(reader) }), frame.body.length)
       case 0x45: // Execute
         // A row limit (a cursor's fetch size) is not kept: the portal runs to completion.
-        return queueAction(() => ({ kind: 'execute', portal: readExecute(reader).portal }))
+        return queueAction(() => ({ kind: 'execute', portal: readExecute(reader).portal }), frame.body.length)
       case 0x43: // Close
-        return queueAction(() => ({ kind: 'close', ...targetOf(reader) }))
+        return queueAction(() => ({ kind: 'close', ...targetOf(reader) }), frame.body.length)
       case 0x48: // Flush
         return runBatch()
       case 0x53: // Sync
@@ -245,12 +264,42 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     }
   }
 
-  function queueAction(read: () => Action) {
+  function queueAction(read: () => Action, bytes: number) {
     const action = read()
     if (skipping) return
     if (batch.length >= MAX_BATCH)
       return refuse(new SwitchyardError('too_many_statements', `at most ${MAX_BATCH} messages before a Sync`))
+    // What a batch holds until its Sync (a Bind's values): bounded like what a session keeps.
+    if (batchBytes + bytes > SESSION_BYTES)
+      return refuse(
+        new SwitchyardError('body_too_large', `at most ${SESSION_BYTES} bytes of messages before a Sync`),
+      )
+    batchBytes += bytes
     batch.push(action)
+  }
+
+  /** The session's statements and portals, and the bytes they hold (SQL text, bound values). */
+  function keep(kind: 'statement' | 'portal', name: string, value: Prepared | Portal) {
+    const map: Map<string, Prepared | Portal> = kind === 'statement' ? prepared : portals
+    if (map.size >= MAX_PREPARED && !map.has(name))
+      throw new SwitchyardError('too_many_statements', `at most ${MAX_PREPARED} ${kind}s per session`)
+    const bytes = heldBytes(value)
+    const replaced = map.get(name)
+    const after = held + bytes - (replaced ? heldBytes(replaced) : 0)
+    if (after > SESSION_BYTES)
+      throw new SwitchyardError(
+        'body_too_large',
+        `this session's statements and portals would hold more than ${SESSION_BYTES} bytes: close some`,
+      )
+    held = after
+    map.set(name, value)
+  }
+
+  function drop(kind: 'statement' | 'portal', name: string) {
+    const map: Map<string, Prepared | Portal> = kind === 'statement' ? prepared : portals
+    const value = map.get(name)
+    if (value) held -= heldBytes(value)
+    map.delete(name)
   }
 
   /** An error in the extended protocol: answered, and the rest up to the Sync skipped. */
@@ -258,6 +307,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     block?.fail()
     errorResponse(writer, toErrorFields(error))
     batch = []
+    batchBytes = 0
     skipping = true
   }
 
@@ -327,6 +377,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   async function runBatch() {
     const actions = batch
     batch = []
+    batchBytes = 0
     if (skipping || actions.length === 0) return
     const { plan, error: planError, failedAt } = planBatch(actions)
     const runnable = failedAt === undefined ? actions : actions.slice(0, failedAt)
@@ -460,7 +511,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     if (statements.length > 1)
       throw sqlState('42601', 'cannot insert multiple commands into a prepared statement')
     parsed = statements[0] ?? { sql: '', type: '', node: {} }
-    if (parsedTexts.size >= MAX_PREPARED) parsedTexts.clear()
+    if (parsedTexts.size >= PARSED_TEXTS) parsedTexts.clear()
     parsedTexts.set(sql, parsed)
     return parsed
   }
@@ -491,26 +542,23 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 'parse': {
         if (action.name !== '' && prepared.has(action.name))
           throw sqlState('42P05', `prepared statement "${action.name}" already exists`)
-        if (prepared.size >= MAX_PREPARED && !prepared.has(action.name))
+        if (action.statement.sql.length > config.maxStatementBytes)
           throw new SwitchyardError(
-            'too_many_statements',
-            `at most ${MAX_PREPARED} prepared statements per session`,
+            'statement_too_large',
+            `a statement is longer than ${config.maxStatementBytes} bytes: send values as parameters, or split it`,
           )
-        prepared.set(action.name, action.statement)
+        keep('statement', action.name, action.statement)
         return {}
       }
       case 'bind': {
         const statement = prepared.get(action.bind.statement)
         if (!statement)
           throw sqlState('26000', `prepared statement "${action.bind.statement}" does not exist`)
-        if (portals.size >= MAX_PREPARED && !portals.has(action.bind.portal))
-          throw new SwitchyardError('too_many_statements', `at most ${MAX_PREPARED} portals per session`)
-        portals.set(action.bind.portal, { statement, bind: action.bind })
+        keep('portal', action.bind.portal, { statement, bind: action.bind })
         return {}
       }
       case 'close': {
-        if (action.target === 'S') prepared.delete(action.name)
-        else portals.delete(action.name)
+        drop(action.target === 'S' ? 'statement' : 'portal', action.name)
         return {}
       }
       case 'describe': {
@@ -581,6 +629,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     if (statements.length === 0) return []
     for (const statement of statements) classify(statement.sql)
     return deps.describe(
+      (session as Login).tenant,
       (session as Login).route.shard,
       statements.map((statement) => ({ sql: statement.sql, paramTypes: statement.paramTypes })),
     )
