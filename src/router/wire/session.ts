@@ -171,6 +171,9 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         queuedBytes -= frame.body.length
         await handle(frame)
         flush()
+        // A client that does not read its answers gets no more of them: what the router holds for it
+        // is one answer (at most the result budget) until it reads.
+        if (socket.writableNeedDrain) await drained()
         if (socket.isPaused() && queuedBytes <= config.maxBodyBytes / 2) socket.resume()
       }
       armIdleLimit()
@@ -193,6 +196,18 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       fatal(sqlState('25P03', 'terminating connection due to idle-in-transaction timeout'))
       block.end()
     }, config.wireIdleInTransactionMs)
+  }
+
+  function drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off('drain', done)
+        socket.off('close', done)
+        resolve()
+      }
+      socket.on('drain', done)
+      socket.on('close', done)
+    })
   }
 
   function flush() {
