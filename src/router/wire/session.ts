@@ -214,8 +214,15 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     if (!closed) socket.write(writer.take())
   }
 
+  /** A failure that is not the router's own refusal is a bug: the client hears `internal`, the log the rest. */
+  function report(error: unknown) {
+    if (!(error instanceof SwitchyardError))
+      deps.logger.error({ err: error, tenant: session?.tenant }, 'PostgreSQL session: internal error')
+  }
+
   function fatal(error: unknown) {
     if (closed) return
+    report(error)
     errorResponse(writer, toErrorFields(error, 'FATAL'))
     socket.end(writer.take())
     closed = true
@@ -319,6 +326,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   /** An error in the extended protocol: answered, and the rest up to the Sync skipped. */
   function refuse(error: unknown) {
+    report(error)
     block?.fail()
     errorResponse(writer, toErrorFields(error))
     batch = []
@@ -643,9 +651,12 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   async function describeAll(statements: Prepared[]): Promise<StatementDescription[]> {
     if (statements.length === 0) return []
     for (const statement of statements) classify(statement.sql)
+    const tenant = (session as Login).tenant
+    // Where the tenant is now (it may have moved since the login): its primary's pool, its share of it.
+    const route = await deps.routes.resolve(tenant)
     return deps.describe(
-      (session as Login).tenant,
-      (session as Login).route.shard,
+      tenant,
+      route.shard,
       statements.map((statement) => ({ sql: statement.sql, paramTypes: statement.paramTypes })),
     )
   }
