@@ -66,6 +66,7 @@ export async function startWireServer(
       )
       errorResponse(writer, toErrorFields(busy, 'FATAL'))
       socket.end(writer.take())
+      setTimeout(() => socket.destroy(), 1000).unref()
       return
     }
     sockets.add(socket)
@@ -95,6 +96,7 @@ export async function startWireServer(
           message: 'terminating connection: the router is shutting down',
         })
         socket.end(writer.take())
+        setTimeout(() => socket.destroy(), 1000).unref()
       }
       await closed
     },

@@ -80,8 +80,8 @@ interface Plan {
 const SESSION_BYTES = 4 * 1024 * 1024
 
 function heldBytes(value: Prepared | Portal): number {
-  if ('sql' in value) return 2 * value.sql.length + 64
-  let bytes = 64
+  if ('sql' in value) return 2 * value.sql.length + 8 * value.paramTypes.length + 64
+  let bytes = 64 + 8 * (value.bind.paramFormats.length + value.bind.resultFormats.length)
   for (const param of value.bind.params) bytes += (param?.length ?? 0) + 16
   return bytes
 }
@@ -198,9 +198,15 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     }, config.wireIdleInTransactionMs)
   }
 
+  /** Its answers read within requestTimeoutMs, or the client is cut off (it holds a block, a share). */
   function drained(): Promise<void> {
     return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        socket.destroy()
+        done()
+      }, config.requestTimeoutMs)
       const done = () => {
+        clearTimeout(timer)
         socket.off('drain', done)
         socket.off('close', done)
         resolve()
@@ -208,6 +214,21 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       socket.on('drain', done)
       socket.on('close', done)
     })
+  }
+
+  /** Sends what is written so far and waits until the client has taken it: one answer held at a time. */
+  async function answered() {
+    flush()
+    if (socket.writableNeedDrain) await drained()
+  }
+
+  /** Ends the session: a client that never closes its side is cut off shortly after. */
+  function hangUp(last?: Buffer) {
+    closed = true
+    socket.end(last)
+    setTimeout(() => socket.destroy(), 1000).unref()
+    running?.abort(CLIENT_GONE)
+    block?.end()
   }
 
   function flush() {
@@ -224,9 +245,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     if (closed) return
     report(error)
     errorResponse(writer, toErrorFields(error, 'FATAL'))
-    socket.end(writer.take())
-    closed = true
-    running?.abort(CLIENT_GONE)
+    hangUp(writer.take())
   }
 
   async function handle(frame: Frame) {
@@ -274,8 +293,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         readyForQuery(writer, (block as Block).status)
         return
       case 0x58: // Terminate
-        closed = true
-        socket.end()
+        hangUp()
         return
       case 0x46: // FunctionCall
         return refuse(
@@ -350,6 +368,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       for (const statement of statements) {
         const result = await runOne(statement, [], { raw: true })
         if (result) answerResult(result, [], true)
+        await answered()
       }
     } catch (error) {
       block?.fail()
@@ -491,6 +510,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
               true,
             )
             if (result) answerResult(result, step.resultFormats ?? [], false)
+            await answered()
             break
           }
         }

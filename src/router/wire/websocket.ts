@@ -22,6 +22,8 @@ export function attachWebSockets(server: Server, wire: WireServer, maxBytes: num
     }
     sockets.handleUpgrade(request, socket, head, (ws) => {
       const stream = createWebSocketStream(ws)
+      // The stream emits no 'close' of its own when the peer goes: the session listens for it.
+      ws.on('close', () => stream.destroy())
       // An error of the WebSocket (a frame too large, a broken connection) ends the session.
       stream.on('error', () => stream.destroy())
       wire.accept(stream)
