@@ -29,6 +29,8 @@ export interface UnreadAnswers {
    * whichever comes first (a pipelined response that never got the socket sees only the latter).
    */
   hold(tenant: string, bytes: number, outgoing: Outgoing | undefined): void
+  /** Counts `bytes` for `tenant` until the returned release is called (a PostgreSQL session's socket drains). */
+  take(tenant: string, bytes: number): () => void
   readonly bytes: number
 }
 
@@ -36,6 +38,19 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
   const perTenant = Math.floor(maxBytes / 4)
   const byTenant = new Map<string, number>()
   let total = 0
+  function take(tenant: string, bytes: number): () => void {
+    total += bytes
+    byTenant.set(tenant, (byTenant.get(tenant) ?? 0) + bytes)
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      total -= bytes
+      const left = (byTenant.get(tenant) ?? 0) - bytes
+      if (left <= 0) byTenant.delete(tenant)
+      else byTenant.set(tenant, left)
+    }
+  }
   return {
     admit(tenant, adding = 0) {
       const mine = byTenant.get(tenant) ?? 0
@@ -53,21 +68,15 @@ export function createUnreadAnswers(maxBytes: number): UnreadAnswers {
           { retryAfterSeconds: 1 },
         )
     },
+    take,
     hold(tenant, bytes, outgoing) {
       const socket = outgoing?.req?.socket
       if (!outgoing || !socket || socket.destroyed) return
-      total += bytes
-      byTenant.set(tenant, (byTenant.get(tenant) ?? 0) + bytes)
-      let held = true
+      const taken = take(tenant, bytes)
       const release = () => {
-        if (!held) return
-        held = false
         // A keep-alive socket serves many answers: its listener goes with the answer it was added for.
         socket.removeListener('close', release)
-        total -= bytes
-        const left = (byTenant.get(tenant) ?? 0) - bytes
-        if (left <= 0) byTenant.delete(tenant)
-        else byTenant.set(tenant, left)
+        taken()
       }
       outgoing.once('finish', release)
       outgoing.once('close', release)

@@ -58,7 +58,10 @@ export class FrameReader {
   private peek(size: number): Buffer {
     const first = this.pending[0] as Buffer
     if (first.length >= size) return first
-    return Buffer.concat(this.pending).subarray(0, size)
+    // Merged once and kept merged: a client sending a byte at a time cannot make each chunk copy all before it.
+    const merged = Buffer.concat(this.pending)
+    this.pending = [merged]
+    return merged
   }
 
   private take(size: number): Buffer {

@@ -3,6 +3,7 @@ import { type AddressInfo, createServer, type Server } from 'node:net'
 import type { Directory } from '../../directory/connection.ts'
 import { SwitchyardError } from '../../errors.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
+import type { UnreadAnswers } from '../answers.ts'
 import type { RouterApp } from '../app.ts'
 import type { TenantRequestDeps } from '../tenant-request.ts'
 import { toErrorFields } from './errors.ts'
@@ -12,6 +13,8 @@ import { type ClientStream, type SessionRegistry, serveSession } from './session
 /** What a PostgreSQL session needs of the router, besides what every tenant request does. */
 export interface WireDeps extends TenantRequestDeps {
   directory: Directory
+  /** Answers built and not yet read, with HTTP's (invariant 8). */
+  answers: UnreadAnswers
   /** Parse and Describe on a node of the shard (nothing runs): a client's Describe before it binds. */
   describe(
     tenant: string,

@@ -64,6 +64,8 @@ type PlannedStep = {
   fromExecute?: number
   noRows?: boolean
   paramTypes?: number[]
+  /** Puts the session's books back as they were before this message (it is skipped after an error). */
+  undo?: () => void
 }
 
 interface Plan {
@@ -198,14 +200,22 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     }, config.wireIdleInTransactionMs)
   }
 
-  /** Its answers read within requestTimeoutMs, or the client is cut off (it holds a block, a share). */
+  /**
+   * Its answers read within requestTimeoutMs, or the client is cut off (it holds a block, a share).
+   * Meanwhile what it has not read counts against the router's unread bound (invariant 8) as an HTTP
+   * answer does: a tenant's sessions that all stop reading are refused further work, not each served.
+   */
   function drained(): Promise<void> {
+    const release = deps.answers.take(session?.tenant ?? '', socket.writableLength)
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
+        // Nothing more is run for it: what it queued is dropped with the socket.
+        closed = true
         socket.destroy()
         done()
       }, config.requestTimeoutMs)
       const done = () => {
+        release()
         clearTimeout(timer)
         socket.off('drain', done)
         socket.off('close', done)
@@ -318,8 +328,12 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     batch.push(action)
   }
 
-  /** The session's statements and portals, and the bytes they hold (SQL text, bound values). */
-  function keep(kind: 'statement' | 'portal', name: string, value: Prepared | Portal) {
+  /**
+   * The session's statements and portals, and the bytes they hold (SQL text, bound values). Both return
+   * how to put the name back as it was: a batch's messages after its error are skipped, as PostgreSQL
+   * skips them, so what they kept or closed is undone.
+   */
+  function keep(kind: 'statement' | 'portal', name: string, value: Prepared | Portal): () => void {
     const map: Map<string, Prepared | Portal> = kind === 'statement' ? prepared : portals
     if (map.size >= MAX_PREPARED && !map.has(name))
       throw new SwitchyardError('too_many_statements', `at most ${MAX_PREPARED} ${kind}s per session`)
@@ -333,13 +347,30 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       )
     held = after
     map.set(name, value)
+    return () => {
+      drop(kind, name)
+      if (replaced) restore(map, name, replaced)
+    }
   }
 
-  function drop(kind: 'statement' | 'portal', name: string) {
+  function drop(kind: 'statement' | 'portal', name: string): () => void {
     const map: Map<string, Prepared | Portal> = kind === 'statement' ? prepared : portals
     const value = map.get(name)
     if (value) held -= heldBytes(value)
     map.delete(name)
+    return () => {
+      if (value) restore(map, name, value)
+    }
+  }
+
+  function restore(map: Map<string, Prepared | Portal>, name: string, value: Prepared | Portal) {
+    map.set(name, value)
+    held += heldBytes(value)
+  }
+
+  /** Undoes the books of a batch's messages from `from` on, last first: they were skipped. */
+  function skipFrom(steps: PlannedStep[], from: number) {
+    for (let i = steps.length - 1; i >= from; i--) steps[i]?.undo?.()
   }
 
   /** An error in the extended protocol: answered, and the rest up to the Sync skipped. */
@@ -366,6 +397,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       if (statements.length === 0) bare(writer, 'I')
       // As PostgreSQL does: the statements run one by one, and an error skips the rest.
       for (const statement of statements) {
+        if (closed) return
         const result = await runOne(statement, [], { raw: true })
         if (result) answerResult(result, [], true)
         await answered()
@@ -429,6 +461,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         (block as Block).active ||
         plan.statements.some((statement) => LOCAL_TYPES.has(statementOf(statement.sql).type))
     } catch (error) {
+      skipFrom(plan.steps, 0)
       return refuse(error)
     }
     if (sequential) return runSequential(runnable, plan, planError)
@@ -471,7 +504,10 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         }
       }
     }
-    if (runError !== undefined) return refuse(runError)
+    if (runError !== undefined) {
+      skipFrom(plan.steps, stopAt === -1 ? plan.steps.length : stopAt)
+      return refuse(runError)
+    }
     if (planError !== undefined) refuse(planError)
   }
 
@@ -481,6 +517,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    */
   async function runSequential(actions: Action[], plan: Plan, planError: unknown) {
     for (const [i, action] of actions.entries()) {
+      if (closed) return
       const step = plan.steps[i] as PlannedStep
       if (answerBookkeeping(action)) continue
       try {
@@ -515,6 +552,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
           }
         }
       } catch (error) {
+        skipFrom(plan.steps, i + 1)
         return refuse(clientCancel(error))
       }
     }
@@ -590,19 +628,18 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
             'statement_too_large',
             `a statement is longer than ${config.maxStatementBytes} bytes: send values as parameters, or split it`,
           )
-        keep('statement', action.name, action.statement)
-        return {}
+        // A statement the parser refuses (two commands, bad syntax) fails its own Parse, as in PostgreSQL.
+        statementOf(action.statement.sql)
+        return { undo: keep('statement', action.name, action.statement) }
       }
       case 'bind': {
         const statement = prepared.get(action.bind.statement)
         if (!statement)
           throw sqlState('26000', `prepared statement "${action.bind.statement}" does not exist`)
-        keep('portal', action.bind.portal, { statement, bind: action.bind })
-        return {}
+        return { undo: keep('portal', action.bind.portal, { statement, bind: action.bind }) }
       }
       case 'close': {
-        drop(action.target === 'S' ? 'statement' : 'portal', action.name)
-        return {}
+        return { undo: drop(action.target === 'S' ? 'statement' : 'portal', action.name) }
       }
       case 'describe': {
         if (action.target === 'S') {
@@ -719,6 +756,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    */
   async function bounded<T>(work: (signal: Cancellation) => Promise<T>): Promise<T> {
     await checkKey()
+    deps.answers.admit((session as Login).tenant)
     const cancellation = new Cancellation()
     const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
     running = cancellation

@@ -1,0 +1,210 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep, setImmediate as tick } from 'node:timers/promises'
+import pg from 'pg'
+import { describe, expect } from 'vitest'
+import type { RunningRouter } from '../src/router/server.ts'
+import {
+  writeBind,
+  writeClose,
+  writeExecute,
+  writeParse,
+  writeQuery,
+  writeSync,
+  writeTerminate,
+} from '../src/shard/wire/messages.ts'
+import { it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { errorCodes, RawPostgres } from './raw-postgres.ts'
+
+/**
+ * The PostgreSQL front end's bounds, with a client that sends exactly what a test writes: a client that
+ * stops reading, one that never closes its side, a WebSocket closed by its peer, a session that keeps
+ * huge statements, and a batch cut short by an error. Each is something no driver does and an attacker
+ * would; each must cost the router a bounded amount and nobody else anything.
+ */
+
+let router: RunningRouter
+let tenant: TestTenant
+let other: TestTenant
+
+it.beforeAll(async () => {
+  router = await startTestRouter({
+    requestTimeoutMs: 8_000,
+    maxUnreadBytes: 8 * 1024 * 1024,
+    wireIdleInTransactionMs: 60_000,
+  })
+  tenant = await tenantWithKey('shard-1')
+  other = await tenantWithKey('shard-2')
+})
+
+const login = (who: TestTenant, options: { halfOpen?: boolean } = {}) =>
+  RawPostgres.login(router.pgPort as number, who.id, who.key, options)
+
+async function query(who: TestTenant, sql: string, params: unknown[] = []) {
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port: router.pgPort as number,
+    user: who.id,
+    password: who.key,
+    database: 'switchyard',
+  })
+  await client.connect()
+  try {
+    return await client.query(sql, params)
+  } finally {
+    await client.end()
+  }
+}
+
+describe('a client that does not read', () => {
+  it('holds one answer at a time, counted against its tenant’s unread bound, and is cut off at requestTimeoutMs', async () => {
+    const stuck = await login(tenant)
+    stuck.socket.pause()
+    // Twelve answers of 4 MB each: 48 MB if the router answered a client that does not read.
+    const statements = Array.from({ length: 12 }, () => `select repeat('x', 4000000) as big`).join('; ')
+    writeQuery(stuck.writer, statements)
+    stuck.send()
+    // While it holds more than its tenant's share (a quarter of maxUnreadBytes) unread, the tenant's
+    // other sessions are refused (53300); another tenant is served.
+    await expect
+      .poll(
+        () =>
+          query(tenant, 'select 1 as one').then(
+            () => 'served',
+            (error) => error.code,
+          ),
+        {
+          timeout: 6_000,
+          interval: 200,
+        },
+      )
+      .toBe('53300')
+    expect((await query(other, 'select 1 as one')).rows).toEqual([{ one: 1 }])
+    // Past requestTimeoutMs the router cuts it off, and what it held is released. (A paused socket
+    // hears of its reset only once it reads again.)
+    await expect.poll(() => router.app.answers.bytes, { timeout: 20_000, interval: 200 }).toBe(0)
+    stuck.socket.resume()
+    await stuck.closed
+    const completed: string[] = []
+    for (let message = await stuck.next(); message; message = await stuck.next())
+      if (message.type === 'C') completed.push(message.body.toString())
+    expect(completed.length).toBeLessThan(12)
+    expect((await query(tenant, 'select 1 as one')).rows).toEqual([{ one: 1 }])
+  })
+})
+
+/**
+ * The router ended its side (FIN), and then let the socket go: a client that keeps its side open learns
+ * that only when it writes (the router's kernel answers a socket nobody holds with a reset). Were the
+ * router still holding it, the bytes would be read and the socket would stay open.
+ */
+async function letGo(client: RawPostgres) {
+  await client.endedByRouter
+  for (let i = 0; i < 100 && !client.ended; i++) {
+    client.send(Buffer.from([0]))
+    await sleep(100)
+  }
+  expect(client.ended).toBe(true)
+}
+
+describe('ending sessions', () => {
+  it('a Terminate, or a FATAL, from a client that never closes its side: the router closes the connection', async () => {
+    const terminated = await login(tenant, { halfOpen: true })
+    writeTerminate(terminated.writer)
+    terminated.send()
+    await letGo(terminated)
+    const violated = await login(tenant, { halfOpen: true })
+    violated.send(Buffer.from([0x7a, 0, 0, 0, 4]))
+    expect(errorCodes([await violated.expect('E')])).toEqual(['08P01'])
+    await letGo(violated)
+  })
+
+  it('a WebSocket closed by its peer ends its session: the open block is rolled back and its locks freed', async () => {
+    const id = randomUUID()
+    const { ws, client } = await RawPostgres.loginWebSocket(
+      `ws://127.0.0.1:${router.port}/v2`,
+      tenant.id,
+      tenant.key,
+    )
+    writeQuery(
+      client.writer,
+      `begin; insert into customers (id, tenant_id, name) values ('${id}', '${tenant.id}', 'held')`,
+    )
+    client.send()
+    const answered = await client.until('Z')
+    expect(errorCodes(answered)).toEqual([])
+    expect(answered.at(-1)?.body.toString()).toBe('T')
+    ws.close()
+    // Were the block still open, this insert would wait on its row lock until requestTimeoutMs (57014);
+    // the idle limit (60 s here) would not end it first.
+    const inserted = await query(
+      tenant,
+      'insert into customers (id, tenant_id, name) values ($1, $2, $3) returning name',
+      [id, tenant.id, 'after'],
+    )
+    expect(inserted.rows).toEqual([{ name: 'after' }])
+  })
+})
+
+describe('what a session keeps', () => {
+  it('parameter types count against the session’s bytes: Parses past 4 MiB are refused (54000) until some are closed', async () => {
+    const client = await login(tenant)
+    const types = Array.from({ length: 65_535 }, () => 23)
+    for (let i = 0; i < 10; i++) writeParse(client.writer, `s${i}`, 'select 1', types)
+    writeSync(client.writer)
+    client.send()
+    const answered = await client.until('Z')
+    const kept = answered.filter((message) => message.type === '1').length
+    expect(kept).toBeGreaterThan(0)
+    expect(kept).toBeLessThan(10)
+    expect(errorCodes(answered)).toEqual(['54000'])
+    writeClose(client.writer, 's0')
+    writeParse(client.writer, 'again', 'select 1', types)
+    writeSync(client.writer)
+    client.send()
+    const after = await client.until('Z')
+    expect(after.map((message) => message.type)).toEqual(['3', '1', 'Z'])
+    client.close()
+  })
+
+  it('messages after an error in a batch are skipped: a Parse after it is not kept, nor is one the parser refuses', async () => {
+    const client = await login(tenant)
+    writeParse(client.writer, 'fails', 'select 1/0')
+    writeBind(client.writer, 'fails', [])
+    writeExecute(client.writer)
+    writeParse(client.writer, 'later', 'select 2 as two')
+    writeSync(client.writer)
+    client.send()
+    const failed = await client.until('Z')
+    expect(failed.map((message) => message.type)).toEqual(['1', '2', 'E', 'Z'])
+    expect(errorCodes(failed)).toEqual(['22012'])
+    // Had 'later' been kept, this Parse would be 42P05 (already exists).
+    writeParse(client.writer, 'later', 'select 2 as two')
+    writeParse(client.writer, 'two', 'select 1; select 2')
+    writeSync(client.writer)
+    client.send()
+    const parsed = await client.until('Z')
+    expect(parsed.map((message) => message.type)).toEqual(['1', 'E', 'Z'])
+    expect(errorCodes(parsed)).toEqual(['42601'])
+    writeParse(client.writer, 'two', 'select 2 as two')
+    writeBind(client.writer, 'later', [])
+    writeExecute(client.writer)
+    writeSync(client.writer)
+    client.send()
+    const ran = await client.until('Z')
+    expect(ran.map((message) => message.type)).toEqual(['1', '2', 'D', 'C', 'Z'])
+    client.close()
+  })
+
+  it('a message sent a byte at a time is read whole', async () => {
+    const client = await login(tenant)
+    writeQuery(client.writer, 'select 41 + 1 as answer')
+    const bytes = client.writer.take()
+    for (const byte of bytes) {
+      client.send(Buffer.from([byte]))
+      await tick()
+    }
+    const answered = await client.until('Z')
+    expect(answered.map((message) => message.type)).toEqual(['T', 'D', 'C', 'Z'])
+    client.close()
+  })
+})
