@@ -39,7 +39,7 @@ async function pgbench(args: string[], env: NodeJS.ProcessEnv): Promise<Bench> {
 }
 
 describe('pgbench through the router', () => {
-  it('a tenant-scoped script, -M prepared and -M simple, under moves shard-1 → shard-2 → shard-1: 0 failed, every insert kept', async ({
+  it('a tenant-scoped script, -M prepared, -M simple and in blocks (-M extended), under moves 1 → 2 → 1 → 2: 0 failed, every insert kept', async ({
     directory,
     redis,
   }) => {
@@ -55,14 +55,28 @@ describe('pgbench through the router', () => {
         '',
       ].join('\n'),
     )
+    // The same in a transaction block: a pinned connection, the tenant entered once, across the cutover.
+    const blockScript = script.replace(/\.sql$/, '-block.sql')
+    await writeFile(
+      blockScript,
+      [
+        '\\set n random(1, 1000000000)',
+        'begin;',
+        `insert into customers (tenant_id, name, phone) values ('${tenant.id}', 'pgbench', :n);`,
+        `select count(*) from customers where phone = :n::text;`,
+        'end;',
+        '',
+      ].join('\n'),
+    )
     const env = { PGPASSWORD: tenant.key, PGCONNECT_TIMEOUT: '5' }
     const through = ['-h', '127.0.0.1', '-p', String(router.pgPort), '-U', tenant.id, 'switchyard']
     const results: Record<string, Bench> = {}
-    for (const [mode, target] of [
-      ['prepared', 'shard-2'],
-      ['simple', 'shard-1'],
+    for (const [mode, target, file] of [
+      ['prepared', 'shard-2', script],
+      ['simple', 'shard-1', script],
+      ['extended', 'shard-2', blockScript],
     ] as const) {
-      const running = pgbench(['-M', mode, '-c', '4', '-T', '5', '-f', script, ...through], env)
+      const running = pgbench(['-M', mode, '-c', '4', '-T', '5', '-f', file, ...through], env)
       await new Promise((resolve) => setTimeout(resolve, 1500))
       const move = await startMove(moverDeps(directory, redis), { tenant: tenant.id, target })
       expect(move.state).toBe('done')
@@ -73,9 +87,9 @@ describe('pgbench through the router', () => {
       expect(result.processed).toBeGreaterThan(0)
     }
     // Every transaction pgbench counted is one insert, and it is on the shard the tenant ended on.
-    const [row] = await connect(shard('shard-1').primary)<{ n: number }[]>`
+    const [row] = await connect(shard('shard-2').primary)<{ n: number }[]>`
       select count(*)::int as n from customers where tenant_id = ${tenant.id} and name = 'pgbench'`
-    const processed = (results.prepared?.processed ?? 0) + (results.simple?.processed ?? 0)
+    const processed = Object.values(results).reduce((sum, result) => sum + result.processed, 0)
     expect(row?.n).toBe(processed)
 
     // The same script straight to the primary as its owner (no router, no tenant context), for scale.
@@ -85,7 +99,7 @@ describe('pgbench through the router', () => {
     )
     console.log(
       `pgbench tps, 4 clients, insert + select per transaction: through the router prepared ${results.prepared?.tps.toFixed(0)}, ` +
-        `simple ${results.simple?.tps.toFixed(0)} (each with a move); direct to the primary ${direct.tps.toFixed(0)}`,
+        `simple ${results.simple?.tps.toFixed(0)}, in blocks (extended) ${results.extended?.tps.toFixed(0)} (each with a move); direct to the primary ${direct.tps.toFixed(0)}`,
     )
   })
 })
