@@ -3,6 +3,7 @@ import http from 'node:http'
 import { createServer } from 'node:net'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
+import postgres from 'postgres'
 import { describe, expect, inject } from 'vitest'
 import { it, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { freePorts } from './setup/topology.ts'
@@ -23,6 +24,7 @@ interface LogLine {
 interface RouterProcess {
   child: ChildProcess
   port: number
+  pgPort: number
   logs: LogLine[]
   stderr: () => string
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
@@ -31,10 +33,19 @@ interface RouterProcess {
 const WORKERS = 2
 const BOOT_MS = 120_000
 
-function startRouterProcess(port: number): RouterProcess {
+function startRouterProcess(port: number, pgPort: number): RouterProcess {
   const child = spawn(
     process.execPath,
-    [path.resolve('bin/switchyard.js'), 'router', '--workers', String(WORKERS), '--port', String(port)],
+    [
+      path.resolve('bin/switchyard.js'),
+      'router',
+      '--workers',
+      String(WORKERS),
+      '--port',
+      String(port),
+      '--pg-port',
+      String(pgPort),
+    ],
     {
       env: {
         ...process.env,
@@ -59,7 +70,7 @@ function startRouterProcess(port: number): RouterProcess {
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   )
-  return { child, port, logs, stderr: () => stderr, exited }
+  return { child, port, pgPort, logs, stderr: () => stderr, exited }
 }
 
 /** The first line logged with `msg` (after the first `from` lines), once there is one. */
@@ -168,8 +179,8 @@ describe('switchyard router --workers', () => {
 
   it.beforeAll(async () => {
     tenant = await tenantWithKey('shard-1')
-    const [port] = await freePorts(1)
-    router = startRouterProcess(port as number)
+    const [port, pgPort] = await freePorts(2)
+    router = startRouterProcess(port as number, pgPort as number)
     const ready = await Promise.race([
       logged(router, 'router workers ready'),
       router.exited.then(({ code }) => {
@@ -219,6 +230,38 @@ describe('switchyard router --workers', () => {
         expect(metrics.body).toContain(
           `switchyard_process_process_cpu_user_seconds_total{worker="${worker}"}`,
         )
+    }
+  })
+
+  it("a PostgreSQL client's CancelRequest reaches its query whichever worker the cancel's connection lands on", async () => {
+    // Each connection goes to the next worker: four sessions and their four cancels land on both.
+    const sessions = Array.from({ length: 4 }, () =>
+      postgres({
+        host: '127.0.0.1',
+        port: router.pgPort,
+        username: tenant.id,
+        password: tenant.key,
+        database: 'switchyard',
+        max: 1,
+        onnotice: () => {},
+      }),
+    )
+    try {
+      const outcomes = await Promise.all(
+        sessions.map(async (sql) => {
+          await sql`select 1`
+          const sleeping = sql`select pg_sleep(20)`
+          // Once the query is on its way; a cancel before it runs would cancel nothing.
+          setTimeout(() => sleeping.cancel(), 500)
+          return sleeping.then(
+            () => 'completed',
+            (error: { code?: string }) => error.code,
+          )
+        }),
+      )
+      expect(outcomes).toEqual(['57014', '57014', '57014', '57014'])
+    } finally {
+      await Promise.all(sessions.map((sql) => sql.end({ timeout: 1 })))
     }
   })
 

@@ -17,6 +17,7 @@ import { createAdmission } from './admission.ts'
 import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
+import type { CancelRelay } from './cluster-cancel.ts'
 import { createTenantShares } from './fairness.ts'
 import { createMetrics, type MetricsOptions } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
@@ -49,6 +50,8 @@ export interface RouterOptions {
   metrics?: MetricsOptions
   /** The PostgreSQL front end's port (0: any free one), null: off; by default `router.pgPort`. */
   pgPort?: number | null
+  /** Where CancelRequests for sessions of other workers go (src/router/cluster-cancel.ts). */
+  cancels?: CancelRelay
 }
 
 /** How long past its deadline a request's connection may sit without any traffic. */
@@ -125,15 +128,17 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
   const wire =
     pgPort === null
       ? undefined
-      : await startWireServer(app, { port: pgPort, host: config.host }).catch(async (error: unknown) => {
-          await Promise.all([monitor.stop(), pools.close(), routes.close(), directory.close()])
-          redis?.disconnect()
-          admissionRedis?.disconnect()
-          throw new SwitchyardError(
-            'invalid_input',
-            `cannot listen for PostgreSQL clients on ${config.host}:${pgPort}: ${(error as Error).message} (router.pgPort, --pg-port N|off)`,
-          )
-        })
+      : await startWireServer(app, { port: pgPort, host: config.host, cancels: options.cancels }).catch(
+          async (error: unknown) => {
+            await Promise.all([monitor.stop(), pools.close(), routes.close(), directory.close()])
+            redis?.disconnect()
+            admissionRedis?.disconnect()
+            throw new SwitchyardError(
+              'invalid_input',
+              `cannot listen for PostgreSQL clients on ${config.host}:${pgPort}: ${(error as Error).message} (router.pgPort, --pg-port N|off)`,
+            )
+          },
+        )
   const hono = createApp(app)
   // Without a createServer option, serve() makes an http.Server.
   const server = serve({

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { Topology } from '../config/topology.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { type Logger, logger as rootLogger } from '../log.ts'
+import { cancelsThroughPrimary, relayCancels } from './cluster-cancel.ts'
 import { answerMetricsRequests, createMetricsGatherer, scrapeThroughPrimary } from './cluster-metrics.ts'
 import { overcommitted, poolShare } from './pool-division.ts'
 import { type RunningRouter, startRouter } from './server.ts'
@@ -145,9 +146,9 @@ function createSupervisor(count: number, log: Logger): Supervisor {
     refork: undefined,
   }))
   const live = new Set<RouterWorker>()
-  const metrics = createMetricsGatherer(() =>
-    [...live].filter((one) => one.readyAt !== undefined).map((one) => one.worker),
-  )
+  const serving = () => [...live].filter((one) => one.readyAt !== undefined).map((one) => one.worker)
+  const metrics = createMetricsGatherer(serving)
+  const cancels = relayCancels(serving)
   let stopping = false
   let restarting = false
   let restartAgain = false
@@ -178,6 +179,7 @@ function createSupervisor(count: number, log: Logger): Supervisor {
     live.add(one)
     worker.on('message', (raw: unknown) => {
       metrics.onMessage(worker, raw)
+      cancels.onMessage(worker, raw)
       const message = FromWorker.safeParse(raw)
       if (!message.success) return
       if (message.data.type === FAILED) failed(new SwitchyardError(message.data.code, message.data.message))
@@ -354,6 +356,7 @@ export async function startWorker(topology: Topology, port: number | undefined):
       logger,
       pools: poolShare(topology.router, count, slot),
       metrics: { worker: slot, scrape: scrapeThroughPrimary() },
+      cancels: cancelsThroughPrimary(),
     })
   } catch (error) {
     const known = isSwitchyardError(error) ? error : new SwitchyardError('internal', String(error))

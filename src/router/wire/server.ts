@@ -5,6 +5,7 @@ import { SwitchyardError } from '../../errors.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
 import type { UnreadAnswers } from '../answers.ts'
 import type { RouterApp } from '../app.ts'
+import type { CancelRelay } from '../cluster-cancel.ts'
 import type { TenantRequestDeps } from '../tenant-request.ts'
 import { toErrorFields } from './errors.ts'
 import { errorResponse, MessageWriter } from './protocol.ts'
@@ -42,7 +43,7 @@ export interface WireServer {
  */
 export async function startWireServer(
   app: RouterApp,
-  options: { port: number; host: string },
+  options: { port: number; host: string; cancels?: CancelRelay | undefined },
 ): Promise<WireServer> {
   const config = app.topology.router
   const shardSettings = await readShardSettings(app)
@@ -57,7 +58,7 @@ export async function startWireServer(
       )
     },
   }
-  const registry = createRegistry()
+  const registry = createRegistry(options.cancels)
   const sockets = new Set<ClientStream>()
   const accept = (socket: ClientStream) => {
     socket.on('error', () => {})
@@ -153,8 +154,16 @@ async function readShardSettings(app: RouterApp): Promise<WireDeps['shardSetting
   }
 }
 
-function createRegistry(): SessionRegistry {
+/** Sessions by pid; a cancel for a pid this process does not serve goes to the other workers (`relay`). */
+function createRegistry(relay: CancelRelay | undefined): SessionRegistry {
   const sessions = new Map<number, { secret: Buffer; cancel(): void }>()
+  const cancelHere = (pid: number, secret: Buffer) => {
+    const session = sessions.get(pid)
+    // The key is compared in constant time: a guess learns nothing from how long the refusal took.
+    if (!session || session.secret.length !== secret.length) return
+    if (timingSafeEqual(session.secret, secret)) session.cancel()
+  }
+  relay?.onForwarded(cancelHere)
   return {
     add(pid, secret, cancel) {
       sessions.set(pid, { secret, cancel })
@@ -163,10 +172,8 @@ function createRegistry(): SessionRegistry {
       }
     },
     cancel(pid, secret) {
-      const session = sessions.get(pid)
-      // The key is compared in constant time: a guess learns nothing from how long the refusal took.
-      if (!session || session.secret.length !== secret.length) return
-      if (timingSafeEqual(session.secret, secret)) session.cancel()
+      if (sessions.has(pid)) cancelHere(pid, secret)
+      else relay?.forward(pid, secret)
     },
   }
 }
