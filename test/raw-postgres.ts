@@ -49,7 +49,7 @@ export class RawPostgres {
     port: number,
     user: string,
     password: string,
-    options: { halfOpen?: boolean } = {},
+    options: { halfOpen?: boolean; database?: string } = {},
   ): Promise<RawPostgres> {
     // Half open: the router's end of the stream does not end ours; only the router can close the socket.
     const socket = tcpConnect({ port, host: '127.0.0.1', allowHalfOpen: options.halfOpen ?? false })
@@ -57,7 +57,7 @@ export class RawPostgres {
       socket.once('connect', resolve)
       socket.once('error', reject)
     })
-    return RawPostgres.over(socket, user, password)
+    return RawPostgres.over(socket, user, password, options.database)
   }
 
   /** The same over a WebSocket to `url` (the HTTP port's /v2); `ws` is the WebSocket, to close it as a peer would. */
@@ -71,9 +71,14 @@ export class RawPostgres {
   }
 
   /** Logs in on a connected stream; resolves after the first ReadyForQuery. */
-  static async over(stream: Duplex, user: string, password: string): Promise<RawPostgres> {
+  static async over(
+    stream: Duplex,
+    user: string,
+    password: string,
+    database = 'switchyard',
+  ): Promise<RawPostgres> {
     const client = new RawPostgres(stream)
-    writeStartup(client.writer, { user, database: 'switchyard' })
+    writeStartup(client.writer, { user, database })
     client.send()
     await client.expect('R')
     const scram = startScram(password)

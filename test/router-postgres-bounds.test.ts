@@ -4,6 +4,7 @@ import pg from 'pg'
 import { describe, expect } from 'vitest'
 import type { RunningRouter } from '../src/router/server.ts'
 import {
+  type MessageWriter,
   writeBind,
   writeClose,
   writeExecute,
@@ -13,7 +14,8 @@ import {
   writeTerminate,
 } from '../src/shard/wire/messages.ts'
 import { it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
-import { errorCodes, RawPostgres } from './raw-postgres.ts'
+import { type BackendMessage, errorCodes, RawPostgres } from './raw-postgres.ts'
+import { shard } from './support.ts'
 
 /**
  * The PostgreSQL front end's bounds, with a client that sends exactly what a test writes: a client that
@@ -206,5 +208,71 @@ describe('what a session keeps', () => {
     const answered = await client.until('Z')
     expect(answered.map((message) => message.type)).toEqual(['T', 'D', 'C', 'Z'])
     client.close()
+  })
+})
+
+/** A message as the comparison sees it: its type, and a CommandComplete's tag or a DataRow's bytes. */
+const shape = (messages: BackendMessage[]) =>
+  messages.map((message) =>
+    message.type === 'C' || message.type === 'D'
+      ? `${message.type}:${message.body.toString('latin1').replace(/\0/g, '')}`
+      : message.type,
+  )
+
+/** Execute with a row limit, as drivers send for a cursor (`MessageWriter` has only the unlimited one). */
+function executeLimited(writer: MessageWriter, portal: string, maxRows: number) {
+  writer.begin('E').cstring(portal).int32(maxRows).end()
+}
+
+describe('the extended protocol as PostgreSQL answers it', () => {
+  it('Execute with a row limit: PortalSuspended, the rest on the next Execute, in and out of a block — as PostgreSQL does', async () => {
+    const primary = new URL(shard('shard-1').primary)
+    const direct = await RawPostgres.login(
+      Number(primary.port),
+      decodeURIComponent(primary.username),
+      decodeURIComponent(primary.password),
+      { database: primary.pathname.slice(1) },
+    )
+    const routed = await login(tenant)
+    const conversation = async (client: RawPostgres) => {
+      const seen: BackendMessage[] = []
+      const step = async (write: (writer: MessageWriter) => void) => {
+        write(client.writer)
+        client.send()
+        seen.push(...(await client.until('Z')))
+      }
+      const series = 'select g from generate_series(1, 5) g'
+      // Unnamed portal, one Sync: 2 + 2 + 1 rows, then an Execute of a finished portal.
+      await step((writer) => {
+        writeParse(writer, '', series)
+        writeBind(writer, '', [])
+        for (let i = 0; i < 4; i++) executeLimited(writer, '', 2)
+        writeSync(writer)
+      })
+      // A portal does not outlive its transaction: after the Sync it is gone (34000).
+      await step((writer) => {
+        executeLimited(writer, '', 2)
+        writeSync(writer)
+      })
+      // In a block a named portal lives across Syncs until COMMIT.
+      await step((writer) => writeQuery(writer, 'begin'))
+      await step((writer) => {
+        writeParse(writer, 'series', series)
+        writer.begin('B').cstring('cursor').cstring('series').uint16(0).uint16(0).uint16(0).end()
+        executeLimited(writer, 'cursor', 3)
+        writeSync(writer)
+      })
+      await step((writer) => {
+        executeLimited(writer, 'cursor', 0)
+        writeSync(writer)
+      })
+      await step((writer) => writeQuery(writer, 'commit'))
+      return shape(seen).filter((type) => type !== 'N')
+    }
+    const expected = await conversation(direct)
+    expect(await conversation(routed)).toEqual(expected)
+    expect(expected).toContain('s')
+    direct.close()
+    routed.close()
   })
 })

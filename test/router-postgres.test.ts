@@ -196,6 +196,24 @@ describe('node-postgres and postgres.js', () => {
     }
   })
 
+  it('cursors: postgres.js reads rows in batches (Execute with a row limit), in and out of a transaction', async () => {
+    const sql = jsClient(tenant, 1)
+    try {
+      const sizes: number[] = []
+      for await (const rows of sql`select g from generate_series(1, 5) g`.cursor(2)) sizes.push(rows.length)
+      expect(sizes).toEqual([2, 2, 1])
+      const inBlock = await sql.begin(async (tx) => {
+        const seen: number[] = []
+        for await (const rows of tx`select g from generate_series(1, 7) g`.cursor(3))
+          seen.push(...rows.map((row) => row.g as number))
+        return seen
+      })
+      expect(inBlock).toEqual([1, 2, 3, 4, 5, 6, 7])
+    } finally {
+      await sql.end()
+    }
+  })
+
   it("a CancelRequest stops the client's own running query on the shard (57014), and only with its key", async () => {
     const sql = jsClient(tenant, 1)
     try {

@@ -42,6 +42,17 @@ interface Prepared {
 interface Portal {
   statement: Prepared
   bind: BindMessage
+  /** An Execute of this portal was planned: a later one continues it (PortalSuspended), it never runs twice. */
+  executed?: boolean
+}
+
+/** The rows a portal run with a row limit has not sent yet, kept until the next Execute or its end. */
+interface Suspended {
+  rows: Buffer[]
+  at: number
+  command: string
+  /** Gives back what the rows count against the tenant's unread bound. */
+  release: () => void
 }
 
 /** One message of the extended protocol, queued until the client's Sync (or Flush). */
@@ -49,7 +60,7 @@ type Action =
   | { kind: 'parse'; name: string; statement: Prepared }
   | { kind: 'bind'; bind: BindMessage }
   | { kind: 'describe'; target: 'S' | 'P'; name: string }
-  | { kind: 'execute'; portal: string }
+  | { kind: 'execute'; portal: string; maxRows: number }
   | { kind: 'close'; target: 'S' | 'P'; name: string }
 
 /** Statements the router answers itself, or that change the session's transaction: run one at a time. */
@@ -58,6 +69,11 @@ const LOCAL_TYPES = new Set(['TransactionStmt', 'VariableSetStmt', 'VariableShow
 /** One message of a batch as planned: which statement it runs or describes, and how. */
 type PlannedStep = {
   execute?: number
+  /** The portal an Execute runs, and its row limit (0: all rows). */
+  portal?: string
+  maxRows?: number
+  /** The portal was suspended by an earlier Execute: its next rows are sent, nothing runs. */
+  resume?: boolean
   empty?: boolean
   resultFormats?: number[]
   describe?: number
@@ -116,6 +132,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   let settings: SessionSettings | undefined
   const prepared = new Map<string, Prepared>()
   const portals = new Map<string, Portal>()
+  const suspended = new Map<string, Suspended>()
   let batch: Action[] = []
   let batchBytes = 0
   /** Bytes the session's statements and portals hold (heldBytes). */
@@ -139,6 +156,8 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     running?.abort(CLIENT_GONE)
     unregister?.()
     clearTimeout(idleTimer)
+    for (const rows of suspended.values()) rows.release()
+    suspended.clear()
     // An open transaction block is rolled back once its statement (if one runs) has stopped.
     block?.end()
   })
@@ -291,8 +310,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 0x44: // Describe
         return queueAction(() => ({ kind: 'describe', ...targetOf(reader) }), frame.body.length)
       case 0x45: // Execute
-        // A row limit (a cursor's fetch size) is not kept: the portal runs to completion.
-        return queueAction(() => ({ kind: 'execute', portal: readExecute(reader).portal }), frame.body.length)
+        return queueAction(() => ({ kind: 'execute', ...readExecute(reader) }), frame.body.length)
       case 0x43: // Close
         return queueAction(() => ({ kind: 'close', ...targetOf(reader) }), frame.body.length)
       case 0x48: // Flush
@@ -300,6 +318,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 0x53: // Sync
         await runBatch()
         skipping = false
+        endOfTransaction()
         readyForQuery(writer, (block as Block).status)
         return
       case 0x58: // Terminate
@@ -347,6 +366,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       )
     held = after
     map.set(name, value)
+    if (kind === 'portal') unsuspend(name)
     return () => {
       drop(kind, name)
       if (replaced) restore(map, name, replaced)
@@ -358,6 +378,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     const value = map.get(name)
     if (value) held -= heldBytes(value)
     map.delete(name)
+    if (kind === 'portal') unsuspend(name)
     return () => {
       if (value) restore(map, name, value)
     }
@@ -366,6 +387,17 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   function restore(map: Map<string, Prepared | Portal>, name: string, value: Prepared | Portal) {
     map.set(name, value)
     held += heldBytes(value)
+  }
+
+  function unsuspend(name: string) {
+    suspended.get(name)?.release()
+    suspended.delete(name)
+  }
+
+  /** Outside a transaction block, a Sync or a Query ends the transaction and its portals with it. */
+  function endOfTransaction() {
+    if ((block as Block | undefined)?.active) return
+    for (const name of [...portals.keys()]) drop('portal', name)
   }
 
   /** Undoes the books of a batch's messages from `from` on, last first: they were skipped. */
@@ -406,6 +438,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       block?.fail()
       errorResponse(writer, toErrorFields(clientCancel(error)))
     }
+    endOfTransaction()
     readyForQuery(writer, (block as Block).status)
   }
 
@@ -499,7 +532,13 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         case 'execute': {
           if (step.empty) bare(writer, 'I')
           else
-            answerResult(results[step.execute as number] as StatementResult, step.resultFormats ?? [], false)
+            try {
+              answerExecute(step, step.resume ? undefined : results[step.execute as number])
+            } catch (error) {
+              // Rows it may not keep (the tenant's unread bound): an error where its rows would be.
+              skipFrom(plan.steps, i + 1)
+              return refuse(error)
+            }
           break
         }
       }
@@ -538,6 +577,10 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
               bare(writer, 'I')
               break
             }
+            if (step.resume) {
+              answerExecute(step, undefined)
+              break
+            }
             const statement = plan.statements[step.execute as number] as Statement
             const parsed = { ...statementOf(statement.sql), sql: statement.sql }
             const result = await runOne(
@@ -546,7 +589,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
               statement.wire ?? {},
               true,
             )
-            if (result) answerResult(result, step.resultFormats ?? [], false)
+            if (result) answerExecute(step, result)
             await answered()
             break
           }
@@ -664,6 +707,13 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         const portal = portals.get(action.portal)
         if (!portal) throw sqlState('34000', `portal "${action.portal}" does not exist`)
         if (portal.statement.sql.trim() === '') return { empty: true }
+        const limits = {
+          portal: action.portal,
+          maxRows: action.maxRows,
+          resultFormats: portal.bind.resultFormats,
+        }
+        if (portal.executed) return { resume: true, ...limits }
+        portal.executed = true
         plan.statements.push({
           sql: portal.statement.sql,
           params: [],
@@ -675,8 +725,13 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
           },
         })
         plan.params.push(portal.bind.params)
-        // An unnamed portal lasts until the next Bind; it is run once here either way.
-        return { execute: plan.statements.length - 1, resultFormats: portal.bind.resultFormats }
+        return {
+          execute: plan.statements.length - 1,
+          ...limits,
+          undo: () => {
+            portal.executed = false
+          },
+        }
       }
     }
   }
@@ -782,6 +837,45 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     return sqlState('57014', 'canceling statement due to user request')
   }
 
+  /**
+   * An Execute's answer. With a row limit (a cursor's fetch size) the first rows go and the rest are kept
+   * for the portal's next Execute: the statement ran whole (one transaction per batch, as every request),
+   * so what is kept counts against the tenant's unread bound like an answer not yet read.
+   */
+  function answerExecute(step: PlannedStep, result: StatementResult | undefined) {
+    const name = step.portal as string
+    if (step.resume || !result) return sendSuspended(name, step.maxRows ?? 0)
+    const rows = result.raw ?? []
+    const limit = step.maxRows ?? 0
+    if (limit <= 0 || rows.length <= limit) return answerResult(result, [], false)
+    const rest = rows.slice(limit)
+    const bytes = rest.reduce((sum, row) => sum + row.length, 0)
+    const tenant = (session as Login).tenant
+    // As for HTTP answers, a write's rows are always kept (it committed); a read's may be refused.
+    if (result.command === 'SELECT') deps.answers.admit(tenant, bytes)
+    suspended.set(name, {
+      rows: rest,
+      at: 0,
+      command: result.command,
+      release: deps.answers.take(tenant, bytes),
+    })
+    for (let i = 0; i < limit; i++) dataRow(writer, rows[i] as Buffer)
+    bare(writer, 's')
+  }
+
+  /** The next rows of a suspended portal; a portal already run to completion sends none. */
+  function sendSuspended(name: string, maxRows: number) {
+    const left = suspended.get(name)
+    if (!left) return commandComplete(writer, 'SELECT 0')
+    const end = maxRows > 0 ? Math.min(left.at + maxRows, left.rows.length) : left.rows.length
+    for (let i = left.at; i < end; i++) dataRow(writer, left.rows[i] as Buffer)
+    const sent = end - left.at
+    left.at = end
+    if (end < left.rows.length) return bare(writer, 's')
+    commandComplete(writer, commandTag({ command: left.command, rowCount: sent }))
+    unsuspend(name)
+  }
+
   function answerResult(result: StatementResult, formats: number[], describe: boolean) {
     const fields = result.fields as ColumnDescription[]
     if (describe && (fields.length > 0 || result.command === 'SELECT'))
@@ -804,10 +898,10 @@ function targetOf(reader: BodyReader) {
 
 function needsShard(
   action: Action,
-  step: { empty?: boolean; fromExecute?: number; describe?: number },
+  step: { empty?: boolean; resume?: boolean; fromExecute?: number; describe?: number },
   describeFailed: boolean,
 ): boolean {
-  if (action.kind === 'execute') return !step.empty
+  if (action.kind === 'execute') return !step.empty && !step.resume
   if (action.kind !== 'describe') return false
   return step.fromExecute !== undefined || (describeFailed && step.describe !== undefined)
 }
