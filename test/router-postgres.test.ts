@@ -1,11 +1,14 @@
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { connect as tcpConnect } from 'node:net'
+import path from 'node:path'
 import { promisify } from 'node:util'
 import { Pool as NeonPool, neonConfig } from '@neondatabase/serverless'
 import pg from 'pg'
 import postgres from 'postgres'
-import { describe, expect } from 'vitest'
+import { describe, expect, inject } from 'vitest'
 import WebSocket from 'ws'
+import { localCaFile, tlsDir } from '../src/cluster/tls.ts'
 import { revokeKey } from '../src/directory/keys.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
@@ -118,6 +121,98 @@ describe('logging in', () => {
       (e: { stderr: string }) => e,
     )
     expect((failed as { stderr: string }).stderr).toMatch(/tenant id/)
+  })
+})
+
+describe('TLS from the client (router.pgTls)', () => {
+  const pgTls = (required: boolean) => ({
+    certFile: path.join(tlsDir(inject('home')), 'server.crt'),
+    keyFile: path.join(tlsDir(inject('home')), 'server.key'),
+    required,
+  })
+  const psqlWith = (through: RunningRouter, sslmode: string) =>
+    run(
+      'psql',
+      [
+        '-X',
+        '-A',
+        '-t',
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(through.pgPort),
+        '-U',
+        tenant.id,
+        '-d',
+        'switchyard',
+      ].concat(['-c', 'select 1 as one']),
+      {
+        env: {
+          ...process.env,
+          PGPASSWORD: tenant.key,
+          PGSSLMODE: sslmode,
+          PGSSLROOTCERT: localCaFile(inject('home')),
+          PGCONNECT_TIMEOUT: '5',
+        },
+      },
+    )
+
+  it("psql with sslmode verify-full logs in over TLS; node-postgres's stream is encrypted; plain text still works", async () => {
+    const secure = await startTestRouter({ pgTls: pgTls(false) })
+    expect((await psqlWith(secure, 'verify-full')).stdout.trim()).toBe('1')
+    expect((await psqlWith(secure, 'disable')).stdout.trim()).toBe('1')
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port: secure.pgPort as number,
+      user: tenant.id,
+      password: tenant.key,
+      database: 'switchyard',
+      ssl: { ca: readFileSync(localCaFile(inject('home'))) },
+    })
+    await client.connect()
+    try {
+      const stream = (client as unknown as { connection: { stream: { encrypted?: boolean } } }).connection
+        .stream
+      expect(stream.encrypted).toBe(true)
+      expect((await client.query('select 1 as one')).rows).toEqual([{ one: 1 }])
+    } finally {
+      await client.end()
+    }
+    // The router without pgTls declines TLS: verify-full cannot be had there.
+    await expect(psqlWith(router, 'verify-full')).rejects.toMatchObject({
+      stderr: expect.stringMatching(/server does not support SSL/),
+    })
+  })
+
+  it('required: a client that does not start TLS is refused (28000); bytes sent after an SSLRequest close the connection', async () => {
+    const strict = await startTestRouter({ pgTls: pgTls(true) })
+    expect((await psqlWith(strict, 'require')).stdout.trim()).toBe('1')
+    await expect(psqlWith(strict, 'disable')).rejects.toMatchObject({
+      stderr: expect.stringMatching(/over TLS only/),
+    })
+    // Files it cannot read stop the start, with nothing left listening.
+    await expect(
+      startTestRouter({
+        pgTls: { certFile: '/nonexistent.crt', keyFile: '/nonexistent.key', required: true },
+      }),
+    ).rejects.toMatchObject({
+      code: 'invalid_input',
+      message: expect.stringMatching(/router.pgTls: cannot use/),
+    })
+    // An SSLRequest with a StartupMessage right behind it (CVE-2021-23214's buffer stuffing): no 'S', closed.
+    const answer = await new Promise<Buffer>((resolve) => {
+      const socket = tcpConnect(strict.pgPort as number, '127.0.0.1')
+      const chunks: Buffer[] = []
+      socket.on('data', (chunk) => chunks.push(chunk))
+      socket.on('close', () => resolve(Buffer.concat(chunks)))
+      socket.on('error', () => {})
+      const request = Buffer.alloc(8)
+      request.writeInt32BE(8, 0)
+      request.writeInt32BE(80877103, 4)
+      const startup = Buffer.from('\0\0\0\x0b\0\x03\0\0x\0\0', 'latin1')
+      socket.write(Buffer.concat([request, startup]))
+    })
+    expect(answer.length).toBe(0)
   })
 })
 

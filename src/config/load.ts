@@ -11,6 +11,8 @@ export const ENV_OVERRIDES = {
   SWITCHYARD_ROUTER_PORT: ['router', 'port'],
   SWITCHYARD_ROUTER_HOST: ['router', 'host'],
   SWITCHYARD_PG_PORT: ['router', 'pgPort'],
+  SWITCHYARD_PG_TLS_CERT: ['router', 'pgTls', 'certFile'],
+  SWITCHYARD_PG_TLS_KEY: ['router', 'pgTls', 'keyFile'],
   SWITCHYARD_ROUTER_PASSWORD: ['router', 'role', 'password'],
   SWITCHYARD_SHARDS: ['shards'],
   SWITCHYARD_RATE_LIMIT: ['router', 'rateLimitOverride'],

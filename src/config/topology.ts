@@ -63,6 +63,18 @@ export const topologySchema = z
             z.union([z.null(), z.coerce.number().int().min(0).max(65535)]),
           )
           .default(6432),
+        /**
+         * TLS for PostgreSQL clients (an SSLRequest is answered 'S'): PEM files read once at start. Without
+         * it the router answers 'N' and clients go on in plain text (their API key is never sent: SCRAM).
+         * `required` refuses a login that did not start TLS (28000).
+         */
+        pgTls: z
+          .strictObject({
+            certFile: z.string().min(1),
+            keyFile: z.string().min(1),
+            required: z.boolean().default(false),
+          })
+          .optional(),
         /** PostgreSQL clients served at once; past it a new one gets 53300 and is closed. */
         wireMaxClients: z.coerce.number().int().min(1).default(1000),
         /** A PostgreSQL client must have logged in this long after it connected. */

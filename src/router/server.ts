@@ -133,6 +133,8 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
             await Promise.all([monitor.stop(), pools.close(), routes.close(), directory.close()])
             redis?.disconnect()
             admissionRedis?.disconnect()
+            // pgTls's files: its own error; anything else is the port.
+            if (error instanceof SwitchyardError) throw error
             throw new SwitchyardError(
               'invalid_input',
               `cannot listen for PostgreSQL clients on ${config.host}:${pgPort}: ${(error as Error).message} (router.pgPort, --pg-port N|off)`,

@@ -10,6 +10,7 @@ import type { ErrorFields } from './protocol.ts'
  */
 const SQLSTATES: Record<string, string> = {
   unauthorized: '28P01',
+  tls_required: '28000',
   forbidden: '42501',
   invalid_input: '22023',
   tenant_unknown: '3D000',

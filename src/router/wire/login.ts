@@ -46,8 +46,9 @@ export interface LoginContext {
 const MECHANISM = 'SCRAM-SHA-256'
 
 /**
- * Startup and authentication, one client message at a time: SSLRequest and GSSENCRequest are declined
- * ('N': the front end has no TLS yet, and libpq then goes on in plain text unless sslmode requires it),
+ * Startup and authentication, one client message at a time: an SSLRequest or GSSENCRequest that reaches
+ * the session is declined ('N': TLS is negotiated before the session, tls.ts, when `router.pgTls` is set;
+ * over a WebSocket, or without pgTls, libpq then goes on in plain text unless sslmode requires it),
  * a CancelRequest cancels the session it names and closes, a StartupMessage names the tenant (user) and
  * starts SCRAM-SHA-256, whose proof is checked against every API key that may act for the tenant. The
  * password never crosses the wire, so no key can be read off it, and a wrong one is 28P01 without saying

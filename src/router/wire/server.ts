@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
-import { type AddressInfo, createServer, type Server } from 'node:net'
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
 import type { Directory } from '../../directory/connection.ts'
 import { SwitchyardError } from '../../errors.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
@@ -10,6 +10,7 @@ import type { TenantRequestDeps } from '../tenant-request.ts'
 import { toErrorFields } from './errors.ts'
 import { errorResponse, MessageWriter } from './protocol.ts'
 import { type ClientStream, type SessionRegistry, serveSession } from './session.ts'
+import { loadFrontTls, negotiateTls } from './tls.ts'
 
 /** What a PostgreSQL session needs of the router, besides what every tenant request does. */
 export interface WireDeps extends TenantRequestDeps {
@@ -46,6 +47,7 @@ export async function startWireServer(
   options: { port: number; host: string; cancels?: CancelRelay | undefined },
 ): Promise<WireServer> {
   const config = app.topology.router
+  const frontTls = await loadFrontTls(config)
   const shardSettings = await readShardSettings(app)
   const deps: WireDeps = {
     ...app,
@@ -60,24 +62,54 @@ export async function startWireServer(
   }
   const registry = createRegistry(options.cancels)
   const sockets = new Set<ClientStream>()
-  const accept = (socket: ClientStream) => {
-    socket.on('error', () => {})
-    if (sockets.size >= config.wireMaxClients) {
-      const writer = new MessageWriter()
-      const busy = new SwitchyardError(
-        'tenant_busy',
-        `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
-      )
-      errorResponse(writer, toErrorFields(busy, 'FATAL'))
-      socket.end(writer.take())
-      setTimeout(() => socket.destroy(), 1000).unref()
-      return
-    }
+  /** TCP clients still negotiating TLS: they count against wireMaxClients too. */
+  const negotiating = new Set<Socket>()
+  const refuse = (socket: ClientStream, error: SwitchyardError) => {
+    const writer = new MessageWriter()
+    errorResponse(writer, toErrorFields(error, 'FATAL'))
+    socket.end(writer.take())
+    setTimeout(() => socket.destroy(), 1000).unref()
+  }
+  const full = () => sockets.size + negotiating.size >= config.wireMaxClients
+  const busy = () =>
+    new SwitchyardError(
+      'tenant_busy',
+      `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
+    )
+  const serve = (socket: ClientStream) => {
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
     serveSession(socket, deps, registry)
+    socket.resume()
   }
-  const server: Server = createServer(accept)
+  const accept = (socket: ClientStream) => {
+    socket.on('error', () => {})
+    if (full()) return refuse(socket, busy())
+    serve(socket)
+  }
+  const acceptTcp = (socket: Socket) => {
+    if (!frontTls) return accept(socket)
+    socket.on('error', () => {})
+    if (full()) return refuse(socket, busy())
+    negotiating.add(socket)
+    // The login timeout covers the handshake too: a client that never finishes it is closed.
+    const timer = setTimeout(() => socket.destroy(), config.wireLoginTimeoutMs)
+    void negotiateTls(socket, frontTls).then((stream) => {
+      negotiating.delete(socket)
+      clearTimeout(timer)
+      if (!stream || stream.destroyed) return
+      if (frontTls.required && stream === socket)
+        return refuse(
+          socket,
+          new SwitchyardError(
+            'tls_required',
+            'this router accepts PostgreSQL clients over TLS only (sslmode=require)',
+          ),
+        )
+      serve(stream)
+    })
+  }
+  const server: Server = createServer(acceptTcp)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host, () => {
@@ -90,6 +122,7 @@ export async function startWireServer(
     accept,
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      for (const socket of negotiating) socket.destroy()
       for (const socket of sockets) {
         // A session that already ended (Terminate, a FATAL) is only waiting for its stream to close.
         if (socket.writableEnded || socket.destroyed) continue
