@@ -49,7 +49,7 @@ export class RawPostgres {
     port: number,
     user: string,
     password: string,
-    options: { halfOpen?: boolean; database?: string } = {},
+    options: { halfOpen?: boolean; database?: string; oneSegment?: boolean } = {},
   ): Promise<RawPostgres> {
     // Half open: the router's end of the stream does not end ours; only the router can close the socket.
     const socket = tcpConnect({ port, host: '127.0.0.1', allowHalfOpen: options.halfOpen ?? false })
@@ -57,7 +57,7 @@ export class RawPostgres {
       socket.once('connect', resolve)
       socket.once('error', reject)
     })
-    return RawPostgres.over(socket, user, password, options.database)
+    return RawPostgres.over(socket, user, password, options.database, options.oneSegment)
   }
 
   /** The same over a WebSocket to `url` (the HTTP port's /v2); `ws` is the WebSocket, to close it as a peer would. */
@@ -70,20 +70,28 @@ export class RawPostgres {
     return { ws, client: await RawPostgres.over(createWebSocketStream(ws), user, password) }
   }
 
-  /** Logs in on a connected stream; resolves after the first ReadyForQuery. */
+  /**
+   * Logs in on a connected stream; resolves after the first ReadyForQuery. `oneSegment`: the
+   * StartupMessage and the SASLInitialResponse go in one write, as a client that knows the server's
+   * mechanism may send them (the server must cut the second with its type byte).
+   */
   static async over(
     stream: Duplex,
     user: string,
     password: string,
     database = 'switchyard',
+    oneSegment = false,
   ): Promise<RawPostgres> {
     const client = new RawPostgres(stream)
-    writeStartup(client.writer, { user, database })
-    client.send()
-    await client.expect('R')
     const scram = startScram(password)
+    writeStartup(client.writer, { user, database })
+    if (!oneSegment) {
+      client.send()
+      await client.expect('R')
+    }
     writeSaslInitial(client.writer, scram.mechanism, scram.clientFirst)
     client.send()
+    if (oneSegment) await client.expect('R')
     const first = await client.expect('R')
     writeSaslResponse(client.writer, await scram.clientFinal(first.body.subarray(4).toString()))
     client.send()

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { connect as tcpConnect } from 'node:net'
 import { setTimeout as sleep, setImmediate as tick } from 'node:timers/promises'
 import pg from 'pg'
 import { describe, expect } from 'vitest'
@@ -7,6 +8,7 @@ import {
   type MessageWriter,
   writeBind,
   writeClose,
+  writeDescribeStatement,
   writeExecute,
   writeParse,
   writeQuery,
@@ -274,5 +276,169 @@ describe('the extended protocol as PostgreSQL answers it', () => {
     expect(expected).toContain('s')
     direct.close()
     routed.close()
+  })
+})
+
+/** A Flush: what the batch so far answers is sent, nothing ends its transaction. */
+const writeFlush = (writer: MessageWriter) => writer.begin('H').end()
+
+describe('what one message may make the router do', () => {
+  it('a Describe in a block runs on the block’s own connection; outside one it waits for a share only until its deadline', async () => {
+    // One connection per tenant: the block's is the tenant's whole share.
+    const narrow = await startTestRouter({ tenantConnections: 1, requestTimeoutMs: 1_500 })
+    const port = narrow.pgPort as number
+    const holder = await RawPostgres.login(port, tenant.id, tenant.key)
+    writeQuery(holder.writer, 'begin; select 1')
+    holder.send()
+    expect(errorCodes(await holder.until('Z'))).toEqual([])
+    writeParse(holder.writer, 'mine', 'select id, name from customers where tenant_id = $1')
+    writeDescribeStatement(holder.writer, 'mine')
+    writeSync(holder.writer)
+    holder.send()
+    expect((await holder.until('Z')).map((message) => message.type)).toEqual(['1', 't', 'T', 'Z'])
+    // Another session of the tenant has no connection to describe on while the block holds it: its
+    // Describe gives up at its deadline (57014) instead of waiting for ever, and the session goes on.
+    const waiter = await RawPostgres.login(port, tenant.id, tenant.key)
+    const describe = async () => {
+      writeParse(waiter.writer, '', 'select 1 as one')
+      writeDescribeStatement(waiter.writer, '')
+      writeSync(waiter.writer)
+      waiter.send()
+      return waiter.until('Z')
+    }
+    expect(errorCodes(await describe())).toEqual(['57014'])
+    writeQuery(holder.writer, 'commit')
+    holder.send()
+    await holder.until('Z')
+    expect((await describe()).map((message) => message.type)).toEqual(['1', 't', 'T', 'Z'])
+    // A statement the shard refuses at its Describe fails with the shard's SQLSTATE, not an internal error.
+    writeParse(waiter.writer, '', 'select * from no_such_table')
+    writeDescribeStatement(waiter.writer, '')
+    writeSync(waiter.writer)
+    waiter.send()
+    expect(errorCodes(await waiter.until('Z'))).toEqual(['42P01'])
+    holder.close()
+    waiter.close()
+  })
+
+  it('a Query longer than maxStatementBytes is refused before it is parsed (54000); the session goes on', async () => {
+    const client = await login(tenant)
+    writeQuery(client.writer, 'select 1;'.repeat(10_000))
+    client.send()
+    expect(errorCodes(await client.until('Z'))).toEqual(['54000'])
+    writeQuery(client.writer, 'select 1 as one')
+    client.send()
+    expect((await client.until('Z')).map((message) => message.type)).toEqual(['T', 'D', 'C', 'Z'])
+    client.close()
+  })
+
+  it('a parameter typed xml or xml[] is refused at its Parse (42501): its input is libxml2’s parser', async () => {
+    const client = await login(tenant)
+    for (const type of [142, 143]) {
+      writeParse(client.writer, '', 'select $1::text as t', [type])
+      writeSync(client.writer)
+      client.send()
+      expect(errorCodes(await client.until('Z'))).toEqual(['42501'])
+    }
+    client.close()
+  })
+
+  it('a FunctionCall gets an error and ReadyForQuery; COPY messages outside COPY are ignored; RESET gives back the first value', async () => {
+    const client = await login(tenant)
+    client.writer.begin('F').int32(1299).uint16(0).uint16(0).int16(0).end()
+    client.send()
+    const called = await client.until('Z')
+    expect(called.map((message) => message.type)).toEqual(['E', 'Z'])
+    expect(errorCodes(called)).toEqual(['0A000'])
+    client.writer.begin('d').raw(Buffer.from('stray')).end()
+    client.writer.begin('c').end()
+    writeQuery(client.writer, 'select 1 as one')
+    client.send()
+    expect((await client.until('Z')).map((message) => message.type)).toEqual(['T', 'D', 'C', 'Z'])
+    const shown = async (sql: string) => {
+      writeQuery(client.writer, sql)
+      client.send()
+      const answered = await client.until('Z')
+      expect(errorCodes(answered)).toEqual([])
+      const row = answered.filter((message) => message.type === 'D').at(-1)
+      return row?.body.subarray(6).toString()
+    }
+    const first = await shown('show timezone')
+    expect(first).toBeTruthy()
+    expect(await shown('reset timezone; show timezone')).toBe(first)
+    expect(await shown('set time zone local; show timezone')).toBe(first)
+    client.close()
+  })
+
+  it('a StartupMessage and the SASLInitialResponse in one segment log in; a startup packet past 10000 bytes is refused (08P01)', async () => {
+    const client = await RawPostgres.login(router.pgPort as number, tenant.id, tenant.key, {
+      oneSegment: true,
+    })
+    writeQuery(client.writer, 'select 1 as one')
+    client.send()
+    expect((await client.until('Z')).map((message) => message.type)).toEqual(['T', 'D', 'C', 'Z'])
+    client.close()
+    const socket = tcpConnect({ port: router.pgPort as number, host: '127.0.0.1' })
+    const answer: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => answer.push(chunk))
+    const closed = new Promise((resolve) => socket.on('close', resolve))
+    const header = Buffer.alloc(8)
+    header.writeInt32BE(20_000, 0)
+    header.writeInt32BE(196_608, 4)
+    socket.write(header)
+    await closed
+    const text = Buffer.concat(answer).toString('latin1')
+    expect(text[0]).toBe('E')
+    expect(text).toContain('C08P01')
+  })
+
+  it('each statement of a block counts against the tenant’s rate limit, not only the first', async () => {
+    const limited = await tenantWithKey('shard-1', { api_rate_limit: 3 })
+    const client = await login(limited)
+    const codes: (string | undefined)[][] = []
+    for (const sql of ['begin', 'select 1', 'select 2', 'select 3', 'select 4']) {
+      writeQuery(client.writer, sql)
+      client.send()
+      codes.push(errorCodes(await client.until('Z')))
+    }
+    expect(codes).toEqual([[], [], [], [], ['53400']])
+    client.close()
+  })
+})
+
+describe('idle in a transaction', () => {
+  let strict: RunningRouter
+  it.beforeAll(async () => {
+    strict = await startTestRouter({ wireIdleInTransactionMs: 400 })
+  })
+
+  it('a portal suspended without a Sync holds rows: the session is ended (25P03) and the rows let go', async () => {
+    const client = await RawPostgres.login(strict.pgPort as number, tenant.id, tenant.key)
+    writeParse(client.writer, '', 'select g from generate_series(1, 10000) g')
+    writeBind(client.writer, '', [])
+    executeLimited(client.writer, '', 1)
+    writeFlush(client.writer)
+    client.send()
+    expect((await client.until('s')).map((message) => message.type)).toEqual(['1', '2', 'D', 's'])
+    expect(strict.app.answers.bytes).toBeGreaterThan(0)
+    expect(errorCodes([await client.expect('E')])).toEqual(['25P03'])
+    await client.closed
+    expect(strict.app.answers.bytes).toBe(0)
+  })
+
+  it('bytes that never complete a message do not keep an idle block open', async () => {
+    const client = await RawPostgres.login(strict.pgPort as number, tenant.id, tenant.key)
+    writeQuery(client.writer, 'begin; select 1')
+    client.send()
+    expect((await client.until('Z')).at(-1)?.body.toString()).toBe('T')
+    // The start of a Query of 1000 bytes, then one byte of it every 100 ms: 3 s of bytes, no message.
+    client.send(Buffer.from([0x51, 0, 0, 0x03, 0xe8]))
+    const trickle = setInterval(() => client.send(Buffer.from('x')), 100)
+    try {
+      const ended = await Promise.race([client.expect('E'), sleep(3_000).then(() => undefined)])
+      expect(ended && errorCodes([ended])).toEqual(['25P03'])
+    } finally {
+      clearInterval(trickle)
+    }
   })
 })

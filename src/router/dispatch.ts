@@ -321,12 +321,7 @@ function outcomeOf(
   }
   if (cause instanceof SwitchyardError) throw cause
   if (cause instanceof QueryCancelledError) throw cancelled(cause.reason, false)
-  if (cause instanceof ResultTooLargeError)
-    throw new SwitchyardError(
-      'result_too_large',
-      `the result passed the limit of ${cause.max} ${cause.limit}: the query was cancelled on the shard`,
-      { limit: cause.limit, max: cause.max },
-    )
+  if (cause instanceof ResultTooLargeError) throw resultTooLarge(cause)
   if (cause instanceof PoolTimeoutError)
     throw new SwitchyardError(
       'pool_timeout',
@@ -467,4 +462,13 @@ export function statementError(
   })
   failure.cause = cause
   return failure
+}
+
+/** A result past the request's rows or bytes, as the client hears it. */
+export function resultTooLarge(cause: ResultTooLargeError): SwitchyardError {
+  return new SwitchyardError(
+    'result_too_large',
+    `the result passed the limit of ${cause.max} ${cause.limit}: the query was cancelled on the shard`,
+    { limit: cause.limit, max: cause.max },
+  )
 }

@@ -9,11 +9,12 @@ import {
   type PipelineStep,
   QueryCancelledError,
   ResultTooLargeError,
+  type StatementDescription,
   type StepResult,
   type WireConnection,
 } from '../shard/wire/connection.ts'
 import { PoolTimeoutError } from '../shard/wire/errors.ts'
-import { cancelled, statementError } from './dispatch.ts'
+import { cancelled, resultTooLarge, statementError } from './dispatch.ts'
 import { beginSql, enterStep, type IsolationLevel } from './execute.ts'
 import type { PostgresErrorFields } from './protocols/neon.ts'
 import type { Statement, StatementResult } from './result.ts'
@@ -42,6 +43,11 @@ export interface PinnedTransaction {
     params: (string | Buffer | null)[][],
     signal: CancelSignal,
   ): Promise<StatementResult[]>
+  /** A client's Describe in the block (already through the policy), on the block's own connection. */
+  describe(
+    statements: { sql: string; paramTypes: number[] }[],
+    signal: CancelSignal,
+  ): Promise<StatementDescription[]>
   /** SQL the router built itself (SAVEPOINT, RELEASE, ROLLBACK TO with a quoted name). */
   control(sql: string, signal: CancelSignal): Promise<void>
   /** COMMIT (ROLLBACK on the shard if the block failed): the command tag PostgreSQL gives. */
@@ -153,27 +159,20 @@ function pinned(
         maxBytes: limits.maxResultBytes,
       })
     } catch (error) {
-      if (error instanceof PipelineError)
-        throw statementError(error.cause as unknown as PostgresErrorFields, error.step)
-      if (error instanceof QueryCancelledError) throw cancelled(error.reason, false)
-      if (error instanceof ResultTooLargeError)
-        throw new SwitchyardError(
-          'result_too_large',
-          `the result passed the limit of ${error.max} ${error.limit}: the query was cancelled on the shard`,
-          {
-            limit: error.limit,
-            max: error.max,
-          },
-        )
-      tainted = true
-      throw new SwitchyardError(
-        'shard_unavailable',
-        `the connection to ${route.shard} was lost: the transaction is gone`,
-        {
-          shard: route.shard,
-        },
-      )
+      throw lost(error)
     }
+  }
+
+  /** The client's failure as it hears it; anything else leaves the connection untrusted and the block gone. */
+  function lost(error: unknown): SwitchyardError {
+    const known = statementFailure(error)
+    if (known) return known
+    tainted = true
+    return new SwitchyardError(
+      'shard_unavailable',
+      `the connection to ${route.shard} was lost: the transaction is gone`,
+      { shard: route.shard },
+    )
   }
 
   function release() {
@@ -215,6 +214,14 @@ function pinned(
     },
     async control(sql, signal) {
       await steps([{ sql, params: [] }], signal)
+    },
+    async describe(statements, signal) {
+      if (released) throw new SwitchyardError('internal', 'the transaction is over')
+      try {
+        return await connection.describe(statements, { signal, timeoutMs })
+      } catch (error) {
+        throw lost(error)
+      }
     },
     async commit(signal) {
       const failed = connection.transactionStatus === 'E'
@@ -266,7 +273,19 @@ function giveBack(
   done()
 }
 
-function waitError(error: unknown, node: string): unknown {
+/**
+ * A shard's failure of a client's statement as the client hears it (its SQL error, a cancel, a result too
+ * large); undefined for anything else (a lost connection), which the caller reports its own way.
+ */
+export function statementFailure(error: unknown): SwitchyardError | undefined {
+  if (error instanceof PipelineError)
+    return statementError(error.cause as unknown as PostgresErrorFields, error.step)
+  if (error instanceof QueryCancelledError) return cancelled(error.reason, false)
+  if (error instanceof ResultTooLargeError) return resultTooLarge(error)
+  return undefined
+}
+
+export function waitError(error: unknown, node: string): unknown {
   if (error instanceof PoolTimeoutError)
     return new SwitchyardError(
       'pool_timeout',

@@ -161,6 +161,38 @@ async function classifyInTurn(
   statements: Statement[],
   signal: CancelSignal,
 ): Promise<StatementKind[]> {
+  const books = queueFor(tenant)
+  try {
+    const kinds: StatementKind[] = []
+    for (const statement of statements) {
+      const cached = classifyCached(statement.sql)
+      if (cached) {
+        kinds.push(cached.kind)
+        continue
+      }
+      kinds.push((await inTurn(books, signal, () => classify(statement.sql))).kind)
+    }
+    return kinds
+  } finally {
+    books.queued--
+  }
+}
+
+/**
+ * Other parses of a tenant's SQL (the PostgreSQL front end splits a Query and parses each Parse) in the
+ * same turns and within the same budget as the policy's, so they cannot stall the loop either.
+ */
+export async function parseInTurn<T>(tenant: string, signal: CancelSignal, parse: () => T): Promise<T> {
+  const books = queueFor(tenant)
+  try {
+    return await inTurn(books, signal, parse)
+  } finally {
+    books.queued--
+  }
+}
+
+/** The tenant's place in its parse queue (given back with `queued--`), or 429 `tenant_busy` when it is full. */
+function queueFor(tenant: string): Parsing {
   let books = parsing.get(tenant)
   if (!books) {
     // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
@@ -174,25 +206,17 @@ async function classifyInTurn(
       { retryAfterSeconds: 1 },
     )
   books.queued++
+  return books
+}
+
+/** Runs one parse in the tenant's next turn, its time counted against the tenant's second. */
+async function inTurn<T>(books: Parsing, signal: CancelSignal, parse: () => T): Promise<T> {
+  await parseTurn(books, signal)
+  const started = performance.now()
   try {
-    const kinds: StatementKind[] = []
-    for (const statement of statements) {
-      const cached = classifyCached(statement.sql)
-      if (cached) {
-        kinds.push(cached.kind)
-        continue
-      }
-      await parseTurn(books, signal)
-      const started = performance.now()
-      try {
-        kinds.push(classify(statement.sql).kind)
-      } finally {
-        books.spentMs += performance.now() - started
-      }
-    }
-    return kinds
+    return parse()
   } finally {
-    books.queued--
+    books.spentMs += performance.now() - started
   }
 }
 

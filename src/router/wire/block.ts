@@ -1,9 +1,10 @@
 import { SwitchyardError } from '../../errors.ts'
 import type { CancelSignal } from '../../shard/wire/cancel.ts'
+import type { StatementDescription } from '../../shard/wire/connection.ts'
 import type { IsolationLevel } from '../execute.ts'
 import { beginPinned, type PinnedOptions, type PinnedTransaction } from '../pinned.ts'
 import type { Statement, StatementResult } from '../result.ts'
-import { checkStatements, type TenantRequestDeps } from '../tenant-request.ts'
+import { checkStatements, rateLimit, type TenantRequestDeps } from '../tenant-request.ts'
 
 /** What a transaction-control statement answers: its command tag, and a warning PostgreSQL would give. */
 export interface ControlAnswer {
@@ -66,7 +67,34 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
       if (failed || pinned?.status === 'E') throw aborted()
       try {
         await checkStatements(deps, tenant, statements, params, signal)
-        return await (await open(signal)).run(statements, params, signal)
+        const begun = pinned
+        const transaction = await open(signal)
+        // Each statement counts against the tenant's limit as a request does; the first, when the block began.
+        if (begun) {
+          const { route } = transaction
+          await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+        }
+        return await transaction.run(statements, params, signal)
+      } catch (error) {
+        failed = true
+        throw error
+      }
+    },
+
+    /**
+     * A Describe in the block, on the block's connection (pinned now if it was not): outside it the
+     * Describe would wait for another connection of the tenant's share, which the tenant's own open
+     * blocks may be holding. A failure fails the block, as a failed Parse does in PostgreSQL.
+     */
+    async describe(
+      statements: { sql: string; paramTypes: number[] }[],
+      signal: CancelSignal,
+    ): Promise<StatementDescription[]> {
+      if (failed || pinned?.status === 'E') throw aborted()
+      try {
+        const checked = statements.map((statement) => ({ sql: statement.sql, params: [] }))
+        await checkStatements(deps, tenant, checked, [], signal)
+        return await (await open(signal)).describe(statements, signal)
       } catch (error) {
         failed = true
         throw error

@@ -6,70 +6,76 @@ export interface Frame {
   body: Buffer
 }
 
+/** PostgreSQL's own bound on a startup packet (MAX_STARTUP_PACKET_LENGTH): nothing larger before login. */
+export const MAX_STARTUP_BYTES = 10_000
+
+/** The request codes of untyped packets that are not a StartupMessage: more untyped packets may follow. */
+const NEGOTIATION_CODES = new Set([80877102, 80877103, 80877104])
+
 /**
  * Cuts a client's byte stream into messages. The first packets (SSLRequest, GSSENCRequest,
- * CancelRequest, StartupMessage) have no type byte; everything after the startup message has one.
- * A length past `maxBytes` (or below the header's own size) is refused before anything of the body is
- * held: a client cannot make the router buffer more than `maxBytes` for one message.
+ * CancelRequest, StartupMessage) have no type byte; everything after the StartupMessage has one, so the
+ * reader switches itself as it cuts one (a client may send its next message in the same segment).
+ * A length past `maxBytes` (MAX_STARTUP_BYTES before the StartupMessage) or below the header's own size
+ * is refused before anything of the body is held; a body is copied into one buffer of its declared
+ * length as it arrives, so a client sending a byte at a time costs the router its bytes, not an object
+ * per byte.
  */
 export class FrameReader {
-  private pending: Buffer[] = []
-  private pendingBytes = 0
   private typed = false
+  private readonly head = Buffer.alloc(5)
+  private headFilled = 0
+  private type = 0
+  private body: Buffer | undefined
+  private bodyFilled = 0
 
   constructor(private readonly maxBytes: number) {}
 
-  /** From now on every message starts with a type byte (after the StartupMessage). */
-  startTyped() {
-    this.typed = true
-  }
-
   /** Adds a chunk; returns the messages it completed (a message split over chunks waits for the rest). */
   push(chunk: Buffer): Frame[] {
-    this.pending.push(chunk)
-    this.pendingBytes += chunk.length
     const frames: Frame[] = []
-    for (;;) {
-      const frame = this.next()
-      if (!frame) return frames
-      frames.push(frame)
+    let at = 0
+    while (at < chunk.length) {
+      if (!this.body) {
+        const headSize = this.typed ? 5 : 4
+        const n = Math.min(headSize - this.headFilled, chunk.length - at)
+        chunk.copy(this.head, this.headFilled, at, at + n)
+        this.headFilled += n
+        at += n
+        if (this.headFilled < headSize) break
+        this.startBody()
+      }
+      const body = this.body as Buffer
+      const n = Math.min(body.length - this.bodyFilled, chunk.length - at)
+      chunk.copy(body, this.bodyFilled, at, at + n)
+      this.bodyFilled += n
+      at += n
+      if (this.bodyFilled === body.length) frames.push(this.complete(body))
     }
+    return frames
   }
 
-  private next(): Frame | undefined {
-    const header = this.typed ? 5 : 4
-    if (this.pendingBytes < header) return undefined
-    const head = this.peek(header)
-    const type = this.typed ? (head[0] as number) : 0
-    const length = head.readInt32BE(this.typed ? 1 : 0)
+  /** The header is whole: its length is checked before a byte of the body is held. */
+  private startBody() {
+    this.type = this.typed ? (this.head[0] as number) : 0
+    const length = this.head.readInt32BE(this.typed ? 1 : 0)
+    const max = this.typed ? this.maxBytes : Math.min(this.maxBytes, MAX_STARTUP_BYTES)
     // The length counts itself (4 bytes); a startup packet is at least 8 (length and a code).
-    if (length < (this.typed ? 4 : 8) || length > this.maxBytes)
+    if (length < (this.typed ? 4 : 8) || length > max)
       throw new ProtocolViolation(
-        length > this.maxBytes
-          ? `a message of ${length} bytes is larger than the limit of ${this.maxBytes}`
+        length > max
+          ? `a message of ${length} bytes is larger than the limit of ${max}`
           : `invalid message length ${length}`,
       )
-    const total = length + (this.typed ? 1 : 0)
-    if (this.pendingBytes < total) return undefined
-    const whole = this.take(total)
-    return { type, body: whole.subarray(header) }
+    this.body = Buffer.allocUnsafe(length - 4)
+    this.bodyFilled = 0
   }
 
-  private peek(size: number): Buffer {
-    const first = this.pending[0] as Buffer
-    if (first.length >= size) return first
-    // Merged once and kept merged: a client sending a byte at a time cannot make each chunk copy all before it.
-    const merged = Buffer.concat(this.pending)
-    this.pending = [merged]
-    return merged
-  }
-
-  private take(size: number): Buffer {
-    const merged = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending)
-    const taken = Buffer.from(merged.subarray(0, size))
-    const rest = merged.subarray(size)
-    this.pending = rest.length ? [rest] : []
-    this.pendingBytes = rest.length
-    return taken
+  private complete(body: Buffer): Frame {
+    const frame = { type: this.type, body }
+    this.body = undefined
+    this.headFilled = 0
+    if (!this.typed && !NEGOTIATION_CODES.has(body.readInt32BE(0))) this.typed = true
+    return frame
   }
 }

@@ -1,9 +1,8 @@
 import { randomBytes, randomInt } from 'node:crypto'
-import { scramCandidates } from '../../directory/keys.ts'
 import type { TenantRoute } from '../../directory/routes.ts'
 import { parseTenantId } from '../../directory/tenants.ts'
 import { SwitchyardError } from '../../errors.ts'
-import type { Frame, FrameReader } from './frames.ts'
+import type { Frame } from './frames.ts'
 import {
   authenticationRequest,
   authenticationSasl,
@@ -39,7 +38,6 @@ export interface LoginContext {
   socket: ClientStream
   writer: MessageWriter
   deps: WireDeps
-  frames: FrameReader
   registry: SessionRegistry
 }
 
@@ -55,14 +53,15 @@ const MECHANISM = 'SCRAM-SHA-256'
  * whether the tenant exists; an unknown tenant is refused only after a key proved the client may ask.
  */
 export function createLogin(context: LoginContext) {
-  const { socket, writer, deps, frames, registry } = context
+  const { socket, writer, deps, registry } = context
   let phase: 'startup' | 'sasl-initial' | 'sasl-final' = 'startup'
   let tenant = ''
   let applicationName = ''
   let keyId = ''
   let scram: ReturnType<typeof parseClientFirst> | undefined
   let first: ReturnType<typeof serverFirst> | undefined
-  let candidates: Awaited<ReturnType<typeof scramCandidates>> | undefined
+  let candidates: Awaited<ReturnType<WireDeps['loginCandidates']>> | undefined
+  let negotiations = 0
 
   return async function step(frame: Frame): Promise<Login | 'more' | 'closed'> {
     const reader = new BodyReader(frame.body)
@@ -79,11 +78,14 @@ export function createLogin(context: LoginContext) {
   function startup(reader: BodyReader): Login | 'more' | 'closed' {
     const code = reader.int32()
     if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
+      // libpq asks once for each (GSSAPI, then TLS): a client asking on and on is not a PostgreSQL client.
+      if (++negotiations > 2) throw new ProtocolViolation('too many encryption requests')
       socket.write('N')
       return 'more'
     }
     if (code === CANCEL_REQUEST) {
-      registry.cancel(reader.int32(), Buffer.from(reader.rest()))
+      // A cancel key is 4 bytes in protocol 3.0: anything else names no session of this router.
+      if (reader.left === 8) registry.cancel(reader.int32(), Buffer.from(reader.rest()))
       socket.destroy()
       return 'closed'
     }
@@ -110,7 +112,6 @@ export function createLogin(context: LoginContext) {
       )
     }
     applicationName = (parameters.get('application_name') ?? '').slice(0, 63)
-    frames.startTyped()
     authenticationSasl(writer, [MECHANISM])
     phase = 'sasl-initial'
     return 'more'
@@ -123,12 +124,7 @@ export function createLogin(context: LoginContext) {
     const size = reader.int32()
     if (size < 0 || size > reader.left) throw failed()
     scram = parseClientFirst(reader.bytes(size).toString('utf8'))
-    candidates = await scramCandidates(deps.directory, tenant).catch((error: unknown) => {
-      throw new SwitchyardError(
-        'directory_unavailable',
-        `cannot check the login: ${(error as Error).message}`,
-      )
-    })
+    candidates = await deps.loginCandidates(tenant)
     first = serverFirst(scram.clientNonce, candidates.salt, candidates.iterations)
     authenticationRequest(writer, 11, first.message)
     phase = 'sasl-final'

@@ -2,11 +2,14 @@ import { timingSafeEqual } from 'node:crypto'
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
 import type { Directory } from '../../directory/connection.ts'
 import { SwitchyardError } from '../../errors.ts'
+import type { CancelSignal } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
 import type { UnreadAnswers } from '../answers.ts'
 import type { RouterApp } from '../app.ts'
 import type { CancelRelay } from '../cluster-cancel.ts'
+import { statementFailure, waitError } from '../pinned.ts'
 import type { TenantRequestDeps } from '../tenant-request.ts'
+import { createLoginCandidates, type LoginCandidates } from './candidates.ts'
 import { toErrorFields } from './errors.ts'
 import { errorResponse, MessageWriter } from './protocol.ts'
 import { type ClientStream, type SessionRegistry, serveSession } from './session.ts'
@@ -22,9 +25,12 @@ export interface WireDeps extends TenantRequestDeps {
     tenant: string,
     shard: string,
     statements: { sql: string; paramTypes: number[] }[],
+    signal: CancelSignal,
   ): Promise<StatementDescription[]>
   /** A request's outcome, for the router's metrics and log. */
   observe(tenant: string, outcome: string, ms: number): void
+  /** The keys a login is checked against (candidates.ts). */
+  loginCandidates: LoginCandidates
   /** What the shards say of themselves, told to clients at startup. */
   shardSettings: { serverVersion: string; timeZone: string }
 }
@@ -52,7 +58,8 @@ export async function startWireServer(
   const deps: WireDeps = {
     ...app,
     shardSettings,
-    describe: (tenant, shard, statements) => describeOn(app, tenant, shard, statements),
+    loginCandidates: createLoginCandidates(app.directory, app.logger),
+    describe: (tenant, shard, statements, signal) => describeOn(app, tenant, shard, statements, signal),
     observe(_tenant, outcome, ms) {
       app.metrics.requestDuration.observe(
         { protocol: 'postgres', shard: 'any', role: 'any', outcome },
@@ -140,20 +147,41 @@ export async function startWireServer(
   }
 }
 
-/** A Describe on the tenant's primary, within the tenant's fair share of its pool like any request. */
+/**
+ * A Describe on the tenant's primary, within the tenant's fair share of its pool like any request, and
+ * within its deadline and cancel (`signal`) from the wait for a share on.
+ */
 async function describeOn(
   app: RouterApp,
   tenant: string,
   shard: string,
   statements: { sql: string; paramTypes: number[] }[],
+  signal: CancelSignal,
 ): Promise<StatementDescription[]> {
   const node = app.routing.primary(shard).name
   const pool = app.pools.pool(node)
-  const done = await app.shares.acquire(tenant, node)
+  const done = await app.shares.acquire(tenant, node, signal).catch((error: unknown) => {
+    throw waitError(error, node)
+  })
   try {
-    const connection = await pool.reserve({ timeoutMs: app.limits.poolWaitMs })
+    const connection = await pool
+      .reserve({ signal, timeoutMs: app.limits.poolWaitMs })
+      .catch((error: unknown) => {
+        throw waitError(error, node)
+      })
     try {
-      return await connection.describe(statements, { timeoutMs: app.topology.router.requestTimeoutMs })
+      return await connection.describe(statements, {
+        signal,
+        timeoutMs: app.topology.router.requestTimeoutMs,
+      })
+    } catch (error) {
+      throw (
+        statementFailure(error) ??
+        new SwitchyardError('shard_unavailable', `the primary of ${shard} did not answer; retry shortly`, {
+          retryAfterSeconds: 1,
+          shard,
+        })
+      )
     } finally {
       pool.release(connection)
     }

@@ -5,9 +5,9 @@ import { Cancellation } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
 import type { ColumnDescription } from '../../shard/wire/messages.ts'
 import { CLIENT_GONE, DEADLINE } from '../dispatch.ts'
-import { classify, type SplitStatement, splitStatements } from '../policy.ts'
+import { type SplitStatement, splitStatements } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
-import { runTenantRequest } from '../tenant-request.ts'
+import { checkStatements, parseInTurn, rateLimit, runTenantRequest } from '../tenant-request.ts'
 import { type Block, createBlock } from './block.ts'
 import { toErrorFields } from './errors.ts'
 import { type Frame, FrameReader } from './frames.ts'
@@ -32,10 +32,19 @@ import {
 import type { WireDeps } from './server.ts'
 import { localStatement, type SessionSettings, showColumn } from './settings.ts'
 
-/** A client's prepared statement: its SQL and the parameter types its Parse gave. */
+/**
+ * What a session keeps of a statement's parse: its type, and its tree only for what the router runs
+ * itself (SET, SHOW, transaction control), weighed in bytes: a tree is many times its text.
+ */
+interface Parsed extends SplitStatement {
+  weight: number
+}
+
+/** A client's prepared statement: its SQL, the parameter types its Parse gave, and what it is. */
 interface Prepared {
   sql: string
   paramTypes: number[]
+  parsed: Parsed
 }
 
 /** A bound portal: the statement, its values and the formats the client asked for. */
@@ -57,7 +66,15 @@ interface Suspended {
 
 /** One message of the extended protocol, queued until the client's Sync (or Flush). */
 type Action =
-  | { kind: 'parse'; name: string; statement: Prepared }
+  | {
+      kind: 'parse'
+      name: string
+      sql: string
+      paramTypes: number[]
+      /** Parsed in the tenant's turn before the batch is planned (parseBatch): the tree, or why not. */
+      parsed?: Parsed
+      parseError?: unknown
+    }
   | { kind: 'bind'; bind: BindMessage }
   | { kind: 'describe'; target: 'S' | 'P'; name: string }
   | { kind: 'execute'; portal: string; maxRows: number }
@@ -87,6 +104,8 @@ type PlannedStep = {
 interface Plan {
   steps: PlannedStep[]
   statements: Statement[]
+  /** The prepared statement each of `statements` comes from. */
+  sources: Prepared[]
   params: (Buffer | null)[][]
   describes: Prepared[]
 }
@@ -98,14 +117,18 @@ interface Plan {
 const SESSION_BYTES = 4 * 1024 * 1024
 
 function heldBytes(value: Prepared | Portal): number {
-  if ('sql' in value) return 2 * value.sql.length + 8 * value.paramTypes.length + 64
+  if ('sql' in value) return 2 * value.sql.length + 8 * value.paramTypes.length + value.parsed.weight + 64
   let bytes = 64 + 8 * (value.bind.paramFormats.length + value.bind.resultFormats.length)
   for (const param of value.bind.params) bytes += (param?.length ?? 0) + 16
   return bytes
 }
 
-/** Parses of SQL texts a session keeps (statementOf): its few statements, over and over. */
+/** Parses of SQL texts a session keeps (parseOfText), by count and by bytes: its few statements, over and over. */
 const PARSED_TEXTS = 100
+const PARSED_BYTES = 1024 * 1024
+
+/** Parameter types whose input is libxml2's parser, which no deadline can stop (the policy refuses XML). */
+const XML_TYPES = new Set([142, 143])
 
 /** Most prepared statements and portals a session may hold: each costs the router its SQL text. */
 const MAX_PREPARED = 1000
@@ -144,10 +167,11 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   let unregister: (() => void) | undefined
   let block: Block | undefined
   let keyCheckedAt = Date.now()
-  /** The parse of SQL texts this session executes or describes (statementOf). */
-  const parsedTexts = new Map<string, SplitStatement>()
+  /** The parse of SQL texts this session prepares (parseOfText), and the bytes they weigh. */
+  const parsedTexts = new Map<string, Parsed>()
+  let parsedBytes = 0
   let idleTimer: NodeJS.Timeout | undefined
-  const login = createLogin({ socket, writer, deps, frames, registry })
+  const login = createLogin({ socket, writer, deps, registry })
 
   socket.setNoDelay?.(true)
   socket.on('error', () => {})
@@ -156,10 +180,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     running?.abort(CLIENT_GONE)
     unregister?.()
     clearTimeout(idleTimer)
-    for (const rows of suspended.values()) rows.release()
-    suspended.clear()
-    // An open transaction block is rolled back once its statement (if one runs) has stopped.
-    block?.end()
+    letGo()
   })
   const startupTimer = setTimeout(() => {
     if (!session) fatal(new SwitchyardError('unauthorized', 'the login did not complete in time'))
@@ -167,16 +188,18 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   socket.once('close', () => clearTimeout(startupTimer))
 
   socket.on('data', (chunk: Buffer) => {
-    clearTimeout(idleTimer)
     let arrived: Frame[]
     try {
       arrived = frames.push(chunk)
     } catch (error) {
       return fatal(violation(error))
     }
+    // Only a whole message is activity: a byte now and then does not keep an idle block open.
+    if (arrived.length === 0) return
+    clearTimeout(idleTimer)
     for (const frame of arrived) {
       queue.push(frame)
-      queuedBytes += frame.body.length
+      queuedBytes += queuedSize(frame)
     }
     // A client that sends faster than its queries run waits: what it sent is read once the queue drains.
     if (queuedBytes > config.maxBodyBytes) socket.pause()
@@ -189,7 +212,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     try {
       while (queue.length && !closed) {
         const frame = queue.shift() as Frame
-        queuedBytes -= frame.body.length
+        queuedBytes -= queuedSize(frame)
         await handle(frame)
         flush()
         // A client that does not read its answers gets no more of them: what the router holds for it
@@ -206,17 +229,24 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   }
 
   /**
-   * Idle in a transaction block: its connection and the tenant's fence lock are held, so the block
-   * gets `wireIdleInTransactionMs` to send its next message before the session is ended (25P03).
+   * Idle in a transaction: a block holds its connection and the tenant's fence lock, a suspended portal
+   * its rows (against the tenant's unread bound), so either gets `wireIdleInTransactionMs` to send its
+   * next message before the session is ended (25P03), as PostgreSQL ends an idle open transaction.
    */
   function armIdleLimit() {
-    if (closed || queue.length || !block?.active) return
+    if (closed || queue.length || !inTransaction()) return
     clearTimeout(idleTimer)
     idleTimer = setTimeout(() => {
-      if (!block?.active || working) return
+      if (!inTransaction()) return
+      // Work still running is bounded by its own deadline; the limit counts again once it is done.
+      if (working) return armIdleLimit()
       fatal(sqlState('25P03', 'terminating connection due to idle-in-transaction timeout'))
-      block.end()
+      block?.end()
     }, config.wireIdleInTransactionMs)
+  }
+
+  function inTransaction(): boolean {
+    return Boolean(block?.active) || suspended.size > 0
   }
 
   /**
@@ -257,6 +287,13 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     socket.end(last)
     setTimeout(() => socket.destroy(), 1000).unref()
     running?.abort(CLIENT_GONE)
+    letGo()
+  }
+
+  /** What the session holds beyond its socket: kept rows, and its block (rolled back once its statement stops). */
+  function letGo() {
+    for (const rows of suspended.values()) rows.release()
+    suspended.clear()
     block?.end()
   }
 
@@ -299,11 +336,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 0x50: // Parse
         return queueAction(() => {
           const parse = readParse(reader)
-          return {
-            kind: 'parse',
-            name: parse.name,
-            statement: { sql: parse.sql, paramTypes: parse.paramTypes },
-          }
+          return { kind: 'parse', name: parse.name, sql: parse.sql, paramTypes: parse.paramTypes }
         }, frame.body.length)
       case 0x42: // Bind
         return queueAction(() => ({ kind: 'bind', bind: readBind(reader) }), frame.body.length)
@@ -324,10 +357,20 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 0x58: // Terminate
         hangUp()
         return
-      case 0x46: // FunctionCall
-        return refuse(
-          new SwitchyardError('feature_not_supported', 'the fast-path function call is not supported'),
+      case 0x46: // FunctionCall: answered as PostgreSQL answers a failed one, ReadyForQuery included.
+        block?.fail()
+        errorResponse(
+          writer,
+          toErrorFields(
+            new SwitchyardError('feature_not_supported', 'the fast-path function call is not supported'),
+          ),
         )
+        readyForQuery(writer, (block as Block).status)
+        return
+      case 0x64: // CopyData, CopyDone, CopyFail outside COPY: PostgreSQL ignores them (no COPY runs here).
+      case 0x63:
+      case 0x66:
+        return
       default:
         throw new ProtocolViolation(`unexpected message type 0x${frame.type.toString(16)}`)
     }
@@ -425,7 +468,16 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   async function simpleQuery(sql: string) {
     try {
-      const statements = splitStatements(sql)
+      // All of a Query's text is parsed at once: it is bounded as one statement is, before the parse.
+      if (tooLong(sql))
+        throw new SwitchyardError(
+          'statement_too_large',
+          `a Query's text is longer than ${config.maxStatementBytes} bytes: send values as parameters, or fewer statements at once`,
+        )
+      const tenant = (session as Login).tenant
+      const statements = await withDeadline((signal) =>
+        parseInTurn(tenant, signal, () => splitStatements(sql)),
+      )
       if (statements.length === 0) bare(writer, 'I')
       // As PostgreSQL does: the statements run one by one, and an error skips the rest.
       for (const statement of statements) {
@@ -486,24 +538,23 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     batch = []
     batchBytes = 0
     if (skipping || actions.length === 0) return
+    try {
+      await parseBatch(actions)
+    } catch (error) {
+      return refuse(clientCancel(error))
+    }
     const { plan, error: planError, failedAt } = planBatch(actions)
     const runnable = failedAt === undefined ? actions : actions.slice(0, failedAt)
-    let sequential: boolean
-    try {
-      sequential =
-        (block as Block).active ||
-        plan.statements.some((statement) => LOCAL_TYPES.has(statementOf(statement.sql).type))
-    } catch (error) {
-      skipFrom(plan.steps, 0)
-      return refuse(error)
-    }
+    const sequential =
+      (block as Block).active || plan.sources.some((source) => LOCAL_TYPES.has(source.parsed.type))
     if (sequential) return runSequential(runnable, plan, planError)
     let results: StatementResult[] = []
     let descriptions: StatementDescription[] = []
     let runError: unknown
     let describeFailed = false
     try {
-      descriptions = await describeAll(plan.describes)
+      // A batch that runs nothing (a driver preparing) counts against the rate limit for its Describes.
+      descriptions = await describeAll(plan.describes, plan.statements.length === 0)
     } catch (error) {
       runError = error
       describeFailed = true
@@ -562,14 +613,14 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       try {
         switch (action.kind) {
           case 'describe': {
-            const sql =
+            const source =
               step.describe !== undefined
-                ? plan.describes[step.describe]?.sql
+                ? plan.describes[step.describe]
                 : step.fromExecute !== undefined
-                  ? plan.statements[step.fromExecute]?.sql
+                  ? plan.sources[step.fromExecute]
                   : undefined
-            if (sql === undefined) describeAnswer(step, undefined, [])
-            else await describeOne(sql, step, plan.describes[step.describe ?? -1])
+            if (source === undefined) describeAnswer(step, undefined, [])
+            else await describeOne(source, step, plan.statements.length === 0)
             break
           }
           case 'execute': {
@@ -582,7 +633,8 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
               break
             }
             const statement = plan.statements[step.execute as number] as Statement
-            const parsed = { ...statementOf(statement.sql), sql: statement.sql }
+            const source = plan.sources[step.execute as number] as Prepared
+            const parsed = { ...source.parsed, sql: statement.sql }
             const result = await runOne(
               parsed,
               plan.params[step.execute as number] ?? [],
@@ -611,33 +663,66 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   }
 
   /** Describe of one statement: the router's own answer for what it runs itself, else the shard's. */
-  async function describeOne(sql: string, step: PlannedStep, prepared: Prepared | undefined) {
-    const parsed = statementOf(sql)
+  async function describeOne(source: Prepared, step: PlannedStep, admit: boolean) {
+    const { parsed } = source
     const ofStatement = step.resultFormats === undefined
     if (LOCAL_TYPES.has(parsed.type)) {
-      if (ofStatement) parameterDescription(writer, prepared?.paramTypes ?? [])
+      if (ofStatement) parameterDescription(writer, source.paramTypes)
       if (parsed.type === 'VariableShowStmt')
         rowDescription(writer, [showColumn(String(parsed.node.name ?? ''))], [])
       else bare(writer, 'n')
       return
     }
-    const [description] = await describeAll([{ sql, paramTypes: prepared?.paramTypes ?? [] }])
+    const [description] = await describeAll([source], admit)
     if (ofStatement) parameterDescription(writer, description?.paramTypes ?? [])
     if (description?.fields.length) rowDescription(writer, description.fields, step.resultFormats ?? [])
     else bare(writer, 'n')
   }
 
-  /** What the parser says a client's SQL is: one statement (Parse takes no more), kept per text. */
-  function statementOf(sql: string): SplitStatement {
-    let parsed = parsedTexts.get(sql)
-    if (parsed) return parsed
-    const statements = splitStatements(sql)
-    if (statements.length > 1)
-      throw sqlState('42601', 'cannot insert multiple commands into a prepared statement')
-    parsed = statements[0] ?? { sql: '', type: '', node: {} }
-    if (parsedTexts.size >= PARSED_TEXTS) parsedTexts.clear()
+  /**
+   * Parses the texts of the batch's Parse messages, each in the tenant's turn (tenant-request.ts), so a
+   * client's SQL cannot stall the loop for others: a parse error is kept to fail its own Parse, as in
+   * PostgreSQL; a refusal of the turn (the tenant's parse queue full, the deadline) is the batch's.
+   */
+  async function parseBatch(actions: Action[]) {
+    for (const action of actions) {
+      if (action.kind !== 'parse' || tooLong(action.sql)) continue
+      const known = parsedTexts.get(action.sql)
+      if (known) {
+        action.parsed = known
+        continue
+      }
+      const tenant = (session as Login).tenant
+      const outcome = await withDeadline((signal) =>
+        parseInTurn(tenant, signal, () => {
+          try {
+            return { parsed: parseOne(action.sql) }
+          } catch (error) {
+            return { error }
+          }
+        }),
+      )
+      if (outcome.parsed) remember(action.sql, outcome.parsed)
+      action.parsed = outcome.parsed
+      action.parseError = outcome.error
+    }
+  }
+
+  function remember(sql: string, parsed: Parsed) {
+    const bytes = 2 * sql.length + parsed.weight + 64
+    if (parsedTexts.size >= PARSED_TEXTS || parsedBytes + bytes > PARSED_BYTES) {
+      parsedTexts.clear()
+      parsedBytes = 0
+    }
+    if (bytes > PARSED_BYTES) return
     parsedTexts.set(sql, parsed)
-    return parsed
+    parsedBytes += bytes
+  }
+
+  /** A statement longer than maxStatementBytes (in UTF-8), counted without encoding it where it can be. */
+  function tooLong(sql: string): boolean {
+    const max = config.maxStatementBytes
+    return sql.length * 3 > max && (sql.length > max || Buffer.byteLength(sql) > max)
   }
 
   /**
@@ -645,7 +730,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    * what the shard must do: which statements to describe and which to run, in one transaction.
    */
   function planBatch(actions: Action[]) {
-    const plan: Plan = { steps: [], statements: [], params: [], describes: [] }
+    const plan: Plan = { steps: [], statements: [], sources: [], params: [], describes: [] }
     for (const [i, action] of actions.entries()) {
       try {
         plan.steps.push(planStep(action, plan, actions, i))
@@ -658,7 +743,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   function planStep(
     action: Action,
-    plan: { statements: Statement[]; params: (Buffer | null)[][]; describes: Prepared[] },
+    plan: Omit<Plan, 'steps'>,
     actions: Action[],
     index: number,
   ): PlannedStep {
@@ -666,14 +751,20 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       case 'parse': {
         if (action.name !== '' && prepared.has(action.name))
           throw sqlState('42P05', `prepared statement "${action.name}" already exists`)
-        if (action.statement.sql.length > config.maxStatementBytes)
+        if (tooLong(action.sql))
           throw new SwitchyardError(
             'statement_too_large',
             `a statement is longer than ${config.maxStatementBytes} bytes: send values as parameters, or split it`,
           )
         // A statement the parser refuses (two commands, bad syntax) fails its own Parse, as in PostgreSQL.
-        statementOf(action.statement.sql)
-        return { undo: keep('statement', action.name, action.statement) }
+        if (action.parseError !== undefined) throw action.parseError
+        if (action.paramTypes.some((type) => XML_TYPES.has(type)))
+          throw new SwitchyardError(
+            'statement_not_allowed',
+            'XML is not allowed: libxml2 parses it without checking for a cancel, so no deadline could stop it',
+          )
+        const statement = { sql: action.sql, paramTypes: action.paramTypes, parsed: action.parsed as Parsed }
+        return { undo: keep('statement', action.name, statement) }
       }
       case 'bind': {
         const statement = prepared.get(action.bind.statement)
@@ -725,6 +816,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
           },
         })
         plan.params.push(portal.bind.params)
+        plan.sources.push(portal.statement)
         return {
           execute: plan.statements.length - 1,
           ...limits,
@@ -759,18 +851,26 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     else bare(writer, 'n')
   }
 
-  /** Columns and parameter types of statements, from a shard's Parse and Describe, after the policy's check. */
-  async function describeAll(statements: Prepared[]): Promise<StatementDescription[]> {
+  /**
+   * Columns and parameter types of statements, from a shard's Parse and Describe after the policy's
+   * check, under the request's bounds: in a block on its own connection, else on the primary's pool
+   * within the tenant's share. `admit`: it counts against the tenant's rate limit (nothing else in
+   * its batch does).
+   */
+  async function describeAll(statements: Prepared[], admit: boolean): Promise<StatementDescription[]> {
     if (statements.length === 0) return []
-    for (const statement of statements) classify(statement.sql)
     const tenant = (session as Login).tenant
-    // Where the tenant is now (it may have moved since the login): its primary's pool, its share of it.
-    const route = await deps.routes.resolve(tenant)
-    return deps.describe(
-      tenant,
-      route.shard,
-      statements.map((statement) => ({ sql: statement.sql, paramTypes: statement.paramTypes })),
-    )
+    const list = statements.map((statement) => ({ sql: statement.sql, paramTypes: statement.paramTypes }))
+    const current = block as Block
+    if (current.active) return bounded((signal) => current.describe(list, signal), false)
+    return bounded(async (signal) => {
+      const checked = list.map((statement) => ({ sql: statement.sql, params: [] }))
+      await checkStatements(deps, tenant, checked, [], signal)
+      // Where the tenant is now (it may have moved since the login): its primary's pool, its share of it.
+      const route = await deps.routes.resolve(tenant)
+      if (admit) await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+      return deps.describe(tenant, route.shard, list, signal)
+    }, false)
   }
 
   // ---- Running and answering ----
@@ -809,24 +909,32 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    * Runs `work` under the request's bounds, as HTTP does: its deadline (requestTimeoutMs), the client's
    * CancelRequest and the client leaving all abort its signal, which cancels the shard's query.
    */
-  async function bounded<T>(work: (signal: Cancellation) => Promise<T>): Promise<T> {
+  async function bounded<T>(work: (signal: Cancellation) => Promise<T>, observed = true): Promise<T> {
     await checkKey()
     deps.answers.admit((session as Login).tenant)
-    const cancellation = new Cancellation()
-    const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
-    running = cancellation
-    cancelledByClient = false
     const started = performance.now()
     let outcome = 'ok'
     try {
-      return await work(cancellation)
+      return await withDeadline(work)
     } catch (error) {
       outcome = 'error'
       throw error
     } finally {
+      if (observed) deps.observe((session as Login).tenant, outcome, performance.now() - started)
+    }
+  }
+
+  /** `work` with a signal that its deadline, the client's CancelRequest and the client leaving abort. */
+  async function withDeadline<T>(work: (signal: Cancellation) => Promise<T>): Promise<T> {
+    const cancellation = new Cancellation()
+    const timer = setTimeout(() => cancellation.abort(DEADLINE), config.requestTimeoutMs)
+    running = cancellation
+    cancelledByClient = false
+    try {
+      return await work(cancellation)
+    } finally {
       clearTimeout(timer)
       running = undefined
-      deps.observe((session as Login).tenant, outcome, performance.now() - started)
     }
   }
 
@@ -904,6 +1012,25 @@ function needsShard(
   if (action.kind === 'execute') return !step.empty && !step.resume
   if (action.kind !== 'describe') return false
   return step.fromExecute !== undefined || (describeFailed && step.describe !== undefined)
+}
+
+/**
+ * What a queued message counts against the session's read-ahead bound: its body and what holding it
+ * costs besides (an empty Sync or Flush is not free), so a flood of small messages pauses reading too.
+ */
+function queuedSize(frame: Frame): number {
+  return frame.body.length + 256
+}
+
+/** One statement's parse as a session keeps it (Parsed): no tree where the router does not need one. */
+function parseOne(sql: string): Parsed {
+  const statements = splitStatements(sql)
+  if (statements.length > 1)
+    throw sqlState('42601', 'cannot insert multiple commands into a prepared statement')
+  const statement = statements[0] ?? { sql: '', type: '', node: {} }
+  if (!LOCAL_TYPES.has(statement.type))
+    return { sql: statement.sql, type: statement.type, node: {}, weight: 0 }
+  return { ...statement, weight: 2 * JSON.stringify(statement.node).length }
 }
 
 function sqlState(code: string, message: string): SwitchyardError {

@@ -59,8 +59,12 @@ function only(value: string, allowed: string[], shown: string, name: string): st
 
 const refused = (message: string) => new SwitchyardError('feature_not_supported', message)
 
+/** The session's settings; RESET (and SET … TO DEFAULT, SET TIME ZONE LOCAL) goes back to the first value. */
 export function createSettings(initial: Record<string, string>): SessionSettings {
-  return { values: new Map(Object.entries(initial).map(([name, value]) => [name.toLowerCase(), value])) }
+  const values = new Map(Object.entries(initial).map(([name, value]) => [name.toLowerCase(), value]))
+  for (const [name, value] of [...values])
+    if (!name.startsWith('default:') && !values.has(`default:${name}`)) values.set(`default:${name}`, value)
+  return { values }
 }
 
 /**
@@ -130,7 +134,12 @@ export function showColumn(name: string) {
 
 function show(name: string, settings: SessionSettings) {
   const key = name.toLowerCase()
-  const value = key === 'transaction_isolation' ? 'read committed' : settings.values.get(key)
+  const value =
+    key === 'transaction_isolation'
+      ? 'read committed'
+      : key.startsWith('default:')
+        ? undefined
+        : settings.values.get(key)
   if (value === undefined) {
     const error = new SwitchyardError('sql_error', `unrecognized configuration parameter "${name}"`)
     error.cause = { code: '42704', message: `unrecognized configuration parameter "${name}"` }
