@@ -74,9 +74,23 @@ describe('moving a tenant between shards', () => {
       await target`update switchyard.schema_version set version = replace(version, '+other', '')`
     }
     const both = ['shard-1', 'shard-3'].map((id) => connect(shard(id).primary))
-    for (const sql of both)
+    // Partitioned on one side only: the target could not route the rows as the source does.
+    await both[0]?.unsafe(`create table public.move_parts (tenant_id uuid not null, id int not null,
+                            primary key (tenant_id, id)) partition by hash (tenant_id)`)
+    await both[1]?.unsafe(`create table public.move_parts (tenant_id uuid not null, id int not null,
+                            primary key (tenant_id, id))`)
+    try {
+      await refuse({ tenant, target: 'shard-3' }, 'partition_mismatch')
+    } finally {
+      for (const sql of both) await sql`drop table public.move_parts`
+    }
+    // A partition partitioned again: moves take one level of partitions.
+    for (const sql of both) {
       await sql`create table public.move_parts (tenant_id uuid not null, id int not null,
-                  primary key (tenant_id, id)) partition by hash (tenant_id)`
+                  primary key (tenant_id, id)) partition by range (id)`
+      await sql`create table public.move_parts_low partition of public.move_parts
+                  for values from (0) to (100) partition by hash (tenant_id)`
+    }
     try {
       await refuse({ tenant, target: 'shard-3' }, 'partitioned_table')
     } finally {

@@ -5,6 +5,7 @@ import * as keys from './keys.ts'
 import * as loadtest from './loadtest.ts'
 import * as migrate from './migrate.ts'
 import * as moves from './moves.ts'
+import * as partitions from './partitions.ts'
 import * as rebalance from './rebalance.ts'
 import * as router from './router.ts'
 import * as shards from './shards.ts'
@@ -15,7 +16,20 @@ import * as tenants from './tenants.ts'
  * Every noun of `switchyard`, one entry each, in the order `--help` lists them. A new noun is a file
  * with `register(program)` and a line here; a new verb is a `.command()` in its noun's file.
  */
-const NOUNS = [cluster, migrate, doctor, tenants, shards, rebalance, keys, moves, loadtest, router, start]
+const NOUNS = [
+  cluster,
+  migrate,
+  doctor,
+  tenants,
+  shards,
+  partitions,
+  rebalance,
+  keys,
+  moves,
+  loadtest,
+  router,
+  start,
+]
 
 const program = new Command('switchyard')
   .description('Shard router and tenant placement for multi-tenant PostgreSQL')

@@ -21,15 +21,20 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 /**
  * A publication of the tenant's rows only: `tenant_id = …` filters every tenant table. Row filters do
  * not apply to TRUNCATE, so it is not published: a TRUNCATE on the source during a move would otherwise
- * empty the table on the target for every tenant. DDL takes no parameters, so the tenant id is inlined:
- * it is checked to be a UUID (hex and dashes) first.
+ * empty the table on the target for every tenant. A partitioned table is published as its root
+ * (`publish_via_partition_root`): its row filter applies to every partition's changes, the initial copy
+ * reads the root, and the target routes each row to its own partition. DDL takes no parameters, so the
+ * tenant id is inlined: it is checked to be a UUID (hex and dashes) first.
  */
 export async function createPublication(sql: Sql, name: string, tenant: string, tables: TenantTable[]) {
   if (!UUID.test(tenant)) throw new Error(`not a tenant id: ${tenant}`)
   const [exists] = await sql`select 1 from pg_publication where pubname = ${name}`
   if (exists) return
   const list = tables.map((t) => `${t.name} where (tenant_id = '${tenant}'::uuid)`).join(', ')
-  await sql.unsafe(`create publication ${name} for table ${list} with (publish = 'insert, update, delete')`)
+  await sql.unsafe(
+    `create publication ${name} for table ${list}
+     with (publish = 'insert, update, delete', publish_via_partition_root = true)`,
+  )
 }
 
 export async function dropPublication(sql: Sql, name: string) {

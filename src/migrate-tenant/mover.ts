@@ -9,7 +9,7 @@ import { SwitchyardError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { openAdmin, type Sql } from '../shard/connection.ts'
 import { unfenceTenant } from '../shard/fence.ts'
-import { tenantTables } from '../shard/tables.ts'
+import { movedTables, tenantTables } from '../shard/tables.ts'
 import { artifactName } from './artifacts.ts'
 import type { FailpointWhen } from './failpoint.ts'
 import type { MoverMetrics } from './metrics.ts'
@@ -392,7 +392,7 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
     targetUrl: shardPrimary(deps.topology, move.targetShard),
     tables: () => {
       tables ??= tenantTables(ctx.source, deps.topology.tenantSchema.schemas).then((found) =>
-        withRowHashes(ctx.source, found),
+        withRowHashes(ctx.source, movedTables(found)),
       )
       return tables
     },

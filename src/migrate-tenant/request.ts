@@ -4,7 +4,8 @@ import { findTenant, parseTenantId } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { Sql } from '../shard/connection.ts'
 import { readOwnership } from '../shard/ownership.ts'
-import { type TenantTable, tenantTables } from '../shard/tables.ts'
+import { partitionLayout, partitionMismatch } from '../shard/partitions.ts'
+import { movedTables, type TenantTable, tenantTables } from '../shard/tables.ts'
 import { countTenantRows } from './rows.ts'
 
 /** A move request checked against the shards, before anything is recorded or created. */
@@ -57,12 +58,12 @@ export async function checkMoveRequest(
     )
   const { tables } = from
   for (const table of tables) {
-    // A row filter on a partitioned table needs publish_via_partition_root, and the copy, verify and
-    // cleanup would have to see partitions through their root: not built yet, so refused up front.
-    if (table.partitioned)
+    // Partitioned tables move through their root (publish_via_partition_root); a partition that is
+    // itself partitioned would need its own PARTITION BY on the target: not built.
+    if (table.subpartitioned)
       throw new SwitchyardError(
         'partitioned_table',
-        `${table.name} on ${row.shardId} is partitioned (or a partition): moves do not support partitioned tenant tables yet`,
+        `${table.name} on ${row.shardId} is a partition that is partitioned again: moves support one level of partitions`,
       )
     if (!table.identity.includes('tenant_id'))
       throw new SwitchyardError(
@@ -70,14 +71,43 @@ export async function checkMoveRequest(
         `${table.name} on ${row.shardId} lacks tenant_id in its replica identity (${table.identity.join(', ') || 'none'})`,
       )
   }
+  await samePartitioning(source, into, topology.tenantSchema.schemas, { from: row.shardId, to: target })
   const owned = await readOwnership(into, tenant)
   if (owned && (owned.state === 'owner' || owned.state === 'frozen'))
     throw new SwitchyardError(
       'target_owns_tenant',
       `${target} says it owns tenant ${tenant} (${owned.state}, epoch ${owned.epoch}) but the directory places it on ${row.shardId}: run \`switchyard doctor\``,
     )
-  await noStrayRows(directory, into, { tenant, target, claimed: owned !== undefined }, tables)
+  await noStrayRows(directory, into, { tenant, target, claimed: owned !== undefined }, movedTables(tables))
   return { tenant, source: row.shardId, target }
+}
+
+/**
+ * Partitioned tables partitioned alike on both shards (the same key), and every partition of the source
+ * either on the target with the same bound or makeable there (its name free): the move's preflight
+ * creates those. An overlap is found only then, and stops the move with the same code.
+ */
+async function samePartitioning(source: Sql, into: Sql, schemas: string[], on: { from: string; to: string }) {
+  const [mine, theirs] = await Promise.all([partitionLayout(source, schemas), partitionLayout(into, schemas)])
+  for (const table of mine) {
+    const other = theirs.find((one) => one.name === table.name)
+    if (!other || other.key !== table.key)
+      throw new SwitchyardError(
+        'partition_mismatch',
+        `${table.name} is partitioned by ${table.key} on ${on.from} and ${other ? `by ${other.key}` : 'not at all'} on ${on.to}`,
+      )
+    for (const partition of table.partitions) {
+      if (other.partitions.some((one) => one.bound === partition.bound)) continue
+      const taken = other.partitions.find((one) => one.name === partition.name)
+      if (taken) throw partitionMismatch(table.name, partition, `${on.to} has that name for ${taken.bound}`)
+    }
+  }
+  const unpartitioned = theirs.find((table) => !mine.some((one) => one.name === table.name))
+  if (unpartitioned)
+    throw new SwitchyardError(
+      'partition_mismatch',
+      `${unpartitioned.name} is partitioned on ${on.to} but not on ${on.from}`,
+    )
 }
 
 /** A shard's schema version and tenant tables (`names`: the tables' names, to compare two shards). */
@@ -86,7 +116,11 @@ async function schemaOf(sql: Sql, schemas: string[]) {
     () => [{ version: null }],
   )
   const tables = await tenantTables(sql, schemas)
-  return { version: row?.version ?? 'none', tables, names: tables.map((t) => t.name).join(',') }
+  // Partitions may differ (the target gets the source's before the copy): the tables that move may not.
+  const names = movedTables(tables)
+    .map((t) => t.name)
+    .join(',')
+  return { version: row?.version ?? 'none', tables, names }
 }
 
 /**

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import { answers, type Sql, withAdmin } from './connection.ts'
+import { partitionFindings } from './doctor-partitions.ts'
 import { expectedShardVersion } from './migrate.ts'
 import { primaryName, replicaName } from './nodes.ts'
+import { type PartitionedTable, partitionLayout } from './partitions.ts'
 import { ROUTER_OWN_SETTINGS } from './role-settings.ts'
 import { type TenantTable, tenantTables } from './tables.ts'
 
@@ -31,6 +33,7 @@ export async function diagnose(topology: Topology, capability?: string): Promise
     detail: directoryUp ? 'answers' : 'does not answer',
   })
   const expected = expectedShardVersion(topology)
+  const layouts = new Map<string, PartitionedTable[]>()
   for (const shard of topology.shards) {
     const target = primaryName(shard.id)
     if (!(await answers(shard.primary))) {
@@ -38,14 +41,16 @@ export async function diagnose(topology: Topology, capability?: string): Promise
       continue
     }
     findings.push(
-      ...(await withAdmin(shard.primary, (sql) =>
-        diagnosePrimary(sql, topology, target, expected, capability),
-      )),
+      ...(await withAdmin(shard.primary, async (sql) => {
+        layouts.set(shard.id, await partitionLayout(sql, topology.tenantSchema.schemas))
+        return diagnosePrimary(sql, topology, target, expected, capability)
+      })),
     )
     for (const [index, replica] of shard.replicas.entries()) {
       findings.push(await diagnoseReplica(replicaName(shard.id, index), replica))
     }
   }
+  findings.push(...partitionFindings(layouts))
   return findings
 }
 

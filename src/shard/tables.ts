@@ -13,7 +13,19 @@ export interface TenantTable {
   identity: string[]
   /** A partitioned table or one of its partitions. */
   partitioned: boolean
+  /** One of a partitioned table's partitions: moved, copied and verified through its root. */
+  partition: boolean
+  /** A partitioned table that is itself a partition (partitions of partitions). */
+  subpartitioned: boolean
 }
+
+/**
+ * The tables a move publishes, copies, counts, verifies and deletes from: every tenant table but the
+ * partitions, which are reached through their root (each row once; a publication publishes them as the
+ * root with `publish_via_partition_root`).
+ */
+export const movedTables = <T extends TenantTable>(tables: T[]): T[] =>
+  tables.filter((table) => !table.partition)
 
 /**
  * The shard's own tenant tables, which move with the tenant like the schema's: the first answers of its
@@ -43,7 +55,9 @@ export async function tenantTables(sql: Queries, schemas: string[]): Promise<Ten
                    where i.indrelid = c.oid
                      and (case c.relreplident when 'i' then i.indisreplident else i.indisprimary end))
            end, '{}') as identity,
-           c.relkind = 'p' or c.relispartition as partitioned
+           c.relkind = 'p' or c.relispartition as partitioned,
+           c.relispartition as partition,
+           c.relkind = 'p' and c.relispartition as subpartitioned
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.relkind in ('r', 'p')
       and (n.nspname = any(${schemas}) or format('%I.%I', n.nspname, c.relname) = any(${SHARD_TENANT_TABLES}))

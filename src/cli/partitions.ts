@@ -1,0 +1,67 @@
+import type { Command } from 'commander'
+import type { Topology } from '../config/topology.ts'
+import { SwitchyardError } from '../errors.ts'
+import { withAdmin } from '../shard/connection.ts'
+import { type EnsureOutcome, ensurePartitions } from '../shard/partitions.ts'
+import { json, printTable, say, shows } from './output.ts'
+
+export function register(program: Command): void {
+  const partitions = program
+    .command('partitions')
+    .description("the seed's monthly partitions of tenant tables, kept ahead on every shard")
+  partitions
+    .command('ensure')
+    .description(
+      'create the partitions of this month and the next N on every shard (idempotent; safe from cron and concurrently)',
+    )
+    .option('--months-ahead <n>', 'months after this one that must have a partition (default 3)', '3')
+    .option('--retain-months <n>', 'detach and drop month partitions older than N months (default: keep all)')
+    .addOption(json)
+    .action(
+      shows(ensureEverywhere, (results) => {
+        const rows = results.flatMap(({ shard, outcomes }) =>
+          outcomes.map((outcome) => ({
+            shard,
+            table: outcome.table,
+            created: outcome.created.length,
+            dropped: outcome.dropped.length,
+            skipped: outcome.skipped.map((skip) => `${skip.month}: ${skip.reason}`).join('; '),
+          })),
+        )
+        printTable(rows, ['shard', 'table', 'created', 'dropped', 'skipped'])
+        if (rows.length === 0) say('no table in the tenant schemas is partitioned by month')
+      }),
+    )
+}
+
+interface EnsureFlags {
+  monthsAhead: string
+  retainMonths?: string
+}
+
+/** Every shard's primary in turn; a month that could not be made makes the exit code 1. */
+async function ensureEverywhere(topology: Topology, flags: EnsureFlags) {
+  const monthsAhead = months('--months-ahead', flags.monthsAhead, 0)
+  const retainMonths =
+    flags.retainMonths === undefined ? null : months('--retain-months', flags.retainMonths, 1)
+  const results: { shard: string; outcomes: EnsureOutcome[] }[] = []
+  for (const shard of topology.shards) {
+    const outcomes = await withAdmin(shard.primary, (sql) =>
+      ensurePartitions(sql, topology.tenantSchema.schemas, { monthsAhead, retainMonths }),
+    )
+    results.push({ shard: shard.id, outcomes })
+  }
+  if (results.some(({ outcomes }) => outcomes.some((outcome) => outcome.skipped.length > 0)))
+    process.exitCode = 1
+  return results
+}
+
+function months(flag: string, value: string, min: number): number {
+  const parsed = Number(value)
+  if (!/^\d+$/.test(value) || parsed < min || parsed > 120)
+    throw new SwitchyardError(
+      'invalid_input',
+      `${flag}: ${JSON.stringify(value)} is not a whole number from ${min} to 120`,
+    )
+  return parsed
+}
