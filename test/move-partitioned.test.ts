@@ -256,3 +256,27 @@ describe('switchyard partitions ensure', () => {
     }
   })
 })
+
+describe('routers keep partitions ahead', () => {
+  it('a router creates this month’s and the next months’ partitions on every shard soon after it starts', async () => {
+    try {
+      for (const id of SHARDS) await createPartitioned(admin(id), 'part_kept')
+      await startTestRouter({ partitionKeeperIntervalMs: 3_600_000, partitionMonthsAhead: 1 })
+      const wanted = [0, 1].map((offset) => partitionName('part_kept', monthStart(new Date(), offset)))
+      for (const id of SHARDS)
+        await expect
+          .poll(
+            async () =>
+              (
+                await admin(id)<{ name: string }[]>`
+                  select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                  where i.inhparent = 'public.part_kept'::regclass order by 1`
+              ).map((row) => row.name),
+            { timeout: 15_000, interval: 250 },
+          )
+          .toEqual(wanted)
+    } finally {
+      await dropEverywhere('part_kept')
+    }
+  })
+})

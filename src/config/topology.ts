@@ -176,6 +176,12 @@ export const topologySchema = z
          * writes held) and resumes it, so clients see a pause, not 503s; 0 turns it off.
          */
         moveRescueIntervalMs: z.coerce.number().int().min(0).default(1_000),
+        /**
+         * How often this router runs `partitions ensure` on every shard (and once at start), so monthly
+         * partitioned tables always have `partitionMonthsAhead` months ahead; 0 turns it off.
+         */
+        partitionKeeperIntervalMs: z.coerce.number().int().min(0).default(3_600_000),
+        partitionMonthsAhead: z.coerce.number().int().min(0).max(120).default(3),
         /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
         /** TLS from this router to every shard node (docs/ROUTER.md, "TLS to the shards"). */

@@ -12,6 +12,7 @@ import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
 import { startMoveRescue } from '../placement/rescue.ts'
 import { startMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
+import { startPartitionKeeper } from '../shard/partition-keeper.ts'
 import { createPools } from '../shard/pools.ts'
 import { createAdmission } from './admission.ts'
 import { createUnreadAnswers } from './answers.ts'
@@ -169,6 +170,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     { topology, directory, redis, logger, metrics: createMoverMetrics(metrics.registry) },
     config.moveRescueIntervalMs,
   )
+  const partitions = startPartitionKeeper(topology, logger)
 
   let closing: Promise<void> | undefined
   return {
@@ -179,7 +181,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     close() {
       closing ??= (async () => {
         ready = false
-        await rescue.stop()
+        await Promise.all([rescue.stop(), partitions.stop()])
         // Sessions are told the router is going (57P01), then any WebSocket left is cut.
         await Promise.all([stopServing(server, connections), wire?.close().then(() => webSockets?.close())])
         await monitor.stop()

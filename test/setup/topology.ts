@@ -55,6 +55,8 @@ export function testTopologyInput(ports: number[], home?: string) {
       // Any free port: test files run side by side, each with routers of its own.
       pgPort: 0,
       moveRescueIntervalMs: 0,
+      // Tests that create partitioned tables say which partitions each shard has; the keeper's own test turns it on.
+      partitionKeeperIntervalMs: 0,
       ...(home ? { tls: { mode: 'verify-full' as const, rootCert: localCaFile(home) } } : {}),
     },
     // Moves clean the source up right after the cutover: test files share the shards.
