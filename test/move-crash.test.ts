@@ -3,8 +3,17 @@ import type { Directory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { PHASES } from '../src/migrate-tenant/mover.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { monthStart } from '../src/shard/partitions.ts'
 import { connect, it, startTestRouter } from './fixtures.ts'
-import { contentOn, moveArtifacts, rowsOn, seededTenant, total } from './move-support.ts'
+import {
+  addMonth,
+  contentOn,
+  createPartitioned,
+  moveArtifacts,
+  rowsOn,
+  seededTenant,
+  total,
+} from './move-support.ts'
 import { post, query } from './router-support.ts'
 import { cli, eventually, shard } from './support.ts'
 
@@ -28,10 +37,30 @@ async function crashedMove(
   return move as { id: string; state: string }
 }
 
-/** A seeded tenant on shard-1, its rows, and the move to shard-2 a killed mover left at `phase`. */
+/**
+ * Every move here also carries a partitioned table (issue 16): three monthly partitions on shard-1 only,
+ * so each move's preflight gives shard-2 its partitions, and the crash checks below (content on the home
+ * shard, nothing elsewhere) cover it as they cover the example's plain tables.
+ */
+const SHARDS = ['shard-1', 'shard-2', 'shard-3']
+it.beforeAll(async () => {
+  for (const id of SHARDS) await createPartitioned(connect(shard(id).primary), 'crash_visits')
+  for (const offset of [-1, 0, 1])
+    await addMonth(connect(shard('shard-1').primary), 'crash_visits', monthStart(new Date(), offset))
+})
+it.afterAll(async () => {
+  for (const id of SHARDS) await connect(shard(id).primary)`drop table if exists public.crash_visits`
+})
+
+/** A seeded tenant on shard-1 (with 300 rows across the partitioned table's months), its rows, and the move to shard-2 a killed mover left at `phase`. */
 async function seededCrash(directory: Directory, phase: string, when: 'before' | 'after' | 'midway') {
   const tenant = await seededTenant('shard-1')
+  await connect(shard('shard-1').primary)`
+    insert into crash_visits (tenant_id, at, note)
+    select ${tenant}, ${monthStart(new Date(), -1)}::timestamptz + n * interval '5 hours', 'seeded'
+    from generate_series(1, 300) n`
   const rows = await contentOn('shard-1', tenant)
+  expect(rows.crash_visits).toMatch(/^300 rows/)
   return { tenant, rows, move: await crashedMove(directory, tenant, phase, when) }
 }
 

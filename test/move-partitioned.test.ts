@@ -6,7 +6,7 @@ import type { Finding } from '../src/shard/doctor.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
 import { monthStart, partitionName } from '../src/shard/partitions.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
-import { moveArtifacts, moverDeps } from './move-support.ts'
+import { addMonth, createPartitioned, moveArtifacts, moverDeps } from './move-support.ts'
 import { query } from './router-support.ts'
 import { cli, shard } from './support.ts'
 
@@ -17,33 +17,6 @@ import { cli, shard } from './support.ts'
 
 const SHARDS = ['shard-1', 'shard-2', 'shard-3']
 const admin = (id: string): Sql => connect(shard(id).primary)
-
-/** A tenant table partitioned by month, as an application following the seed would make it. */
-async function createPartitioned(sql: Sql, table: string) {
-  await sql.unsafe(`
-    create table public.${table} (
-      tenant_id uuid not null, id uuid not null default gen_random_uuid(), at timestamptz not null,
-      note text, counter int not null default 0,
-      primary key (tenant_id, id, at)
-    ) partition by range (at)`)
-  await sql.unsafe(`alter table public.${table} enable row level security`)
-  await sql.unsafe(`alter table public.${table} force row level security`)
-  await sql.unsafe(`create policy tenant_isolation on public.${table}
-    using (tenant_id = (select switchyard.current_tenant()))
-    with check (tenant_id = (select switchyard.current_tenant()))`)
-}
-
-async function addMonth(sql: Sql, table: string, month: string) {
-  const next = monthStart(new Date(`${month}T00:00:00Z`), 1)
-  const name = partitionName(table, month)
-  await sql.unsafe(
-    `create table public.${name} partition of public.${table} for values from ('${month}') to ('${next}')`,
-  )
-  await sql.unsafe(`alter table public.${name} enable row level security`)
-  await sql.unsafe(`alter table public.${name} force row level security`)
-  await sql.unsafe(`create policy tenant_isolation on public.${name}
-    using (tenant_id = (select switchyard.current_tenant()))`)
-}
 
 const dropEverywhere = async (table: string) => {
   for (const id of SHARDS) await admin(id).unsafe(`drop table if exists public.${table}`)

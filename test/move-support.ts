@@ -3,6 +3,9 @@ import { withDirectory } from '../src/directory/connection.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import { logger } from '../src/log.ts'
 import type { MoverDeps } from '../src/migrate-tenant/mover.ts'
+import type { Sql } from '../src/shard/connection.ts'
+import { monthStart, partitionName } from '../src/shard/partitions.ts'
+import { movedTables, tenantTables } from '../src/shard/tables.ts'
 import { connect } from './fixtures.ts'
 import { newTenantId, shard, topology } from './support.ts'
 
@@ -14,13 +17,22 @@ export async function seededTenant(on: string): Promise<string> {
   return id
 }
 
-const TABLES = ['businesses', 'services', 'staff', 'customers', 'appointments', 'working_hours']
+/**
+ * The tables a move carries in `public`: the example's, and any a test made (a partitioned one through
+ * its root, as the mover reads it), by their unqualified names.
+ */
+async function movedTableNames(sql: Sql): Promise<string[]> {
+  return movedTables(await tenantTables(sql, ['public']))
+    .map((table) => table.name)
+    .filter((name) => name.startsWith('public.'))
+    .map((name) => name.slice('public.'.length))
+}
 
-/** One value per example table for the tenant's rows on a shard's primary (admin: RLS does not filter). */
+/** One value per tenant table for the tenant's rows on a shard's primary (admin: RLS does not filter). */
 async function perTable<T>(on: string, tenant: string, select: string): Promise<Record<string, T>> {
   const sql = connect(shard(on).primary)
   const values: Record<string, T> = {}
-  for (const table of TABLES) {
+  for (const table of await movedTableNames(sql)) {
     const [row] = await sql.unsafe<{ value: T }[]>(
       `select ${select} as value from ${table} t where tenant_id = $1`,
       [tenant],
@@ -63,4 +75,32 @@ export async function moveArtifacts(): Promise<string[]> {
 /** In-process mover dependencies; the caller closes `directory`. */
 export function moverDeps(directory: MoverDeps['directory'], redis?: MoverDeps['redis']): MoverDeps {
   return { topology: topology(), directory, redis, logger }
+}
+
+/** A tenant table partitioned by month (`at`), RLS forced, as an application following the seed makes one. */
+export async function createPartitioned(sql: Sql, table: string) {
+  await sql.unsafe(`
+    create table public.${table} (
+      tenant_id uuid not null, id uuid not null default gen_random_uuid(), at timestamptz not null,
+      note text, counter int not null default 0,
+      primary key (tenant_id, id, at)
+    ) partition by range (at)`)
+  await sql.unsafe(`alter table public.${table} enable row level security`)
+  await sql.unsafe(`alter table public.${table} force row level security`)
+  await sql.unsafe(`create policy tenant_isolation on public.${table}
+    using (tenant_id = (select switchyard.current_tenant()))
+    with check (tenant_id = (select switchyard.current_tenant()))`)
+}
+
+/** The partition of `month` (YYYY-MM-01) of a table made by createPartitioned, with RLS forced. */
+export async function addMonth(sql: Sql, table: string, month: string) {
+  const next = monthStart(new Date(`${month}T00:00:00Z`), 1)
+  const name = partitionName(table, month)
+  await sql.unsafe(
+    `create table public.${name} partition of public.${table} for values from ('${month}') to ('${next}')`,
+  )
+  await sql.unsafe(`alter table public.${name} enable row level security`)
+  await sql.unsafe(`alter table public.${name} force row level security`)
+  await sql.unsafe(`create policy tenant_isolation on public.${name}
+    using (tenant_id = (select switchyard.current_tenant()))`)
 }
