@@ -9,6 +9,9 @@ export interface Frame {
 /** PostgreSQL's own bound on a startup packet (MAX_STARTUP_PACKET_LENGTH): nothing larger before login. */
 export const MAX_STARTUP_BYTES = 10_000
 
+/** What a body's buffer starts with; it doubles as the body arrives, up to its declared length. */
+const FIRST_BODY_BYTES = 16 * 1024
+
 /** The request codes of untyped packets that are not a StartupMessage: more untyped packets may follow. */
 const NEGOTIATION_CODES = new Set([80877102, 80877103, 80877104])
 
@@ -17,9 +20,9 @@ const NEGOTIATION_CODES = new Set([80877102, 80877103, 80877104])
  * CancelRequest, StartupMessage) have no type byte; everything after the StartupMessage has one, so the
  * reader switches itself as it cuts one (a client may send its next message in the same segment).
  * A length past `maxBytes` (MAX_STARTUP_BYTES before the StartupMessage) or below the header's own size
- * is refused before anything of the body is held; a body is copied into one buffer of its declared
- * length as it arrives, so a client sending a byte at a time costs the router its bytes, not an object
- * per byte.
+ * is refused before anything of the body is held; a body is copied into one buffer as it arrives,
+ * grown by doubling up to its declared length, so a client sending a byte at a time costs the router its
+ * bytes, not an object per byte, and a header claiming a megabyte costs 16 KiB until the bytes come.
  */
 export class FrameReader {
   private typed = false
@@ -27,6 +30,8 @@ export class FrameReader {
   private headFilled = 0
   private type = 0
   private body: Buffer | undefined
+  /** The declared length of the body being read; `body` grows towards it as bytes arrive. */
+  private bodyLength = 0
   private bodyFilled = 0
 
   constructor(private readonly maxBytes: number) {}
@@ -45,12 +50,12 @@ export class FrameReader {
         if (this.headFilled < headSize) break
         this.startBody()
       }
-      const body = this.body as Buffer
-      const n = Math.min(body.length - this.bodyFilled, chunk.length - at)
+      const n = Math.min(this.bodyLength - this.bodyFilled, chunk.length - at)
+      const body = this.room(this.bodyFilled + n)
       chunk.copy(body, this.bodyFilled, at, at + n)
       this.bodyFilled += n
       at += n
-      if (this.bodyFilled === body.length) frames.push(this.complete(body))
+      if (this.bodyFilled === this.bodyLength) frames.push(this.complete(body))
     }
     return frames
   }
@@ -67,8 +72,23 @@ export class FrameReader {
           ? `a message of ${length} bytes is larger than the limit of ${max}`
           : `invalid message length ${length}`,
       )
-    this.body = Buffer.allocUnsafe(length - 4)
+    this.bodyLength = length - 4
+    this.body = Buffer.allocUnsafe(Math.min(this.bodyLength, FIRST_BODY_BYTES))
     this.bodyFilled = 0
+  }
+
+  /**
+   * The body buffer, grown (doubling, up to the declared length) to hold `size` bytes: a header
+   * claiming a megabyte costs the router what the client has actually sent, not what it claims.
+   */
+  private room(size: number): Buffer {
+    let body = this.body as Buffer
+    if (size <= body.length) return body
+    const grown = Buffer.allocUnsafe(Math.min(this.bodyLength, Math.max(size, 2 * body.length)))
+    body.copy(grown, 0, 0, this.bodyFilled)
+    body = grown
+    this.body = grown
+    return body
   }
 
   private complete(body: Buffer): Frame {
