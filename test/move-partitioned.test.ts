@@ -221,6 +221,38 @@ describe('switchyard partitions ensure', () => {
         'default partition empty: shard-2 public.part_ensure',
         'partitions agree across shards: public.part_ensure',
       ])
+      // Retention, asked for: month partitions older than N months are detached and dropped, rows and all;
+      // newer ones and the DEFAULT partition stay.
+      const old = monthStart(new Date(), -5)
+      await addMonth(admin('shard-1'), 'part_ensure', old)
+      await admin('shard-1').unsafe(
+        'insert into part_ensure (tenant_id, at) values (gen_random_uuid(), $1)',
+        [`${old}T12:00:00Z`],
+      )
+      const retained = await cli([
+        'partitions',
+        'ensure',
+        '--months-ahead',
+        '2',
+        '--retain-months',
+        '2',
+        '--json',
+      ])
+      expect(retained.code, retained.stderr).toBe(0)
+      const dropped = (
+        JSON.parse(retained.stdout) as { shard: string; outcomes: { dropped: string[] }[] }[]
+      ).map((result) => ({
+        shard: result.shard,
+        dropped: result.outcomes.flatMap((outcome) => outcome.dropped),
+      }))
+      expect(dropped).toEqual([
+        { shard: 'shard-1', dropped: [`public.${partitionName('part_ensure', old)}`] },
+        { shard: 'shard-2', dropped: [] },
+        { shard: 'shard-3', dropped: [] },
+      ])
+      const [kept] = await admin('shard-2')<{ n: number }[]>`
+        select count(*)::int as n from pg_inherits where inhparent = 'public.part_ensure'::regclass`
+      expect(kept?.n).toBe(4)
       const bad = await cli(['partitions', 'ensure', '--months-ahead', 'soon'])
       expect(bad.code).toBe(1)
       expect(bad.stderr).toMatch(/error \[invalid_input\]: --months-ahead/)
