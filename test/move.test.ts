@@ -3,9 +3,20 @@ import { describe, expect } from 'vitest'
 import type { Directory } from '../src/directory/connection.ts'
 import { createKey } from '../src/directory/keys.ts'
 import { abortMove, createMove, type MoverDeps, runMove, startMove } from '../src/migrate-tenant/mover.ts'
+import type { Sql } from '../src/shard/connection.ts'
 import { readOwnership } from '../src/shard/ownership.ts'
+import { monthStart } from '../src/shard/partitions.ts'
 import { connect, it, startTestRouter, tenantWithKey } from './fixtures.ts'
-import { leftoverProblems, moveArtifacts, moverDeps, rowsOn, seededTenant, total } from './move-support.ts'
+import {
+  addMonth,
+  createPartitioned,
+  leftoverProblems,
+  moveArtifacts,
+  moverDeps,
+  rowsOn,
+  seededTenant,
+  total,
+} from './move-support.ts'
 import { query } from './router-support.ts'
 import { cli, eventually, shard, topology } from './support.ts'
 
@@ -406,6 +417,42 @@ describe('verify from a baseline hashed before the fence', () => {
       expect(moved).toEqual({ n: 201, changed: '{"changed": true}' })
     } finally {
       for (const sql of shards) await sql`drop table if exists public.move_notes`
+    }
+  })
+
+  it('a partitioned table verifies from its baseline too, by its key’s first column: rows inserted, moved to another month and deleted since', async ({
+    directory,
+  }) => {
+    const shards = ['shard-1', 'shard-2'].map((id) => connect(shard(id).primary)) as [Sql, Sql]
+    const months = [0, 1].map((offset) => monthStart(new Date(), offset)) as [string, string]
+    for (const sql of shards) await createPartitioned(sql, 'move_visits')
+    for (const month of months) await addMonth(shards[0], 'move_visits', month)
+    try {
+      const tenant = await seededTenant('shard-1')
+      const [source, target] = shards
+      await source`insert into move_visits (tenant_id, at, note)
+                   select ${tenant}, ${months[0]}::timestamptz + n * interval '1 hour', 'seeded'
+                   from generate_series(1, 500) n`
+      const logs: string[] = []
+      const deps = baselineDeps(directory, logs, async () => {
+        await source`insert into move_visits (tenant_id, at, note) values (${tenant}, ${months[1]}, 'new')`
+        await source`update move_visits set at = at + interval '40 days', counter = 7
+                     where tenant_id = ${tenant} and id = (select id from move_visits
+                       where tenant_id = ${tenant} and at < ${months[0]}::timestamptz + interval '10 hours' order by at limit 1)`
+        await source`delete from move_visits where tenant_id = ${tenant} and note = 'seeded'
+                     and at = ${months[0]}::timestamptz + interval '20 hours'`
+      })
+      const move = await startMove(deps, { tenant, target: 'shard-2' })
+      expect(move.state).toBe('done')
+      const [entry] = verified(logs)
+      expect(entry).toMatchObject({ sidesFromBaseline: 2, equal: true })
+      expect(entry.keyedTables).toBe(entry.tables)
+      const [moved] = await target<{ n: number; moved: number }[]>`
+        select count(*)::int as n, count(*) filter (where counter = 7 and at >= ${months[1]})::int as moved
+        from move_visits where tenant_id = ${tenant}`
+      expect(moved).toEqual({ n: 500, moved: 1 })
+    } finally {
+      for (const sql of shards) await sql`drop table if exists public.move_visits`
     }
   })
 

@@ -88,9 +88,16 @@ async function inSnapshot<T>(baseline: Pick<Baseline, 'snapshot'>, pool: Sql, us
   })) as T
 }
 
+/**
+ * The column that picks a table's changed rows: the primary key's one column besides `tenant_id`. A
+ * partitioned table's key must hold its partition key too (PostgreSQL requires it), so there it is the
+ * first of two: a key that is not unique only brings unchanged rows along, which cancel out of the sum,
+ * and an UPDATE that moves a row to another partition keeps it.
+ */
 async function singleKey(sql: Sql, table: TenantTable) {
   const rest = table.pk.filter((column) => column !== 'tenant_id')
-  if (rest.length !== 1 || table.pk.length > 2) return undefined
+  const others = table.pk.length - 1
+  if (rest.length !== others || !(others === 1 || (table.partitioned && others === 2))) return undefined
   const column = rest[0] as string
   const [row] = await sql<{ type: string }[]>`
     select format_type(atttypid, atttypmod) as type from pg_attribute

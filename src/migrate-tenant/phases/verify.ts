@@ -20,6 +20,9 @@ export async function verify(ctx: MoveContext): Promise<StepResult> {
     {
       move: ctx.move.id,
       sidesFromBaseline,
+      // Tables whose changes since the baseline are picked by key (the others are hashed in full).
+      keyedTables: ctx.baselines ? [...ctx.baselines.source.keys.values()].filter(Boolean).length : 0,
+      tables: tables.length,
       ms: Math.round(performance.now() - started),
       equal: differ.length === 0,
     },
