@@ -24,7 +24,7 @@ import { digestTenant, type HashedTable, type TableDigest } from './rows.ts'
  * which is read directly, so the `xmax` scan runs only when the counts do not add up. An `xmax` that is
  * a multixact id cannot be compared with xids, so a delete behind one could still be missed; the count
  * catches that too, and the side is hashed in full. So is any table whose
- * primary key is not `tenant_id` plus one column, and a whole side whose baseline is gone (a resumed
+ * primary key is not `tenant_id` plus one column (plus the partition key, for a partitioned table), and a whole side whose baseline is gone (a resumed
  * move has none). A difference between the sides is confirmed by a full hash before verify fails.
  */
 export interface Baseline {
