@@ -279,6 +279,12 @@ describe('the extended protocol as PostgreSQL answers it', () => {
   })
 })
 
+/** A login that went through: the client is closed again. */
+const loggedIn = (client: RawPostgres) => {
+  client.close()
+  return 'in'
+}
+
 /** A Flush: what the batch so far answers is sent, nothing ends its transaction. */
 const writeFlush = (writer: MessageWriter) => writer.begin('H').end()
 
@@ -392,11 +398,12 @@ describe('what one message may make the router do', () => {
     expect(text).toContain('C08P01')
   })
 
-  it('each statement of a block counts against the tenant’s rate limit, not only the first', async () => {
+  it('each statement and savepoint of a block counts against the tenant’s rate limit, not only the first', async () => {
     const limited = await tenantWithKey('shard-1', { api_rate_limit: 3 })
     const client = await login(limited)
     const codes: (string | undefined)[][] = []
-    for (const sql of ['begin', 'select 1', 'select 2', 'select 3', 'select 4']) {
+    // A savepoint is a round trip to the shard too: it counts.
+    for (const sql of ['begin', 'select 1', 'savepoint a', 'select 3', 'select 4']) {
       writeQuery(client.writer, sql)
       client.send()
       codes.push(errorCodes(await client.until('Z')))
@@ -410,6 +417,27 @@ describe('idle in a transaction', () => {
   let strict: RunningRouter
   it.beforeAll(async () => {
     strict = await startTestRouter({ wireIdleInTransactionMs: 400 })
+  })
+
+  it('pings (empty Syncs and Flushes, a Close of nothing, stray COPY messages) do not keep an idle block open', async () => {
+    const client = await RawPostgres.login(strict.pgPort as number, tenant.id, tenant.key)
+    writeQuery(client.writer, 'begin; select 1')
+    client.send()
+    expect((await client.until('Z')).at(-1)?.body.toString()).toBe('T')
+    const ping = setInterval(() => {
+      writeSync(client.writer)
+      writeFlush(client.writer)
+      client.writer.begin('C').byte(0x50).cstring('nope').end()
+      client.writer.begin('c').end()
+      writeSync(client.writer)
+      client.send()
+    }, 100)
+    try {
+      const ended = await Promise.race([client.until('E'), sleep(3_000).then(() => undefined)])
+      expect(ended && errorCodes(ended)).toEqual(['25P03'])
+    } finally {
+      clearInterval(ping)
+    }
   })
 
   it('a portal suspended without a Sync holds rows: the session is ended (25P03) and the rows let go', async () => {
@@ -440,5 +468,146 @@ describe('idle in a transaction', () => {
     } finally {
       clearInterval(trickle)
     }
+  })
+})
+
+describe('what a session holds, after a second attack review', () => {
+  it('rows kept for a portal run twice in a batch, or closed after its Execute, are let go at the Sync', async () => {
+    const client = await login(tenant)
+    const series = 'select g, repeat($$x$$, 100) from generate_series(1, 2000) g'
+    writeParse(client.writer, 's', series)
+    for (let i = 0; i < 2; i++) {
+      client.writer.begin('B').cstring('p').cstring('s').uint16(0).uint16(0).uint16(0).end()
+      executeLimited(client.writer, 'p', 1)
+    }
+    client.writer.begin('C').byte(0x50).cstring('p').end()
+    client.writer.begin('B').cstring('q').cstring('s').uint16(0).uint16(0).uint16(0).end()
+    executeLimited(client.writer, 'q', 1)
+    client.writer.begin('C').byte(0x50).cstring('q').end()
+    writeSync(client.writer)
+    client.send()
+    expect(errorCodes(await client.until('Z'))).toEqual([])
+    expect(router.app.answers.bytes).toBe(0)
+    client.close()
+  })
+
+  it('a portal keeps its statement’s bytes after the statement is closed: Parse, Bind, Close over and over is refused past 4 MiB (54000)', async () => {
+    const client = await login(tenant)
+    const big = `select '${'x'.repeat(60_000)}' as big`
+    let refusedAt = -1
+    for (let i = 0; i < 100 && refusedAt < 0; i++) {
+      writeParse(client.writer, 's', big)
+      client.writer.begin('B').cstring(`p${i}`).cstring('s').uint16(0).uint16(0).uint16(0).end()
+      writeClose(client.writer, 's')
+      writeFlush(client.writer)
+      client.send()
+      const answered: BackendMessage[] = []
+      while (answered.filter((message) => message.type === '3' || message.type === 'E').length === 0)
+        answered.push(await client.next().then((message) => message as BackendMessage))
+      if (errorCodes(answered).length) {
+        expect(errorCodes(answered)).toEqual(['54000'])
+        refusedAt = i
+      }
+    }
+    expect(refusedAt).toBeGreaterThan(30)
+    expect(refusedAt).toBeLessThan(80)
+    client.close()
+  })
+
+  it('a tenant holds at most wireMaxClientsPerTenant sessions on a router (53300); another tenant is not counted', async () => {
+    const capped = await startTestRouter({ wireMaxClientsPerTenant: 2 })
+    const port = capped.pgPort as number
+    const held = [
+      await RawPostgres.login(port, tenant.id, tenant.key),
+      await RawPostgres.login(port, tenant.id, tenant.key),
+    ]
+    await expect(RawPostgres.login(port, tenant.id, tenant.key)).rejects.toThrow(/E\(53300: /)
+    const others = await RawPostgres.login(port, other.id, other.key)
+    held[0]?.close()
+    await expect
+      .poll(() => RawPostgres.login(port, tenant.id, tenant.key).then(loggedIn), {
+        timeout: 5_000,
+        interval: 100,
+      })
+      .toBe('in')
+    held[1]?.close()
+    others.close()
+  })
+
+  it('SET in a failed block is refused (25P02) and changes nothing', async () => {
+    const client = await login(tenant)
+    const answers = async (sql: string) => {
+      writeQuery(client.writer, sql)
+      client.send()
+      return client.until('Z')
+    }
+    await answers('begin')
+    expect(errorCodes(await answers('select 1/0'))).toEqual(['22012'])
+    expect(errorCodes(await answers("set application_name = 'changed'"))).toEqual(['25P02'])
+    await answers('rollback')
+    const shown = (await answers('show application_name')).find((message) => message.type === 'D')
+    expect(shown?.body.subarray(6).toString()).not.toBe('changed')
+    client.close()
+  })
+})
+
+describe('a transaction’s life, and clients that have not logged in', () => {
+  it('a block busy with work still ends at wireMaxTransactionMs (25P04)', async () => {
+    const short = await startTestRouter({ wireMaxTransactionMs: 1_000 })
+    const client = await RawPostgres.login(short.pgPort as number, tenant.id, tenant.key)
+    writeQuery(client.writer, 'begin')
+    client.send()
+    await client.until('Z')
+    const busy = setInterval(() => {
+      writeQuery(client.writer, 'select 1')
+      client.send()
+    }, 100)
+    try {
+      const seen: BackendMessage[] = []
+      for (let m = await client.next(); m; m = await client.next()) seen.push(m)
+      expect(errorCodes(seen)).toEqual(['25P04'])
+    } finally {
+      clearInterval(busy)
+    }
+  })
+
+  it('a prepared SET is described by the router, not refused by the policy', async () => {
+    const client = await login(tenant)
+    writeParse(client.writer, 'set', "set application_name = 'described'")
+    writeDescribeStatement(client.writer, 'set')
+    writeSync(client.writer)
+    client.send()
+    expect((await client.until('Z')).map((message) => message.type)).toEqual(['1', 't', 'n', 'Z'])
+    client.close()
+  })
+
+  it('clients that connect and do not log in hold at most wireMaxLogins slots; logged-in sessions do not count', async () => {
+    const few = await startTestRouter({ wireMaxLogins: 2 })
+    const port = few.pgPort as number
+    const session = await RawPostgres.login(port, tenant.id, tenant.key)
+    const silent = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<ReturnType<typeof tcpConnect>>((resolve) => {
+            const socket = tcpConnect({ port, host: '127.0.0.1' }, () => resolve(socket))
+          }),
+      ),
+    )
+    await sleep(100)
+    const refused = await new Promise<string>((resolve) => {
+      const socket = tcpConnect({ port, host: '127.0.0.1' })
+      const chunks: Buffer[] = []
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+      socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')))
+    })
+    expect(refused).toContain('C53300')
+    for (const socket of silent) socket.destroy()
+    await expect
+      .poll(() => RawPostgres.login(port, tenant.id, tenant.key).then(loggedIn), {
+        timeout: 5_000,
+        interval: 100,
+      })
+      .toBe('in')
+    session.close()
   })
 })

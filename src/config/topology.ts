@@ -77,6 +77,18 @@ export const topologySchema = z
           .optional(),
         /** PostgreSQL clients served at once; past it a new one gets 53300 and is closed. */
         wireMaxClients: z.coerce.number().int().min(1).default(1000),
+        /**
+         * The longest a PostgreSQL client's transaction block may last, busy or not (then 25P04 and the
+         * session ends): an open block holds back vacuum on its shard for every tenant there.
+         */
+        wireMaxTransactionMs: z.coerce.number().int().min(1).default(60_000),
+        /**
+         * PostgreSQL clients connected but not logged in yet (they have proven nothing), within
+         * wireMaxClients; past it a new connection is refused at once (53300).
+         */
+        wireMaxLogins: z.coerce.number().int().min(1).default(200),
+        /** PostgreSQL sessions one tenant may hold on one router; past it, FATAL 53300 at login. */
+        wireMaxClientsPerTenant: z.coerce.number().int().min(1).default(100),
         /** A PostgreSQL client must have logged in this long after it connected. */
         wireLoginTimeoutMs: z.coerce.number().int().min(100).default(10_000),
         /**

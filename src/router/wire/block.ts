@@ -39,6 +39,20 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
     return opened
   }
 
+  /**
+   * The block's connection, and this use of it counted against the tenant's rate limit as a request is
+   * (a statement, a Describe, a savepoint: each a round trip to the shard); the first, when the block began.
+   */
+  async function openCounted(signal: CancelSignal): Promise<PinnedTransaction> {
+    const begun = pinned
+    const transaction = await open(signal)
+    if (begun) {
+      const { route } = transaction
+      await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+    }
+    return transaction
+  }
+
   function end() {
     generation++
     pinned?.release()
@@ -51,6 +65,10 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
   return {
     get active() {
       return active
+    },
+    /** Changes whenever a block ends: a timer set for one block does not end the next. */
+    get generation() {
+      return generation
     },
     /** ReadyForQuery's transaction status. */
     get status(): 'I' | 'T' | 'E' {
@@ -67,14 +85,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
       if (failed || pinned?.status === 'E') throw aborted()
       try {
         await checkStatements(deps, tenant, statements, params, signal)
-        const begun = pinned
-        const transaction = await open(signal)
-        // Each statement counts against the tenant's limit as a request does; the first, when the block began.
-        if (begun) {
-          const { route } = transaction
-          await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
-        }
-        return await transaction.run(statements, params, signal)
+        return await (await openCounted(signal)).run(statements, params, signal)
       } catch (error) {
         failed = true
         throw error
@@ -94,7 +105,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
       try {
         const checked = statements.map((statement) => ({ sql: statement.sql, params: [] }))
         await checkStatements(deps, tenant, checked, [], signal)
-        return await (await open(signal)).describe(statements, signal)
+        return await (await openCounted(signal)).describe(statements, signal)
       } catch (error) {
         failed = true
         throw error
@@ -162,7 +173,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
           if (kind === 'TRANS_STMT_ROLLBACK_TO') {
             if (!pinned) throw sqlState('3B001', `savepoint "${name}" does not exist`)
           } else if (failed || pinned?.status === 'E') throw aborted()
-          const transaction = await open(signal)
+          const transaction = await openCounted(signal)
           const sql =
             kind === 'TRANS_STMT_SAVEPOINT'
               ? `savepoint ${quoteIdentifier(name)}`

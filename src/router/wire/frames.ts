@@ -34,7 +34,12 @@ export class FrameReader {
   private bodyLength = 0
   private bodyFilled = 0
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(private maxBytes: number) {}
+
+  /** A new limit for the messages after this one (a session raises it once its client has logged in). */
+  allow(maxBytes: number) {
+    this.maxBytes = maxBytes
+  }
 
   /** Adds a chunk; returns the messages it completed (a message split over chunks waits for the rest). */
   push(chunk: Buffer): Frame[] {

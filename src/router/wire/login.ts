@@ -1,4 +1,4 @@
-import { randomBytes, randomInt } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { TenantRoute } from '../../directory/routes.ts'
 import { parseTenantId } from '../../directory/tenants.ts'
 import { SwitchyardError } from '../../errors.ts'
@@ -32,6 +32,8 @@ export interface Login {
   settings: SessionSettings
   /** The API key the client proved it holds: a revoke ends the session (session.ts). */
   keyId: string
+  /** Takes the session out of the registry (cancels, the tenant's session count): when it ends. */
+  unregister: () => void
 }
 
 export interface LoginContext {
@@ -39,6 +41,8 @@ export interface LoginContext {
   writer: MessageWriter
   deps: WireDeps
   registry: SessionRegistry
+  /** What a CancelRequest naming this session does. */
+  cancel: () => void
 }
 
 const MECHANISM = 'SCRAM-SHA-256'
@@ -60,7 +64,7 @@ export function createLogin(context: LoginContext) {
   let keyId = ''
   let scram: ReturnType<typeof parseClientFirst> | undefined
   let first: ReturnType<typeof serverFirst> | undefined
-  let candidates: Awaited<ReturnType<WireDeps['loginCandidates']>> | undefined
+  let candidates: Awaited<ReturnType<WireDeps['loginCandidates']['forTenant']>> | undefined
   let negotiations = 0
 
   return async function step(frame: Frame): Promise<Login | 'more' | 'closed'> {
@@ -124,7 +128,7 @@ export function createLogin(context: LoginContext) {
     const size = reader.int32()
     if (size < 0 || size > reader.left) throw failed()
     scram = parseClientFirst(reader.bytes(size).toString('utf8'))
-    candidates = await deps.loginCandidates(tenant)
+    candidates = await deps.loginCandidates.forTenant(tenant)
     first = serverFirst(scram.clientNonce, candidates.salt, candidates.iterations)
     authenticationRequest(writer, 11, first.message)
     phase = 'sasl-final'
@@ -139,6 +143,7 @@ export function createLogin(context: LoginContext) {
       candidates?.keys ?? [],
     )
     if (!verdict.matched) throw failed()
+    deps.loginCandidates.proven(tenant, candidates as NonNullable<typeof candidates>)
     keyId = verdict.matched.id
     authenticationRequest(writer, 12, verdict.serverFinal)
     authenticationRequest(writer, 0)
@@ -167,11 +172,12 @@ export function createLogin(context: LoginContext) {
     for (const [name, value] of settings.values)
       if (!name.startsWith('default:') && name !== 'extra_float_digits')
         parameterStatus(writer, reported(name), value)
-    const pid = randomInt(1, 2 ** 31 - 1)
     const secret = randomBytes(4)
+    // Before BackendKeyData: past the tenant's session cap the login ends here (FATAL 53300).
+    const { pid, remove } = registry.add(tenant, secret, context.cancel)
     backendKeyData(writer, pid, secret)
     readyForQuery(writer, 'I')
-    return { tenant, route, pid, secret, settings, keyId }
+    return { tenant, route, pid, secret, settings, keyId, unregister: remove }
   }
 
   function failed() {

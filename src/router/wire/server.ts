@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto'
+import { randomInt, timingSafeEqual } from 'node:crypto'
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net'
 import type { Directory } from '../../directory/connection.ts'
 import { SwitchyardError } from '../../errors.ts'
@@ -67,7 +67,7 @@ export async function startWireServer(
       )
     },
   }
-  const registry = createRegistry(options.cancels)
+  const registry = createRegistry(options.cancels, config.wireMaxClientsPerTenant)
   const sockets = new Set<ClientStream>()
   /** TCP clients still negotiating TLS: they count against wireMaxClients too. */
   const negotiating = new Set<Socket>()
@@ -77,11 +77,14 @@ export async function startWireServer(
     socket.end(writer.take())
     setTimeout(() => socket.destroy(), 1000).unref()
   }
-  const full = () => sockets.size + negotiating.size >= config.wireMaxClients
+  // Clients not logged in yet have proven nothing: they get a share of the slots of their own.
+  const full = () =>
+    sockets.size + negotiating.size >= config.wireMaxClients ||
+    sockets.size - registry.size() + negotiating.size >= config.wireMaxLogins
   const busy = () =>
     new SwitchyardError(
       'tenant_busy',
-      `the router already serves ${config.wireMaxClients} PostgreSQL clients`,
+      `the router already serves ${config.wireMaxClients} PostgreSQL clients, or ${config.wireMaxLogins} are logging in; retry shortly`,
     )
   const serve = (socket: ClientStream) => {
     sockets.add(socket)
@@ -216,8 +219,9 @@ async function readShardSettings(app: RouterApp): Promise<WireDeps['shardSetting
 }
 
 /** Sessions by pid; a cancel for a pid this process does not serve goes to the other workers (`relay`). */
-function createRegistry(relay: CancelRelay | undefined): SessionRegistry {
+function createRegistry(relay: CancelRelay | undefined, perTenant: number): SessionRegistry {
   const sessions = new Map<number, { secret: Buffer; cancel(): void }>()
+  const tenants = new Map<string, number>()
   const cancelHere = (pid: number, secret: Buffer) => {
     const session = sessions.get(pid)
     // The key is compared in constant time: a guess learns nothing from how long the refusal took.
@@ -226,12 +230,30 @@ function createRegistry(relay: CancelRelay | undefined): SessionRegistry {
   }
   relay?.onForwarded(cancelHere)
   return {
-    add(pid, secret, cancel) {
+    add(tenant, secret, cancel) {
+      const count = tenants.get(tenant) ?? 0
+      if (count >= perTenant)
+        throw new SwitchyardError(
+          'tenant_busy',
+          `tenant ${tenant} already has ${perTenant} PostgreSQL sessions on this router (wireMaxClientsPerTenant)`,
+        )
+      // A pid no other session here has: a cancel must name one session only.
+      let pid = randomInt(1, 2 ** 31 - 1)
+      while (sessions.has(pid)) pid = randomInt(1, 2 ** 31 - 1)
       sessions.set(pid, { secret, cancel })
-      return () => {
-        if (sessions.get(pid)?.secret === secret) sessions.delete(pid)
+      tenants.set(tenant, count + 1)
+      let removed = false
+      const remove = () => {
+        if (removed) return
+        removed = true
+        sessions.delete(pid)
+        const left = (tenants.get(tenant) ?? 1) - 1
+        if (left > 0) tenants.set(tenant, left)
+        else tenants.delete(tenant)
       }
+      return { pid, remove }
     },
+    size: () => sessions.size,
     cancel(pid, secret) {
       if (sessions.has(pid)) cancelHere(pid, secret)
       else relay?.forward(pid, secret)

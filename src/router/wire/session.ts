@@ -10,7 +10,7 @@ import type { Statement, StatementResult } from '../result.ts'
 import { checkStatements, parseInTurn, rateLimit, runTenantRequest } from '../tenant-request.ts'
 import { type Block, createBlock } from './block.ts'
 import { toErrorFields } from './errors.ts'
-import { type Frame, FrameReader } from './frames.ts'
+import { type Frame, FrameReader, MAX_STARTUP_BYTES } from './frames.ts'
 import { createLogin, type Login } from './login.ts'
 import {
   type BindMessage,
@@ -118,7 +118,9 @@ const SESSION_BYTES = 4 * 1024 * 1024
 
 function heldBytes(value: Prepared | Portal): number {
   if ('sql' in value) return 2 * value.sql.length + 8 * value.paramTypes.length + value.parsed.weight + 64
-  let bytes = 64 + 8 * (value.bind.paramFormats.length + value.bind.resultFormats.length)
+  // A portal keeps its statement alive after the statement is closed or replaced: it counts it too.
+  let bytes =
+    heldBytes(value.statement) + 8 * (value.bind.paramFormats.length + value.bind.resultFormats.length)
   for (const param of value.bind.params) bytes += (param?.length ?? 0) + 16
   return bytes
 }
@@ -145,7 +147,8 @@ const MAX_BATCH = 1000
  */
 export function serveSession(socket: ClientStream, deps: WireDeps, registry: SessionRegistry): void {
   const config = deps.topology.router
-  const frames = new FrameReader(config.maxBodyBytes)
+  // Before the login no message needs more than PostgreSQL's startup bound; after it, maxBodyBytes.
+  const frames = new FrameReader(Math.min(config.maxBodyBytes, MAX_STARTUP_BYTES))
   const writer = new MessageWriter()
   const queue: Frame[] = []
   let queuedBytes = 0
@@ -171,7 +174,10 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   const parsedTexts = new Map<string, Parsed>()
   let parsedBytes = 0
   let idleTimer: NodeJS.Timeout | undefined
-  const login = createLogin({ socket, writer, deps, registry })
+  let lifeTimer: NodeJS.Timeout | undefined
+  /** When the session last did work for its client (a shard round trip, kept rows fetched). */
+  let lastWorkAt = Date.now()
+  const login = createLogin({ socket, writer, deps, registry, cancel: () => cancel() })
 
   socket.setNoDelay?.(true)
   socket.on('error', () => {})
@@ -180,6 +186,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     running?.abort(CLIENT_GONE)
     unregister?.()
     clearTimeout(idleTimer)
+    clearTimeout(lifeTimer)
     letGo()
   })
   const startupTimer = setTimeout(() => {
@@ -194,9 +201,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     } catch (error) {
       return fatal(violation(error))
     }
-    // Only a whole message is activity: a byte now and then does not keep an idle block open.
     if (arrived.length === 0) return
-    clearTimeout(idleTimer)
     for (const frame of arrived) {
       queue.push(frame)
       queuedBytes += queuedSize(frame)
@@ -230,19 +235,39 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   /**
    * Idle in a transaction: a block holds its connection and the tenant's fence lock, a suspended portal
-   * its rows (against the tenant's unread bound), so either gets `wireIdleInTransactionMs` to send its
-   * next message before the session is ended (25P03), as PostgreSQL ends an idle open transaction.
+   * its rows (against the tenant's unread bound), so either gets `wireIdleInTransactionMs` between two
+   * pieces of work before the session is ended (25P03), as PostgreSQL ends an idle open transaction.
+   * Work is what reaches the shard or fetches kept rows (`lastWorkAt`): pings, Close, stray COPY
+   * messages and bytes that complete nothing do not keep a transaction open. And a block lives at most
+   * `wireMaxTransactionMs`, busy or not (25P04, as PostgreSQL 17's transaction_timeout): it holds back
+   * vacuum on its shard for every tenant there.
    */
   function armIdleLimit() {
-    if (closed || queue.length || !inTransaction()) return
-    clearTimeout(idleTimer)
-    idleTimer = setTimeout(() => {
-      if (!inTransaction()) return
-      // Work still running is bounded by its own deadline; the limit counts again once it is done.
-      if (working) return armIdleLimit()
-      fatal(sqlState('25P03', 'terminating connection due to idle-in-transaction timeout'))
-      block?.end()
-    }, config.wireIdleInTransactionMs)
+    if (closed || !inTransaction() || idleTimer) return
+    const left = lastWorkAt + config.wireIdleInTransactionMs - Date.now()
+    idleTimer = setTimeout(
+      () => {
+        idleTimer = undefined
+        if (closed || !inTransaction()) return
+        // Work still running is bounded by its own deadline; the limit counts again once it is done.
+        if (working || Date.now() - lastWorkAt < config.wireIdleInTransactionMs) return armIdleLimit()
+        fatal(sqlState('25P03', 'terminating connection due to idle-in-transaction timeout'))
+        block?.end()
+      },
+      Math.max(0, left),
+    )
+  }
+
+  /** Called when a block begins: it is ended at wireMaxTransactionMs whatever it does. */
+  function limitBlockLife() {
+    clearTimeout(lifeTimer)
+    const current = block as Block
+    const began = current.generation
+    lifeTimer = setTimeout(() => {
+      if (closed || !current.active || current.generation !== began) return
+      fatal(sqlState('25P04', 'terminating connection due to transaction timeout'))
+      current.end()
+    }, config.wireMaxTransactionMs)
   }
 
   function inTransaction(): boolean {
@@ -325,7 +350,10 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       session = outcome
       settings = session.settings
       block = createBlock(deps, session.tenant)
-      unregister = registry.add(session.pid, session.secret, () => cancel())
+      unregister = session.unregister
+      frames.allow(config.maxBodyBytes)
+      // The client left while its login finished: nothing of it stays registered.
+      if (closed) unregister()
       clearTimeout(startupTimer)
       return
     }
@@ -439,8 +467,9 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   /** Outside a transaction block, a Sync or a Query ends the transaction and its portals with it. */
   function endOfTransaction() {
-    if ((block as Block | undefined)?.active) return
-    for (const name of [...portals.keys()]) drop('portal', name)
+    if (!(block as Block | undefined)?.active) for (const name of [...portals.keys()]) drop('portal', name)
+    // Rows kept for a portal closed (or never kept) after they were: nobody can fetch them any more.
+    for (const name of [...suspended.keys()]) if (!portals.has(name)) unsuspend(name)
   }
 
   /** Undoes the books of a batch's messages from `from` on, last first: they were skipped. */
@@ -507,18 +536,20 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
   ): Promise<StatementResult | undefined> {
     const current = block as Block
     if (statement.type === 'TransactionStmt') {
+      const before = current.active
       const answer = await bounded((signal) => current.control(statement.node, signal))
+      if (current.active && !before) limitBlockLife()
       if (answer.warning) errorResponse(writer, { severity: 'WARNING', ...answer.warning }, 'N')
       commandComplete(writer, answer.tag)
       return undefined
     }
+    if (LOCAL_TYPES.has(statement.type) && current.status === 'E')
+      throw sqlState(
+        '25P02',
+        'current transaction is aborted, commands ignored until end of transaction block',
+      )
     const local = localStatement(statement, settings as SessionSettings)
     if (local) {
-      if (current.status === 'E')
-        throw sqlState(
-          '25P02',
-          'current transaction is aborted, commands ignored until end of transaction block',
-        )
       local(writer, described)
       return undefined
     }
@@ -545,8 +576,10 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     }
     const { plan, error: planError, failedAt } = planBatch(actions)
     const runnable = failedAt === undefined ? actions : actions.slice(0, failedAt)
+    // A SET or SHOW run or described is answered by the router, message by message.
     const sequential =
-      (block as Block).active || plan.sources.some((source) => LOCAL_TYPES.has(source.parsed.type))
+      (block as Block).active ||
+      [...plan.sources, ...plan.describes].some((source) => LOCAL_TYPES.has(source.parsed.type))
     if (sequential) return runSequential(runnable, plan, planError)
     let results: StatementResult[] = []
     let descriptions: StatementDescription[] = []
@@ -910,6 +943,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
    * CancelRequest and the client leaving all abort its signal, which cancels the shard's query.
    */
   async function bounded<T>(work: (signal: Cancellation) => Promise<T>, observed = true): Promise<T> {
+    lastWorkAt = Date.now()
     await checkKey()
     deps.answers.admit((session as Login).tenant)
     const started = performance.now()
@@ -961,6 +995,8 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
     const tenant = (session as Login).tenant
     // As for HTTP answers, a write's rows are always kept (it committed); a read's may be refused.
     if (result.command === 'SELECT') deps.answers.admit(tenant, bytes)
+    // The same portal bound and run again in this batch: what its first run kept is let go first.
+    unsuspend(name)
     suspended.set(name, {
       rows: rest,
       at: 0,
@@ -973,6 +1009,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
 
   /** The next rows of a suspended portal; a portal already run to completion sends none. */
   function sendSuspended(name: string, maxRows: number) {
+    lastWorkAt = Date.now()
     const left = suspended.get(name)
     if (!left) return commandComplete(writer, 'SELECT 0')
     const end = maxRows > 0 ? Math.min(left.at + maxRows, left.rows.length) : left.rows.length
@@ -1048,6 +1085,12 @@ export type ClientStream = Duplex & { setNoDelay?: (noDelay?: boolean) => unknow
 
 /** Sessions by their BackendKeyData, for CancelRequests (which come on a connection of their own). */
 export interface SessionRegistry {
-  add(pid: number, secret: Buffer, cancel: () => void): () => void
+  /**
+   * Registers a logged-in session of `tenant` under a pid no other session here has (tenant_busy past
+   * wireMaxClientsPerTenant); `remove` when it ends.
+   */
+  add(tenant: string, secret: Buffer, cancel: () => void): { pid: number; remove: () => void }
   cancel(pid: number, secret: Buffer): void
+  /** Sessions logged in. */
+  size(): number
 }
