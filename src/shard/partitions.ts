@@ -58,9 +58,7 @@ const TIME_TYPES = ['date', 'timestamp without time zone', 'timestamp with time 
 export async function partitionLayout(sql: Sql, schemas: string[]): Promise<PartitionedTable[]> {
   return sql.begin(async (tx) => {
     await tx`set local timezone = 'UTC'`
-    const parents = await tx<
-      { oid: number; name: string; schema: string; table: string; key: string; monthly: boolean }[]
-    >`
+    const parents = await tx<(Omit<PartitionedTable, 'partitions'> & { oid: number })[]>`
       select c.oid::int as oid, format('%I.%I', n.nspname, c.relname) as name, n.nspname as schema,
              c.relname as table, pg_get_partkeydef(c.oid) as key,
              coalesce(pt.partstrat = 'r' and pt.partnatts = 1
