@@ -208,21 +208,25 @@ describe('switchyard partitions ensure', () => {
         expect(row?.partition).toBe(partitionName('part_ensure', monthStart(new Date(), 1)))
       }
       expect(await problems()).toEqual([])
-      // A DEFAULT partition on one shard, holding a row: drift, and rows that block their month.
+      // A DEFAULT partition on one shard: drift. It holds a row dated far ahead (what it is for) and one
+      // of a month the shards keep (3 ahead) that has no partition yet: that one blocks its month.
       await admin('shard-2').unsafe(
         'create table public.part_ensure_default partition of public.part_ensure default',
       )
-      await admin('shard-2').unsafe(
-        "insert into part_ensure (tenant_id, at) values (gen_random_uuid(), '2100-01-01T00:00:00Z')",
-      )
+      const parkedMonth = monthStart(new Date(), 3)
+      const [parked] = await admin('shard-2')<{ id: string; at: Date }[]>`
+        insert into part_ensure (tenant_id, at) values
+          (gen_random_uuid(), '2100-01-01T00:00:00Z'), (gen_random_uuid(), ${`${parkedMonth}T12:00:00Z`})
+        returning id, at`.then((rows) => rows.filter((row) => row.at.getUTCFullYear() < 2100))
       // (Made by hand without RLS, it is also a tenant table that RLS does not guard.)
       expect((await problems()).sort()).toEqual([
         'RLS enabled and forced: shard-2-primary public.part_ensure_default',
-        'default partition empty: shard-2 public.part_ensure',
+        'default partition holds no rows of kept months: shard-2 public.part_ensure',
         'partitions agree across shards: public.part_ensure',
       ])
       // Retention, asked for: month partitions older than N months are detached and dropped, rows and all;
-      // newer ones and the DEFAULT partition stay.
+      // newer ones and the DEFAULT partition stay. The month the DEFAULT partition held a row of is made,
+      // its row moved into it.
       const old = monthStart(new Date(), -5)
       await addMonth(admin('shard-1'), 'part_ensure', old)
       await admin('shard-1').unsafe(
@@ -233,7 +237,7 @@ describe('switchyard partitions ensure', () => {
         'partitions',
         'ensure',
         '--months-ahead',
-        '2',
+        '3',
         '--retain-months',
         '2',
         '--json',
@@ -252,7 +256,18 @@ describe('switchyard partitions ensure', () => {
       ])
       const [kept] = await admin('shard-2')<{ n: number }[]>`
         select count(*)::int as n from pg_inherits where inhparent = 'public.part_ensure'::regclass`
-      expect(kept?.n).toBe(4)
+      expect(kept?.n).toBe(5)
+      const rows = await admin('shard-2')<{ partition: string; at: Date }[]>`
+        select tableoid::regclass::text as partition, at from part_ensure
+        where id = ${parked?.id ?? null} or at >= '2100-01-01' order by at`
+      expect(rows.map((row) => [row.partition, row.at.toISOString()])).toEqual([
+        [partitionName('part_ensure', parkedMonth), `${parkedMonth}T12:00:00.000Z`],
+        ['part_ensure_default', '2100-01-01T00:00:00.000Z'],
+      ])
+      expect((await problems()).sort()).toEqual([
+        'RLS enabled and forced: shard-2-primary public.part_ensure_default',
+        'partitions agree across shards: public.part_ensure',
+      ])
       const bad = await cli(['partitions', 'ensure', '--months-ahead', 'soon'])
       expect(bad.code).toBe(1)
       expect(bad.stderr).toMatch(/error \[invalid_input\]: --months-ahead/)

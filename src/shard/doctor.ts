@@ -50,7 +50,7 @@ export async function diagnose(topology: Topology, capability?: string): Promise
       findings.push(await diagnoseReplica(replicaName(shard.id, index), replica))
     }
   }
-  findings.push(...partitionFindings(layouts))
+  findings.push(...partitionFindings(layouts, topology.router.partitionMonthsAhead))
   return findings
 }
 

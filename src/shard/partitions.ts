@@ -18,6 +18,8 @@ export interface PartitionedTable {
   table: string
   /** `pg_get_partkeydef`: `RANGE (start_time)`. */
   key: string
+  /** The partition key's column when it is one column (quoted), else null. */
+  column: string | null
   /** Range-partitioned on one date or time column: kept by month. */
   monthly: boolean
   partitions: Partition[]
@@ -32,6 +34,8 @@ export interface Partition {
   month: string | null
   /** Rows in a DEFAULT partition (counted only for those: rows there block new months). */
   rows: number | null
+  /** A monthly table's DEFAULT partition: its rows by the month (YYYY-MM-01, UTC) they fall in. */
+  rowMonths: { month: string; rows: number }[]
 }
 
 /** What `ensure` did to one table, for the CLI's report. */
@@ -61,6 +65,7 @@ export async function partitionLayout(sql: Sql, schemas: string[]): Promise<Part
     const parents = await tx<(Omit<PartitionedTable, 'partitions'> & { oid: number })[]>`
       select c.oid::int as oid, format('%I.%I', n.nspname, c.relname) as name, n.nspname as schema,
              c.relname as table, pg_get_partkeydef(c.oid) as key,
+             case when pt.partnatts = 1 and a.attname is not null then quote_ident(a.attname) end as column,
              coalesce(pt.partstrat = 'r' and pt.partnatts = 1
                       and format_type(a.atttypid, null) = any(${TIME_TYPES}), false) as monthly
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -70,12 +75,16 @@ export async function partitionLayout(sql: Sql, schemas: string[]): Promise<Part
       order by 2`
     const tables: PartitionedTable[] = []
     for (const { oid, ...parent } of parents)
-      tables.push({ ...parent, partitions: await partitionsOf(tx, oid) })
+      tables.push({
+        ...parent,
+        partitions: await partitionsOf(tx, oid, parent.monthly ? parent.column : null),
+      })
     return tables
   })
 }
 
-async function partitionsOf(tx: Queries, parent: number): Promise<Partition[]> {
+/** `monthOf`: a monthly table's key column, to count its DEFAULT partition's rows by month. */
+async function partitionsOf(tx: Queries, parent: number, monthOf: string | null): Promise<Partition[]> {
   const rows = await tx<{ name: string; bound: string; is_default: boolean }[]>`
     select format('%I.%I', n.nspname, c.relname) as name, pg_get_expr(c.relpartbound, c.oid) as bound,
            pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' as is_default
@@ -85,11 +94,23 @@ async function partitionsOf(tx: Queries, parent: number): Promise<Partition[]> {
   const partitions: Partition[] = []
   for (const row of rows) {
     let count: number | null = null
+    let rowMonths: Partition['rowMonths'] = []
     if (row.is_default) {
       const [counted] = await tx.unsafe<{ n: number }[]>(`select count(*)::int as n from ${row.name}`)
       count = counted?.n ?? 0
+      if (monthOf && count > 0)
+        rowMonths = await tx.unsafe<Partition['rowMonths']>(
+          `select to_char(date_trunc('month', ${monthOf}), 'YYYY-MM-01') as month, count(*)::int as rows
+           from ${row.name} group by 1 order by 1`,
+        )
     }
-    partitions.push({ name: row.name, bound: row.bound, month: monthOfBound(row.bound), rows: count })
+    partitions.push({
+      name: row.name,
+      bound: row.bound,
+      month: monthOfBound(row.bound),
+      rows: count,
+      rowMonths,
+    })
   }
   return partitions
 }
@@ -140,7 +161,7 @@ export async function ensurePartitions(
         await tx`select pg_advisory_xact_lock(hashtext('switchyard.partitions'), hashtext(${found.name}))`
         // Read again under the lock: another run may have made them meanwhile.
         const [oid] = await tx<{ oid: number }[]>`select ${found.name}::regclass::oid::int as oid`
-        const table = { ...found, partitions: await partitionsOf(tx, oid?.oid ?? 0) }
+        const table = { ...found, partitions: await partitionsOf(tx, oid?.oid ?? 0, found.column) }
         const outcome: EnsureOutcome = { table: table.name, created: [], dropped: [], skipped: [] }
         for (let offset = 0; offset <= options.monthsAhead; offset++)
           await ensureMonth(tx, table, monthStart(now, offset), outcome)
@@ -165,10 +186,17 @@ async function ensureMonth(
     select format('%I.%I', ${table.schema}::text, ${partitionName(table.table, month)}::text) as name`
   const name = named?.name as string
   const bound = `for values from (${quoteLiteral(month)}) to (${quoteLiteral(nextMonth(month))})`
+  const parked = table.partitions.find((partition) =>
+    partition.rowMonths.some((rows) => rows.month === month),
+  )
   try {
-    // A savepoint: a month that cannot be made (it overlaps another partition, the DEFAULT one holds
-    // rows of it) is reported, and the others still are.
-    await tx.savepoint((inner) => createPartition(inner, table, name, bound))
+    // A savepoint: a month that cannot be made (it overlaps another partition) is reported, and the
+    // others still are.
+    await tx.savepoint((inner) =>
+      parked
+        ? outOfDefault(inner, table, parked.name, month, () => createPartition(inner, table, name, bound))
+        : createPartition(inner, table, name, bound),
+    )
     outcome.created.push(name)
   } catch (error) {
     const code = (error as { code?: string }).code
@@ -181,6 +209,39 @@ async function ensureMonth(
           : `another partition covers part of it (${(error as Error).message})`,
     })
   }
+}
+
+/**
+ * Creates a month's partition while the DEFAULT partition holds rows of that month (a booking made
+ * before the month was kept ahead): PostgreSQL refuses to, so the rows are taken out, the partition
+ * made, and the rows put back through the parent, all in the caller's transaction: no reader sees them
+ * gone. Writes to the DEFAULT partition wait meanwhile. As a superuser the rows go back as replication
+ * would put them (no triggers: quotas and foreign keys were checked when they were written); RLS off
+ * makes a role it would filter fail rather than move no rows.
+ */
+async function outOfDefault(
+  tx: Queries,
+  table: PartitionedTable,
+  parked: string,
+  month: string,
+  create: () => Promise<void>,
+) {
+  const column = table.column as string
+  const range = `${column} >= ${quoteLiteral(month)} and ${column} < ${quoteLiteral(nextMonth(month))}`
+  await tx`set local row_security = off`
+  const [role] = await tx<
+    { superuser: boolean }[]
+  >`select current_setting('is_superuser') = 'on' as superuser`
+  if (role?.superuser) await tx`set local session_replication_role = replica`
+  await tx.unsafe(`lock table ${parked} in exclusive mode`)
+  await tx.unsafe(
+    `create temporary table switchyard_parked on commit drop as select * from ${parked} where ${range}`,
+  )
+  await tx.unsafe(`delete from ${parked} where ${range}`)
+  await create()
+  await tx.unsafe(`insert into ${table.name} select * from switchyard_parked`)
+  await tx`drop table switchyard_parked`
+  if (role?.superuser) await tx`set local session_replication_role = origin`
 }
 
 /**
@@ -244,7 +305,7 @@ export async function matchPartitions(source: Sql, target: Sql, schemas: string[
       await tx`set local timezone = 'UTC'`
       await tx`select pg_advisory_xact_lock(hashtext('switchyard.partitions'), hashtext(${table.name}))`
       const [found] = await tx<{ oid: number | null }[]>`select to_regclass(${table.name})::oid::int as oid`
-      const have = found?.oid ? await partitionsOf(tx, found.oid) : []
+      const have = found?.oid ? await partitionsOf(tx, found.oid, null) : []
       for (const partition of table.partitions) {
         if (have.some((one) => one.bound === partition.bound)) continue
         try {

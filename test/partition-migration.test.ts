@@ -1,0 +1,141 @@
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { describe, expect } from 'vitest'
+import { migrateShard } from '../src/shard/migrate.ts'
+import { ensurePartitions, monthStart, partitionName } from '../src/shard/partitions.ts'
+import { connect, it } from './fixtures.ts'
+import { topology } from './support.ts'
+
+const DATABASE = 'sy_partition_path'
+const EXAMPLE = 'examples/appointments/migrations'
+const TENANTS = 3
+const ROWS_PER_TENANT = 3000
+
+/** The example's migrations up to `last` (a copy, its journal cut there): a shard of an older release. */
+function migrationsUpTo(last: string): string {
+  const folder = mkdtempSync(path.join(tmpdir(), 'sy-migrations-'))
+  cpSync(EXAMPLE, folder, { recursive: true })
+  const journalFile = path.join(folder, 'meta', '_journal.json')
+  const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
+  const keep = journal.entries.findIndex((entry) => entry.tag === last)
+  if (keep < 0) throw new Error(`no migration ${last}`)
+  journal.entries = journal.entries.slice(0, keep + 1)
+  writeFileSync(journalFile, JSON.stringify(journal))
+  return folder
+}
+
+describe('the example schema partitions an existing shard (migration 0006)', () => {
+  it('keeps every row, puts each in its month, and leaves RLS forced on every partition', async () => {
+    const shard = topology().shards[0]
+    if (!shard) throw new Error('no shard')
+    const admin = connect(shard.primary)
+    await admin.unsafe(`drop database if exists ${DATABASE} with (force)`)
+    await admin.unsafe(`create database ${DATABASE}`)
+    const url = new URL(shard.primary)
+    url.pathname = `/${DATABASE}`
+    const older = migrationsUpTo('0005_per_day_quota_on_update')
+    try {
+      const before = structuredClone(topology())
+      before.tenantSchema.migrations = older
+      await migrateShard(before, shard.id, url.toString(), 'capability-of-this-test')
+      const db = connect(url.toString())
+      expect((await db`select relkind from pg_class where oid = 'appointments'::regclass`)[0]?.relkind).toBe(
+        'r',
+      )
+      // Rows of 3 tenants from 14 months ago to 20 months ahead, one far ahead: past months, kept months,
+      // and dates beyond them.
+      await db`
+        insert into businesses (tenant_id, id, name)
+        select t, t, 'b' from (select gen_random_uuid() as t from generate_series(1, ${TENANTS})) tenants`
+      await db`insert into services (tenant_id, id, business_id, name, duration_minutes, price)
+               select tenant_id, id, id, 's', 30, 10 from businesses`
+      await db`insert into customers (tenant_id, id, name) select tenant_id, id, 'c' from businesses`
+      await db`
+        insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time, status)
+        select b.id, b.id, b.id, b.id, at, at + interval '30 minutes', (array['scheduled', 'confirmed', 'completed'])[1 + i % 3]
+        from businesses b, generate_series(1, ${ROWS_PER_TENANT}) i,
+             lateral (select date_trunc('month', now()) - interval '14 months'
+                             + (i * interval '34 months' / ${ROWS_PER_TENANT}) as at) times`
+      await db`
+        insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
+        select id, id, id, id, '2035-06-01T10:00:00Z', '2035-06-01T11:00:00Z' from businesses limit 1`
+      const content = async () =>
+        (
+          await db<{ n: number; hash: string; oldest: Date }[]>`
+            select count(*)::int as n, md5(string_agg(a::text, ',' order by tenant_id, id)) as hash,
+                   min(start_time) as oldest
+            from appointments a`
+        )[0]
+      const rows = await content()
+      expect(rows?.n).toBe(TENANTS * ROWS_PER_TENANT + 1)
+
+      const after = await migrateShard(topology(), shard.id, url.toString(), 'capability-of-this-test')
+      expect(after.applied).toBeGreaterThan(0)
+      expect(await content()).toEqual(rows)
+      expect((await db`select relkind from pg_class where oid = 'appointments'::regclass`)[0]?.relkind).toBe(
+        'p',
+      )
+
+      // One partition per month from the oldest row's to 12 ahead, and the DEFAULT one; each with RLS
+      // forced and its policy, and each row in the partition of its month.
+      const first = monthStart(rows?.oldest as Date)
+      const months: string[] = []
+      for (let month = first; month <= monthStart(new Date(), 12); month = monthStart(new Date(month), 1))
+        months.push(month)
+      const partitions = await db<{ name: string; forced: boolean; policies: number; misplaced: number }[]>`
+        select c.relname as name, c.relrowsecurity and c.relforcerowsecurity as forced,
+               (select count(*)::int from pg_policy p where p.polrelid = c.oid) as policies, 0 as misplaced
+        from pg_inherits i join pg_class c on c.oid = i.inhrelid
+        where i.inhparent = 'appointments'::regclass order by 1`
+      expect(partitions.map((p) => p.name)).toEqual(
+        [...months.map((month) => partitionName('appointments', month)), 'appointments_default'].sort(),
+      )
+      expect(partitions.every((p) => p.forced && p.policies === 1)).toBe(true)
+      const wrong = await db<{ n: number }[]>`
+        select count(*)::int as n from appointments
+        where tableoid::regclass::text <> case when start_time < ${`${monthStart(new Date(), 13)}T00:00:00Z`}::timestamptz
+                                               then 'appointments_p' || to_char(start_time at time zone 'UTC', 'YYYY_MM')
+                                               else 'appointments_default' end`
+      expect(wrong[0]?.n).toBe(0)
+      const [parked] = await db<{ n: number }[]>`select count(*)::int as n from appointments_default`
+      expect(parked?.n).toBeGreaterThan(1)
+
+      // The parent keeps the key (with the partition key), the seed's indexes, RLS and the quota triggers.
+      const [shape] = await db<{ key: string; indexes: string[]; triggers: string[]; forced: boolean }[]>`
+        select (select pg_get_constraintdef(oid) from pg_constraint where conrelid = c.oid and contype = 'p') as key,
+               array(select relname::text from pg_index x join pg_class i on i.oid = x.indexrelid
+                     where x.indrelid = c.oid and not x.indisprimary order by 1) as indexes,
+               array(select tgname::text from pg_trigger where tgrelid = c.oid and not tgisinternal order by 1) as triggers,
+               c.relrowsecurity and c.relforcerowsecurity as forced
+        from pg_class c where c.oid = 'appointments'::regclass`
+      expect(shape).toEqual({
+        key: 'PRIMARY KEY (tenant_id, id, start_time)',
+        indexes: [
+          'idx_appointments_tenant_business_date',
+          'idx_appointments_tenant_start',
+          'idx_appointments_tenant_status_date',
+        ],
+        triggers: ['appointments_quota', 'appointments_quota_update'],
+        forced: true,
+      })
+      // The router's role reads and writes through the parent (grants follow the migration).
+      const [grant] = await db<{ ok: boolean }[]>`
+        select has_table_privilege(${topology().router.role.name}, 'appointments', 'select, insert, update, delete') as ok`
+      expect(grant?.ok).toBe(true)
+
+      // Kept ahead already: ensure has nothing to make; a rerun of migrate applies nothing.
+      const ensured = await ensurePartitions(db, ['public'], { monthsAhead: 3, retainMonths: null })
+      expect(
+        ensured.flatMap((outcome) => [...outcome.created, ...outcome.skipped.map((s) => s.month)]),
+      ).toEqual([])
+      expect(
+        (await migrateShard(topology(), shard.id, url.toString(), 'capability-of-this-test')).applied,
+      ).toBe(0)
+      await db.end()
+    } finally {
+      rmSync(older, { recursive: true, force: true })
+      await admin.unsafe(`drop database if exists ${DATABASE} with (force)`)
+    }
+  })
+})
