@@ -1,9 +1,12 @@
 /**
- * `npm run bench:move`: moves one tenant holding about 100,000 rows from shard-1 to shard-2 (with
- * `switchyard move` in its own process) while clients keep writing for it through a router, and prints the move's total time, copy rate and
- * cutover stall, and the write latency clients saw (p50 before, p99 and max during the move) and
- * their errors, with PASS/FAIL against the targets of issue 5. Boots the test suite's throwaway
- * topology (free ports, a temporary folder) and tears it down at the end, also on error or Ctrl-C.
+ * `npm run bench:move`: moves one tenant holding about 100,000 rows twice (with `switchyard move` in
+ * its own process) while clients keep writing for it through a router: shard-1 → shard-2 with the
+ * example schema of before issue 16 (appointments unpartitioned), then, after `migrate` partitions
+ * appointments by month on every shard (migration 0006, timed: the upgrade path of docs/PARTITIONS.md),
+ * shard-2 → shard-3. For each it prints the move's total time, copy rate and cutover stall, the write
+ * latency clients saw (p50 before, p99 and max during the move) and their errors, with PASS/FAIL
+ * against the targets of issue 5, then both side by side. Boots the test suite's throwaway topology
+ * (free ports, a temporary folder) and tears it down at the end, also on error or Ctrl-C.
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -27,6 +30,7 @@ import { addTenant } from '../src/directory/tenants.ts'
 import type { Move } from '../src/migrate-tenant/record.ts'
 import { startRouter } from '../src/router/server.ts'
 import { withAdmin } from '../src/shard/connection.ts'
+import { migrationsUpTo } from '../test/setup/migrations.ts'
 import { freePorts, testTopologyInput } from '../test/setup/topology.ts'
 import { createCleanups } from './router.ts'
 
@@ -56,25 +60,38 @@ interface Sample {
 const cleanups = createCleanups()
 let configFile = ''
 
-async function boot(): Promise<Topology> {
+/** The last migration of the example before appointments was partitioned. */
+const UNPARTITIONED = '0005_per_day_quota_on_update'
+
+async function boot(): Promise<{ topology: Topology; upgrade: () => Promise<Topology> }> {
   if (!redisServerPath()) throw new Error('bench:move needs redis-server on the PATH, as the tests do')
   const home = await mkdtemp(path.join(os.tmpdir(), 'switchyard-bench-move-'))
   cleanups.add(() => rm(home, { recursive: true, force: true }))
+  const older = migrationsUpTo(MIGRATIONS, UNPARTITIONED)
+  cleanups.add(() => rm(older, { recursive: true, force: true }))
   const base = testTopologyInput(await freePorts(9))
-  const input = {
+  const input = (migrations: string) => ({
     ...base,
     router: { ...base.router, rateLimitOverride: 2_000_000_000 },
     mover: { cleanupGraceMs: 500 },
-    tenantSchema: { ...base.tenantSchema, migrations: MIGRATIONS },
-  }
+    tenantSchema: { ...base.tenantSchema, migrations },
+  })
   // The mover runs as `switchyard move` in its own process, as an operator would run it.
   configFile = path.join(home, 'topology.json')
-  await writeFile(configFile, JSON.stringify(input))
-  const topology = parseTopology(input, 'bench/move.ts', {})
+  const configure = async (migrations: string) => {
+    await writeFile(configFile, JSON.stringify(input(migrations)))
+    return parseTopology(input(migrations), 'bench/move.ts', {})
+  }
+  const topology = await configure(older)
   cleanups.add(() => clusterDown(topology, { home }))
   await clusterUp(topology, { home, durable: false })
   await migrateAll(topology)
-  return topology
+  const upgrade = async () => {
+    const upgraded = await configure(MIGRATIONS)
+    await migrateAll(upgraded)
+    return upgraded
+  }
+  return { topology, upgrade }
 }
 
 /** appointments ≈ 70% of the rows, customers the rest (plus a few services, staff and hours). */
@@ -83,9 +100,17 @@ function volume(rows: number) {
   return { services: 12, staff: 8, customers, appointments: rows - customers - 27, days: 42 }
 }
 
+interface Booking {
+  tenant: string
+  key: string
+  business: string
+  service: string
+  customer: string
+}
+
 async function main() {
   const started = Date.now()
-  const topology = await boot()
+  const { topology, upgrade } = await boot()
   const directory = openDirectory(topology.directory)
   cleanups.add(() => directory.close())
   const tenant = randomUUID()
@@ -106,7 +131,47 @@ async function main() {
   console.log(
     `topology up in ${((filled - started) / 1000).toFixed(1)} s; tenant filled with ${rows} rows in ${((Date.now() - filled) / 1000).toFixed(1)} s`,
   )
+  const booking = { tenant, key, ...ids }
+  console.log('\n== appointments unpartitioned: shard-1 → shard-2')
+  const plain = await measuredMove(topology, booking, 'shard-2', 0)
+  const upgrading = Date.now()
+  const upgraded = await upgrade()
+  const appointments = await withAdmin(topology.shards[1]?.primary as string, async (sql) => {
+    const [row] = await sql<{ n: number; partitions: number }[]>`
+      select count(*)::int as n,
+             (select count(*)::int from pg_inherits where inhparent = 'appointments'::regclass) as partitions
+      from appointments`
+    return row
+  })
+  console.log(
+    `\nmigrate partitioned appointments on every shard in ${((Date.now() - upgrading) / 1000).toFixed(2)} s (shard-2: ${appointments?.n} rows into ${appointments?.partitions} partitions)`,
+  )
+  console.log('\n== appointments partitioned by month: shard-2 → shard-3')
+  const parted = await measuredMove(upgraded, booking, 'shard-3', 1_000_000)
+  console.log('\n== side by side')
+  const rowsOf = (label: string) => [label, plain.figures.get(label) ?? '', parted.figures.get(label) ?? '']
+  const table = [
+    ['', 'unpartitioned', 'partitioned'],
+    ...[
+      'rows moved',
+      'total move time',
+      'copy rate',
+      'cutover stall (fence → routers told)',
+      'write latency during the move',
+      'client errors',
+    ].map(rowsOf),
+  ]
+  const widths = [0, 1, 2].map((column) => Math.max(...table.map((line) => (line[column] as string).length)))
+  for (const line of table)
+    console.log(line.map((cell, column) => (cell as string).padEnd(widths[column] as number)).join('  '))
+  process.exitCode = plain.pass && parted.pass ? 0 : 1
+}
 
+/**
+ * One move of the tenant to `target` while 4 clients book through a fresh router (`offset`: the first
+ * booking's minute after 2027-01-01, so the two runs book distinct rows); its report.
+ */
+async function measuredMove(topology: Topology, booking: Booking, target: string, offset: number) {
   const router = await startRouter(topology, {
     port: 0,
     // BENCH_ROUTER_LOG=<file>: the router's info log (every request, stale routes) for a closer look.
@@ -114,54 +179,71 @@ async function main() {
       ? pino({ level: 'info' }, pino.destination(process.env.BENCH_ROUTER_LOG))
       : pino({ level: 'warn' }),
   })
-  cleanups.add(() => router.close())
-  const samples: Sample[] = []
-  const acknowledged: string[] = []
-  let stopping = false
-  const book = async (n: number) => {
-    const at = performance.now()
-    const start = new Date(Date.UTC(2027, 0, 1) + n * 60_000).toISOString()
-    const response = await fetch(`${router.url}/v1/query`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'x-tenant-id': tenant, 'content-type': 'application/json' },
-      body: JSON.stringify({
-        sql: `insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
-              values ($1, $2, $3, $4, $5, $5::timestamptz + interval '30 minutes') returning id`,
-        params: [tenant, ids.business, ids.service, ids.customer, start],
-        method: 'all',
-      }),
-    }).catch(() => undefined)
-    const body = response?.ok ? ((await response.json()) as { rows: string[][] }) : undefined
-    const ok = Boolean(body?.rows?.[0]?.[0])
-    if (ok) acknowledged.push(body?.rows[0]?.[0] as string)
-    else if (response) console.error(`write failed: ${response.status} ${await response.text()}`)
-    samples.push({ at, ms: performance.now() - at, ok })
-  }
-  const interval = (1000 * options.clients) / options.rate
-  const clients = Array.from({ length: options.clients }, async (_, c) => {
-    for (let n = c; !stopping; n += options.clients) {
-      const next = performance.now() + interval
-      await book(n)
-      await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())))
+  try {
+    const samples: Sample[] = []
+    const acknowledged: string[] = []
+    let stopping = false
+    const book = async (n: number) => {
+      const at = performance.now()
+      const start = new Date(Date.UTC(2027, 0, 1) + (offset + n) * 60_000).toISOString()
+      const response = await fetch(`${router.url}/v1/query`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${booking.key}`,
+          'x-tenant-id': booking.tenant,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({
+          sql: `insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
+                values ($1, $2, $3, $4, $5, $5::timestamptz + interval '30 minutes') returning id`,
+          params: [booking.tenant, booking.business, booking.service, booking.customer, start],
+          method: 'all',
+        }),
+      }).catch(() => undefined)
+      const body = response?.ok ? ((await response.json()) as { rows: string[][] }) : undefined
+      const ok = Boolean(body?.rows?.[0]?.[0])
+      if (ok) acknowledged.push(body?.rows[0]?.[0] as string)
+      else if (response) console.error(`write failed: ${response.status} ${await response.text()}`)
+      samples.push({ at, ms: performance.now() - at, ok })
     }
-  })
+    const interval = (1000 * options.clients) / options.rate
+    const clients = Array.from({ length: options.clients }, async (_, c) => {
+      for (let n = c; !stopping; n += options.clients) {
+        const next = performance.now() + interval
+        await book(n)
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())))
+      }
+    })
 
-  await new Promise((resolve) => setTimeout(resolve, 4000))
-  const timeline: { at: number; state: string }[] = []
-  const moveStarted = performance.now()
-  const move = await moveInChild(tenant, 'shard-2', timeline)
-  const moveEnded = performance.now()
-  await new Promise((resolve) => setTimeout(resolve, 1500))
-  stopping = true
-  await Promise.all(clients)
+    await new Promise((resolve) => setTimeout(resolve, 4000))
+    const timeline: { at: number; state: string }[] = []
+    const moveStarted = performance.now()
+    const move = await moveInChild(booking.tenant, target, timeline)
+    const moveEnded = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    stopping = true
+    await Promise.all(clients)
 
-  const onTarget = await withAdmin(topology.shards[1]?.primary as string, async (sql) => {
-    const [row] = await sql<{ n: number }[]>`
-      select count(*)::int as n from appointments where tenant_id = ${tenant} and id = any(${acknowledged}::uuid[])`
-    return row?.n ?? 0
-  })
-  report(move, samples, { moveStarted, moveEnded, acknowledged: acknowledged.length, onTarget })
-  slowest(samples, timeline, moveStarted)
+    const onTarget = await withAdmin(
+      topology.shards.find((shard) => shard.id === target)?.primary as string,
+      async (sql) => {
+        const [row] = await sql<{ n: number }[]>`
+          select count(*)::int as n from appointments
+          where tenant_id = ${booking.tenant} and id = any(${acknowledged}::uuid[])`
+        return row?.n ?? 0
+      },
+    )
+    const result = report(move, samples, {
+      moveStarted,
+      moveEnded,
+      acknowledged: acknowledged.length,
+      onTarget,
+    })
+    slowest(samples, timeline, moveStarted)
+    return result
+  } finally {
+    await router.close()
+  }
 }
 
 /**
@@ -235,6 +317,7 @@ function report(
   ]
   const width = Math.max(...lines.map(([label]) => (label as string).length))
   for (const [label, value] of lines) console.log(`${(label as string).padEnd(width)}  ${value}`)
+  const figures = new Map(lines.map(([label, value]) => [label as string, value as string]))
   const verdicts = [
     [`longest write stall ≤ ${TARGETS.stallMs} ms`, longest <= TARGETS.stallMs, `${longest.toFixed(1)} ms`],
     [`client errors = ${TARGETS.errors}`, errors === TARGETS.errors, String(errors)],
@@ -258,7 +341,7 @@ function report(
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   )
-  process.exitCode = verdicts.every(([, pass]) => pass) ? 0 : 1
+  return { figures, pass: verdicts.every(([, pass]) => pass) }
 }
 
 /** The slowest writes, placed on the move's timeline: which phase each one overlapped. */

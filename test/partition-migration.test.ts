@@ -1,29 +1,17 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import path from 'node:path'
+import { rmSync } from 'node:fs'
 import { describe, expect } from 'vitest'
+import { OPERATIONS, type OperationName } from '../src/loadtest/workload.ts'
+import type { Sql } from '../src/shard/connection.ts'
 import { migrateShard } from '../src/shard/migrate.ts'
 import { ensurePartitions, monthStart, partitionName } from '../src/shard/partitions.ts'
 import { connect, it } from './fixtures.ts'
+import { migrationsUpTo } from './setup/migrations.ts'
 import { topology } from './support.ts'
 
 const DATABASE = 'sy_partition_path'
 const EXAMPLE = 'examples/appointments/migrations'
 const TENANTS = 3
 const ROWS_PER_TENANT = 3000
-
-/** The example's migrations up to `last` (a copy, its journal cut there): a shard of an older release. */
-function migrationsUpTo(last: string): string {
-  const folder = mkdtempSync(path.join(tmpdir(), 'sy-migrations-'))
-  cpSync(EXAMPLE, folder, { recursive: true })
-  const journalFile = path.join(folder, 'meta', '_journal.json')
-  const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
-  const keep = journal.entries.findIndex((entry) => entry.tag === last)
-  if (keep < 0) throw new Error(`no migration ${last}`)
-  journal.entries = journal.entries.slice(0, keep + 1)
-  writeFileSync(journalFile, JSON.stringify(journal))
-  return folder
-}
 
 describe('the example schema partitions an existing shard (migration 0006)', () => {
   it('keeps every row, puts each in its month, and leaves RLS forced on every partition', async () => {
@@ -34,7 +22,7 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
     await admin.unsafe(`create database ${DATABASE}`)
     const url = new URL(shard.primary)
     url.pathname = `/${DATABASE}`
-    const older = migrationsUpTo('0005_per_day_quota_on_update')
+    const older = migrationsUpTo(EXAMPLE, '0005_per_day_quota_on_update')
     try {
       const before = structuredClone(topology())
       before.tenantSchema.migrations = older
@@ -77,9 +65,10 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
         'p',
       )
 
-      // One partition per month from the oldest row's to 12 ahead, and the DEFAULT one; each with RLS
+      // One partition per month from the oldest row's (or 12 back) to 12 ahead, and the DEFAULT one; each with RLS
       // forced and its policy, and each row in the partition of its month.
-      const first = monthStart(rows?.oldest as Date)
+      const oldest = monthStart(rows?.oldest as Date)
+      const first = [oldest, monthStart(new Date(), -12)].sort()[0] as string
       const months: string[] = []
       for (let month = first; month <= monthStart(new Date(), 12); month = monthStart(new Date(month), 1))
         months.push(month)
@@ -132,6 +121,7 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
       expect(
         (await migrateShard(topology(), shard.id, url.toString(), 'capability-of-this-test')).applied,
       ).toBe(0)
+      await expectPruning(db, url)
       await db.end()
     } finally {
       rmSync(older, { recursive: true, force: true })
@@ -139,3 +129,69 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
     }
   })
 })
+
+/** The SQL the load test sends for one of the seed's reads (src/loadtest/workload.ts). */
+function seedRead(name: OperationName): string {
+  const tenant = {
+    id: '',
+    name: '',
+    shard: '',
+    business: '',
+    services: [],
+    staff: [],
+    customers: [],
+    appointments: [],
+  }
+  const operation = OPERATIONS.find((one) => one.name === name)
+  if (!operation) throw new Error(`no operation ${name}`)
+  return operation.build(tenant).sql
+}
+
+/**
+ * Plans the seed's reads as the router runs them (its role, in a tenant context entered with
+ * switchyard.enter(), RLS applying) and checks that they read only the partitions of the months they
+ * ask for: with the values (a custom plan, pruned when planned) and as a generic plan (pruned when it
+ * starts). SWITCHYARD_PRINT_PLANS=1 prints them (docs/PARTITIONS.md shows them).
+ */
+async function expectPruning(db: Sql, url: URL) {
+  const [tenant] = await db<{ id: string }[]>`select tenant_id as id from businesses order by 1 limit 1`
+  const id = tenant?.id as string
+  await db`insert into switchyard.tenant_ownership (tenant_id, epoch, state) values (${id}, 1, 'owner')`
+  const asRouter = new URL(url)
+  asRouter.username = topology().router.role.name
+  asRouter.password = topology().router.role.password
+  const router = connect(asRouter.toString())
+  const week = { from: `${monthStart(new Date(), 2)}T00:00:00Z`, to: '' }
+  week.from = new Date(new Date(week.from).getTime() - 3 * 86_400_000).toISOString()
+  week.to = new Date(new Date(week.from).getTime() + 7 * 86_400_000).toISOString()
+  const day = {
+    from: `${monthStart(new Date(), 1)}T00:00:00Z`,
+    to: `${monthStart(new Date(), 1).slice(0, 8)}02T00:00:00Z`,
+  }
+  const cases = [
+    {
+      sql: seedRead('appointments_by_status'),
+      params: [id, 'scheduled', week.from, week.to],
+      months: [1, 2],
+    },
+    { sql: seedRead('appointments_by_business_day'), params: [id, id, day.from, day.to], months: [1] },
+  ]
+  for (const { sql, params, months } of cases) {
+    const expected = months.map((offset) => partitionName('appointments', monthStart(new Date(), offset)))
+    for (const mode of ['force_custom_plan', 'force_generic_plan']) {
+      const plan = await router.begin(async (tx) => {
+        await tx`select switchyard.enter(${id}::uuid, 1, false, null, 'capability-of-this-test')`
+        await tx.unsafe(`set local plan_cache_mode = ${mode}`)
+        await tx.unsafe(`prepare seed_read as ${sql}`)
+        const lines = await tx.unsafe<{ 'QUERY PLAN': string }[]>(
+          `explain (analyze, costs off, timing off, summary off, buffers off) execute seed_read(${params.map((p) => `'${p}'`).join(', ')})`,
+        )
+        await tx.unsafe('deallocate seed_read')
+        return lines.map((line) => line['QUERY PLAN']).join('\n')
+      })
+      if (process.env.SWITCHYARD_PRINT_PLANS) console.log(`-- ${mode}\n${plan}\n`)
+      const read = [...new Set(plan.match(/appointments_(p\d{4}_\d{2}|default)/g) ?? [])].sort()
+      expect(read, plan).toEqual(expected)
+    }
+  }
+}

@@ -215,7 +215,8 @@ async function ensureMonth(
  * Creates a month's partition while the DEFAULT partition holds rows of that month (a booking made
  * before the month was kept ahead): PostgreSQL refuses to, so the rows are taken out, the partition
  * made, and the rows put back through the parent, all in the caller's transaction: no reader sees them
- * gone. Writes to the DEFAULT partition wait meanwhile. As a superuser the rows go back as replication
+ * gone. The table is locked meanwhile, as it is for any new partition (PostgreSQL takes an ACCESS
+ * EXCLUSIVE lock on the parent to add one); a month's rows are few, so that is milliseconds. As a superuser the rows go back as replication
  * would put them (no triggers: quotas and foreign keys were checked when they were written); RLS off
  * makes a role it would filter fail rather than move no rows.
  */
@@ -233,13 +234,23 @@ async function outOfDefault(
     { superuser: boolean }[]
   >`select current_setting('is_superuser') = 'on' as superuser`
   if (role?.superuser) await tx`set local session_replication_role = replica`
+  // The parent first, as every write through it locks them: the other way round, a write holding the
+  // parent and waiting for the DEFAULT partition would deadlock with the create below.
+  await tx.unsafe(`lock table only ${table.name} in access exclusive mode`)
   await tx.unsafe(`lock table ${parked} in exclusive mode`)
+  // Stored columns only: generated ones are computed again on the way back, identities kept.
+  const [stored] = await tx<{ columns: string }[]>`
+    select string_agg(quote_ident(attname), ', ' order by attnum) as columns from pg_attribute
+    where attrelid = ${table.name}::regclass and attnum > 0 and not attisdropped and attgenerated = ''`
+  const columns = stored?.columns as string
   await tx.unsafe(
-    `create temporary table switchyard_parked on commit drop as select * from ${parked} where ${range}`,
+    `create temporary table switchyard_parked on commit drop as select ${columns} from ${parked} where ${range}`,
   )
   await tx.unsafe(`delete from ${parked} where ${range}`)
   await create()
-  await tx.unsafe(`insert into ${table.name} select * from switchyard_parked`)
+  await tx.unsafe(
+    `insert into ${table.name} (${columns}) overriding system value select ${columns} from switchyard_parked`,
+  )
   await tx`drop table switchyard_parked`
   if (role?.superuser) await tx`set local session_replication_role = origin`
 }

@@ -1,12 +1,12 @@
 -- Issue 16, the seed's §1: `appointments` partitioned by month on start_time, for a shard of an existing
 -- deployment as for a new one. One transaction (drizzle's migrator runs every pending migration in one):
 -- the old table is renamed, a partitioned one made in its place, every row copied, the old one dropped.
--- appointments is locked from the rename to the commit: the copy takes about a second per million rows
--- on this machine (docs/MOVES.md, "Partitioning an existing shard").
+-- appointments is locked from the rename to the commit (docs/PARTITIONS.md, "Upgrading a shard that
+-- holds rows", gives the time measured for it).
 --
--- Partitions: one per UTC month, `appointments_pYYYY_MM`, from the month of the oldest row (or this one)
--- to 12 months ahead, and `appointments_default` for dates beyond (a booking years ahead, one far in
--- the past): `switchyard partitions ensure` (and every router, hourly) adds the coming months and moves
+-- Partitions: one per UTC month, `appointments_pYYYY_MM`, from the month of the oldest row (or 12 months
+-- back, for history imported later) to 12 months ahead, and `appointments_default` for dates beyond (a
+-- booking years ahead, one back-dated before that): `switchyard partitions ensure` (and every router, hourly) adds the coming months and moves
 -- their rows out of the DEFAULT partition. PostgreSQL applies only the partition's own policies to a
 -- query naming a partition, so every partition gets the parent's RLS, forced, and its policy.
 -- The primary key must hold the partition key: (tenant_id, id, start_time); tenant_id still leads it
@@ -25,9 +25,9 @@ DECLARE
   partition text;
   policy text := '"tenant_id" = (select switchyard.current_tenant())';
 BEGIN
-  SELECT least(date_trunc('month', min("start_time"), 'UTC'), date_trunc('month', now(), 'UTC'))
+  SELECT least(date_trunc('month', min("start_time"), 'UTC'), date_trunc('month', now(), 'UTC') - interval '12 months')
     INTO first_month FROM "appointments_unpartitioned";
-  month := coalesce(first_month, date_trunc('month', now(), 'UTC'));
+  month := first_month;
   WHILE month <= last_month LOOP
     partition := format('%I', 'appointments_p' || to_char(month AT TIME ZONE 'UTC', 'YYYY_MM'));
     EXECUTE format('CREATE TABLE %s PARTITION OF "appointments" FOR VALUES FROM (%L) TO (%L)', partition,
