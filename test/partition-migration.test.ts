@@ -114,7 +114,7 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
       expect(grant?.ok).toBe(true)
 
       // Kept ahead already: ensure has nothing to make; a rerun of migrate applies nothing.
-      const ensured = await ensurePartitions(db, ['public'], { monthsAhead: 3, retainMonths: null })
+      const ensured = await ensurePartitions(db, ['public'], { monthsAhead: 12, retainMonths: null })
       expect(
         ensured.flatMap((outcome) => [...outcome.created, ...outcome.skipped.map((s) => s.month)]),
       ).toEqual([])

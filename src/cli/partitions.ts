@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .description(
       'create the partitions of this month and the next N on every shard (idempotent; safe from cron and concurrently)',
     )
-    .option('--months-ahead <n>', 'months after this one that must have a partition (default 3)', '3')
+    .option('--months-ahead <n>', 'months after this one that must have a partition (default 12)', '12')
     .option('--retain-months <n>', 'detach and drop month partitions older than N months (default: keep all)')
     .addOption(json)
     .action(

@@ -190,10 +190,12 @@ export const topologySchema = z
         moveRescueIntervalMs: z.coerce.number().int().min(0).default(1_000),
         /**
          * How often this router runs `partitions ensure` on every shard (and once at start), so monthly
-         * partitioned tables always have `partitionMonthsAhead` months ahead; 0 turns it off.
+         * partitioned tables always have `partitionMonthsAhead` months ahead; 0 turns it off. 12, as the
+         * example's migration makes: a month gets its partition long before most of its bookings, which
+         * otherwise wait in a DEFAULT partition and are moved out, with the table locked, when it is made.
          */
         partitionKeeperIntervalMs: z.coerce.number().int().min(0).default(3_600_000),
-        partitionMonthsAhead: z.coerce.number().int().min(0).max(120).default(3),
+        partitionMonthsAhead: z.coerce.number().int().min(0).max(120).default(12),
         /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
         /** TLS from this router to every shard node (docs/ROUTER.md, "TLS to the shards"). */
