@@ -240,6 +240,8 @@ describe('switchyard partitions ensure', () => {
         '3',
         '--retain-months',
         '2',
+        '--table',
+        'part_ensure',
         '--json',
       ])
       expect(retained.code, retained.stderr).toBe(0)
@@ -271,6 +273,11 @@ describe('switchyard partitions ensure', () => {
       const bad = await cli(['partitions', 'ensure', '--months-ahead', 'soon'])
       expect(bad.code).toBe(1)
       expect(bad.stderr).toMatch(/error \[invalid_input\]: --months-ahead/)
+      const typo = await cli(['partitions', 'ensure', '--table', 'part_ensur'])
+      expect(typo.code).toBe(1)
+      expect(typo.stderr).toMatch(
+        /error \[invalid_input\]: --table: no table partitioned by month named "part_ensur"/,
+      )
     } finally {
       await dropEverywhere('part_ensure')
     }

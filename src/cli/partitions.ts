@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import type { Topology } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
 import { withAdmin } from '../shard/connection.ts'
-import { type EnsureOutcome, ensurePartitions } from '../shard/partitions.ts'
+import { type EnsureOutcome, ensurePartitions, sameTable } from '../shard/partitions.ts'
 import { json, printTable, say, shows } from './output.ts'
 
 export function register(program: Command): void {
@@ -16,6 +16,10 @@ export function register(program: Command): void {
     )
     .option('--months-ahead <n>', 'months after this one that must have a partition (default 12)', '12')
     .option('--retain-months <n>', 'detach and drop month partitions older than N months (default: keep all)')
+    .option(
+      '--table <name...>',
+      'only these tables (as `appointments` or `public.appointments`): retention differs from table to table',
+    )
     .addOption(json)
     .action(
       shows(ensureEverywhere, (results) => {
@@ -37,6 +41,7 @@ export function register(program: Command): void {
 interface EnsureFlags {
   monthsAhead: string
   retainMonths?: string
+  table?: string[]
 }
 
 /** Every shard's primary in turn; a month that could not be made makes the exit code 1. */
@@ -47,10 +52,22 @@ async function ensureEverywhere(topology: Topology, flags: EnsureFlags) {
   const results: { shard: string; outcomes: EnsureOutcome[] }[] = []
   for (const shard of topology.shards) {
     const outcomes = await withAdmin(shard.primary, (sql) =>
-      ensurePartitions(sql, topology.tenantSchema.schemas, { monthsAhead, retainMonths }),
+      ensurePartitions(sql, topology.tenantSchema.schemas, {
+        monthsAhead,
+        retainMonths,
+        tables: flags.table,
+      }),
     )
     results.push({ shard: shard.id, outcomes })
   }
+  // A name that matched no table anywhere is a typo, not a table with nothing to do.
+  const named = new Set(results.flatMap(({ outcomes }) => outcomes.map((outcome) => outcome.table)))
+  const unknown = (flags.table ?? []).filter((table) => ![...named].some((name) => sameTable(name, table)))
+  if (unknown.length > 0)
+    throw new SwitchyardError(
+      'invalid_input',
+      `--table: no table partitioned by month named ${unknown.map((table) => JSON.stringify(table)).join(', ')} in the tenant schemas`,
+    )
   if (results.some(({ outcomes }) => outcomes.some((outcome) => outcome.skipped.length > 0)))
     process.exitCode = 1
   return results

@@ -52,9 +52,15 @@ export interface EnsureOptions {
   monthsAhead: number
   /** Keep this many months before the current one and detach and drop older month partitions; null: keep all. */
   retainMonths: number | null
+  /** Only these tables (`appointments` or `public.appointments`, as sameTable() matches); all when absent. */
+  tables?: string[] | undefined
   /** The clock, for tests. */
   now?: Date
 }
+
+/** `name` (as format('%I.%I') writes it) is the table `wanted` names, with or without its schema. */
+export const sameTable = (name: string, wanted: string) =>
+  name === wanted || name.slice(name.indexOf('.') + 1) === wanted
 
 const TIME_TYPES = ['date', 'timestamp without time zone', 'timestamp with time zone']
 
@@ -153,7 +159,10 @@ export async function ensurePartitions(
 ): Promise<EnsureOutcome[]> {
   const now = options.now ?? new Date()
   const outcomes: EnsureOutcome[] = []
-  const monthly = (await partitionLayout(sql, schemas)).filter((table) => table.monthly)
+  const monthly = (await partitionLayout(sql, schemas)).filter(
+    (table) =>
+      table.monthly && (!options.tables || options.tables.some((wanted) => sameTable(table.name, wanted))),
+  )
   for (const found of monthly) {
     outcomes.push(
       await sql.begin(async (tx) => {
