@@ -20,6 +20,8 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
     const admin = connect(shard.primary)
     await admin.unsafe(`drop database if exists ${DATABASE} with (force)`)
     await admin.unsafe(`create database ${DATABASE}`)
+    // A zone with DST and short months: the migration's bounds must not depend on the session's zone.
+    await admin.unsafe(`alter database ${DATABASE} set timezone = 'Europe/Berlin'`)
     const url = new URL(shard.primary)
     url.pathname = `/${DATABASE}`
     const older = migrationsUpTo(EXAMPLE, '0005_per_day_quota_on_update')
@@ -48,15 +50,22 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
       await db`
         insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
         select id, id, id, id, '2035-06-01T10:00:00Z', '2035-06-01T11:00:00Z' from businesses limit 1`
+      // What a tenant could store to break the upgrade or ask for centuries of partitions: they stay in
+      // the DEFAULT partition.
+      await db`
+        insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
+        select id, id, id, id, at::timestamptz, '2000-01-01T00:00:00Z'
+        from businesses, unnest(array['-infinity', '1500-01-01T10:00:00Z', '0100-03-01 10:00:00+00 BC']) at
+        where id = (select id from businesses order by id limit 1)`
       const content = async () =>
         (
           await db<{ n: number; hash: string; oldest: Date }[]>`
             select count(*)::int as n, md5(string_agg(a::text, ',' order by tenant_id, id)) as hash,
-                   min(start_time) as oldest
+                   min(start_time) filter (where start_time > '2000-01-01') as oldest
             from appointments a`
         )[0]
       const rows = await content()
-      expect(rows?.n).toBe(TENANTS * ROWS_PER_TENANT + 1)
+      expect(rows?.n).toBe(TENANTS * ROWS_PER_TENANT + 4)
 
       const after = await migrateShard(topology(), shard.id, url.toString(), 'capability-of-this-test')
       expect(after.applied).toBeGreaterThan(0)
@@ -83,9 +92,11 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
       expect(partitions.every((p) => p.forced && p.policies === 1)).toBe(true)
       const wrong = await db<{ n: number }[]>`
         select count(*)::int as n from appointments
-        where tableoid::regclass::text <> case when start_time < ${`${monthStart(new Date(), 13)}T00:00:00Z`}::timestamptz
-                                               then 'appointments_p' || to_char(start_time at time zone 'UTC', 'YYYY_MM')
-                                               else 'appointments_default' end`
+        where tableoid::regclass::text <>
+              case when start_time >= ${`${first}T00:00:00Z`}::timestamptz
+                        and start_time < ${`${monthStart(new Date(), 13)}T00:00:00Z`}::timestamptz
+                   then 'appointments_p' || to_char(start_time at time zone 'UTC', 'YYYY_MM')
+                   else 'appointments_default' end`
       expect(wrong[0]?.n).toBe(0)
       const [parked] = await db<{ n: number }[]>`select count(*)::int as n from appointments_default`
       expect(parked?.n).toBeGreaterThan(1)
@@ -121,6 +132,26 @@ describe('the example schema partitions an existing shard (migration 0006)', () 
       expect(
         (await migrateShard(topology(), shard.id, url.toString(), 'capability-of-this-test')).applied,
       ).toBe(0)
+      // A booking 13 months ahead waits in the DEFAULT partition; when its month is made, ensure moves it
+      // there (the example's DEFAULT partition: RLS forced, quota and foreign key triggers).
+      const later = monthStart(new Date(), 13)
+      const [booked] = await db<{ id: string }[]>`
+        insert into appointments (tenant_id, business_id, service_id, customer_id, start_time, end_time)
+        select id, id, id, id, ${`${later}T09:00:00Z`}, ${`${later}T10:00:00Z`} from businesses limit 1
+        returning id`
+      const whereIs = async () =>
+        (
+          await db<
+            { at: string }[]
+          >`select tableoid::regclass::text as at from appointments where id = ${booked?.id ?? null}`
+        )[0]?.at
+      expect(await whereIs()).toBe('appointments_default')
+      const moved = await ensurePartitions(db, ['public'], { monthsAhead: 13, retainMonths: null })
+      expect(
+        moved.flatMap((outcome) => [...outcome.created, ...outcome.skipped.map((s) => s.reason)]),
+      ).toEqual([`public.${partitionName('appointments', later)}`])
+      expect(await whereIs()).toBe(partitionName('appointments', later))
+      expect((await content())?.n).toBe((rows?.n ?? 0) + 1)
       await expectPruning(db, url)
       await db.end()
     } finally {

@@ -107,7 +107,7 @@ async function partitionsOf(tx: Queries, parent: number, monthOf: string | null)
       if (monthOf && count > 0)
         rowMonths = await tx.unsafe<Partition['rowMonths']>(
           `select to_char(date_trunc('month', ${monthOf}), 'YYYY-MM-01') as month, count(*)::int as rows
-           from ${row.name} group by 1 order by 1`,
+           from ${row.name} where ${monthOf} >= '0001-01-01' and isfinite(${monthOf}) group by 1 order by 1`,
         )
     }
     partitions.push({
@@ -164,23 +164,65 @@ export async function ensurePartitions(
       table.monthly && (!options.tables || options.tables.some((wanted) => sameTable(table.name, wanted))),
   )
   for (const found of monthly) {
-    outcomes.push(
-      await sql.begin(async (tx) => {
-        await tx`set local timezone = 'UTC'`
-        await tx`select pg_advisory_xact_lock(hashtext('switchyard.partitions'), hashtext(${found.name}))`
-        // Read again under the lock: another run may have made them meanwhile.
-        const [oid] = await tx<{ oid: number }[]>`select ${found.name}::regclass::oid::int as oid`
-        const table = { ...found, partitions: await partitionsOf(tx, oid?.oid ?? 0, found.column) }
-        const outcome: EnsureOutcome = { table: table.name, created: [], dropped: [], skipped: [] }
-        for (let offset = 0; offset <= options.monthsAhead; offset++)
-          await ensureMonth(tx, table, monthStart(now, offset), outcome)
-        if (options.retainMonths !== null)
-          await dropOlder(tx, table, monthStart(now, -options.retainMonths), outcome)
-        return outcome
-      }),
-    )
+    const outcome: EnsureOutcome = { table: found.name, created: [], dropped: [], skipped: [] }
+    for (let offset = 0; offset <= options.monthsAhead; offset++) {
+      const month = monthStart(now, offset)
+      if (found.partitions.some((partition) => partition.month === month)) continue
+      await underLock(sql, found, (tx, table) => ensureMonth(tx, table, month, outcome))
+    }
+    const retain = options.retainMonths
+    if (retain !== null)
+      await underLock(sql, found, (tx, table) => dropOlder(tx, table, monthStart(now, -retain), outcome))
+    outcomes.push(outcome)
   }
   return outcomes
+}
+
+/**
+ * Adding or dropping a partition locks the whole table (ACCESS EXCLUSIVE on the parent): every tenant's
+ * reads and writes of it wait meanwhile. So each month is its own transaction, which waits at most
+ * LOCK_WAIT for its locks (a lock request queued behind a long reader, a move's copy, would hold up
+ * every query after it) and runs at most LOCKED_WORK (adding a month scans the DEFAULT partition): past
+ * either it gives up, says so, and the next run tries again.
+ */
+const LOCK_WAIT = '2s'
+const LOCKED_WORK = '5s'
+
+/** `work` in one transaction, under the table's advisory lock (so runs take turns) and the bounds above. */
+async function underLock(
+  sql: Sql,
+  found: PartitionedTable,
+  work: (tx: postgres.TransactionSql, table: PartitionedTable) => Promise<void>,
+) {
+  await sql.begin(async (tx) => {
+    await tx`set local timezone = 'UTC'`
+    await tx`select pg_advisory_xact_lock(hashtext('switchyard.partitions'), hashtext(${found.name}))`
+    await tx.unsafe(`set local lock_timeout = '${LOCK_WAIT}'`)
+    await tx.unsafe(`set local statement_timeout = '${LOCKED_WORK}'`)
+    // Read again under the lock: another run may have made them meanwhile.
+    const [oid] = await tx<{ oid: number }[]>`select ${found.name}::regclass::oid::int as oid`
+    await work(tx, { ...found, partitions: await partitionsOf(tx, oid?.oid ?? 0, null) })
+  })
+}
+
+/** Why a month could not be made or dropped this time, for the errors that are not the code's fault. */
+function skipReason(error: unknown): string | undefined {
+  const { code, message } = error as { code?: string; message?: string }
+  switch (code) {
+    case '42P17':
+    case '42P07':
+      return `another partition covers part of it (${message})`
+    case '23514':
+      return 'the DEFAULT partition holds rows of this month that could not be moved out'
+    case '55P03':
+      return `the table stayed busy for ${LOCK_WAIT}: tried again at the next run`
+    case '57014':
+      return `it would have locked the table for over ${LOCKED_WORK} (a large DEFAULT partition): tried again at the next run`
+    case '42501':
+      return 'moving rows out of the DEFAULT partition needs a superuser (the admin URL of the shard)'
+    default:
+      return undefined
+  }
 }
 
 async function ensureMonth(
@@ -195,9 +237,7 @@ async function ensureMonth(
     select format('%I.%I', ${table.schema}::text, ${partitionName(table.table, month)}::text) as name`
   const name = named?.name as string
   const bound = `for values from (${quoteLiteral(month)}) to (${quoteLiteral(nextMonth(month))})`
-  const parked = table.partitions.find((partition) =>
-    partition.rowMonths.some((rows) => rows.month === month),
-  )
+  const parked = await defaultHolding(tx, table, month)
   try {
     // A savepoint: a month that cannot be made (it overlaps another partition) is reported, and the
     // others still are.
@@ -208,16 +248,25 @@ async function ensureMonth(
     )
     outcome.created.push(name)
   } catch (error) {
-    const code = (error as { code?: string }).code
-    if (code !== '42P17' && code !== '23514' && code !== '42P07') throw error
-    outcome.skipped.push({
-      month,
-      reason:
-        code === '23514'
-          ? 'the DEFAULT partition holds rows of this month: move them out first'
-          : `another partition covers part of it (${(error as Error).message})`,
-    })
+    const reason = skipReason(error)
+    if (reason === undefined) throw error
+    outcome.skipped.push({ month, reason })
   }
+}
+
+/** The DEFAULT partition, when it holds rows of `month` (PostgreSQL would refuse to make the month). */
+async function defaultHolding(
+  tx: Queries,
+  table: PartitionedTable,
+  month: string,
+): Promise<Partition | undefined> {
+  const parked = table.partitions.find((partition) => partition.bound === 'DEFAULT')
+  if (!parked || !table.column) return undefined
+  const [found] = await tx.unsafe<{ any: boolean }[]>(
+    `select exists (select from ${parked.name} where ${table.column} >= $1 and ${table.column} < $2) as any`,
+    [month, nextMonth(month)],
+  )
+  return found?.any ? parked : undefined
 }
 
 /**
@@ -225,9 +274,10 @@ async function ensureMonth(
  * before the month was kept ahead): PostgreSQL refuses to, so the rows are taken out, the partition
  * made, and the rows put back through the parent, all in the caller's transaction: no reader sees them
  * gone. The table is locked meanwhile, as it is for any new partition (PostgreSQL takes an ACCESS
- * EXCLUSIVE lock on the parent to add one); a month's rows are few, so that is milliseconds. As a superuser the rows go back as replication
- * would put them (no triggers: quotas and foreign keys were checked when they were written); RLS off
- * makes a role it would filter fail rather than move no rows.
+ * EXCLUSIVE lock on the parent to add one), for at most LOCKED_WORK per statement. The rows go back as
+ * replication would put them (session_replication_role = replica: no triggers, as quotas and foreign keys
+ * were checked when they were written), which takes a superuser, as do reading past RLS (row_security
+ * off fails rather than filters) and a temporary table: otherwise the month is skipped, said why.
  */
 async function outOfDefault(
   tx: Queries,
@@ -239,10 +289,7 @@ async function outOfDefault(
   const column = table.column as string
   const range = `${column} >= ${quoteLiteral(month)} and ${column} < ${quoteLiteral(nextMonth(month))}`
   await tx`set local row_security = off`
-  const [role] = await tx<
-    { superuser: boolean }[]
-  >`select current_setting('is_superuser') = 'on' as superuser`
-  if (role?.superuser) await tx`set local session_replication_role = replica`
+  await tx`set local session_replication_role = replica`
   // The parent first, as every write through it locks them: the other way round, a write holding the
   // parent and waiting for the DEFAULT partition would deadlock with the create below.
   await tx.unsafe(`lock table only ${table.name} in access exclusive mode`)
@@ -261,7 +308,7 @@ async function outOfDefault(
     `insert into ${table.name} (${columns}) overriding system value select ${columns} from switchyard_parked`,
   )
   await tx`drop table switchyard_parked`
-  if (role?.superuser) await tx`set local session_replication_role = origin`
+  await tx`set local session_replication_role = origin`
 }
 
 /**
@@ -303,12 +350,25 @@ export async function createPartition(
   }
 }
 
-async function dropOlder(tx: Queries, table: PartitionedTable, oldest: string, outcome: EnsureOutcome) {
+async function dropOlder(
+  tx: postgres.TransactionSql,
+  table: PartitionedTable,
+  oldest: string,
+  outcome: EnsureOutcome,
+) {
   for (const partition of table.partitions) {
     if (partition.month === null || partition.month >= oldest) continue
-    await tx.unsafe(`alter table ${table.name} detach partition ${partition.name}`)
-    await tx.unsafe(`drop table ${partition.name}`)
-    outcome.dropped.push(partition.name)
+    try {
+      await tx.savepoint(async (inner) => {
+        await inner.unsafe(`alter table ${table.name} detach partition ${partition.name}`)
+        await inner.unsafe(`drop table ${partition.name}`)
+      })
+      outcome.dropped.push(partition.name)
+    } catch (error) {
+      const reason = skipReason(error)
+      if (reason === undefined) throw error
+      outcome.skipped.push({ month: partition.month, reason })
+    }
   }
 }
 

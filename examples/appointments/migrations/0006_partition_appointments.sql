@@ -4,9 +4,9 @@
 -- appointments is locked from the rename to the commit (docs/PARTITIONS.md, "Upgrading a shard that
 -- holds rows", gives the time measured for it).
 --
--- Partitions: one per UTC month, `appointments_pYYYY_MM`, from the month of the oldest row (or 12 months
--- back, for history imported later) to 12 months ahead, and `appointments_default` for dates beyond (a
--- booking years ahead, one back-dated before that): `switchyard partitions ensure` (and every router, hourly) adds the coming months and moves
+-- Partitions: one per UTC month, `appointments_pYYYY_MM`, from the month of the oldest row (at most 36
+-- months back; at least 12, for history imported later) to 12 months ahead, and `appointments_default` for
+-- dates beyond (a booking years ahead, one back-dated before that, ±infinity): `switchyard partitions ensure` (and every router, hourly) adds the coming months and moves
 -- their rows out of the DEFAULT partition. PostgreSQL applies only the partition's own policies to a
 -- query naming a partition, so every partition gets the parent's RLS, forced, and its policy.
 -- The primary key must hold the partition key: (tenant_id, id, start_time); tenant_id still leads it
@@ -19,20 +19,24 @@ CREATE TABLE "appointments" (
 --> statement-breakpoint
 DO $$
 DECLARE
-  first_month timestamptz;
-  last_month timestamptz := date_trunc('month', now(), 'UTC') + interval '12 months';
-  month timestamptz;
+  -- Months are stepped as UTC wall-clock timestamps (no time zone): the session's own zone (a DST change,
+  -- a short month) cannot shift a bound.
+  this_month timestamp := date_trunc('month', now() AT TIME ZONE 'UTC');
+  oldest timestamp;
+  month timestamp;
   partition text;
   policy text := '"tenant_id" = (select switchyard.current_tenant())';
 BEGIN
-  SELECT least(date_trunc('month', min("start_time"), 'UTC'), date_trunc('month', now(), 'UTC') - interval '12 months')
-    INTO first_month FROM "appointments_unpartitioned";
-  month := first_month;
-  WHILE month <= last_month LOOP
-    partition := format('%I', 'appointments_p' || to_char(month AT TIME ZONE 'UTC', 'YYYY_MM'));
+  -- Finite dates only, and at most 36 months back: a tenant's row dated -infinity, in 1500 or BC stays in
+  -- the DEFAULT partition instead of asking for centuries of partitions.
+  SELECT date_trunc('month', min("start_time") AT TIME ZONE 'UTC') INTO oldest FROM "appointments_unpartitioned"
+    WHERE "start_time" >= (this_month - interval '36 months') AT TIME ZONE 'UTC' AND isfinite("start_time");
+  month := least(coalesce(oldest, this_month), this_month - interval '12 months');
+  WHILE month <= this_month + interval '12 months' LOOP
+    partition := format('%I', 'appointments_p' || to_char(month, 'YYYY_MM'));
     EXECUTE format('CREATE TABLE %s PARTITION OF "appointments" FOR VALUES FROM (%L) TO (%L)', partition,
-                   to_char(month AT TIME ZONE 'UTC', 'YYYY-MM-DD "00:00:00+00"'),
-                   to_char((month + interval '1 month') AT TIME ZONE 'UTC', 'YYYY-MM-DD "00:00:00+00"'));
+                   to_char(month, 'YYYY-MM-DD "00:00:00+00"'),
+                   to_char(month + interval '1 month', 'YYYY-MM-DD "00:00:00+00"'));
     month := month + interval '1 month';
   END LOOP;
   CREATE TABLE "appointments_default" PARTITION OF "appointments" DEFAULT;
