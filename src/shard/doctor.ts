@@ -42,7 +42,7 @@ export async function diagnose(topology: Topology, capability?: string): Promise
     }
     findings.push(
       ...(await withAdmin(shard.primary, async (sql) => {
-        layouts.set(shard.id, await partitionLayout(sql, topology.tenantSchema.schemas))
+        layouts.set(shard.id, await partitionLayout(sql, topology.tenantSchema.schemas, true))
         return diagnosePrimary(sql, topology, target, expected, capability)
       })),
     )

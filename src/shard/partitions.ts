@@ -32,7 +32,7 @@ export interface Partition {
   bound: string
   /** For a month's partition: its first day (YYYY-MM-01); null for others. */
   month: string | null
-  /** Rows in a DEFAULT partition (counted only for those: rows there block new months). */
+  /** Rows in a DEFAULT partition, when the layout counted them (doctor); null otherwise. */
   rows: number | null
   /** A monthly table's DEFAULT partition: its rows by the month (YYYY-MM-01, UTC) they fall in. */
   rowMonths: { month: string; rows: number }[]
@@ -65,7 +65,12 @@ export const sameTable = (name: string, wanted: string) =>
 const TIME_TYPES = ['date', 'timestamp without time zone', 'timestamp with time zone']
 
 /** Every partitioned table in the tenant schemas (not partitions themselves), with its partitions. */
-export async function partitionLayout(sql: Sql, schemas: string[]): Promise<PartitionedTable[]> {
+export async function partitionLayout(
+  sql: Sql,
+  schemas: string[],
+  /** Count the DEFAULT partitions' rows (by month for monthly tables): a scan of each, for `doctor`. */
+  countDefault = false,
+): Promise<PartitionedTable[]> {
   return sql.begin(async (tx) => {
     await tx`set local timezone = 'UTC'`
     const parents = await tx<(Omit<PartitionedTable, 'partitions'> & { oid: number })[]>`
@@ -83,14 +88,22 @@ export async function partitionLayout(sql: Sql, schemas: string[]): Promise<Part
     for (const { oid, ...parent } of parents)
       tables.push({
         ...parent,
-        partitions: await partitionsOf(tx, oid, parent.monthly ? parent.column : null),
+        partitions: await partitionsOf(
+          tx,
+          oid,
+          countDefault ? { monthOf: parent.monthly ? parent.column : null } : null,
+        ),
       })
     return tables
   })
 }
 
 /** `monthOf`: a monthly table's key column, to count its DEFAULT partition's rows by month. */
-async function partitionsOf(tx: Queries, parent: number, monthOf: string | null): Promise<Partition[]> {
+async function partitionsOf(
+  tx: Queries,
+  parent: number,
+  counting: { monthOf: string | null } | null,
+): Promise<Partition[]> {
   const rows = await tx<{ name: string; bound: string; is_default: boolean }[]>`
     select format('%I.%I', n.nspname, c.relname) as name, pg_get_expr(c.relpartbound, c.oid) as bound,
            pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' as is_default
@@ -101,7 +114,8 @@ async function partitionsOf(tx: Queries, parent: number, monthOf: string | null)
   for (const row of rows) {
     let count: number | null = null
     let rowMonths: Partition['rowMonths'] = []
-    if (row.is_default) {
+    if (row.is_default && counting) {
+      const { monthOf } = counting
       const [counted] = await tx.unsafe<{ n: number }[]>(`select count(*)::int as n from ${row.name}`)
       count = counted?.n ?? 0
       if (monthOf && count > 0)
@@ -216,6 +230,8 @@ function skipReason(error: unknown): string | undefined {
       return 'the DEFAULT partition holds rows of this month that could not be moved out'
     case '55P03':
       return `the table stayed busy for ${LOCK_WAIT}: tried again at the next run`
+    case '40P01':
+      return 'it deadlocked with a query naming a partition: tried again at the next run'
     case '57014':
       return `it would have locked the table for over ${LOCKED_WORK} (a large DEFAULT partition): tried again at the next run`
     case '42501':
