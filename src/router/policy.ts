@@ -20,6 +20,21 @@ export type StatementKind = 'read' | 'write'
 export interface Classified {
   kind: StatementKind
   command: 'select' | 'insert' | 'update' | 'delete' | 'merge'
+  /**
+   * The tenant tables it names (by table name, without schema; CTE names are not tables), sorted: what a
+   * cached answer depends on. `targets`: those it inserts into, updates, deletes from or merges into.
+   */
+  tables: readonly string[]
+  targets: readonly string[]
+  /** It reads a catalog table (their rows change with migrations, not with the tenant's writes). */
+  catalog: boolean
+  /**
+   * Its answer may differ from one run to the next with the same rows: it reads the clock ('now',
+   * current_date, now(), age(x)), random numbers, the session or its settings.
+   */
+  volatile: boolean
+  /** It calls a function the policy cannot see into (a user function, nextval): it may write any table. */
+  opaque: boolean
 }
 
 const CACHE_ENTRIES = 10_000
@@ -256,8 +271,16 @@ function check(sql: string): Classified {
   const [type, node] = Object.entries(statements[0] ?? {})[0] ?? ['', {}]
   if (!(type in COMMANDS)) throw notAllowed(statementReason(type, node as Record<string, unknown>))
   const command = COMMANDS[type as keyof typeof COMMANDS]
-  const writes = scan(node)
-  return { kind: command === 'select' && !writes ? 'read' : 'write', command }
+  const facts = scan(node)
+  return {
+    kind: command === 'select' && !facts.writes ? 'read' : 'write',
+    command,
+    tables: [...facts.tables].sort(),
+    targets: [...facts.targets].sort(),
+    catalog: facts.catalog,
+    volatile: facts.volatile,
+    opaque: facts.opaque,
+  }
 }
 
 function parse(sql: string): Record<string, unknown>[] {
@@ -288,14 +311,52 @@ interface WithClause {
   recursive?: boolean
 }
 
+/** What one pass over a statement's tree found (see Classified). */
+interface Facts {
+  writes: boolean
+  tables: Set<string>
+  targets: Set<string>
+  catalog: boolean
+  volatile: boolean
+  opaque: boolean
+}
+
+/**
+ * Functions whose answer changes with the clock, chance or the session, not only with the rows they
+ * read: a cached answer would be wrong (now(), random()), or another session's (current_setting()).
+ * age(x) with one argument counts from current_date.
+ */
+const VOLATILE_FUNCTIONS = new Set(
+  [
+    'now transaction_timestamp statement_timestamp clock_timestamp timeofday random random_normal',
+    'gen_random_uuid uuidv4 uuidv7 pg_sleep pg_sleep_for pg_sleep_until current_setting current_database',
+    'current_schema current_schemas current_user session_user current_role system_user version',
+    'pg_current_xact_id pg_current_xact_id_if_assigned row_security_active array_sample array_shuffle',
+  ]
+    .join(' ')
+    .split(' '),
+)
+
+/** String constants the date/time input functions read as the clock ('now'::timestamptz, date 'today'). */
+const CLOCK_WORDS = /^\s*(now|today|tomorrow|yesterday)\s*$/i
+
 /**
  * One pass over the whole parse tree (iterative: trees can be deep). Rejects what no statement may
  * contain anywhere and tells whether the statement writes: a locking clause (FOR UPDATE/SHARE), a
  * data-modifying CTE, or a function not known to be read-only. Every node is visited with the CTE names
- * in scope there, so a relation name is checked the way PostgreSQL will resolve it.
+ * in scope there, so a relation name is checked the way PostgreSQL will resolve it. On the way it notes
+ * the tables named (and written), catalog reads and what makes an answer vary between runs.
  */
-function scan(root: unknown): boolean {
+function scan(root: unknown): Facts {
   let writes = false
+  const facts: Facts = {
+    writes,
+    tables: new Set(),
+    targets: new Set(),
+    catalog: false,
+    volatile: false,
+    opaque: false,
+  }
   const pending: { node: unknown; ctes: Scope }[] = [{ node: root, ctes: NO_CTES }]
   for (let item = pending.pop(); item; item = pending.pop()) {
     const { node } = item
@@ -316,18 +377,28 @@ function scan(root: unknown): boolean {
       const value: unknown = (node as Record<string, unknown>)[key]
       switch (key) {
         case 'FuncCall':
-          if (callWrites(value as FuncCall)) writes = true
+          if (callWrites(value as FuncCall)) {
+            writes = true
+            facts.opaque = true
+          }
+          if (callVaries(value as FuncCall)) facts.volatile = true
+          break
+        case 'SQLValueFunction': // current_date, current_timestamp, localtime, current_user, …
+          facts.volatile = true
+          break
+        case 'sval':
+          if (typeof value === 'string' && CLOCK_WORDS.test(value)) facts.volatile = true
           break
         case 'lockingClause':
           if (Array.isArray(value) && value.length > 0) writes = true
           break
         case 'RangeVar':
-          checkRelation(value as Relation, ctes)
+          note(facts, checkRelation(value as Relation, ctes), false)
           break
         case 'relation':
           // INSERT/UPDATE/DELETE/MERGE name their target without the RangeVar wrapper: a tenant table.
           if (typeof (value as Relation)?.relname === 'string')
-            checkRelation(value as Relation, NO_CTES, true)
+            note(facts, checkRelation(value as Relation, NO_CTES, true), true)
           break
         case 'intoClause':
           throw notAllowed('SELECT INTO is not allowed: it creates a table')
@@ -357,7 +428,20 @@ function scan(root: unknown): boolean {
       if (typeof value === 'object' && value !== null) pending.push({ node: value, ctes })
     }
   }
-  return writes
+  facts.writes = writes
+  return facts
+}
+
+function note(facts: Facts, relation: RelationKind, target: boolean) {
+  if (relation.kind === 'catalog') facts.catalog = true
+  if (relation.kind !== 'table') return
+  facts.tables.add(relation.name)
+  if (target) facts.targets.add(relation.name)
+}
+
+function callVaries(call: FuncCall): boolean {
+  const { name } = qualifiedName(call.funcname) ?? { name: '' }
+  return VOLATILE_FUNCTIONS.has(name) || (name === 'age' && call.args?.length === 1)
 }
 
 /**
@@ -386,22 +470,26 @@ interface Relation {
   relname: string
 }
 
+type RelationKind = { kind: 'cte' | 'catalog' } | { kind: 'table'; name: string }
+
 /**
  * A relation is a CTE in scope, a table of a tenant schema, or an allowed catalog table (read only);
  * nothing else. Unqualified names resolve through the router's search_path (the tenant schemas) after
  * pg_catalog, whose relations all start with `pg_`: an unqualified `pg_*` name is the catalog's.
  */
-function checkRelation(relation: Relation, ctes: Scope, target = false): void {
+function checkRelation(relation: Relation, ctes: Scope, target = false): RelationKind {
   const { schemaname: schema, relname: name } = relation
   if (schema === 'switchyard') throw notAllowed('references to the switchyard schema are not allowed')
   const catalog = name.startsWith('pg_')
   const readable = !target && CATALOG_RELATIONS.has(name)
   if (schema === undefined) {
-    if (ctes.has(name) || !catalog || readable) return
+    if (ctes.has(name)) return { kind: 'cte' }
+    if (readable) return { kind: 'catalog' }
+    if (!catalog) return { kind: 'table', name }
   } else if (schema === 'pg_catalog') {
-    if (readable) return
+    if (readable) return { kind: 'catalog' }
   } else if (tenantSchemas.has(schema) && !catalog) {
-    return
+    return { kind: 'table', name }
   }
   const shown = schema === undefined ? name : `${schema}.${name}`
   throw notAllowed(
