@@ -10,6 +10,8 @@ const redisUrl = z
   .refine((url) => /^rediss?:\/\//.test(url), 'must be a redis:// URL')
 const port = z.coerce.number().int().min(1).max(65535)
 
+/** The longest a cached answer lives (a week), whatever a table or a request asks. */
+export const MAX_CACHE_SECONDS = 604_800
 export const shardId = z
   .string()
   .regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lowercase letters, digits and dashes, starting with a letter')
@@ -188,6 +190,30 @@ export const topologySchema = z
          * writes held) and resumes it, so clients see a pause, not 503s; 0 turns it off.
          */
         moveRescueIntervalMs: z.coerce.number().int().min(0).default(1_000),
+        /**
+         * Read answers cached per tenant in Redis (issue 17): reads of these tables only (seconds each; the
+         * seed's TTLs), or any read whose request asks (`x-switchyard-cache: <seconds>`). An answer is keyed
+         * by the versions of the tables it read, which every write through a router bumps: never older than
+         * the tenant's last acknowledged write. docs/CACHE.md.
+         */
+        cache: z
+          .strictObject({
+            tables: z
+              .record(z.string().min(1), z.number().int().min(1).max(MAX_CACHE_SECONDS))
+              .default({ businesses: 3600, services: 1800, working_hours: 86_400 }),
+            /** Tables a write to the key's table may also change (its triggers'): their cached reads go too. */
+            dependencies: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
+            /**
+             * The longest a request may ask with `x-switchyard-cache: <seconds>` (longer asks get this):
+             * the seed's reports are cached 5 minutes, and every answer kept is Redis memory.
+             */
+            maxAskedSeconds: z.number().int().min(1).max(MAX_CACHE_SECONDS).default(600),
+            /** Answers larger than this are not cached. */
+            maxEntryBytes: z.number().int().min(1).default(1_048_576),
+            /** The process-local copy in front of Redis, in bytes. */
+            localBytes: z.number().int().min(0).default(67_108_864),
+          })
+          .prefault({}),
         /**
          * How often this router runs `partitions ensure` on every shard (and once at start), so monthly
          * partitioned tables always have `partitionMonthsAhead` months ahead; 0 turns it off. 12, as the

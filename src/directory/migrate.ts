@@ -5,8 +5,10 @@ import { SwitchyardError } from '../errors.ts'
 import { rootMessage, withAdmin } from '../shard/connection.ts'
 import { migrateShard, type ShardMigration } from '../shard/migrate.ts'
 import { applyMigrations, type MigrationSet } from '../shard/migrations.ts'
+import { bumpCacheEpoch } from './cache-versions.ts'
 import { ensureRouterCapability } from './capability.ts'
 import { type Directory, withDirectory } from './connection.ts'
+import { openRedis, redisReady } from './redis.ts'
 import { shards } from './schema.ts'
 
 const DIRECTORY_MIGRATIONS: MigrationSet = {
@@ -69,9 +71,20 @@ export async function migrateAll(
     if (failed.length) {
       throw new SwitchyardError('migrate_failed', `migrate failed on ${failed.join('; ')}`, { failed })
     }
-    return {
-      directory: directoryApplied,
-      shards: outcomes.map((outcome) => (outcome as PromiseFulfilledResult<ShardMigration>).value),
-    }
+    const shards = outcomes.map((outcome) => (outcome as PromiseFulfilledResult<ShardMigration>).value)
+    if (shards.some((shard) => shard.applied > 0)) await forgetCachedReads(topology)
+    return { directory: directoryApplied, shards }
   })
+}
+
+/** A migration may have changed any tenant's rows outside the routers: no cached read may outlive it. */
+async function forgetCachedReads(topology: Topology): Promise<void> {
+  if (!topology.redis) return
+  const redis = openRedis(topology.redis)
+  redis.on('error', () => {})
+  try {
+    if (await redisReady(redis)) await bumpCacheEpoch(redis)
+  } finally {
+    redis.disconnect()
+  }
 }

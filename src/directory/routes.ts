@@ -1,5 +1,6 @@
 import { SwitchyardError } from '../errors.ts'
 import type { Sql } from '../shard/connection.ts'
+import { bumpTenantCache } from './cache-versions.ts'
 import { createLru } from './lru.ts'
 import { keys, type Redis } from './redis.ts'
 import type { TenantLimits } from './schema.ts'
@@ -153,6 +154,8 @@ export function createRouteCache(options: RouteCacheOptions, events?: RouteEvent
  * a router that misses it finds out from the shard's stale-route error.
  */
 export async function publishInvalidation(redis: Redis, tenant: string): Promise<void> {
+  // The tenant's rows or limits changed outside the routers (a cutover, set-limits): its cached reads go.
+  await bumpTenantCache(redis, tenant)
   await redis.del(keys.route(tenant)).catch(() => {})
   await redis.publish(keys.invalidations, tenant).catch(() => {})
 }

@@ -12,6 +12,8 @@ import { createAdminApi } from './admin/index.ts'
 import type { Admission } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
+import { parseCacheAsk } from './cache/plan.ts'
+import type { AnswerCache } from './cache/store.ts'
 import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import { HTTP_PROTOCOLS, type ProtocolRequest } from './protocols/index.ts'
@@ -23,6 +25,8 @@ export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
   topology: Topology
   keys: KeyCheck
   answers: UnreadAnswers
+  /** Read answers cached per tenant in Redis (src/router/cache); absent without Redis. */
+  readCache?: AnswerCache | undefined
   /** False while starting and once shutting down: /readyz answers 503. */
   ready(): boolean
 }
@@ -231,14 +235,16 @@ async function runBounded(
   const trace = c.get('trace')
   trace.tenant = tenant
   deps.answers.admit(tenant)
-  const { outcome, admission } = await runTenantRequest(deps, {
+  const { outcome, admission, cache } = await runTenantRequest(deps, {
     ...request,
     tenant,
     params: request.statements.map((statement) => normalizeParams(statement.params)),
     idempotencyKey: idempotencyKeyOf(c),
+    cache: parseCacheAsk(c.req.header('x-switchyard-cache'), deps.topology.router.cache.maxAskedSeconds),
     signal,
   })
   setRateHeaders(trace.headers, admission)
+  if (cache) trace.headers['x-switchyard-cache'] = cache
   trace.shard = outcome.route.shard
   trace.node = outcome.node.name
   trace.role = outcome.node.role

@@ -62,6 +62,18 @@ export function createMetrics(options: MetricsOptions = {}) {
       labelNames: ['code'] as const,
       registers,
     }),
+    cacheLookups: new Counter({
+      name: 'switchyard_cache_lookups_total',
+      help: 'Read cache lookups by table read and result (hit, miss)',
+      labelNames: ['table', 'result'] as const,
+      registers,
+    }),
+    cacheBytes: new Counter({
+      name: 'switchyard_cache_bytes_total',
+      help: 'Bytes of cached answers, by table and what happened to them (stored, served, evicted locally)',
+      labelNames: ['table', 'event'] as const,
+      registers,
+    }),
     routeLookups: new Counter({
       name: 'switchyard_route_lookups_total',
       help: 'Tenant route lookups by the layer that answered (local, redis, directory, stale)',

@@ -18,6 +18,7 @@ import { createAdmission } from './admission.ts'
 import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
+import { cacheCounters, createAnswerCache } from './cache/store.ts'
 import type { CancelRelay } from './cluster-cancel.ts'
 import { createTenantShares } from './fairness.ts'
 import { createMetrics, type MetricsOptions } from './metrics.ts'
@@ -120,6 +121,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       maxResultBytes: config.maxResultBytes,
     },
     answers: createUnreadAnswers(config.maxUnreadBytes),
+    readCache: redis ? createAnswerCache(redis, topology.router.cache, cacheCounters(metrics)) : undefined,
     ready: () => ready,
   }
   await loadPolicy()

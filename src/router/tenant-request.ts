@@ -4,9 +4,11 @@ import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
+import { type CacheAsk, DEFAULT_ASK, planCache, touchedBy } from './cache/plan.ts'
+import type { AnswerCache } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
 import type { IsolationLevel } from './execute.ts'
-import { classify, classifyCached, type StatementKind } from './policy.ts'
+import { type Classified, classify, classifyCached, type StatementKind } from './policy.ts'
 import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
 
@@ -27,35 +29,122 @@ export interface TenantRequest {
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
   idempotencyKey?: string | undefined
+  /** What the request asks of the read cache (`x-switchyard-cache`); the tables' TTLs when absent. */
+  cache?: CacheAsk | undefined
   /** Aborts at the request's deadline or when its client goes away. */
   signal: CancelSignal
 }
 
 export interface TenantRequestDeps extends DispatchDeps {
   topology: Topology
+  /** Read answers cached per tenant (src/router/cache); absent without Redis. */
+  readCache?: AnswerCache | undefined
 }
+
+/** How the read cache took part in a request: answered it, ran it and kept the answer, or stood aside. */
+export type CacheStatus = 'hit' | 'miss' | 'bypass'
 
 /**
  * policy → route → admission and dispatch (side by side for reads): one tenant request, whatever
  * protocol it came by. Throws SwitchyardErrors that each protocol renders in its own shape.
  */
-export async function runTenantRequest(deps: TenantRequestDeps, request: TenantRequest): Promise<Admitted> {
+export async function runTenantRequest(
+  deps: TenantRequestDeps,
+  request: TenantRequest,
+): Promise<Admitted & { cache?: CacheStatus }> {
   checkShapes(deps.topology.router, request.statements, request.params)
   const { tenant, signal } = request
   const route = await deps.routes.resolve(tenant)
   const limit = rateLimit(deps.topology, route)
-  const cached = cachedKinds(request.statements)
+  const cached = cachedClassified(request.statements)
   // SQL to parse, or a tenant this router already refused this hour: admitted (or refused) before the
   // parse, so a tenant over its limit costs the router no parse and the shards nothing.
   const early =
     !cached || deps.admission.overLimit(tenant)
       ? await deps.admission.admit(tenant, route.shard, limit)
       : undefined
-  const kinds = cached ?? (await classifyInTurn(tenant, request.statements, signal))
+  const classified = cached ?? (await classifyInTurn(tenant, request.statements, signal))
   const write =
     Boolean(request.forceWrite) ||
-    kinds.includes('write') ||
+    classified.some((statement) => statement.kind === 'write') ||
     (request.statements.length > 1 && !request.readOnly)
+  const run = () => dispatchTenant(deps, request, route, write, limit, early)
+  const answers = deps.readCache
+  if (!answers) return run()
+  if (write) return bumpingAfter(answers, deps.topology.router.cache, tenant, classified, run)
+  const [statement] = classified
+  const plan =
+    statement && request.statements.length === 1
+      ? planCache(deps.topology.router.cache, statement, request.cache ?? DEFAULT_ASK)
+      : undefined
+  if (!plan || 'bypass' in plan) {
+    const admitted = await run()
+    // A "read" that wrote (a function the policy could not see into): its writes may be anything's.
+    if (admitted.outcome.lsn !== null) await answers.bump(tenant, null)
+    return { ...admitted, cache: 'bypass' }
+  }
+  const lookup = await answers.lookup(tenant, plan, request.statements[0] as Statement, request.params[0])
+  if (!lookup) return { ...(await run()), cache: 'bypass' }
+  let ran: Admitted | undefined
+  const { answer, hit } = await answers
+    .answer(lookup, async () => {
+      ran = await run()
+      const result = ran.outcome.results[0]
+      if (!result || ran.outcome.lsn !== null) throw new NotCacheable()
+      return { result, node: ran.outcome.node.name, role: ran.outcome.node.role }
+    })
+    .catch(async (error: unknown) => {
+      if (!(error instanceof NotCacheable) || !ran) throw error
+      await answers.bump(tenant, null)
+      return { answer: undefined, hit: false }
+    })
+  if (ran) return { ...ran, cache: answer ? 'miss' : 'bypass' }
+  if (!answer) throw new Error('the read cache answered nothing')
+  // Answered without the shard: the request still counts against the tenant's rate limit.
+  const admission = early ?? (await deps.admission.admit(tenant, route.shard, limit))
+  const node = { name: answer.node, role: answer.role, shard: route.shard, url: '' }
+  const outcome = {
+    results: [answer.result],
+    lsn: null,
+    tainted: false,
+    replayed: false,
+    node,
+    route,
+    replayedLsn: null,
+  }
+  return { admission, outcome, cache: hit ? 'hit' : 'miss' }
+}
+
+/** A cached read's run that turned out to write (or gave no result): not kept, and its writes bump. */
+class NotCacheable extends Error {}
+
+/**
+ * A write, then its tables' versions bumped before the answer leaves: any read after it, through any
+ * router, misses what was cached before. Bumped also when the write failed (a lost COMMIT's answer).
+ */
+async function bumpingAfter(
+  answers: AnswerCache,
+  config: Topology['router']['cache'],
+  tenant: string,
+  classified: readonly Classified[],
+  run: () => Promise<Admitted>,
+): Promise<Admitted & { cache?: CacheStatus }> {
+  try {
+    return { ...(await run()), cache: 'bypass' }
+  } finally {
+    await answers.bump(tenant, touchedBy(config, classified))
+  }
+}
+
+function dispatchTenant(
+  deps: TenantRequestDeps,
+  request: TenantRequest,
+  route: TenantRoute,
+  write: boolean,
+  limit: number,
+  early: Awaited<ReturnType<TenantRequestDeps['admission']['admit']>> | undefined,
+): Promise<Admitted> {
+  const { signal } = request
   // Limits and the Idempotency-Key apply to writes only, and go along with reads too: a "read" that
   // turns out to write (the replica refuses it) runs again as a write, with both.
   return dispatchAdmitted(
@@ -121,18 +210,19 @@ export async function checkStatements(
   signal: CancelSignal,
 ): Promise<StatementKind[]> {
   checkShapes(deps.topology.router, statements, params)
-  return cachedKinds(statements) ?? classifyInTurn(tenant, statements, signal)
+  const classified = cachedClassified(statements) ?? (await classifyInTurn(tenant, statements, signal))
+  return classified.map((statement) => statement.kind)
 }
 
-/** The kinds of a request's statements if the policy has every one cached (a refusal is thrown); else undefined. */
-function cachedKinds(statements: Statement[]): StatementKind[] | undefined {
-  const kinds: StatementKind[] = []
+/** The policy's verdicts on a request's statements if it has every one cached (a refusal is thrown); else undefined. */
+function cachedClassified(statements: Statement[]): Classified[] | undefined {
+  const verdicts: Classified[] = []
   for (const statement of statements) {
     const known = classifyCached(statement.sql)
     if (!known) return undefined
-    kinds.push(known.kind)
+    verdicts.push(known)
   }
-  return kinds
+  return verdicts
 }
 
 /** A tenant's parses: the tail of its queue, its requests in it, and the event loop time they took this second. */
@@ -160,19 +250,19 @@ async function classifyInTurn(
   tenant: string,
   statements: Statement[],
   signal: CancelSignal,
-): Promise<StatementKind[]> {
+): Promise<Classified[]> {
   const books = queueFor(tenant)
   try {
-    const kinds: StatementKind[] = []
+    const verdicts: Classified[] = []
     for (const statement of statements) {
       const cached = classifyCached(statement.sql)
       if (cached) {
-        kinds.push(cached.kind)
+        verdicts.push(cached)
         continue
       }
-      kinds.push((await inTurn(books, signal, () => classify(statement.sql))).kind)
+      verdicts.push(await inTurn(books, signal, () => classify(statement.sql)))
     }
-    return kinds
+    return verdicts
   } finally {
     books.queued--
   }
