@@ -121,7 +121,10 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       maxResultBytes: config.maxResultBytes,
     },
     answers: createUnreadAnswers(config.maxUnreadBytes),
-    readCache: redis ? createAnswerCache(redis, topology.router.cache, cacheCounters(metrics)) : undefined,
+    readCache:
+      redis && config.cache.enabled
+        ? createAnswerCache(redis, config.cache, cacheCounters(metrics))
+        : undefined,
     ready: () => ready,
   }
   await loadPolicy()

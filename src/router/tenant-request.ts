@@ -73,8 +73,12 @@ export async function runTenantRequest(
   if (!answers) return run()
   if (write) return bumpingAfter(answers, deps.topology.router.cache, tenant, classified, run)
   const [statement] = classified
+  // Only reads that waited for the tenant's last write (session consistency) may be kept or served;
+  // and only when the versions are read before admission reads that write's LSN (not when the request
+  // was admitted before its parse): otherwise a write could bump between the two, and a lagging replica's
+  // older rows would be kept under the new versions.
   const plan =
-    statement && request.statements.length === 1
+    statement && request.statements.length === 1 && request.consistency === 'session' && !early
       ? planCache(deps.topology.router.cache, statement, request.cache ?? DEFAULT_ASK)
       : undefined
   if (!plan || 'bypass' in plan) {

@@ -58,8 +58,8 @@ export function testTopologyInput(ports: number[], home?: string) {
       // Tests that create partitioned tables say which partitions each shard has; the keeper's own test turns it on.
       partitionKeeperIntervalMs: 0,
       // Many tests write the example's tables past the routers (an admin connection) and read them back
-      // through one: the read cache is asked for by test/cache.test.ts, which starts routers with it.
-      cache: { tables: {} },
+      // through one: test/cache.test.ts starts routers with the read cache on.
+      cache: { enabled: false, tables: {} },
       ...(home ? { tls: { mode: 'verify-full' as const, rootCert: localCaFile(home) } } : {}),
     },
     // Moves clean the source up right after the cutover: test files share the shards.

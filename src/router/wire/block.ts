@@ -23,6 +23,8 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
   let pinned: PinnedTransaction | undefined
   /** A statement of the block failed in the router (refused, cancelled before the shard): as 'E'. */
   let failed = false
+  /** A statement of the block may have written: its COMMIT bumps the tenant's read cache. */
+  let wrote = false
 
   /** Generation of the block: a block that ended while its connection was being pinned gives it back. */
   let generation = 0
@@ -54,6 +56,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
   }
 
   function end() {
+    wrote = false
     generation++
     pinned?.release()
     pinned = undefined
@@ -84,7 +87,8 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
     ): Promise<StatementResult[]> {
       if (failed || pinned?.status === 'E') throw aborted()
       try {
-        await checkStatements(deps, tenant, statements, params, signal)
+        const kinds = await checkStatements(deps, tenant, statements, params, signal)
+        if (kinds.includes('write')) wrote = true
         return await (await openCounted(signal)).run(statements, params, signal)
       } catch (error) {
         failed = true
@@ -141,10 +145,14 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
           }
           const committing = pinned
           pinned = undefined
+          const forget = wrote
           try {
             return { tag: await committing.commit(signal) }
           } finally {
             end()
+            // Before the client hears COMMIT (and also when its answer was lost): no read after it may
+            // be answered from before it. The whole namespace: the block's tables are not kept.
+            if (forget) await deps.readCache?.bump(tenant, null)
           }
         }
         case 'TRANS_STMT_ROLLBACK': {
