@@ -1,5 +1,6 @@
 import pg from 'pg'
 import { describe, expect } from 'vitest'
+import { versionsKey } from '../src/directory/cache-versions.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { query } from './router-support.ts'
@@ -121,6 +122,45 @@ describe('the read cache (issue 17)', () => {
     // Gone from Redis after its TTL; the local copy is keyed the same way and is not consulted alone.
     const later = await query(routers[0] as RunningRouter, tenant, report, [], { headers: asked })
     expect(later.headers.get('x-switchyard-cache')).toBe('miss')
+  })
+
+  it('a versions hash that is lost (evicted, expired, a failover) does not bring back an answer from before a write', async ({
+    redis,
+  }) => {
+    const tenant = tenants[1] as TestTenant
+    const router = routers[0] as RunningRouter
+    const read = async () => {
+      const answer = await query<{ rows: string[][] }>(router, tenant, 'select name from businesses', [], {
+        method: 'all',
+      })
+      return {
+        status: answer.headers.get('x-switchyard-cache'),
+        names: answer.body.rows.map(([name]) => name),
+      }
+    }
+    // Parsed in the first, kept by the second, answered from the cache by the third.
+    await read()
+    await read()
+    const before = await read()
+    expect(before.status).toBe('hit')
+    const renamed = await query(
+      router,
+      tenant,
+      "update businesses set name = name || ' (new)' where tenant_id = $1",
+      [tenant.id],
+    )
+    expect(renamed.status).toBe(200)
+    // The counters start again from 0, and the next write takes businesses back to 1: without a new
+    // generation, that is the key the first answer was kept under.
+    await redis.del(versionsKey(tenant.id))
+    const again = await query(
+      router,
+      tenant,
+      "update businesses set name = name || ' (new)' where tenant_id = $1",
+      [tenant.id],
+    )
+    expect(again.status).toBe(200)
+    expect((await read()).names).toEqual(before.names.map((name) => `${name} (new) (new)`))
   })
 
   it('over the PostgreSQL protocol too: a write in a BEGIN … COMMIT block is never followed by an older answer', async () => {

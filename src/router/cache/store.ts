@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { Counter } from 'prom-client'
 import type { Topology } from '../../config/topology.ts'
@@ -47,6 +47,9 @@ export function createAnswerCache(
 ) {
   const local = createByteLru(config.localBytes, counters.evicted)
   const inFlight = new Map<string, Promise<CachedAnswer | undefined>>()
+  /** Tenants whose last bump failed: not cached here until then (one small entry per such tenant). */
+  const unsafeUntil = new Map<string, number>()
+  const longestTtlMs = Math.max(config.maxAskedSeconds, ...Object.values(config.tables)) * 1000
   const ready = () => redis?.status === 'ready'
 
   return {
@@ -60,16 +63,21 @@ export function createAnswerCache(
       statement: { sql: string; wire?: unknown },
       params: unknown,
     ): Promise<Lookup | undefined> {
-      if (!redis || !ready()) return undefined
+      if (!redis || !ready() || (unsafeUntil.get(tenant) ?? 0) > Date.now()) return undefined
       try {
-        const replies = await redis
-          .pipeline()
-          .get(CACHE_EPOCH_KEY)
-          .hmget(versionsKey(tenant), NAMESPACE_FIELD, ...plan.tables)
-          .exec()
-        if (!replies || replies.some(([error]) => error)) return undefined
-        const epoch = replies[0]?.[1] ?? '0'
-        const versions = ((replies[1]?.[1] ?? []) as (string | null)[]).map((version) => version ?? '0')
+        const reply = (await redis.eval(
+          LOOKUP,
+          2,
+          versionsKey(tenant),
+          CACHE_EPOCH_KEY,
+          randomUUID(),
+          VERSIONS_TTL_SECONDS,
+          NAMESPACE_FIELD,
+          ...plan.tables,
+        )) as [string | null, (string | null)[]]
+        const [epoch, fields] = reply
+        // The generation (first) is never null: the script made the hash if it was gone.
+        const versions = fields.map((version) => version ?? '0')
         const digest = createHash('sha256')
           .update(
             JSON.stringify([epoch, versions, plan.tables, statement.sql, statement.wire ?? null, params]),
@@ -120,14 +128,19 @@ export function createAnswerCache(
      * tenant's whole namespace, for a write the router cannot see into). Waits for Redis; never throws.
      */
     async bump(tenant: string, tables: readonly string[] | null): Promise<void> {
-      if (!redis || !ready() || (tables && tables.length === 0)) return
+      if (!redis || (tables && tables.length === 0)) return
       const key = versionsKey(tenant)
-      const pipeline = redis.pipeline()
+      const pipeline = redis.pipeline().hsetnx(key, GENERATION_FIELD, randomUUID())
       for (const table of tables ?? [NAMESPACE_FIELD]) pipeline.hincrby(key, table, 1)
-      await pipeline
-        .expire(key, VERSIONS_TTL_SECONDS)
-        .exec()
-        .catch(() => undefined)
+      const replies = ready()
+        ? await pipeline
+            .expire(key, VERSIONS_TTL_SECONDS)
+            .exec()
+            .catch(() => null)
+        : null
+      // A bump that did not happen (Redis away, out of memory): this router caches nothing of the tenant
+      // until every answer that may predate the write has expired. (Other routers cannot know: docs/CACHE.md.)
+      if (!replies || replies.some(([error]) => error)) unsafeUntil.set(tenant, Date.now() + longestTtlMs)
     },
   }
 
@@ -182,6 +195,22 @@ export function cacheCounters(metrics: {
     evicted: (bytes) => metrics.cacheBytes.inc({ table: '', event: 'evicted' }, bytes),
   }
 }
+
+/** The versions hash's generation field: random, set when the hash is made, part of every answer's key. */
+const GENERATION_FIELD = 'gen'
+
+/**
+ * The epoch and the tenant's versions (its generation first), in one round trip. A hash that is gone
+ * (expired after 8 days without a bump, evicted, lost in a failover) is made again with a new random
+ * generation, so counters that restart at 0 never rebuild an old answer's key.
+ */
+const LOOKUP = `
+if redis.call('exists', KEYS[1]) == 0 then
+  redis.call('hset', KEYS[1], '${GENERATION_FIELD}', ARGV[1])
+  redis.call('expire', KEYS[1], ARGV[2])
+end
+return { redis.call('get', KEYS[2]), redis.call('hmget', KEYS[1], '${GENERATION_FIELD}', unpack(ARGV, 3)) }
+`
 
 interface Entry {
   answer: CachedAnswer
