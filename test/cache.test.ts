@@ -143,23 +143,20 @@ describe('the read cache (issue 17)', () => {
     await read()
     const before = await read()
     expect(before.status).toBe('hit')
-    const renamed = await query(
-      router,
-      tenant,
-      "update businesses set name = name || ' (new)' where tenant_id = $1",
-      [tenant.id],
-    )
-    expect(renamed.status).toBe(200)
+    const rename = async () => {
+      const renamed = await query(
+        router,
+        tenant,
+        "update businesses set name = name || ' (new)' where tenant_id = $1",
+        [tenant.id],
+      )
+      expect(renamed.status).toBe(200)
+    }
+    await rename()
     // The counters start again from 0, and the next write takes businesses back to 1: without a new
     // generation, that is the key the first answer was kept under.
     await redis.del(versionsKey(tenant.id))
-    const again = await query(
-      router,
-      tenant,
-      "update businesses set name = name || ' (new)' where tenant_id = $1",
-      [tenant.id],
-    )
-    expect(again.status).toBe(200)
+    await rename()
     expect((await read()).names).toEqual(before.names.map((name) => `${name} (new) (new)`))
   })
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from './redis.ts'
 
 /**
@@ -15,14 +16,32 @@ export const VERSIONS_TTL_SECONDS = 8 * 86_400
 
 export const versionsKey = (tenant: string) => `${CACHE_PREFIX}${tenant}:v`
 
+/** The versions hash's generation field: random, set when the hash is made, part of every answer's key. */
+export const GENERATION_FIELD = 'gen'
+
+/**
+ * The one way versions go up (a router's write, a cutover, set-limits): the given fields by one, and
+ * the hash's generation set if the hash is new, so counters that restart never rebuild an old key.
+ * True when Redis applied every command; never throws.
+ */
+export async function bumpVersions(
+  redis: Redis,
+  tenant: string,
+  fields: readonly string[],
+): Promise<boolean> {
+  const key = versionsKey(tenant)
+  const pipeline = redis.pipeline().hsetnx(key, GENERATION_FIELD, randomUUID())
+  for (const field of fields) pipeline.hincrby(key, field, 1)
+  const replies = await pipeline
+    .expire(key, VERSIONS_TTL_SECONDS)
+    .exec()
+    .catch(() => null)
+  return Boolean(replies) && !replies?.some(([error]) => error)
+}
+
 /** Forgets a tenant's cached answers (its namespace version goes up). Never throws. */
 export async function bumpTenantCache(redis: Redis, tenant: string): Promise<void> {
-  await redis
-    .pipeline()
-    .hincrby(versionsKey(tenant), NAMESPACE_FIELD, 1)
-    .expire(versionsKey(tenant), VERSIONS_TTL_SECONDS)
-    .exec()
-    .catch(() => undefined)
+  await bumpVersions(redis, tenant, [NAMESPACE_FIELD])
 }
 
 /** Forgets every tenant's cached answers (after a migration changed rows outside the routers). Never throws. */

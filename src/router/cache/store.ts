@@ -3,8 +3,10 @@ import type { Redis } from 'ioredis'
 import type { Counter } from 'prom-client'
 import type { Topology } from '../../config/topology.ts'
 import {
+  bumpVersions,
   CACHE_EPOCH_KEY,
   CACHE_PREFIX,
+  GENERATION_FIELD,
   NAMESPACE_FIELD,
   VERSIONS_TTL_SECONDS,
   versionsKey,
@@ -129,18 +131,10 @@ export function createAnswerCache(
      */
     async bump(tenant: string, tables: readonly string[] | null): Promise<void> {
       if (!redis || (tables && tables.length === 0)) return
-      const key = versionsKey(tenant)
-      const pipeline = redis.pipeline().hsetnx(key, GENERATION_FIELD, randomUUID())
-      for (const table of tables ?? [NAMESPACE_FIELD]) pipeline.hincrby(key, table, 1)
-      const replies = ready()
-        ? await pipeline
-            .expire(key, VERSIONS_TTL_SECONDS)
-            .exec()
-            .catch(() => null)
-        : null
+      const bumped = ready() && (await bumpVersions(redis, tenant, tables ?? [NAMESPACE_FIELD]))
       // A bump that did not happen (Redis away, out of memory): this router caches nothing of the tenant
       // until every answer that may predate the write has expired. (Other routers cannot know: docs/CACHE.md.)
-      if (!replies || replies.some(([error]) => error)) unsafeUntil.set(tenant, Date.now() + longestTtlMs)
+      if (!bumped) unsafeUntil.set(tenant, Date.now() + longestTtlMs)
     },
   }
 
@@ -195,9 +189,6 @@ export function cacheCounters(metrics: {
     evicted: (bytes) => metrics.cacheBytes.inc({ table: '', event: 'evicted' }, bytes),
   }
 }
-
-/** The versions hash's generation field: random, set when the hash is made, part of every answer's key. */
-const GENERATION_FIELD = 'gen'
 
 /**
  * The epoch and the tenant's versions (its generation first), in one round trip. A hash that is gone
