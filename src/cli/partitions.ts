@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import type { Topology } from '../config/topology.ts'
+import { forgetCachedReads } from '../directory/migrate.ts'
 import { SwitchyardError } from '../errors.ts'
 import { withAdmin } from '../shard/connection.ts'
 import { type EnsureOutcome, ensurePartitions, sameTable } from '../shard/partitions.ts'
@@ -44,21 +45,40 @@ interface EnsureFlags {
   table?: string[]
 }
 
+/**
+ * A partition made (rows moved out of DEFAULT with it) or dropped changed rows and tables outside the
+ * routers: their read caches start again and read the catalogs again, as after a migration.
+ */
+async function forgetIfChanged(topology: Topology, results: { outcomes: EnsureOutcome[] }[]) {
+  const changed = results.some(({ outcomes }) =>
+    outcomes.some((outcome) => outcome.created.length > 0 || outcome.dropped.length > 0),
+  )
+  if (changed && !(await forgetCachedReads(topology)))
+    throw new SwitchyardError(
+      'cache_not_invalidated',
+      'partitions changed, but Redis did not take the read cache epoch bump: run `switchyard migrate` once Redis answers, or routers may serve reads cached before the change',
+    )
+}
+
 /** Every shard's primary in turn; a month that could not be made makes the exit code 1. */
 async function ensureEverywhere(topology: Topology, flags: EnsureFlags) {
   const monthsAhead = months('--months-ahead', flags.monthsAhead, 0)
   const retainMonths =
     flags.retainMonths === undefined ? null : months('--retain-months', flags.retainMonths, 1)
   const results: { shard: string; outcomes: EnsureOutcome[] }[] = []
-  for (const shard of topology.shards) {
-    const outcomes = await withAdmin(shard.primary, (sql) =>
-      ensurePartitions(sql, topology.tenantSchema.schemas, {
-        monthsAhead,
-        retainMonths,
-        tables: flags.table,
-      }),
-    )
-    results.push({ shard: shard.id, outcomes })
+  try {
+    for (const shard of topology.shards) {
+      const outcomes = await withAdmin(shard.primary, (sql) =>
+        ensurePartitions(sql, topology.tenantSchema.schemas, {
+          monthsAhead,
+          retainMonths,
+          tables: flags.table,
+        }),
+      )
+      results.push({ shard: shard.id, outcomes })
+    }
+  } finally {
+    await forgetIfChanged(topology, results)
   }
   // A name that matched no table anywhere is a typo, not a table with nothing to do.
   const named = new Set(results.flatMap(({ outcomes }) => outcomes.map((outcome) => outcome.table)))

@@ -199,8 +199,8 @@ export const topologySchema = z
         cache: z
           .strictObject({
             /**
-             * Off until the gaps an attacker's review found are closed (docs/CACHE.md, "Not yet safe"):
-             * with it off, routers neither cache nor bump versions.
+             * With it off, routers neither cache nor bump versions: turn it on or off on every router at
+             * once (docs/CACHE.md).
              */
             enabled: z.boolean().default(false),
             tables: z
@@ -215,6 +215,11 @@ export const topologySchema = z
             maxAskedSeconds: z.number().int().min(1).max(MAX_CACHE_SECONDS).default(600),
             /** Answers larger than this are not cached. */
             maxEntryBytes: z.number().int().min(1).default(1_048_576),
+            /**
+             * A tenant's answers in Redis, in bytes, counted until the longest TTL among them passes: one
+             * tenant's reads never crowd out the others' answers, rate-limit counters and LSNs.
+             */
+            tenantBytes: z.number().int().min(1).default(2_097_152),
             /** The process-local copy in front of Redis, in bytes. */
             localBytes: z.number().int().min(0).default(67_108_864),
           })

@@ -22,29 +22,37 @@ export const GENERATION_FIELD = 'gen'
 /**
  * The one way versions go up (a router's write, a cutover, set-limits): the given fields by one, and
  * the hash's generation set if the hash is new, so counters that restart never rebuild an old key.
- * True when Redis applied every command; never throws.
+ * `applied` when Redis applied every command, with the cache epoch it had then; never throws.
  */
 export async function bumpVersions(
   redis: Redis,
   tenant: string,
   fields: readonly string[],
-): Promise<boolean> {
+): Promise<{ applied: boolean; epoch: string | null }> {
   const key = versionsKey(tenant)
   const pipeline = redis.pipeline().hsetnx(key, GENERATION_FIELD, randomUUID())
   for (const field of fields) pipeline.hincrby(key, field, 1)
   const replies = await pipeline
     .expire(key, VERSIONS_TTL_SECONDS)
+    .get(CACHE_EPOCH_KEY)
     .exec()
     .catch(() => null)
-  return Boolean(replies) && !replies?.some(([error]) => error)
+  const applied = Boolean(replies) && !replies?.some(([error]) => error)
+  return { applied, epoch: (replies?.at(-1)?.[1] as string | null | undefined) ?? null }
 }
 
-/** Forgets a tenant's cached answers (its namespace version goes up). Never throws. */
-export async function bumpTenantCache(redis: Redis, tenant: string): Promise<void> {
-  await bumpVersions(redis, tenant, [NAMESPACE_FIELD])
+/** Forgets a tenant's cached answers (its namespace version goes up). True when Redis took it; never throws. */
+export async function bumpTenantCache(redis: Redis, tenant: string): Promise<boolean> {
+  return (await bumpVersions(redis, tenant, [NAMESPACE_FIELD])).applied
 }
 
-/** Forgets every tenant's cached answers (after a migration changed rows outside the routers). Never throws. */
-export async function bumpCacheEpoch(redis: Redis): Promise<void> {
-  await redis.incr(CACHE_EPOCH_KEY).catch(() => undefined)
+/**
+ * Forgets every tenant's cached answers (after a migration or a partition change altered rows or tables
+ * outside the routers). True when Redis took it; never throws.
+ */
+export async function bumpCacheEpoch(redis: Redis): Promise<boolean> {
+  return redis
+    .incr(CACHE_EPOCH_KEY)
+    .then(() => true)
+    .catch(() => false)
 }

@@ -68,22 +68,33 @@ export async function migrateAll(
     const failed = outcomes.flatMap((outcome, i) =>
       outcome.status === 'rejected' ? [`${topology.shards[i]?.id}: ${rootMessage(outcome.reason)}`] : [],
     )
+    // Even when a shard failed (part of its migrations may have run) or nothing was applied (a run before
+    // this one may have applied and then failed to bump): a migrate is what an operator runs again.
+    const forgotten = await forgetCachedReads(topology)
     if (failed.length) {
       throw new SwitchyardError('migrate_failed', `migrate failed on ${failed.join('; ')}`, { failed })
     }
+    if (!forgotten) {
+      throw new SwitchyardError(
+        'cache_not_invalidated',
+        'migrate applied, but Redis did not take the read cache epoch bump: run migrate again once Redis answers, or routers may serve reads cached before the migration',
+      )
+    }
     const shards = outcomes.map((outcome) => (outcome as PromiseFulfilledResult<ShardMigration>).value)
-    if (shards.some((shard) => shard.applied > 0)) await forgetCachedReads(topology)
     return { directory: directoryApplied, shards }
   })
 }
 
-/** A migration may have changed any tenant's rows outside the routers: no cached read may outlive it. */
-async function forgetCachedReads(topology: Topology): Promise<void> {
-  if (!topology.redis) return
+/**
+ * A migration may have changed any tenant's rows or tables outside the routers: no cached read may
+ * outlive it, and routers read the shards' catalogs again. True when done (or no Redis is configured).
+ */
+export async function forgetCachedReads(topology: Topology): Promise<boolean> {
+  if (!topology.redis) return true
   const redis = openRedis(topology.redis)
   redis.on('error', () => {})
   try {
-    if (await redisReady(redis)) await bumpCacheEpoch(redis)
+    return (await redisReady(redis, 5_000)) && (await bumpCacheEpoch(redis))
   } finally {
     redis.disconnect()
   }

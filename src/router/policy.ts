@@ -35,6 +35,11 @@ export interface Classified {
   volatile: boolean
   /** It calls a function the policy cannot see into (a user function, nextval): it may write any table. */
   opaque: boolean
+  /**
+   * The functions and operators it names unqualified, sorted: a shard's own function named like a
+   * catalog one (an `upper(int)` in a tenant schema) may be what PostgreSQL calls (src/router/cache).
+   */
+  calls: readonly string[]
 }
 
 const CACHE_ENTRIES = 10_000
@@ -280,6 +285,7 @@ function check(sql: string): Classified {
     catalog: facts.catalog,
     volatile: facts.volatile,
     opaque: facts.opaque,
+    calls: [...facts.calls].sort(),
   }
 }
 
@@ -319,6 +325,7 @@ interface Facts {
   catalog: boolean
   volatile: boolean
   opaque: boolean
+  calls: Set<string>
 }
 
 /**
@@ -337,8 +344,22 @@ const VOLATILE_FUNCTIONS = new Set(
     .split(' '),
 )
 
-/** String constants the date/time input functions read as the clock ('now'::timestamptz, date 'today'). */
-const CLOCK_WORDS = /^\s*(now|today|tomorrow|yesterday)\s*$/i
+/**
+ * Words the date/time input functions read as the clock, anywhere in a string ('now'::timestamptz,
+ * 'today 09:00', '{now}' as a date[]): their parser splits fields at anything but letters.
+ */
+export const CLOCK_WORDS = /(?<![a-z])(now|today|tomorrow|yesterday)(?![a-z])/i
+
+/**
+ * Types whose input from text never reads the clock. A cast of anything but a literal or a parameter
+ * (both checked for clock words) to any other type may: `('to'||'day')::date`, a text column cast to a
+ * domain over timestamptz, a record whose field is a date.
+ */
+const CLOCKLESS_TYPES = new Set(
+  'int2 int4 int8 smallint integer int bigint numeric decimal float4 float8 real text varchar bpchar char name bool boolean uuid bytea json jsonb'.split(
+    ' ',
+  ),
+)
 
 /**
  * One pass over the whole parse tree (iterative: trees can be deep). Rejects what no statement may
@@ -356,6 +377,7 @@ function scan(root: unknown): Facts {
     catalog: false,
     volatile: false,
     opaque: false,
+    calls: new Set(),
   }
   const pending: { node: unknown; ctes: Scope }[] = [{ node: root, ctes: NO_CTES }]
   for (let item = pending.pop(); item; item = pending.pop()) {
@@ -382,9 +404,17 @@ function scan(root: unknown): Facts {
             facts.opaque = true
           }
           if (callVaries(value as FuncCall)) facts.volatile = true
+          noteCall(facts, (value as FuncCall).funcname)
+          break
+        case 'A_Expr':
+          noteCall(facts, (value as { name?: unknown }).name)
           break
         case 'SQLValueFunction': // current_date, current_timestamp, localtime, current_user, …
+        case 'RangeTableSample': // TABLESAMPLE: chance, or the table's physical layout
           facts.volatile = true
+          break
+        case 'TypeCast':
+          if (castMayReadClock(value as TypeCast)) facts.volatile = true
           break
         case 'sval':
           if (typeof value === 'string' && CLOCK_WORDS.test(value)) facts.volatile = true
@@ -437,6 +467,24 @@ function note(facts: Facts, relation: RelationKind, target: boolean) {
   if (relation.kind !== 'table') return
   facts.tables.add(relation.name)
   if (target) facts.targets.add(relation.name)
+}
+
+/** An unqualified function or operator name (a qualified one names its schema: no shadowing). */
+function noteCall(facts: Facts, names: unknown) {
+  const name = qualifiedName(names)
+  if (name && name.schema === undefined) facts.calls.add(name.name)
+}
+
+interface TypeCast {
+  arg?: Record<string, unknown>
+  typeName?: { names?: unknown }
+}
+
+function castMayReadClock(cast: TypeCast): boolean {
+  const type = qualifiedName(cast.typeName?.names)?.name ?? ''
+  if (CLOCKLESS_TYPES.has(type)) return false
+  const arg = Object.keys(cast.arg ?? {})[0]
+  return arg !== 'A_Const' && arg !== 'ParamRef'
 }
 
 function callVaries(call: FuncCall): boolean {

@@ -2,6 +2,7 @@ import type { Server } from 'node:http'
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { Topology } from '../config/topology.ts'
+import { bumpCacheEpoch } from '../directory/cache-versions.ts'
 import { readRouterCapability } from '../directory/capability.ts'
 import { openDirectory } from '../directory/connection.ts'
 import { openRedis } from '../directory/redis.ts'
@@ -10,6 +11,7 @@ import { SwitchyardError } from '../errors.ts'
 import { type Logger, logger as rootLogger } from '../log.ts'
 import { createMoverMetrics } from '../migrate-tenant/metrics.ts'
 import { startMoveRescue } from '../placement/rescue.ts'
+import { withAdmin } from '../shard/connection.ts'
 import { startMonitor } from '../shard/monitor.ts'
 import { routerNodes } from '../shard/nodes.ts'
 import { startPartitionKeeper } from '../shard/partition-keeper.ts'
@@ -18,6 +20,7 @@ import { createAdmission } from './admission.ts'
 import { createUnreadAnswers } from './answers.ts'
 import { createApp, type RouterApp } from './app.ts'
 import { createKeyCheck } from './auth.ts'
+import { readRelations } from './cache/relations.ts'
 import { cacheCounters, createAnswerCache } from './cache/store.ts'
 import type { CancelRelay } from './cluster-cancel.ts'
 import { createTenantShares } from './fairness.ts'
@@ -123,7 +126,9 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     answers: createUnreadAnswers(config.maxUnreadBytes),
     readCache:
       redis && config.cache.enabled
-        ? createAnswerCache(redis, config.cache, cacheCounters(metrics))
+        ? createAnswerCache(redis, config.cache, cacheCounters(metrics, config.cache.tables), (shard) =>
+            readShardRelations(topology, shard),
+          )
         : undefined,
     ready: () => ready,
   }
@@ -175,7 +180,9 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     { topology, directory, redis, logger, metrics: createMoverMetrics(metrics.registry) },
     config.moveRescueIntervalMs,
   )
-  const partitions = startPartitionKeeper(topology, logger)
+  const partitions = startPartitionKeeper(topology, logger, async () =>
+    redis && config.cache.enabled ? bumpCacheEpoch(redis) : true,
+  )
 
   let closing: Promise<void> | undefined
   return {
@@ -230,4 +237,11 @@ async function stopServing(server: Server, connections: ReadonlySet<Socket>): Pr
   // Idle keep-alive connections would hold the close open; busy ones finish their request first.
   server.closeIdleConnections()
   await drained
+}
+
+/** The read cache's view of a shard's tables, from its primary's catalog (src/router/cache/relations.ts). */
+function readShardRelations(topology: Topology, shard: string) {
+  const primary = topology.shards.find((candidate) => candidate.id === shard)?.primary
+  if (!primary) return Promise.reject(new Error(`shard ${shard} is not in the topology`))
+  return withAdmin(primary, (sql) => readRelations(sql, topology.tenantSchema.schemas))
 }

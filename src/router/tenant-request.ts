@@ -4,7 +4,7 @@ import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
-import { type CacheAsk, DEFAULT_ASK, planCache, touchedBy } from './cache/plan.ts'
+import { type CacheAsk, DEFAULT_ASK, planCache } from './cache/plan.ts'
 import type { AnswerCache } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
 import type { IsolationLevel } from './execute.ts'
@@ -71,32 +71,50 @@ export async function runTenantRequest(
   const run = () => dispatchTenant(deps, request, route, write, limit, early)
   const answers = deps.readCache
   if (!answers) return run()
-  if (write) return bumpingAfter(answers, deps.topology.router.cache, tenant, classified, run)
+  if (write) return bumpingAfter(answers, tenant, route.shard, classified, run)
   const [statement] = classified
   // Only reads that waited for the tenant's last write (session consistency) may be kept or served;
   // and only when the versions are read before admission reads that write's LSN (not when the request
   // was admitted before its parse): otherwise a write could bump between the two, and a lagging replica's
   // older rows would be kept under the new versions.
+  const relations = answers.relations(route.shard)
   const plan =
     statement && request.statements.length === 1 && request.consistency === 'session' && !early
-      ? planCache(deps.topology.router.cache, statement, request.cache ?? DEFAULT_ASK)
+      ? planCache(
+          deps.topology.router.cache,
+          statement,
+          request.cache ?? DEFAULT_ASK,
+          relations,
+          request.params[0],
+        )
       : undefined
-  if (!plan || 'bypass' in plan) {
+  if (!plan || 'bypass' in plan || !relations) {
     const admitted = await run()
     // A "read" that wrote (a function the policy could not see into): its writes may be anything's.
     if (admitted.outcome.lsn !== null) await answers.bump(tenant, null)
     return { ...admitted, cache: 'bypass' }
   }
-  const lookup = await answers.lookup(tenant, plan, request.statements[0] as Statement, request.params[0])
+  const lookup = await answers.lookup(
+    tenant,
+    route.shard,
+    relations,
+    plan,
+    request.statements[0] as Statement,
+    request.params[0],
+  )
   if (!lookup) return { ...(await run()), cache: 'bypass' }
   let ran: Admitted | undefined
   const { answer, hit } = await answers
-    .answer(lookup, async () => {
-      ran = await run()
-      const result = ran.outcome.results[0]
-      if (!result || ran.outcome.lsn !== null) throw new NotCacheable()
-      return { result, node: ran.outcome.node.name, role: ran.outcome.node.role }
-    })
+    .answer(
+      lookup,
+      async () => {
+        ran = await run()
+        const result = ran.outcome.results[0]
+        if (!result || ran.outcome.lsn !== null) throw new NotCacheable()
+        return { result, node: ran.outcome.node.name, role: ran.outcome.node.role }
+      },
+      signal,
+    )
     .catch(async (error: unknown) => {
       if (!(error instanceof NotCacheable) || !ran) throw error
       await answers.bump(tenant, null)
@@ -128,15 +146,15 @@ class NotCacheable extends Error {}
  */
 async function bumpingAfter(
   answers: AnswerCache,
-  config: Topology['router']['cache'],
   tenant: string,
+  shard: string,
   classified: readonly Classified[],
   run: () => Promise<Admitted>,
 ): Promise<Admitted & { cache?: CacheStatus }> {
   try {
     return { ...(await run()), cache: 'bypass' }
   } finally {
-    await answers.bump(tenant, touchedBy(config, classified))
+    await answers.bump(tenant, { shard, statements: classified })
   }
 }
 

@@ -13,11 +13,18 @@ export interface PartitionKeeper {
  * Routers run it at once without harm (an advisory lock per table); a shard that does not answer is
  * logged and tried again next time. Never drops anything: retention is the CLI's, asked for explicitly.
  */
-export function startPartitionKeeper(topology: Topology, logger: Logger): PartitionKeeper {
+export function startPartitionKeeper(
+  topology: Topology,
+  logger: Logger,
+  /** After partitions were made: routers' read caches start again (true once Redis took it). */
+  forgetCachedReads: () => Promise<boolean> = async () => true,
+): PartitionKeeper {
   const { partitionKeeperIntervalMs: intervalMs, partitionMonthsAhead: monthsAhead } = topology.router
   if (intervalMs <= 0) return { stop: async () => {} }
   let running: Promise<void> | undefined
   let stopped = false
+  // A change whose cache bump did not happen yet: tried again every tick until it does.
+  let forgetOwed = false
   const keep = async () => {
     for (const shard of topology.shards) {
       if (stopped) return
@@ -26,6 +33,7 @@ export function startPartitionKeeper(topology: Topology, logger: Logger): Partit
           ensurePartitions(sql, topology.tenantSchema.schemas, { monthsAhead, retainMonths: null }),
         )
         for (const outcome of outcomes) {
+          if (outcome.created.length) forgetOwed = true
           if (outcome.created.length)
             logger.info(
               { shard: shard.id, table: outcome.table, created: outcome.created },
@@ -40,6 +48,10 @@ export function startPartitionKeeper(topology: Topology, logger: Logger): Partit
       } catch (error) {
         logger.warn({ shard: shard.id, error: (error as Error).message }, 'keeping partitions ahead failed')
       }
+    }
+    if (forgetOwed) {
+      forgetOwed = !(await forgetCachedReads())
+      if (forgetOwed) logger.warn('partitions were made, but the read cache epoch could not be bumped yet')
     }
   }
   const tick = () => {

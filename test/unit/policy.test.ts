@@ -333,6 +333,13 @@ describe('cache', () => {
 })
 
 describe('what a cached answer would depend on', () => {
+  it('names the functions and operators it calls unqualified (a tenant schema may define them)', () => {
+    expect(
+      classify("select upper(name), pg_catalog.lower(name) from services where price >= 1 and name ~ 'a'")
+        .calls,
+    ).toEqual(['>=', 'upper', '~'])
+  })
+
   it.each([
     ['select * from businesses where tenant_id = $1', ['businesses'], [], false, false],
     [JOIN, ['appointments', 'customers', 'services'], [], false, true],
@@ -356,6 +363,29 @@ describe('what a cached answer would depend on', () => {
     ['insert into services (name) select name from staff', ['services', 'staff'], ['services'], false, false],
     ['with moved as (delete from staff returning *) select * from moved', ['staff'], ['staff'], false, false],
     ['update customers set name = $1 where id = $2', ['customers'], ['customers'], false, false],
+    // Clock words anywhere a date/time parser reads them, and casts that may build one at run time.
+    ["select * from services where created_at > 'today 09:00'", ['services'], [], false, true],
+    ["select * from services where created_at = any('{now}'::timestamptz[])", ['services'], [], false, true],
+    ["select * from services where created_at > ('to' || 'day')::date", ['services'], [], false, true],
+    ['select name::date from services', ['services'], [], false, true],
+    ['select cast(name as booking_day) from services', ['services'], [], false, true],
+    ['select * from services tablesample system (10)', ['services'], [], false, true],
+    // Literals and parameters are checked for clock words themselves; casts to clockless types are fine.
+    [
+      "select * from services where name in ('Snow removal', 'Knowledge', 'Nowhere')",
+      ['services'],
+      [],
+      false,
+      false,
+    ],
+    [
+      'select price::text, id::bigint from services where created_at > $1::timestamptz',
+      ['services'],
+      [],
+      false,
+      false,
+    ],
+    ["select * from services where created_at > '2026-01-01'::timestamptz", ['services'], [], false, false],
   ] as const)('%s', (sql, tables, targets, catalog, volatile) => {
     expect(classify(sql)).toMatchObject({ tables, targets, catalog, volatile })
   })

@@ -1,58 +1,84 @@
 import { MAX_CACHE_SECONDS, type Topology } from '../../config/topology.ts'
 import { SwitchyardError } from '../../errors.ts'
-import type { Classified } from '../policy.ts'
+import { CLOCK_WORDS, type Classified } from '../policy.ts'
+import type { ShardRelations } from './relations.ts'
 
 /** What a request asks of the cache (`x-switchyard-cache`): the tables' TTLs, its own, or none. */
 export type CacheAsk = { kind: 'default' } | { kind: 'ttl'; seconds: number } | { kind: 'bypass' }
 
 export const DEFAULT_ASK: CacheAsk = { kind: 'default' }
 
-/** A read the cache may answer: how long, and the tables whose versions key it. */
+/** A read the cache may answer: how long, and the version fields (table tree roots) that key it. */
 export interface CachePlan {
   ttlSeconds: number
-  tables: readonly string[]
+  fields: readonly string[]
 }
 
 /** Why a read is not cached (for the `x-switchyard-cache: bypass` answer and the metrics). */
 export type Bypass = { bypass: string }
 
 /**
- * Whether one statement's answer may be cached, and for how long. Only reads, of tenant tables only
- * (catalog rows change with migrations, which bump nothing), whose answer depends on their rows and
- * parameters alone: the clock, chance and the session make them uncacheable unless the request asks (a
- * report that may be 5 minutes old says so with `x-switchyard-cache: 300`). Without asking, every table
- * it reads must be one of `cache.tables`, and the shortest TTL of them wins.
+ * Whether one statement's answer may be cached, and for how long. Only reads, of the shard's plain tables
+ * only (catalog rows change with migrations; a view's rows with tables it does not name), whose answer
+ * depends on their rows and parameters alone: the clock, chance and the session make them uncacheable
+ * unless the request asks (a report that may be 5 minutes old says so with `x-switchyard-cache: 300`).
+ * Without asking, every table it reads must be one of `cache.tables`, and the shortest TTL of them wins.
  */
 export function planCache(
   config: Topology['router']['cache'],
   statement: Classified,
   ask: CacheAsk,
+  relations: ShardRelations | undefined,
+  params: unknown,
 ): CachePlan | Bypass {
   if (ask.kind === 'bypass') return { bypass: 'no-cache asked' }
   if (statement.kind !== 'read') return { bypass: 'a write' }
   if (statement.catalog) return { bypass: 'reads the catalog' }
   if (statement.tables.length === 0) return { bypass: 'reads no table' }
-  if (ask.kind === 'ttl') return { ttlSeconds: ask.seconds, tables: statement.tables }
-  if (statement.volatile) return { bypass: 'depends on the clock or the session' }
+  if (!relations) return { bypass: "the shard's tables are not known yet" }
+  if (statement.calls.some((name) => relations.functions.has(name)))
+    return { bypass: 'may call a function or operator of the tenant schemas' }
+  const fields = statement.tables.map((table) => relations.fieldOf(table))
+  if (fields.some((field) => field === undefined))
+    return { bypass: 'reads a relation that is not a plain table' }
+  const keyed = [...new Set(fields as string[])].sort()
+  if (ask.kind === 'ttl') return { ttlSeconds: ask.seconds, fields: keyed }
+  if (statement.volatile || readsClock(params)) return { bypass: 'depends on the clock or the session' }
   const ttls = statement.tables.map((table) => config.tables[table])
   if (ttls.some((ttl) => ttl === undefined)) return { bypass: 'reads a table not in cache.tables' }
-  return { ttlSeconds: Math.min(...(ttls as number[])), tables: statement.tables }
+  return { ttlSeconds: Math.min(...(ttls as number[])), fields: keyed }
 }
 
 /**
- * The tables a write may change, whose cached reads must go: its targets and what `cache.dependencies`
- * says their triggers write. `null`: anything (a write the policy saw call a user function).
+ * A parameter PostgreSQL may read as the clock: `$1` sent as 'now' for a timestamptz is the time of the
+ * run, not a value. Any string (or text bytes) holding a clock word, at any depth.
+ */
+function readsClock(value: unknown): boolean {
+  if (typeof value === 'string') return CLOCK_WORDS.test(value)
+  if (Buffer.isBuffer(value)) return CLOCK_WORDS.test(value.toString('latin1'))
+  if (Array.isArray(value)) return value.some(readsClock)
+  if (value && typeof value === 'object') return Object.values(value).some(readsClock)
+  return false
+}
+
+/**
+ * The version fields a write may change: its targets' trees and what cascades or declared triggers
+ * reach (src/router/cache/relations.ts). `null`: anything — a function the policy cannot see into (or
+ * one of the tenant schemas' own, named like a catalog one), a view, a rule, an undeclared trigger, a
+ * relation the shard's catalog did not show, or a shard whose catalog is not read yet.
  */
 export function touchedBy(
-  config: Topology['router']['cache'],
   statements: readonly Classified[],
+  relations: ShardRelations | undefined,
 ): string[] | null {
-  if (statements.some((statement) => statement.opaque)) return null
+  if (!relations) return null
   const touched = new Set<string>()
   for (const statement of statements) {
+    if (statement.opaque || statement.calls.some((name) => relations.functions.has(name))) return null
     for (const table of statement.targets) {
-      touched.add(table)
-      for (const dependent of config.dependencies[table] ?? []) touched.add(dependent)
+      const fields = relations.writes(table)
+      if (!fields) return null
+      for (const field of fields) touched.add(field)
     }
   }
   return [...touched].sort()

@@ -1,0 +1,193 @@
+import type { Sql } from '../../shard/connection.ts'
+
+/**
+ * What the parse cannot see, read from a shard's catalog: which relations are plain tables, which table
+ * tree each belongs to, and what else a write to it may change. The parse names `appointments_p2026_12`
+ * where PostgreSQL writes a row that `select … from appointments` reads; a delete from `businesses` may
+ * cascade into `services`; a trigger, a rule or a view may write anything. The read cache keys answers
+ * by version fields named after tree roots, and a write it cannot account for bumps the tenant's whole
+ * namespace.
+ */
+export interface ShardRelations {
+  /** The cache epoch the catalog was read under: `switchyard migrate` bumps it after DDL. */
+  epoch: string | null
+  loadedAt: number
+  /** A table's version field (the root of its partition or inheritance tree); undefined: not a plain table. */
+  fieldOf(name: string): string | undefined
+  /** The version fields a write to `name` may change; null: anything (the whole namespace). */
+  writes(name: string): readonly string[] | null
+  /** Function and operator names the tenant schemas define: an unqualified call may be theirs. */
+  functions: ReadonlySet<string>
+}
+
+/** One relation of a tenant schema, as the catalog describes it. */
+export interface RelationRow {
+  name: string
+  /** pg_class.relkind: r table, p partitioned table, v view, m materialized view, f foreign table. */
+  kind: string
+  parents: string[]
+  /** It has rules: a write to it may become anything. */
+  rules: boolean
+  /** It has triggers other than Switchyard's own (quota checks that write nothing). */
+  triggers: boolean
+  /** Tables whose foreign keys to it cascade, set null or set default on delete or update. */
+  cascades: string[]
+  /** Its row-level security policies name other relations: its rows depend on theirs. */
+  policyReads: boolean
+  /**
+   * Row-level security enabled and forced. Without it every tenant reads every row, so one tenant's
+   * write changes the others' answers, which its bump does not reach.
+   */
+  isolated: boolean
+}
+
+/**
+ * The tenant schemas' relations and functions. Names are unqualified (the policy's too): a name in two
+ * tenant schemas is both, and anything ambiguous is treated as unknown.
+ */
+export async function readRelations(
+  sql: Sql,
+  schemas: readonly string[],
+): Promise<{ relations: RelationRow[]; functions: string[] }> {
+  const relations = await sql<RelationRow[]>`
+    select c.relname as name, c.relkind::text as kind,
+      coalesce((select array_agg(p.relname::text order by p.relname)
+                from pg_inherits i join pg_class p on p.oid = i.inhparent
+                where i.inhrelid = c.oid), '{}') as parents,
+      c.relhasrules as rules,
+      exists (
+        select 1 from pg_trigger t
+          join pg_proc f on f.oid = t.tgfoid
+          join pg_namespace fn on fn.oid = f.pronamespace
+        where t.tgrelid = c.oid and not t.tgisinternal and fn.nspname <> 'switchyard') as triggers,
+      coalesce((select array_agg(distinct r.relname::text)
+                from pg_constraint k join pg_class r on r.oid = k.conrelid
+                where k.contype = 'f' and k.confrelid = c.oid
+                  and (k.confdeltype in ('c', 'n', 'd') or k.confupdtype in ('c', 'n', 'd'))), '{}') as cascades,
+      exists (
+        select 1 from pg_policy pol
+          join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+        where pol.polrelid = c.oid and d.refclassid = 'pg_class'::regclass
+          and d.refobjid <> c.oid) as "policyReads",
+      c.relrowsecurity and c.relforcerowsecurity as isolated
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = any(${schemas as string[]}) and c.relkind in ('r', 'p', 'v', 'm', 'f')`
+  const functions = await sql<{ name: string }[]>`
+    select p.proname::text as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = any(${schemas as string[]})
+    union
+    select o.oprname::text from pg_operator o join pg_namespace n on n.oid = o.oprnamespace
+    where n.nspname = any(${schemas as string[]})`
+  return { relations: [...relations], functions: functions.map((row) => row.name) }
+}
+
+const PLAIN_KINDS = new Set(['r', 'p'])
+
+/**
+ * The catalog's rows as the cache's questions: fields to key reads by, and what writes change. A table
+ * with triggers changes what `dependencies` declares for it (`cache.dependencies`), or anything when
+ * nothing is declared.
+ */
+export function shardRelations(
+  catalog: { relations: readonly RelationRow[]; functions: readonly string[] },
+  epoch: string | null,
+  dependencies: Readonly<Record<string, readonly string[]>>,
+  loadedAt = Date.now(),
+): ShardRelations {
+  const byName = new Map<string, RelationRow | null>()
+  // A name in two tenant schemas: unknown (null), whichever PostgreSQL would resolve.
+  for (const row of catalog.relations) byName.set(row.name, byName.has(row.name) ? null : row)
+  const roots = new Map<string, string | undefined>()
+  const rootOf = (name: string, seen: Set<string> = new Set()): string | undefined => {
+    if (roots.has(name)) return roots.get(name)
+    const row = byName.get(name)
+    let root: string | undefined
+    if (row && PLAIN_KINDS.has(row.kind) && row.isolated && !row.policyReads && !seen.has(name)) {
+      seen.add(name)
+      // One parent: the tree's root. More than one (multiple inheritance): no single field says it.
+      if (row.parents.length === 0) root = name
+      else if (row.parents.length === 1) root = rootOf(row.parents[0] as string, seen)
+    }
+    roots.set(name, root)
+    return root
+  }
+  const writes = (name: string): readonly string[] | null => {
+    const fields = new Set<string>()
+    const seen = new Set<string>()
+    const pending = [name]
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      if (seen.has(next)) continue
+      seen.add(next)
+      const row = byName.get(next)
+      const root = rootOf(next)
+      if (!row || !root || row.rules) return null
+      const declared = Object.hasOwn(dependencies, next) ? dependencies[next] : undefined
+      if (row.triggers && !declared) return null
+      fields.add(root)
+      pending.push(...row.cascades, ...(declared ?? []))
+    }
+    return [...fields].sort()
+  }
+  return {
+    epoch,
+    loadedAt,
+    fieldOf: (name) => rootOf(name),
+    writes,
+    functions: new Set(catalog.functions),
+  }
+}
+
+export type RelationsCatalog = Awaited<ReturnType<typeof readRelations>>
+
+/** How long a shard's relations are trusted without a migration: DDL by hand is seen within this. */
+const RELATIONS_MAX_AGE_MS = 60_000
+/** A catalog read that hangs (a shard away) must not keep its shard uncached forever. */
+const LOAD_TIMEOUT_MS = 10_000
+
+/**
+ * Every shard's relations, read when first needed, again after `maxAgeMs` and whenever a lookup or a
+ * bump sees another cache epoch than the one they were read under. Reads are in the background: until
+ * a shard's relations are known its reads are not cached and its writes bump the whole namespace.
+ */
+export function createRelationsBook(
+  load: (shard: string) => Promise<RelationsCatalog>,
+  dependencies: Readonly<Record<string, readonly string[]>>,
+  maxAgeMs = RELATIONS_MAX_AGE_MS,
+) {
+  const known = new Map<string, ShardRelations>()
+  const loading = new Set<string>()
+  const reload = (shard: string, epoch: string | null) => {
+    if (loading.has(shard)) return
+    loading.add(shard)
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timed out')), LOAD_TIMEOUT_MS)
+      timer.unref()
+    })
+    Promise.race([load(shard), timeout])
+      .then((catalog) => known.set(shard, shardRelations(catalog, epoch, dependencies)))
+      .catch(() => known.delete(shard))
+      .finally(() => {
+        clearTimeout(timer)
+        loading.delete(shard)
+      })
+  }
+  return {
+    /** The shard's relations as last read (undefined: not yet); an old read is refreshed meanwhile. */
+    latest(shard: string): ShardRelations | undefined {
+      const relations = known.get(shard)
+      if (!relations) reload(shard, null)
+      else if (Date.now() - relations.loadedAt > maxAgeMs) reload(shard, relations.epoch)
+      return relations
+    },
+    /** Redis gave `epoch`: relations read under another are out of date (a migration ran). */
+    sawEpoch(shard: string, epoch: string | null) {
+      if (known.get(shard)?.epoch !== epoch) {
+        known.delete(shard)
+        reload(shard, epoch)
+      }
+    },
+  }
+}
+
+export type RelationsBook = ReturnType<typeof createRelationsBook>
