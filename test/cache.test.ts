@@ -1,10 +1,12 @@
 import pg from 'pg'
 import { describe, expect } from 'vitest'
 import { CACHE_EPOCH_KEY, versionsKey } from '../src/directory/cache-versions.ts'
+import { runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import { moverDeps } from './move-support.ts'
 import { query } from './router-support.ts'
-import { shard } from './support.ts'
+import { cli, eventually, shard } from './support.ts'
 
 const SHARD = 'shard-1'
 const CACHE = {
@@ -200,6 +202,78 @@ describe('the read cache (issue 17)', () => {
       await client.end()
     }
   })
+})
+
+describe("writes outside the routers: a move's cutover and set-limits", () => {
+  let router: RunningRouter
+  it.beforeAll(async () => {
+    router = await startTestRouter({ cache: CACHE })
+  })
+
+  /** Reads the tenant's businesses until the router answers from the cache (its shard's catalog is read first). */
+  const untilHit = async (tenant: TestTenant) => {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const read = await query(router, tenant, 'select name from businesses', [])
+      expect(read.status, JSON.stringify(read.body)).toBe(200)
+      if (read.headers.get('x-switchyard-cache') === 'hit') return
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    throw new Error('never answered from the cache')
+  }
+  const status = async (tenant: TestTenant) =>
+    (await query(router, tenant, 'select name from businesses', [])).headers.get('x-switchyard-cache')
+
+  it("a cutover forgets the tenant's cached reads", async ({ directory, redis }) => {
+    const tenant = await tenantWithKey(SHARD)
+    // The target shard's catalog known too, so only the bump can make the read after the move miss.
+    await untilHit(await tenantWithKey('shard-2'))
+    await untilHit(tenant)
+    const move = await startMove(moverDeps(directory, redis), { tenant: tenant.id, target: 'shard-2' })
+    expect((await runMove(moverDeps(directory, redis), move.id)).state).toBe('done')
+    expect(await status(tenant)).toBe('miss')
+    expect(await status(tenant)).toBe('hit')
+  })
+
+  it("set-limits forgets the tenant's cached reads", async () => {
+    const tenant = await tenantWithKey(SHARD)
+    await untilHit(tenant)
+    const set = await cli(['tenants', 'set-limits', tenant.id, '--max-services', '7'])
+    expect(set.code, set.stderr).toBe(0)
+    expect(await status(tenant)).toBe('miss')
+  })
+})
+
+it("a tenant's answers in Redis stay within its budget, and other tenants' still get kept", async ({
+  redis,
+}) => {
+  const router = await startTestRouter({ cache: { ...CACHE, tenantBytes: 4096 } })
+  const [greedy, other] = [await tenantWithKey(SHARD), await tenantWithKey(SHARD)] as [TestTenant, TestTenant]
+  // About 1.5 KB an answer, a new key each time: the third cannot fit in 4 KiB.
+  const big = "select repeat('x', 1500) || $1 as filler from businesses where tenant_id is not null or true"
+  const kept = async (tenant: TestTenant, n: number) => {
+    const sent = () => query(router, tenant, big, [String(n)], { headers: { 'x-switchyard-cache': '600' } })
+    await sent()
+    await sent()
+    return (await sent()).headers.get('x-switchyard-cache') === 'hit'
+  }
+  await query(router, greedy, 'insert into businesses (tenant_id, id, name) values ($1, $1, $2)', [
+    greedy.id,
+    'g',
+  ])
+  await query(router, other, 'insert into businesses (tenant_id, id, name) values ($1, $1, $2)', [
+    other.id,
+    'o',
+  ])
+  // Until the router has read the shard's catalog nothing is kept: wait for that on the other tenant.
+  await eventually(async () => (await kept(other, 100)) || undefined)
+  const greedyKept: boolean[] = []
+  for (let n = 0; n < 8; n++) greedyKept.push(await kept(greedy, n))
+  // Kept until the budget is spent, then never again (until the longest TTL passes).
+  const spent = greedyKept.indexOf(false)
+  expect(spent).toBeGreaterThan(0)
+  expect(greedyKept.slice(spent)).toEqual(greedyKept.slice(spent).map(() => false))
+  expect(Number(await redis.get(`switchyard:cache:${greedy.id}:bytes`))).toBeLessThanOrEqual(4096)
+  expect(await kept(other, 0)).toBe(true)
 })
 
 /**
