@@ -31,7 +31,7 @@ import { createKey } from '../src/directory/keys.ts'
 import { migrateAll } from '../src/directory/migrate.ts'
 import { addTenant, findTenant, setTenantLimits } from '../src/directory/tenants.ts'
 import { LOADTEST_VOLUME } from '../src/loadtest/seed.ts'
-import { loadTenantContexts, operationPicker } from '../src/loadtest/workload.ts'
+import { loadTenantContexts, type Operation, operationPicker } from '../src/loadtest/workload.ts'
 import { createApp } from '../src/router/app.ts'
 import { runTransaction } from '../src/router/execute.ts'
 import { createMetrics } from '../src/router/metrics.ts'
@@ -81,6 +81,12 @@ interface LoadJob {
   /** What each body is (the seed mix's operation): answers are counted by kind and status too. */
   kinds?: string[]
   connections: number
+  /**
+   * Open loop: this many requests per second, whatever the answers take, each sent on a free connection
+   * (or queued until one is: its wait counts in its latency). Without it, closed loop: every connection
+   * sends its next request as soon as its answer is complete.
+   */
+  rate?: number
   warmupMs: number
   measureMs: number
 }
@@ -97,6 +103,11 @@ interface LoadResult {
   byKind: Record<string, number>
   /** Latencies of the measured window as [µs, count] pairs: the parent merges the generators'. */
   latencies: [number, number][]
+  /** Answers by their x-switchyard-cache header (`hit`, `miss`, `bypass`), as [µs, count] pairs. */
+  cacheLatencies: Record<string, [number, number][]>
+  /** Answers with an x-switchyard-cache header by `<cache> <node>`, and given kinds by `<kind> <cache>`. */
+  cacheNodes: Record<string, number>
+  cacheByKind: Record<string, number>
   /** CPU the load generator itself spent in the measured window. */
   clientCpuMs: number
 }
@@ -138,10 +149,29 @@ function createHistogram() {
   }
 }
 
+type Histogram = ReturnType<typeof createHistogram>
+
+/** The histogram of `key`, made on first use. */
+function histogramOf(histograms: Map<string, Histogram>, key: string): Histogram {
+  let histogram = histograms.get(key)
+  if (!histogram) {
+    histogram = createHistogram()
+    histograms.set(key, histogram)
+  }
+  return histogram
+}
+
 const NODE_HEADER = /\r\nx-switchyard-node: *([^\r]*)/i
+const CACHE_HEADER = /\r\nx-switchyard-cache: *([^\r]*)/i
 const CONTENT_LENGTH = /\r\ncontent-length: *(\d+)/i
 const HEADER_END = Buffer.from('\r\n\r\n')
 const CHUNKED_END = '0\r\n\r\n'
+
+/** A connection with nothing in flight, in the open loop: it sends a request that fell due, or closes. */
+interface IdleConnection {
+  take(dueAt: number): void
+  close(): void
+}
 
 async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResult> {
   const requests = job.bodies.map((body) => {
@@ -155,9 +185,12 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
     return Buffer.from(`${head}\r\n\r\n${body}`)
   })
   const histogram = createHistogram()
+  const byCache = new Map<string, Histogram>()
   const statuses: Record<string, number> = {}
   const nodes: Record<string, number> = {}
   const byKind: Record<string, number> = {}
+  const cacheNodes: Record<string, number> = {}
+  const cacheByKind: Record<string, number> = {}
   const started = performance.now()
   const measureFrom = started + job.warmupMs
   const until = measureFrom + job.measureMs
@@ -174,34 +207,96 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
   const count = (into: Record<string, number>, key: string) => {
     into[key] = (into[key] ?? 0) + 1
   }
+  /** A complete answer (its head) to body `sent`, started at `from`, at `now`: counted if in the window. */
+  const answered = (head: string, sent: number, from: number, now: number) => {
+    if (from < measureFrom || now > until) return
+    histogram.record(now - from)
+    const status = head.slice(9, 12)
+    count(statuses, status)
+    const kind = job.kinds?.[sent]
+    if (kind !== undefined) count(byKind, `${kind} ${status}`)
+    const node = NODE_HEADER.exec(head)?.[1]
+    if (node) count(nodes, node)
+    const cache = CACHE_HEADER.exec(head)?.[1]
+    if (!cache) return
+    histogramOf(byCache, cache).record(now - from)
+    count(cacheNodes, `${cache} ${node ?? '?'}`)
+    if (kind !== undefined) count(cacheByKind, `${kind} ${cache}`)
+  }
 
-  // One connection: one request in flight, the next sent as soon as the previous answer is complete.
+  // Open loop: requests fall due at job.rate per second, in the bodies' order. One goes out on an idle
+  // connection at once, or waits in `queue` for the next answer; its latency counts from when it fell
+  // due, so a server that falls behind shows it in the figures (no coordinated omission).
+  const queue: number[] = []
+  const idle: IdleConnection[] = []
+  let cursor = 0
+  const nextBody = () => {
+    const body = cursor
+    cursor = (cursor + 1) % requests.length
+    return body
+  }
+  if (job.rate !== undefined) {
+    const rate = job.rate
+    let due = 0
+    const schedule = () => {
+      const now = performance.now()
+      if (now >= until) {
+        for (const connection of idle.splice(0)) connection.close()
+        return
+      }
+      for (const dueNow = Math.floor(((now - started) * rate) / 1000); due < dueNow; due++) {
+        const connection = idle.pop()
+        if (connection) connection.take(now)
+        else queue.push(now)
+      }
+      setTimeout(schedule, 1)
+    }
+    setTimeout(schedule, 1)
+  }
+
+  // One connection: one request in flight. Closed loop: the next sent as soon as the previous answer is complete.
   const drive = (_: unknown, index: number) =>
     new Promise<void>((resolve) => {
       let socket: Socket
       let chunks: Buffer[] = []
-      let sentAt = 0
+      let from = 0
       let waiting = false
       let next = (index * 7) % requests.length
       let sent = next
-      const outcome = (status: string) => {
-        count(statuses, status)
-        if (job.kinds) count(byKind, `${job.kinds[sent]} ${status}`)
-      }
-      const send = () => {
-        sentAt = performance.now()
+      const send = (body: number, at: number) => {
+        from = at
         waiting = true
-        sent = next
-        socket.write(requests[next] as Buffer)
-        next = (next + 1) % requests.length
+        sent = body
+        socket.write(requests[body] as Buffer)
+      }
+      const self: IdleConnection = {
+        take: (dueAt) => send(nextBody(), dueAt),
+        close: () => socket.end(),
+      }
+      const free = () => {
+        const now = performance.now()
+        if (now >= until) return void socket.end()
+        if (job.rate === undefined) {
+          send(next, now)
+          next = (next + 1) % requests.length
+          return
+        }
+        const dueAt = queue.shift()
+        if (dueAt === undefined) idle.push(self)
+        else send(nextBody(), dueAt)
       }
       const open = () => {
         chunks = []
         socket = connect({ host: '127.0.0.1', port: job.port, noDelay: true })
-        socket.on('connect', send)
+        socket.on('connect', free)
         socket.on('error', () => {})
         socket.on('close', () => {
-          if (waiting && performance.now() >= measureFrom) outcome('socket')
+          const at = idle.indexOf(self)
+          if (at !== -1) idle.splice(at, 1)
+          if (waiting && performance.now() >= measureFrom) {
+            count(statuses, 'socket')
+            if (job.kinds) count(byKind, `${job.kinds[sent]} socket`)
+          }
           waiting = false
           if (performance.now() < until) setTimeout(open, 10)
           else resolve()
@@ -219,15 +314,8 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
           if (!complete) return
           chunks = []
           waiting = false
-          const now = performance.now()
-          if (sentAt >= measureFrom && now <= until) {
-            histogram.record(now - sentAt)
-            outcome(text.slice(9, 12))
-            const node = NODE_HEADER.exec(text)?.[1]
-            if (node) count(nodes, node)
-          }
-          if (now < until) send()
-          else socket.end()
+          answered(text, sent, from, performance.now())
+          free()
         })
       }
       open()
@@ -248,6 +336,9 @@ async function runLoad(job: LoadJob, onMeasuring: () => void): Promise<LoadResul
     nodes,
     byKind,
     latencies: histogram.pairs(),
+    cacheLatencies: Object.fromEntries([...byCache].map(([cache, latencies]) => [cache, latencies.pairs()])),
+    cacheNodes,
+    cacheByKind,
     clientCpuMs: (cpu.user + cpu.system) / 1000,
   }
 }
@@ -267,11 +358,22 @@ function loadGeneratorProcess() {
   process.on('disconnect', () => process.exit(0))
 }
 
+/** Latency percentiles of a share of a run's answers. */
+export interface Latency {
+  requests: number
+  p50Ms: number
+  p99Ms: number
+}
+
 /** A run's figures once the load generators' results are merged, with the server's usage over it. */
-export interface Measured extends Omit<LoadResult, 'latencies'> {
+export interface Measured extends Omit<LoadResult, 'latencies' | 'cacheLatencies'> {
   p50Ms: number
   p99Ms: number
   maxMs: number
+  /** Open loop: the requests per second asked of the server. */
+  offeredRps?: number
+  /** Answers by their x-switchyard-cache header. */
+  byCache: Record<string, Latency>
   /** The busiest load generator's share of one core over the window: near 1, it is the bottleneck. */
   clientBusiest: number
   server: Usage | undefined
@@ -315,10 +417,10 @@ function startLoadChild() {
 }
 
 /**
- * `count` load generator processes; a job's connections are split between them. The server's usage is
- * read when the first of them starts measuring and once all are done.
+ * `count` load generator processes; a job's connections are split between them. The server's usage (and
+ * `shards`': PostgreSQL's and Redis's) is read when the first of them starts measuring and once all are done.
  */
-export function startLoadGenerators(count: number) {
+export function startLoadGenerators(count: number, shards: UsageProbe = shardUsage) {
   const children = Array.from({ length: count }, startLoadChild)
   return {
     count,
@@ -331,7 +433,7 @@ export function startLoadGenerators(count: number) {
         if (started) return
         started = true
         before = usage()
-        shardsBefore = shardUsage()
+        shardsBefore = shards()
       }
       const results = await Promise.all(
         used.map((child, i) =>
@@ -340,13 +442,18 @@ export function startLoadGenerators(count: number) {
               ...job,
               connections:
                 Math.floor(job.connections / used.length) + (i < job.connections % used.length ? 1 : 0),
+              ...(job.rate !== undefined && { rate: job.rate / used.length }),
             },
             onMeasuring,
           ),
         ),
       )
       const server = usageSince(usage, before)
-      return { ...mergeResults(results, job.measureMs, server), shards: usageSince(shardUsage, shardsBefore) }
+      return {
+        ...mergeResults(results, job.measureMs, server),
+        shards: usageSince(shards, shardsBefore),
+        ...(job.rate !== undefined && { offeredRps: job.rate }),
+      }
     },
     stop() {
       for (const child of children) child.stop()
@@ -358,17 +465,28 @@ export type LoadGenerators = ReturnType<typeof startLoadGenerators>
 
 function mergeResults(results: LoadResult[], measureMs: number, server: Usage | undefined): Measured {
   const histogram = createHistogram()
+  const byCache = new Map<string, Histogram>()
   const statuses: Record<string, number> = {}
   const nodes: Record<string, number> = {}
   const byKind: Record<string, number> = {}
+  const cacheNodes: Record<string, number> = {}
+  const cacheByKind: Record<string, number> = {}
   const add = (into: Record<string, number>, from: Record<string, number>) => {
     for (const [key, n] of Object.entries(from)) into[key] = (into[key] ?? 0) + n
   }
+  const merge = (into: Histogram, latencies: [number, number][]) => {
+    for (const [us, n] of latencies) for (let i = 0; i < n; i++) into.record(us / 1000)
+  }
   for (const result of results) {
-    for (const [us, n] of result.latencies) for (let i = 0; i < n; i++) histogram.record(us / 1000)
+    merge(histogram, result.latencies)
+    for (const [cache, latencies] of Object.entries(result.cacheLatencies)) {
+      merge(histogramOf(byCache, cache), latencies)
+    }
     add(statuses, result.statuses)
     add(nodes, result.nodes)
     add(byKind, result.byKind)
+    add(cacheNodes, result.cacheNodes)
+    add(cacheByKind, result.cacheByKind)
   }
   return {
     requests: histogram.count,
@@ -377,6 +495,14 @@ function mergeResults(results: LoadResult[], measureMs: number, server: Usage | 
     statuses,
     nodes,
     byKind,
+    cacheNodes,
+    cacheByKind,
+    byCache: Object.fromEntries(
+      [...byCache].map(([cache, latencies]) => [
+        cache,
+        { requests: latencies.count, p50Ms: latencies.percentileMs(50), p99Ms: latencies.percentileMs(99) },
+      ]),
+    ),
     p50Ms: histogram.percentileMs(50),
     p99Ms: histogram.percentileMs(99),
     maxMs: histogram.maxMs(),
@@ -421,6 +547,8 @@ export interface Target {
   bodies: string[]
   /** What each body is (the seed mix's operations), to count answers by kind. */
   kinds?: string[]
+  /** Open loop at this many requests per second (closed loop without it). */
+  rate?: number
   /** The server's CPU and system calls (this process, or a child's process tree). */
   usage: UsageProbe
   /** Load generator processes for this target (default: all of them). */
@@ -440,6 +568,12 @@ export interface Row {
   nodes: Record<string, number>
   /** The seed mix's answers by `<operation> <status>`. */
   byKind: Record<string, number>
+  /** Open loop: the requests per second asked of the server. */
+  offeredRps?: number
+  /** Answers by their x-switchyard-cache header; counted by `<cache> <node>` and `<operation> <cache>`. */
+  byCache: Record<string, Latency>
+  cacheNodes: Record<string, number>
+  cacheByKind: Record<string, number>
   /** What the router logged during the run (warm-up included), by message. */
   logged: Record<string, number>
   /** CPU of the server's processes, per request. */
@@ -620,6 +754,7 @@ export function createMeasure(load: LoadGenerators, timing: { warmupMs: number; 
         headers: target.headers,
         bodies: target.bodies,
         ...(target.kinds && { kinds: target.kinds }),
+        ...(target.rate !== undefined && { rate: target.rate }),
         connections,
         ...timing,
       },
@@ -632,12 +767,14 @@ export function createMeasure(load: LoadGenerators, timing: { warmupMs: number; 
   }
 }
 
+/** What only the HTTP load generators count (pgbench does not). */
+type Counted = 'statuses' | 'nodes' | 'byKind' | 'byCache' | 'cacheNodes' | 'cacheByKind'
+
 /** A table row from a run's merged figures. */
 export function rowOf(
   label: string,
   connections: number,
-  result: Omit<Measured, 'statuses' | 'nodes' | 'byKind'> &
-    Partial<Pick<Measured, 'statuses' | 'nodes' | 'byKind'>>,
+  result: Omit<Measured, Counted> & Partial<Pick<Measured, Counted>>,
   logged: Record<string, number> = {},
 ): Row {
   const perRequest = (total: number | undefined) =>
@@ -653,6 +790,10 @@ export function rowOf(
     statuses: result.statuses ?? {},
     nodes: result.nodes ?? {},
     byKind: result.byKind ?? {},
+    ...(result.offeredRps !== undefined && { offeredRps: result.offeredRps }),
+    byCache: result.byCache ?? {},
+    cacheNodes: result.cacheNodes ?? {},
+    cacheByKind: result.cacheByKind ?? {},
     logged,
     serverCpuUs: perRequest(result.server?.cpuUs),
     serverSyscalls: perRequest(result.server?.syscalls),
@@ -675,25 +816,31 @@ function describe(row: Row): string {
       .join(' ')
   const nodes = counts(row.nodes)
   const logged = counts(row.logged)
+  const caches = Object.entries(row.byCache)
+    .map(([cache, latency]) => `${cache}×${latency.requests}`)
+    .join(' ')
+  const offered = row.offeredRps === undefined ? '' : ` (${row.offeredRps} offered)`
   return (
-    `${row.label.padEnd(30)} c=${String(row.connections).padStart(2)}  ${row.rps.toFixed(0).padStart(6)} req/s  ` +
+    `${row.label.padEnd(30)} c=${String(row.connections).padStart(2)}  ${row.rps.toFixed(0).padStart(6)} req/s${offered}  ` +
     `p50 ${ms(row.p50Ms)}  p99 ${ms(row.p99Ms)}  max ${ms(row.maxMs)} ms  [${counts(row.statuses)}]` +
-    `${nodes ? ` ${nodes}` : ''}${logged ? `; logged: ${logged}` : ''}` +
+    `${nodes ? ` ${nodes}` : ''}${caches ? `; cache: ${caches}` : ''}${logged ? `; logged: ${logged}` : ''}` +
     (row.clientBusiest > CLIENT_SATURATED
       ? `  CLIENT SATURATED (${(100 * row.clientBusiest).toFixed(0)}% of a core)`
       : '')
   )
 }
 
+export function medianOf(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
 /** The median of each figure over the rounds (errors and counts are summed). */
-function medianRow(rounds: Row[]): Row {
-  const median = (pick: (row: Row) => number) => {
-    const sorted = rounds.map(pick).sort((a, b) => a - b)
-    const mid = Math.floor(sorted.length / 2)
-    return sorted.length % 2
-      ? (sorted[mid] as number)
-      : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-  }
+export function medianRow(rounds: Row[]): Row {
+  const median = (pick: (row: Row) => number) => medianOf(rounds.map(pick))
   const sum = (pick: (row: Row) => Record<string, number>) => {
     const total: Record<string, number> = {}
     for (const row of rounds)
@@ -701,6 +848,18 @@ function medianRow(rounds: Row[]): Row {
     return total
   }
   const first = rounds[0] as Row
+  const caches = [...new Set(rounds.flatMap((row) => Object.keys(row.byCache)))]
+  const byCache = caches.map((cache) => {
+    const of = rounds.flatMap((row) => row.byCache[cache] ?? [])
+    return [
+      cache,
+      {
+        requests: of.reduce((total, latency) => total + latency.requests, 0),
+        p50Ms: medianOf(of.map((latency) => latency.p50Ms)),
+        p99Ms: medianOf(of.map((latency) => latency.p99Ms)),
+      },
+    ]
+  })
   return {
     label: first.label,
     connections: first.connections,
@@ -712,6 +871,10 @@ function medianRow(rounds: Row[]): Row {
     statuses: sum((row) => row.statuses),
     nodes: sum((row) => row.nodes),
     byKind: sum((row) => row.byKind),
+    ...(first.offeredRps !== undefined && { offeredRps: first.offeredRps }),
+    byCache: Object.fromEntries(byCache),
+    cacheNodes: sum((row) => row.cacheNodes),
+    cacheByKind: sum((row) => row.cacheByKind),
     logged: sum((row) => row.logged),
     serverCpuUs: rounds.some((row) => row.serverCpuUs === undefined)
       ? undefined
@@ -873,11 +1036,20 @@ function printTargets(point: Row[], mix: Row[], workers: number[]): boolean {
   return checks.every(Boolean) && errors === 0 && saturated.length === 0 && offReplica.length === 0
 }
 
-const loadAverage = () =>
+export const loadAverage = () =>
   os
     .loadavg()
     .map((n) => n.toFixed(2))
     .join(' ')
+
+/** The box a bench runs on and its load at the start: its figures are this machine's. */
+export function machineLine(): string {
+  const cpus = os.cpus()
+  return (
+    `machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
+    `${os.type()} ${os.release()}, node ${process.version}; load average at start ${loadAverage()}`
+  )
+}
 
 const USAGE =
   'usage: npm run bench:router -- [--seconds N] [--warmup N] [--rounds N] [--workers 1,2] [--clients N] [--quick] [--breakdown] [--profile DIR]'
@@ -910,14 +1082,10 @@ async function main() {
       rounds: 1,
     })
   const began = Date.now()
-  const cpus = os.cpus()
   console.log('# Switchyard router benchmark: passthrough, pgpool-II and the router, point read and seed mix')
+  console.log(machineLine())
   console.log(
-    `machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
-      `${os.type()} ${os.release()}, node ${process.version}; load average at start ${loadAverage()}`,
-  )
-  console.log(
-    `PostgreSQL, Redis, the servers under test and the load generators share these ${cpus.length} cores`,
+    `PostgreSQL, Redis, the servers under test and the load generators share these ${os.cpus().length} cores`,
   )
 
   const cleanups = createCleanups()
@@ -1118,7 +1286,7 @@ const countLines = async (file: string) =>
   (await readFile(file, 'utf8').catch(() => '')).split('\n').length - 1
 
 /** What a load generator sends: bodies in turn, and for the seed mix which operation each one is. */
-interface Workload {
+export interface Workload {
   bodies: string[]
   kinds?: string[]
 }
@@ -1131,12 +1299,18 @@ const MIX_SEED = 14
  * 4000 of them in a fixed order, so bookings spread over the year. Every write succeeds: bookings have no
  * unique slot, status changes touch existing rows, and the tenant's per-day quota is out of reach (seed).
  */
-async function seedMix(topology: Topology, tenant: string): Promise<Workload> {
+const seedMix = (topology: Topology, tenant: string) => drawWorkload(topology, tenant, operationPicker(0.2))
+
+/** 4000 operations drawn by `pick` for the bench tenant, with a fixed seed: the same requests every run. */
+export async function drawWorkload(
+  topology: Topology,
+  tenant: string,
+  pick: () => Operation,
+): Promise<Workload> {
   const [context] = await loadTenantContexts(topology, [
     { id: tenant, name: 'Bench', shard: SHARD, index: 0 },
   ])
   if (!context) throw new Error('the bench tenant has no appointments to work on')
-  const pick = operationPicker(0.2)
   // The workload draws with Math.random (the load test wants a new draw per run); the bench wants the
   // same draw every run, so Math.random is a seeded generator while the bodies are built (synchronously).
   const operations = withSeededRandom(MIX_SEED, () =>

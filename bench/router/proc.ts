@@ -4,6 +4,7 @@
  * children). Elsewhere than Linux every figure is undefined.
  */
 import { readdirSync, readFileSync } from 'node:fs'
+import path from 'node:path'
 
 export interface Usage {
   /** User + system CPU, µs. */
@@ -56,6 +57,11 @@ export const selfUsage: UsageProbe = () => {
 
 /** A process and every process below it (workers, pool children), reaped ones included. */
 export function treeUsage(root: number): UsageProbe {
+  return treesUsage([root])
+}
+
+/** Processes and every process below them, reaped ones included. */
+function treesUsage(roots: readonly number[]): UsageProbe {
   return () => {
     const stats = new Map<number, Stat>()
     for (const entry of readdirSync('/proc')) {
@@ -63,11 +69,10 @@ export function treeUsage(root: number): UsageProbe {
       const found = stat(Number(entry))
       if (found) stats.set(Number(entry), found)
     }
-    const rootStat = stats.get(root)
-    if (!rootStat) return undefined
+    if (roots.some((root) => !stats.has(root))) return undefined
     const inTree = (pid: number) => {
       for (let at: number | undefined = pid, hops = 0; at && hops < 16; hops++) {
-        if (at === root) return true
+        if (roots.includes(at)) return true
         at = stats.get(at)?.ppid
       }
       return false
@@ -98,6 +103,27 @@ export function namedUsage(names: readonly string[]): UsageProbe {
     }
     return { cpuUs, syscalls: undefined }
   }
+}
+
+/**
+ * The PostgreSQL nodes and Redis that `cluster up` started in `home` (found by their pid files), with the
+ * processes below them: what this topology's shards and Redis spent, and not another cluster's on the box.
+ */
+export function clusterUsage(home: string): UsageProbe {
+  const nodes = path.join(home, 'nodes')
+  const pidFiles = [
+    ...readdirSync(nodes).map((node) => path.join(nodes, node, 'data', 'postmaster.pid')),
+    path.join(nodes, 'redis', 'redis.pid'),
+  ]
+  const pids = pidFiles.flatMap((file) => {
+    try {
+      // postmaster.pid's first line, redis.pid's only one.
+      return [Number(readFileSync(file, 'utf8').split('\n')[0])]
+    } catch {
+      return []
+    }
+  })
+  return treesUsage(pids)
 }
 
 /** What `probe` read over a run: the difference of two readings. */

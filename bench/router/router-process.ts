@@ -27,7 +27,8 @@ export async function startRouterProcess(
   /** `nodeArgs`: for node itself (`--cpu-prof`); cluster workers inherit them. */
   options: { port: number; workers: number; nodeArgs?: string[] },
 ): Promise<RouterProcess> {
-  const config = path.join(home, 'topology.json')
+  // One file per router: routers of one bench may run with different settings (the read cache on or off).
+  const config = path.join(home, `topology-${options.port}.json`)
   await writeFile(config, JSON.stringify(topology), { mode: 0o600 })
   const logFile = path.join(home, `router-${options.port}.log`)
   const log = openSync(logFile, 'a')

@@ -23,6 +23,10 @@ export type OperationName =
   | 'customer_search'
   | 'book_appointment'
   | 'change_status'
+  | BookingPageOperationName
+
+/** A booking page's reads the seed caches, and the edit that makes one of them stale (BOOKING_PAGE). */
+export type BookingPageOperationName = 'business_info' | 'services_list' | 'working_hours' | 'edit_service'
 
 /** One request of the pg-proxy protocol (`POST /v1/query`). */
 export interface ProxyQuery {
@@ -152,19 +156,95 @@ export const OPERATIONS: readonly Operation[] = [
   },
 ]
 
+/** One of `ops` (their weights adding up to 1), drawn by weight. */
+function byWeight(ops: readonly Operation[]): Operation {
+  let u = Math.random()
+  for (const op of ops) {
+    u -= op.weight
+    if (u < 0) return op
+  }
+  return ops[ops.length - 1] as Operation
+}
+
 /** Picks an operation: a write with probability `writeShare`, then one of its kind by weight. */
 export function operationPicker(writeShare: number): () => Operation {
   const reads = OPERATIONS.filter((op) => op.kind === 'read')
   const writes = OPERATIONS.filter((op) => op.kind === 'write')
-  const byWeight = (ops: Operation[]) => {
-    let u = Math.random()
-    for (const op of ops) {
-      u -= op.weight
-      if (u < 0) return op
-    }
-    return ops[ops.length - 1] as Operation
-  }
   return () => byWeight(Math.random() < writeShare ? writes : reads)
+}
+
+/** A read of the tenant's business: its parameters are the tenant and the business. */
+function businessRead(name: BookingPageOperationName, weight: number, sql: string): Operation {
+  return {
+    name,
+    kind: 'read',
+    weight,
+    build: (tenant) => ({ sql, params: [tenant.id, tenant.business], method: 'all' }),
+  }
+}
+
+/**
+ * What a booking page reads on every visit, and the seed keeps in Redis by hand (businesses for an hour,
+ * services for 30 minutes, working hours for a day): the router's read cache serves these
+ * (`router.cache.tables` defaults to the same tables and TTLs). Weights within each kind. And the
+ * owner's edit of a service (its price), which makes the services list stale: the cache must miss after it.
+ */
+export const BOOKING_PAGE: readonly Operation[] = [
+  businessRead(
+    'business_info',
+    0.3,
+    'select id, name, timezone, settings from businesses where tenant_id = $1 and id = $2',
+  ),
+  businessRead(
+    'services_list',
+    0.4,
+    `select id, name, duration_minutes, price from services
+     where tenant_id = $1 and business_id = $2 and active order by name`,
+  ),
+  businessRead(
+    'working_hours',
+    0.3,
+    `select weekday, opens, closes, staff_id from working_hours
+     where tenant_id = $1 and business_id = $2 order by weekday, opens`,
+  ),
+  {
+    name: 'edit_service',
+    kind: 'write',
+    weight: 1,
+    build(tenant) {
+      // Its price now and then 5 more: the list's rows change, the service stays bookable.
+      const service = pick(tenant.services)
+      return {
+        sql: 'update services set price = $3 where tenant_id = $1 and id = $2',
+        params: [tenant.id, service.id, (Number(service.price) + pick([0, 5])).toFixed(2)],
+        method: 'execute',
+      }
+    },
+  },
+]
+
+/**
+ * A read-heavy day of a booking app: `writeShare` of the requests write, the rest read. Of the reads,
+ * `bookingPageShare` are a booking page's (BOOKING_PAGE, cacheable), the others the load test's reads
+ * (OPERATIONS, not cacheable: they read appointments and customers). Of the writes, `serviceEditShare`
+ * edit a service, the others are the load test's (bookings, status changes).
+ */
+export const READ_HEAVY_MIX = { writeShare: 0.1, bookingPageShare: 0.7, serviceEditShare: 0.1 }
+
+/** Picks an operation of READ_HEAVY_MIX (or another mix of the same shape). */
+export function readHeavyPicker(mix: typeof READ_HEAVY_MIX = READ_HEAVY_MIX): () => Operation {
+  const of = (ops: readonly Operation[], kind: Operation['kind']) => ops.filter((op) => op.kind === kind)
+  const groups = {
+    page: of(BOOKING_PAGE, 'read'),
+    reads: of(OPERATIONS, 'read'),
+    edits: of(BOOKING_PAGE, 'write'),
+    writes: of(OPERATIONS, 'write'),
+  }
+  return () => {
+    if (Math.random() < mix.writeShare)
+      return byWeight(Math.random() < mix.serviceEditShare ? groups.edits : groups.writes)
+    return byWeight(Math.random() < mix.bookingPageShare ? groups.page : groups.reads)
+  }
 }
 
 /**
