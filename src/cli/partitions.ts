@@ -49,11 +49,18 @@ interface EnsureFlags {
  * A partition made (rows moved out of DEFAULT with it) or dropped changed rows and tables outside the
  * routers: their read caches start again and read the catalogs again, as after a migration.
  */
-async function forgetIfChanged(topology: Topology, results: { outcomes: EnsureOutcome[] }[]) {
-  const changed = results.some(({ outcomes }) =>
-    outcomes.some((outcome) => outcome.created.length > 0 || outcome.dropped.length > 0),
-  )
-  if (changed && !(await forgetCachedReads(topology)))
+async function forgetIfChanged(
+  topology: Topology,
+  results: { outcomes: EnsureOutcome[] }[],
+  failed: boolean,
+) {
+  const changed =
+    failed ||
+    results.some(({ outcomes }) =>
+      outcomes.some((outcome) => outcome.created.length > 0 || outcome.dropped.length > 0),
+    )
+  // After a failure, its own error is the one to show.
+  if (changed && !(await forgetCachedReads(topology)) && !failed)
     throw new SwitchyardError(
       'cache_not_invalidated',
       'partitions changed, but Redis did not take the read cache epoch bump: run `switchyard migrate` once Redis answers, or routers may serve reads cached before the change',
@@ -66,6 +73,8 @@ async function ensureEverywhere(topology: Topology, flags: EnsureFlags) {
   const retainMonths =
     flags.retainMonths === undefined ? null : months('--retain-months', flags.retainMonths, 1)
   const results: { shard: string; outcomes: EnsureOutcome[] }[] = []
+  // Months commit one by one: a shard that failed may have made or dropped some before.
+  let failed = true
   try {
     for (const shard of topology.shards) {
       const outcomes = await withAdmin(shard.primary, (sql) =>
@@ -77,8 +86,9 @@ async function ensureEverywhere(topology: Topology, flags: EnsureFlags) {
       )
       results.push({ shard: shard.id, outcomes })
     }
+    failed = false
   } finally {
-    await forgetIfChanged(topology, results)
+    await forgetIfChanged(topology, results, failed)
   }
   // A name that matched no table anywhere is a typo, not a table with nothing to do.
   const named = new Set(results.flatMap(({ outcomes }) => outcomes.map((outcome) => outcome.table)))

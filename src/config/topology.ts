@@ -202,7 +202,7 @@ export const topologySchema = z
              * With it off, routers neither cache nor bump versions: turn it on or off on every router at
              * once (docs/CACHE.md).
              */
-            enabled: z.boolean().default(false),
+            enabled: z.boolean().default(true),
             tables: z
               .record(z.string().min(1), z.number().int().min(1).max(MAX_CACHE_SECONDS))
               .default({ businesses: 3600, services: 1800, working_hours: 86_400 }),

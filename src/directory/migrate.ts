@@ -3,6 +3,7 @@ import { sql as raw } from 'drizzle-orm'
 import type { Topology } from '../config/topology.ts'
 import { SwitchyardError } from '../errors.ts'
 import { rootMessage, withAdmin } from '../shard/connection.ts'
+import { parseLsn } from '../shard/lsn.ts'
 import { migrateShard, type ShardMigration } from '../shard/migrate.ts'
 import { applyMigrations, type MigrationSet } from '../shard/migrations.ts'
 import { bumpCacheEpoch } from './cache-versions.ts'
@@ -87,14 +88,25 @@ export async function migrateAll(
 
 /**
  * A migration may have changed any tenant's rows or tables outside the routers: no cached read may
- * outlive it, and routers read the shards' catalogs again. True when done (or no Redis is configured).
+ * outlive it, routers read the shards' catalogs again, and answers read on a replica are kept only once
+ * it replayed the change (each shard primary's LSN now). True when done (or no Redis is configured).
  */
 export async function forgetCachedReads(topology: Topology): Promise<boolean> {
   if (!topology.redis) return true
+  const floors = new Map<string, bigint | null>()
+  await Promise.all(
+    topology.shards.map(async (shard) => {
+      const lsn = await withAdmin(shard.primary, async (sql) => {
+        const [row] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`
+        return row ? parseLsn(row.lsn) : null
+      }).catch(() => null)
+      floors.set(shard.id, lsn)
+    }),
+  )
   const redis = openRedis(topology.redis)
   redis.on('error', () => {})
   try {
-    return (await redisReady(redis, 5_000)) && (await bumpCacheEpoch(redis))
+    return (await redisReady(redis, 5_000)) && (await bumpCacheEpoch(redis, floors))
   } finally {
     redis.disconnect()
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { Redis } from 'ioredis'
 
 /**
@@ -60,5 +61,27 @@ export async function withRedis<T>(
     return await use(redis)
   } finally {
     redis.disconnect()
+  }
+}
+
+const shas = new Map<string, string>()
+
+/** EVALSHA (the script's body is sent once per Redis, not per request), loading it on NOSCRIPT. */
+export async function runScript(
+  redis: Redis,
+  script: string,
+  scriptKeys: string[],
+  args: (string | number | Buffer)[],
+): Promise<unknown> {
+  let sha = shas.get(script)
+  if (!sha) {
+    sha = createHash('sha1').update(script).digest('hex')
+    shas.set(script, sha)
+  }
+  try {
+    return await redis.evalsha(sha, scriptKeys.length, ...scriptKeys, ...args)
+  } catch (error) {
+    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
+    return redis.eval(script, scriptKeys.length, ...scriptKeys, ...args)
   }
 }

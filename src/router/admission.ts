@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto'
-import { keys, RATE_WINDOW_SECONDS, type Redis } from '../directory/redis.ts'
+import { keys, RATE_WINDOW_SECONDS, type Redis, runScript } from '../directory/redis.ts'
 import { SwitchyardError } from '../errors.ts'
 import { fromSortableLsn, sortableLsn } from '../shard/lsn.ts'
 
@@ -168,26 +167,4 @@ function createAdmitBatches(redis: Redis) {
         setImmediate(flush)
       }
     })
-}
-
-const shas = new Map<string, string>()
-
-/** EVALSHA (the script's body is sent once per Redis, not per request), loading it on NOSCRIPT. */
-async function runScript(
-  redis: Redis,
-  script: string,
-  scriptKeys: string[],
-  args: (string | number)[],
-): Promise<unknown> {
-  let sha = shas.get(script)
-  if (!sha) {
-    sha = createHash('sha1').update(script).digest('hex')
-    shas.set(script, sha)
-  }
-  try {
-    return await redis.evalsha(sha, scriptKeys.length, ...scriptKeys, ...args)
-  } catch (error) {
-    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-    return redis.eval(script, scriptKeys.length, ...scriptKeys, ...args)
-  }
 }

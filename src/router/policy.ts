@@ -407,7 +407,13 @@ function scan(root: unknown): Facts {
           noteCall(facts, (value as FuncCall).funcname)
           break
         case 'A_Expr':
-          noteCall(facts, (value as { name?: unknown }).name)
+          noteOperator(facts, (value as { name?: unknown }).name)
+          if (facts.opaque) writes = true
+          break
+        case 'operName': // x op ANY (subquery)
+        case 'useOp': // ORDER BY x USING op
+          noteOperator(facts, value)
+          if (facts.opaque) writes = true
           break
         case 'SQLValueFunction': // current_date, current_timestamp, localtime, current_user, …
         case 'RangeTableSample': // TABLESAMPLE: chance, or the table's physical layout
@@ -469,10 +475,20 @@ function note(facts: Facts, relation: RelationKind, target: boolean) {
   if (target) facts.targets.add(relation.name)
 }
 
-/** An unqualified function or operator name (a qualified one names its schema: no shadowing). */
+/**
+ * A function or operator name that may be a tenant schema's: unqualified (PostgreSQL may pick the
+ * schema's over the catalog's) or qualified with a tenant schema.
+ */
 function noteCall(facts: Facts, names: unknown) {
   const name = qualifiedName(names)
-  if (name && name.schema === undefined) facts.calls.add(name.name)
+  if (name && (name.schema === undefined || tenantSchemas.has(name.schema))) facts.calls.add(name.name)
+}
+
+/** An operator: noted like a function; one qualified outside pg_catalog is a user function the policy cannot see into. */
+function noteOperator(facts: Facts, names: unknown) {
+  noteCall(facts, names)
+  const schema = qualifiedName(names)?.schema
+  if (schema !== undefined && schema !== 'pg_catalog') facts.opaque = true
 }
 
 interface TypeCast {
@@ -489,7 +505,12 @@ function castMayReadClock(cast: TypeCast): boolean {
 
 function callVaries(call: FuncCall): boolean {
   const { name } = qualifiedName(call.funcname) ?? { name: '' }
-  return VOLATILE_FUNCTIONS.has(name) || (name === 'age' && call.args?.length === 1)
+  return (
+    VOLATILE_FUNCTIONS.has(name) ||
+    (name === 'age' && call.args?.length === 1) ||
+    // A record built from JSON reads its date fields with the date/time input: 'now' is the clock.
+    /populate_record|_to_record/.test(name)
+  )
 }
 
 /**

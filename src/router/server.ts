@@ -2,9 +2,9 @@ import type { Server } from 'node:http'
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { Topology } from '../config/topology.ts'
-import { bumpCacheEpoch } from '../directory/cache-versions.ts'
 import { readRouterCapability } from '../directory/capability.ts'
 import { openDirectory } from '../directory/connection.ts'
+import { forgetCachedReads } from '../directory/migrate.ts'
 import { openRedis } from '../directory/redis.ts'
 import { createRouteCache } from '../directory/routes.ts'
 import { SwitchyardError } from '../errors.ts'
@@ -126,8 +126,12 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     answers: createUnreadAnswers(config.maxUnreadBytes),
     readCache:
       redis && config.cache.enabled
-        ? createAnswerCache(redis, config.cache, cacheCounters(metrics, config.cache.tables), (shard) =>
-            readShardRelations(topology, shard),
+        ? createAnswerCache(
+            redis,
+            config.cache,
+            cacheCounters(metrics, config.cache.tables),
+            (shard) => readShardRelations(topology, shard),
+            (message) => logger.warn(message),
           )
         : undefined,
     ready: () => ready,
@@ -181,7 +185,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     config.moveRescueIntervalMs,
   )
   const partitions = startPartitionKeeper(topology, logger, async () =>
-    redis && config.cache.enabled ? bumpCacheEpoch(redis) : true,
+    config.cache.enabled ? forgetCachedReads(topology) : true,
   )
 
   let closing: Promise<void> | undefined

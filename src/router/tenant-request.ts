@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits } from '../directory/tenants.ts'
-import { SwitchyardError } from '../errors.ts'
+import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
 import { type CacheAsk, DEFAULT_ASK, planCache } from './cache/plan.ts'
-import type { AnswerCache } from './cache/store.ts'
+import type { AnswerCache, Change } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
 import type { IsolationLevel } from './execute.ts'
 import { type Classified, classify, classifyCached, type StatementKind } from './policy.ts'
@@ -91,7 +91,8 @@ export async function runTenantRequest(
   if (!plan || 'bypass' in plan || !relations) {
     const admitted = await run()
     // A "read" that wrote (a function the policy could not see into): its writes may be anything's.
-    if (admitted.outcome.lsn !== null) await answers.bump(tenant, null)
+    if (admitted.outcome.lsn !== null)
+      await answers.bump(tenant, { shard: route.shard, statements: null, lsn: admitted.outcome.lsn })
     return { ...admitted, cache: 'bypass' }
   }
   const lookup = await answers.lookup(
@@ -109,15 +110,19 @@ export async function runTenantRequest(
       lookup,
       async () => {
         ran = await run()
-        const result = ran.outcome.results[0]
-        if (!result || ran.outcome.lsn !== null) throw new NotCacheable()
-        return { result, node: ran.outcome.node.name, role: ran.outcome.node.role }
+        const { outcome } = ran
+        const result = outcome.results[0]
+        if (!result || outcome.lsn !== null) throw new NotCacheable()
+        return {
+          answer: { result, node: outcome.node.name, role: outcome.node.role },
+          replayedLsn: outcome.replayedLsn,
+        }
       },
       signal,
     )
     .catch(async (error: unknown) => {
       if (!(error instanceof NotCacheable) || !ran) throw error
-      await answers.bump(tenant, null)
+      await answers.bump(tenant, { shard: route.shard, statements: null, lsn: ran.outcome.lsn })
       return { answer: undefined, hit: false }
     })
   if (ran) return { ...ran, cache: answer ? 'miss' : 'bypass' }
@@ -151,12 +156,31 @@ async function bumpingAfter(
   classified: readonly Classified[],
   run: () => Promise<Admitted>,
 ): Promise<Admitted & { cache?: CacheStatus }> {
+  let lsn: Change['lsn'] | 'rolled back' = 'unknown'
   try {
-    return { ...(await run()), cache: 'bypass' }
+    const admitted = await run()
+    lsn = admitted.outcome.lsn
+    return { ...admitted, cache: 'bypass' }
+  } catch (error) {
+    // PostgreSQL's own error (or a refusal before the shard): the transaction did not commit.
+    if (isSwitchyardError(error) && ROLLED_BACK.has(error.code)) lsn = 'rolled back'
+    throw error
   } finally {
-    await answers.bump(tenant, { shard, statements: classified })
+    // Also when it failed otherwise: a lost COMMIT's answer may hide a write.
+    if (lsn !== 'rolled back') await answers.bump(tenant, { shard, statements: classified, lsn })
   }
 }
+
+/** Errors after which the write surely did not commit: PostgreSQL said so, or the router refused it. */
+const ROLLED_BACK = new Set([
+  'sql_error',
+  'quota_exceeded',
+  'idempotency_key_reused',
+  'idempotency_replay_unavailable',
+  'rate_limited',
+  'not_allowed',
+  'syntax_error',
+])
 
 function dispatchTenant(
   deps: TenantRequestDeps,

@@ -6,6 +6,8 @@ import { classify, loadPolicy } from '../../src/router/policy.ts'
 
 await loadPolicy()
 
+const TENANT_ONLY = '(tenant_id = ( SELECT switchyard.current_tenant() AS current_tenant))'
+
 const table = (name: string, more: Partial<RelationRow> = {}): RelationRow => ({
   name,
   kind: 'r',
@@ -14,7 +16,9 @@ const table = (name: string, more: Partial<RelationRow> = {}): RelationRow => ({
   triggers: false,
   cascades: [],
   policyReads: false,
-  isolated: true,
+  forced: true,
+  readPolicies: [TENANT_ONLY],
+  cascadingKeys: [],
   ...more,
 })
 
@@ -34,8 +38,21 @@ const relations = shardRelations(
       table('booking_log', { triggers: true }),
       table('ruled', { rules: true }),
       table('shared_rows', { policyReads: true }),
-      table('everyones', { isolated: false }),
-      table('twice', { parents: ['services', 'working_hours'] }),
+      table('everyones', { forced: false }),
+      table('with_shared_rows', {
+        readPolicies: [
+          TENANT_ONLY,
+          '(shared OR (tenant_id = ( SELECT switchyard.current_tenant() AS current_tenant)))',
+        ],
+      }),
+      table('no_policy', { readPolicies: [] }),
+      table('cascaded_by_id', { cascadingKeys: [['parent_id']] }),
+      table('cascaded_by_tenant', { cascadingKeys: [['tenant_id', 'parent_id']] }),
+      table('menus', { kind: 'p' }),
+      table('menus_low', { parents: ['menus'], triggers: true }),
+      table('left_parent'),
+      table('right_parent'),
+      table('twice', { parents: ['left_parent', 'right_parent'] }),
     ],
     functions: ['upper', '==='],
   },
@@ -63,6 +80,9 @@ describe('which reads the cache keeps, with the catalog', () => {
     ['select * from cheap_services', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from shared_rows', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from everyones', { bypass: 'reads a relation that is not a plain table' }],
+    ['select * from with_shared_rows', { bypass: 'reads a relation that is not a plain table' }],
+    ['select * from no_policy', { bypass: 'reads a relation that is not a plain table' }],
+    ['select * from cascaded_by_id', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from twice', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from not_there', { bypass: 'reads a relation that is not a plain table' }],
     [
@@ -125,7 +145,12 @@ describe('what a write changes, with the catalog', () => {
     ['update cheap_services set price = 1', null],
     ['insert into audit (id) values (1)', null],
     ['insert into ruled (id) values (1)', null],
+    // An UPDATE of a parent updates its children: one with two parents has no one field.
+    ['update left_parent set id = 2', null],
     ['insert into everyones (id) values (1)', null],
+    // A write naming a parent reaches its partitions' own triggers.
+    ['insert into menus (id) values (1)', null],
+    ['delete from cascaded_by_tenant', ['cascaded_by_tenant']],
     ['insert into not_there (id) values (1)', null],
     ['update services set name = upper(1)', null],
     ['select nextval($1)', null],

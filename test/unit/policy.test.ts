@@ -333,6 +333,25 @@ describe('cache', () => {
 })
 
 describe('what a cached answer would depend on', () => {
+  it('takes an operator qualified outside pg_catalog for a user function, wherever it is', () => {
+    for (const sql of [
+      'select * from services where 1 operator(public.=~~=) 1',
+      'select * from services where 1 operator(public.=~~=) any (select 1)',
+      'select * from services order by id using operator(public.<<<)',
+    ])
+      expect(classify(sql), sql).toMatchObject({ kind: 'write', opaque: true })
+    expect(classify('select * from services where 1 operator(pg_catalog.=) 1')).toMatchObject({
+      kind: 'read',
+      opaque: false,
+    })
+    expect(classify('select * from services where 1 =~~= any (select 1)').calls).toContain('=~~=')
+  })
+
+  it('takes a record built from JSON for the clock: its date fields may read now', () => {
+    for (const fn of ['jsonb_populate_record(null::services, x)', 'json_to_record(x) as t(d date)'])
+      expect(classify(`select * from businesses, ${fn}`).volatile, fn).toBe(true)
+  })
+
   it('names the functions and operators it calls unqualified (a tenant schema may define them)', () => {
     expect(
       classify("select upper(name), pg_catalog.lower(name) from services where price >= 1 and name ~ 'a'")

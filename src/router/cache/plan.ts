@@ -44,7 +44,9 @@ export function planCache(
   const keyed = [...new Set(fields as string[])].sort()
   if (ask.kind === 'ttl') return { ttlSeconds: ask.seconds, fields: keyed }
   if (statement.volatile || readsClock(params)) return { bypass: 'depends on the clock or the session' }
-  const ttls = statement.tables.map((table) => config.tables[table])
+  const ttls = statement.tables.map((table) =>
+    Object.hasOwn(config.tables, table) ? config.tables[table] : undefined,
+  )
   if (ttls.some((ttl) => ttl === undefined)) return { bypass: 'reads a table not in cache.tables' }
   return { ttlSeconds: Math.min(...(ttls as number[])), fields: keyed }
 }

@@ -34,11 +34,12 @@ export interface RelationRow {
   cascades: string[]
   /** Its row-level security policies name other relations: its rows depend on theirs. */
   policyReads: boolean
-  /**
-   * Row-level security enabled and forced. Without it every tenant reads every row, so one tenant's
-   * write changes the others' answers, which its bump does not reach.
-   */
-  isolated: boolean
+  /** Row-level security enabled and forced. */
+  forced: boolean
+  /** Its permissive policies' USING expressions for reads (pg_get_expr). */
+  readPolicies: string[]
+  /** For each of its foreign keys that cascades, sets null or sets default: its columns. */
+  cascadingKeys: string[][]
 }
 
 /**
@@ -69,7 +70,15 @@ export async function readRelations(
           join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = pol.oid
         where pol.polrelid = c.oid and d.refclassid = 'pg_class'::regclass
           and d.refobjid <> c.oid) as "policyReads",
-      c.relrowsecurity and c.relforcerowsecurity as isolated
+      c.relrowsecurity and c.relforcerowsecurity as forced,
+      coalesce((select array_agg(coalesce(pg_get_expr(pol.polqual, pol.polrelid), ''))
+                from pg_policy pol
+                where pol.polrelid = c.oid and pol.polpermissive and pol.polcmd in ('r', '*')), '{}') as "readPolicies",
+      coalesce((select json_agg((select json_agg(a.attname::text) from pg_attribute a
+                                 where a.attrelid = k.conrelid and a.attnum = any(k.conkey)))
+                from pg_constraint k
+                where k.contype = 'f' and k.conrelid = c.oid
+                  and (k.confdeltype in ('c', 'n', 'd') or k.confupdtype in ('c', 'n', 'd'))), '[]') as "cascadingKeys"
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = any(${schemas as string[]}) and c.relkind in ('r', 'p', 'v', 'm', 'f')`
   const functions = await sql<{ name: string }[]>`
@@ -82,6 +91,25 @@ export async function readRelations(
 }
 
 const PLAIN_KINDS = new Set(['r', 'p'])
+
+/** How pg_get_expr shows the policy Switchyard's migrations make: a column equal to the verified tenant. */
+const TENANT_POLICY =
+  /^\((\w+|"(?:[^"]|"")+") = \( SELECT switchyard\.current_tenant\(\) AS current_tenant\)\)$/
+
+/**
+ * One tenant's rows only, and only by that tenant's writes: RLS forced, every permissive read policy
+ * exactly "this column is the verified tenant" (a policy that also shows shared rows lets another
+ * tenant's write change this tenant's answer), and every foreign key that cascades into it holds that
+ * column (one that does not lets another tenant's delete reach its rows).
+ */
+export function isolated(row: RelationRow): boolean {
+  if (!row.forced || row.policyReads || row.readPolicies.length === 0) return false
+  const columns = new Set(row.readPolicies.map((policy) => TENANT_POLICY.exec(policy)?.[1]))
+  const [column] = columns
+  if (columns.size !== 1 || column === undefined) return false
+  const name = column.startsWith('"') ? column.slice(1, -1).replaceAll('""', '"') : column
+  return row.cascadingKeys.every((key) => key.includes(name))
+}
 
 /**
  * The catalog's rows as the cache's questions: fields to key reads by, and what writes change. A table
@@ -97,12 +125,15 @@ export function shardRelations(
   const byName = new Map<string, RelationRow | null>()
   // A name in two tenant schemas: unknown (null), whichever PostgreSQL would resolve.
   for (const row of catalog.relations) byName.set(row.name, byName.has(row.name) ? null : row)
+  const children = new Map<string, string[]>()
+  for (const row of catalog.relations)
+    for (const parent of row.parents) children.set(parent, [...(children.get(parent) ?? []), row.name])
   const roots = new Map<string, string | undefined>()
   const rootOf = (name: string, seen: Set<string> = new Set()): string | undefined => {
     if (roots.has(name)) return roots.get(name)
     const row = byName.get(name)
     let root: string | undefined
-    if (row && PLAIN_KINDS.has(row.kind) && row.isolated && !row.policyReads && !seen.has(name)) {
+    if (row && PLAIN_KINDS.has(row.kind) && isolated(row) && !seen.has(name)) {
       seen.add(name)
       // One parent: the tree's root. More than one (multiple inheritance): no single field says it.
       if (row.parents.length === 0) root = name
@@ -124,7 +155,8 @@ export function shardRelations(
       const declared = Object.hasOwn(dependencies, next) ? dependencies[next] : undefined
       if (row.triggers && !declared) return null
       fields.add(root)
-      pending.push(...row.cascades, ...(declared ?? []))
+      // A write naming a parent reaches its partitions and children: their triggers, rules and keys too.
+      pending.push(...row.cascades, ...(declared ?? []), ...(children.get(next) ?? []))
     }
     return [...fields].sort()
   }
@@ -141,6 +173,7 @@ export type RelationsCatalog = Awaited<ReturnType<typeof readRelations>>
 
 /** How long a shard's relations are trusted without a migration: DDL by hand is seen within this. */
 const RELATIONS_MAX_AGE_MS = 60_000
+const RETRY_AFTER_FAILURE_MS = 10_000
 /** A catalog read that hangs (a shard away) must not keep its shard uncached forever. */
 const LOAD_TIMEOUT_MS = 10_000
 
@@ -156,8 +189,10 @@ export function createRelationsBook(
 ) {
   const known = new Map<string, ShardRelations>()
   const loading = new Set<string>()
+  /** When a shard's catalog could not be read: not tried again (a login as its admin) for a while. */
+  const failedAt = new Map<string, number>()
   const reload = (shard: string, epoch: string | null) => {
-    if (loading.has(shard)) return
+    if (loading.has(shard) || Date.now() - (failedAt.get(shard) ?? 0) < RETRY_AFTER_FAILURE_MS) return
     loading.add(shard)
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
@@ -165,8 +200,14 @@ export function createRelationsBook(
       timer.unref()
     })
     Promise.race([load(shard), timeout])
-      .then((catalog) => known.set(shard, shardRelations(catalog, epoch, dependencies)))
-      .catch(() => known.delete(shard))
+      .then((catalog) => {
+        known.set(shard, shardRelations(catalog, epoch, dependencies))
+        failedAt.delete(shard)
+      })
+      .catch(() => {
+        known.delete(shard)
+        failedAt.set(shard, Date.now())
+      })
       .finally(() => {
         clearTimeout(timer)
         loading.delete(shard)

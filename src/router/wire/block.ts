@@ -152,7 +152,13 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
             end()
             // Before the client hears COMMIT (and also when its answer was lost): no read after it may
             // be answered from before it. The whole namespace: the block's tables are not kept.
-            if (forget) await deps.readCache?.bump(tenant, null)
+            // Its commit LSN is not known here: answers come from the primary for a while.
+            if (forget)
+              await deps.readCache?.bump(tenant, {
+                shard: committing.route.shard,
+                statements: null,
+                lsn: 'unknown',
+              })
           }
         }
         case 'TRANS_STMT_ROLLBACK': {
