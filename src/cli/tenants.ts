@@ -110,7 +110,10 @@ const limitOption = (name: string) => name.replace(/_(.)/g, (_, letter: string) 
 const tellRouters = (topology: Topology) => ({
   invalidate: (tenant: string) =>
     withRedis(topology.redis, async (redis) => {
-      if (redis) await publishInvalidation(redis, tenant)
+      if (redis && !(await publishInvalidation(redis, tenant)))
+        say(
+          `warning [cache_not_invalidated]: Redis did not take the read cache bump: routers may serve ${tenant}'s reads cached before this change until their TTL`,
+        )
     }),
 })
 

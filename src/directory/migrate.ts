@@ -97,7 +97,7 @@ export async function forgetCachedReads(topology: Topology): Promise<boolean> {
   await Promise.all(
     topology.shards.map(async (shard) => {
       const lsn = await withAdmin(shard.primary, async (sql) => {
-        const [row] = await sql<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`
+        const [row] = await sql<{ lsn: string }[]>`select pg_current_wal_insert_lsn()::text as lsn`
         return row ? parseLsn(row.lsn) : null
       }).catch(() => null)
       floors.set(shard.id, lsn)

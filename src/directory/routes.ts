@@ -151,13 +151,15 @@ export function createRouteCache(options: RouteCacheOptions, events?: RouteEvent
 
 /**
  * Drops the tenant's route from Redis and tells every router to forget it. Best effort (invariant 1):
- * a router that misses it finds out from the shard's stale-route error.
+ * a router that misses it finds out from the shard's stale-route error. False when the read cache's
+ * bump did not happen: routers may serve the tenant reads cached before the change until their TTL.
  */
-export async function publishInvalidation(redis: Redis, tenant: string): Promise<void> {
+export async function publishInvalidation(redis: Redis, tenant: string): Promise<boolean> {
   // The tenant's rows or limits changed outside the routers (a cutover, set-limits): its cached reads go.
-  await bumpTenantCache(redis, tenant)
+  const forgotten = await bumpTenantCache(redis, tenant)
   await redis.del(keys.route(tenant)).catch(() => {})
   await redis.publish(keys.invalidations, tenant).catch(() => {})
+  return forgotten
 }
 
 const unknown = (tenant: string) => new SwitchyardError('tenant_unknown', `tenant ${tenant} does not exist`)

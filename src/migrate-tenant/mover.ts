@@ -420,7 +420,11 @@ function moveContext(deps: MoverDeps, move: Move, shard: (id: string) => Sql, ru
       await ctx.invalidate()
     },
     async invalidate() {
-      if (deps.redis) await publishInvalidation(deps.redis, move.tenantId)
+      if (deps.redis && !(await publishInvalidation(deps.redis, move.tenantId)))
+        deps.logger.warn(
+          { tenant: move.tenantId },
+          "Redis did not take the read cache bump: routers may serve the tenant's reads cached before the move until their TTL",
+        )
     },
   }
   return ctx

@@ -112,7 +112,9 @@ export async function runTransaction(
   const layout = { firstStatement: steps.length, statements: plan.statements.length, commitStep: -1 }
   pushStatements(steps, plan)
   layout.commitStep = steps.push({ sql: 'commit', params: [] }) - 1
-  if (plan.write) steps.push({ sql: 'select pg_current_wal_lsn()::text', params: [] })
+  // The insert position, not pg_current_wal_lsn() (the write position): with synchronous_commit off
+  // the commit record may not be written yet, and a replica at the write position may lack it.
+  if (plan.write) steps.push({ sql: 'select pg_current_wal_insert_lsn()::text', params: [] })
   let results: StepResult[]
   try {
     results = await connection.run(steps, options)
@@ -155,7 +157,7 @@ async function runIdempotent(
   const committing: PipelineStep[] = [
     { sql: KEEP, params: [idempotency.key, kept] },
     { sql: 'commit', params: [] },
-    { sql: 'select pg_current_wal_lsn()::text', params: [] },
+    { sql: 'select pg_current_wal_insert_lsn()::text', params: [] },
   ]
   const second = { firstStatement: 1, statements: 0, commitStep: 1 }
   try {

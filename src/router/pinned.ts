@@ -230,7 +230,7 @@ function pinned(
         results = await connection.run(
           [
             { sql: 'commit', params: [] },
-            { sql: 'select pg_current_wal_lsn()::text', params: [] },
+            { sql: 'select pg_current_wal_insert_lsn()::text', params: [] },
           ],
           { signal, timeoutMs },
         )

@@ -339,6 +339,8 @@ const VOLATILE_FUNCTIONS = new Set(
     'gen_random_uuid uuidv4 uuidv7 pg_sleep pg_sleep_for pg_sleep_until current_setting current_database',
     'current_schema current_schemas current_user session_user current_role system_user version',
     'pg_current_xact_id pg_current_xact_id_if_assigned row_security_active array_sample array_shuffle',
+    // AT TIME ZONE: a time (not a timestamp) with a zone that keeps summer time uses today's offset
+    'timezone',
   ]
     .join(' ')
     .split(' '),
@@ -348,7 +350,10 @@ const VOLATILE_FUNCTIONS = new Set(
  * Words the date/time input functions read as the clock, anywhere in a string ('now'::timestamptz,
  * 'today 09:00', '{now}' as a date[]): their parser splits fields at anything but letters.
  */
-export const CLOCK_WORDS = /(?<![a-z])(now|today|tomorrow|yesterday)(?![a-z])/i
+const CLOCK_WORDS = /(?<![a-z])(now|today|tomorrow|yesterday)(?![a-z])/i
+
+/** Array, range and record input drop backslashes before a date is read: '{to\\day}'::date[] is today. */
+export const readsAsClock = (text: string) => CLOCK_WORDS.test(text.replaceAll('\\', ''))
 
 /**
  * Types whose input from text never reads the clock. A cast of anything but a literal or a parameter
@@ -417,13 +422,15 @@ function scan(root: unknown): Facts {
           break
         case 'SQLValueFunction': // current_date, current_timestamp, localtime, current_user, …
         case 'RangeTableSample': // TABLESAMPLE: chance, or the table's physical layout
+        case 'JsonFuncExpr': // JSON_VALUE(… RETURNING date): text read as a date, no cast in sight
+        case 'JsonTable':
           facts.volatile = true
           break
         case 'TypeCast':
           if (castMayReadClock(value as TypeCast)) facts.volatile = true
           break
         case 'sval':
-          if (typeof value === 'string' && CLOCK_WORDS.test(value)) facts.volatile = true
+          if (typeof value === 'string' && readsAsClock(value)) facts.volatile = true
           break
         case 'lockingClause':
           if (Array.isArray(value) && value.length > 0) writes = true
@@ -499,6 +506,8 @@ interface TypeCast {
 function castMayReadClock(cast: TypeCast): boolean {
   const type = qualifiedName(cast.typeName?.names)?.name ?? ''
   if (CLOCKLESS_TYPES.has(type)) return false
+  // A time with a named zone takes that zone's offset on today's date (summer or winter).
+  if (type === 'timetz') return true
   const arg = Object.keys(cast.arg ?? {})[0]
   return arg !== 'A_Const' && arg !== 'ParamRef'
 }

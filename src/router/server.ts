@@ -131,7 +131,10 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
             config.cache,
             cacheCounters(metrics, config.cache.tables),
             (shard) => readShardRelations(topology, shard),
-            (message) => logger.warn(message),
+            {
+              shards: topology.shards.map((shard) => shard.id),
+              warn: (message) => logger.warn(message),
+            },
           )
         : undefined,
     ready: () => ready,

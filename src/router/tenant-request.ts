@@ -8,7 +8,7 @@ import { type CacheAsk, DEFAULT_ASK, planCache } from './cache/plan.ts'
 import type { AnswerCache, Change } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
 import type { IsolationLevel } from './execute.ts'
-import { type Classified, classify, classifyCached, type StatementKind } from './policy.ts'
+import { type Classified, classify, classifyCached } from './policy.ts'
 import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
 
@@ -152,14 +152,20 @@ class NotCacheable extends Error {}
 async function bumpingAfter(
   answers: AnswerCache,
   tenant: string,
-  shard: string,
+  routed: string,
   classified: readonly Classified[],
   run: () => Promise<Admitted>,
 ): Promise<Admitted & { cache?: CacheStatus }> {
   let lsn: Change['lsn'] | 'rolled back' = 'unknown'
+  let shard = routed
   try {
     const admitted = await run()
-    lsn = admitted.outcome.lsn
+    const { outcome } = admitted
+    // Committed without its LSN (the step after COMMIT failed): where the write is, is not known. An
+    // idempotent replay wrote nothing now.
+    lsn = outcome.lsn ?? (outcome.replayed ? null : 'unknown')
+    // Where it ran: a route that changed under the write (a cutover) sent it to another shard.
+    shard = outcome.node.shard
     return { ...admitted, cache: 'bypass' }
   } catch (error) {
     // PostgreSQL's own error (or a refusal before the shard): the transaction did not commit.
@@ -254,10 +260,9 @@ export async function checkStatements(
   statements: Statement[],
   params: unknown[][],
   signal: CancelSignal,
-): Promise<StatementKind[]> {
+): Promise<readonly Classified[]> {
   checkShapes(deps.topology.router, statements, params)
-  const classified = cachedClassified(statements) ?? (await classifyInTurn(tenant, statements, signal))
-  return classified.map((statement) => statement.kind)
+  return cachedClassified(statements) ?? (await classifyInTurn(tenant, statements, signal))
 }
 
 /** The policy's verdicts on a request's statements if it has every one cached (a refusal is thrown); else undefined. */

@@ -46,8 +46,6 @@ export function startPartitionKeeper(
             )
         }
       } catch (error) {
-        // Months commit one by one: some may have been made before it failed.
-        forgetOwed = true
         logger.warn({ shard: shard.id, error: (error as Error).message }, 'keeping partitions ahead failed')
       }
     }

@@ -17,7 +17,7 @@ const table = (name: string, more: Partial<RelationRow> = {}): RelationRow => ({
   cascades: [],
   policyReads: false,
   forced: true,
-  readPolicies: [TENANT_ONLY],
+  policies: [TENANT_ONLY, TENANT_ONLY],
   cascadingKeys: [],
   ...more,
 })
@@ -40,12 +40,15 @@ const relations = shardRelations(
       table('shared_rows', { policyReads: true }),
       table('everyones', { forced: false }),
       table('with_shared_rows', {
-        readPolicies: [
+        policies: [
           TENANT_ONLY,
           '(shared OR (tenant_id = ( SELECT switchyard.current_tenant() AS current_tenant)))',
         ],
       }),
-      table('no_policy', { readPolicies: [] }),
+      table('no_policy', { policies: [] }),
+      table('lax_insert', { policies: [TENANT_ONLY, 'true'] }),
+      table('parent_of_shared', { kind: 'p' }),
+      table('shared_child', { parents: ['parent_of_shared'], forced: false }),
       table('cascaded_by_id', { cascadingKeys: [['parent_id']] }),
       table('cascaded_by_tenant', { cascadingKeys: [['tenant_id', 'parent_id']] }),
       table('menus', { kind: 'p' }),
@@ -82,6 +85,8 @@ describe('which reads the cache keeps, with the catalog', () => {
     ['select * from everyones', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from with_shared_rows', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from no_policy', { bypass: 'reads a relation that is not a plain table' }],
+    ['select * from lax_insert', { bypass: 'reads a relation that is not a plain table' }],
+    ['select * from parent_of_shared', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from cascaded_by_id', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from twice', { bypass: 'reads a relation that is not a plain table' }],
     ['select * from not_there', { bypass: 'reads a relation that is not a plain table' }],

@@ -347,6 +347,17 @@ describe('what a cached answer would depend on', () => {
     expect(classify('select * from services where 1 =~~= any (select 1)').calls).toContain('=~~=')
   })
 
+  it('reads the clock through escapes, JSON_VALUE and time zones', () => {
+    for (const sql of [
+      "select * from services where '{to\\day}'::date[] is not null",
+      'select * from services where \'["to\\day",)\'::daterange is not null',
+      "select json_value(settings, '$.d' returning date) from businesses",
+      "select '10:00'::time at time zone 'Europe/Berlin' from businesses",
+      "select '10:00 Europe/Berlin'::timetz from businesses",
+    ])
+      expect(classify(sql).volatile, sql).toBe(true)
+  })
+
   it('takes a record built from JSON for the clock: its date fields may read now', () => {
     for (const fn of ['jsonb_populate_record(null::services, x)', 'json_to_record(x) as t(d date)'])
       expect(classify(`select * from businesses, ${fn}`).volatile, fn).toBe(true)

@@ -1,6 +1,6 @@
 import { MAX_CACHE_SECONDS, type Topology } from '../../config/topology.ts'
 import { SwitchyardError } from '../../errors.ts'
-import { CLOCK_WORDS, type Classified } from '../policy.ts'
+import { type Classified, readsAsClock } from '../policy.ts'
 import type { ShardRelations } from './relations.ts'
 
 /** What a request asks of the cache (`x-switchyard-cache`): the tables' TTLs, its own, or none. */
@@ -56,8 +56,8 @@ export function planCache(
  * run, not a value. Any string (or text bytes) holding a clock word, at any depth.
  */
 function readsClock(value: unknown): boolean {
-  if (typeof value === 'string') return CLOCK_WORDS.test(value)
-  if (Buffer.isBuffer(value)) return CLOCK_WORDS.test(value.toString('latin1'))
+  if (typeof value === 'string') return readsAsClock(value)
+  if (Buffer.isBuffer(value)) return readsAsClock(value.toString('latin1'))
   if (Array.isArray(value)) return value.some(readsClock)
   if (value && typeof value === 'object') return Object.values(value).some(readsClock)
   return false

@@ -47,11 +47,19 @@ export function watchInstance(redis: Redis | undefined, warn: (message: string) 
       current = undefined
     }
   }
-  redis?.on('ready', () => void identify())
+  // Again on every connect, a second after a failed read, and every minute (a policy may change).
+  const check = async () => {
+    await identify()
+    if (!current && redis?.status === 'ready') setTimeout(() => void check(), 1_000).unref()
+  }
+  redis?.on('ready', () => void check())
   redis?.on('close', () => {
     current = undefined
   })
-  if (redis?.status === 'ready') void identify()
+  if (redis?.status === 'ready') void check()
+  setInterval(() => {
+    if (redis?.status === 'ready') void identify()
+  }, 60_000).unref()
   return { current: () => current }
 }
 
@@ -64,6 +72,8 @@ export function createOwedBumps(
   ready: () => boolean,
   /** Called once a tenant's owed bump is made: its older answers are unreachable everywhere. */
   paid: (tenant: string) => void,
+  /** Every shard: an owed epoch's writes may be on any, at LSNs not known. */
+  shards: readonly string[],
 ) {
   const tenants = new Set<string>()
   let epochOwed = false
@@ -71,7 +81,8 @@ export function createOwedBumps(
   const retry = async () => {
     timer = undefined
     if (redis && ready()) {
-      if (epochOwed && (await bumpCacheEpoch(redis))) epochOwed = false
+      const unknownFloors = new Map(shards.map((shard) => [shard, null]))
+      if (epochOwed && (await bumpCacheEpoch(redis, unknownFloors))) epochOwed = false
       for (const tenant of [...tenants]) {
         if ((await bumpVersions(redis, tenant, [NAMESPACE_FIELD], 'unknown')).applied) {
           tenants.delete(tenant)

@@ -28,7 +28,10 @@ export interface RelationRow {
   parents: string[]
   /** It has rules: a write to it may become anything. */
   rules: boolean
-  /** It has triggers other than Switchyard's own (quota checks that write nothing). */
+  /**
+   * It has triggers other than Switchyard's own (quota checks that write nothing), or column defaults
+   * or checks that call a function outside pg_catalog: either may write other tables.
+   */
   triggers: boolean
   /** Tables whose foreign keys to it cascade, set null or set default on delete or update. */
   cascades: string[]
@@ -36,8 +39,11 @@ export interface RelationRow {
   policyReads: boolean
   /** Row-level security enabled and forced. */
   forced: boolean
-  /** Its permissive policies' USING expressions for reads (pg_get_expr). */
-  readPolicies: string[]
+  /**
+   * Its permissive policies' expressions (pg_get_expr), USING and WITH CHECK, for every command: a lax
+   * INSERT or UPDATE policy lets another tenant write rows this tenant reads.
+   */
+  policies: string[]
   /** For each of its foreign keys that cascades, sets null or sets default: its columns. */
   cascadingKeys: string[][]
 }
@@ -60,7 +66,15 @@ export async function readRelations(
         select 1 from pg_trigger t
           join pg_proc f on f.oid = t.tgfoid
           join pg_namespace fn on fn.oid = f.pronamespace
-        where t.tgrelid = c.oid and not t.tgisinternal and fn.nspname <> 'switchyard') as triggers,
+        where t.tgrelid = c.oid and not t.tgisinternal and fn.nspname <> 'switchyard')
+      or exists (
+        -- column defaults (generated columns too) and checks that call a function of another schema
+        select 1 from pg_depend d join pg_proc f on f.oid = d.refobjid
+        where d.refclassid = 'pg_proc'::regclass and f.pronamespace <> 'pg_catalog'::regnamespace
+          and ((d.classid = 'pg_attrdef'::regclass
+                and d.objid in (select ad.oid from pg_attrdef ad where ad.adrelid = c.oid))
+            or (d.classid = 'pg_constraint'::regclass
+                and d.objid in (select k.oid from pg_constraint k where k.conrelid = c.oid)))) as triggers,
       coalesce((select array_agg(distinct r.relname::text)
                 from pg_constraint k join pg_class r on r.oid = k.conrelid
                 where k.contype = 'f' and k.confrelid = c.oid
@@ -71,9 +85,11 @@ export async function readRelations(
         where pol.polrelid = c.oid and d.refclassid = 'pg_class'::regclass
           and d.refobjid <> c.oid) as "policyReads",
       c.relrowsecurity and c.relforcerowsecurity as forced,
-      coalesce((select array_agg(coalesce(pg_get_expr(pol.polqual, pol.polrelid), ''))
-                from pg_policy pol
-                where pol.polrelid = c.oid and pol.polpermissive and pol.polcmd in ('r', '*')), '{}') as "readPolicies",
+      coalesce((select array_agg(e.expr)
+                from pg_policy pol,
+                  lateral (values (case when pol.polcmd <> 'a' then coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') end),
+                                  (pg_get_expr(pol.polwithcheck, pol.polrelid))) e(expr)
+                where pol.polrelid = c.oid and pol.polpermissive and e.expr is not null), '{}') as policies,
       coalesce((select json_agg((select json_agg(a.attname::text) from pg_attribute a
                                  where a.attrelid = k.conrelid and a.attnum = any(k.conkey)))
                 from pg_constraint k
@@ -97,14 +113,15 @@ const TENANT_POLICY =
   /^\((\w+|"(?:[^"]|"")+") = \( SELECT switchyard\.current_tenant\(\) AS current_tenant\)\)$/
 
 /**
- * One tenant's rows only, and only by that tenant's writes: RLS forced, every permissive read policy
- * exactly "this column is the verified tenant" (a policy that also shows shared rows lets another
- * tenant's write change this tenant's answer), and every foreign key that cascades into it holds that
- * column (one that does not lets another tenant's delete reach its rows).
+ * One tenant's rows only, and only by that tenant's writes: RLS forced, every permissive policy's
+ * expressions exactly "this column is the verified tenant" (a policy that also shows shared rows, or
+ * lets a tenant write rows of another, lets another tenant's write change this tenant's answer), and
+ * every foreign key that cascades into it holds that column (one that does not lets another tenant's
+ * delete reach its rows).
  */
 export function isolated(row: RelationRow): boolean {
-  if (!row.forced || row.policyReads || row.readPolicies.length === 0) return false
-  const columns = new Set(row.readPolicies.map((policy) => TENANT_POLICY.exec(policy)?.[1]))
+  if (!row.forced || row.policyReads || row.policies.length === 0) return false
+  const columns = new Set(row.policies.map((policy) => TENANT_POLICY.exec(policy)?.[1]))
   const [column] = columns
   if (columns.size !== 1 || column === undefined) return false
   const name = column.startsWith('"') ? column.slice(1, -1).replaceAll('""', '"') : column
@@ -128,12 +145,22 @@ export function shardRelations(
   const children = new Map<string, string[]>()
   for (const row of catalog.relations)
     for (const parent of row.parents) children.set(parent, [...(children.get(parent) ?? []), row.name])
+  // A parent's reads include its children's rows: every one must be isolated too.
+  const isolatedTree = (name: string, depth = 0): boolean => {
+    const row = byName.get(name)
+    return (
+      Boolean(row) &&
+      isolated(row as RelationRow) &&
+      depth < 32 &&
+      (children.get(name) ?? []).every((child) => isolatedTree(child, depth + 1))
+    )
+  }
   const roots = new Map<string, string | undefined>()
   const rootOf = (name: string, seen: Set<string> = new Set()): string | undefined => {
     if (roots.has(name)) return roots.get(name)
     const row = byName.get(name)
     let root: string | undefined
-    if (row && PLAIN_KINDS.has(row.kind) && isolated(row) && !seen.has(name)) {
+    if (row && PLAIN_KINDS.has(row.kind) && isolatedTree(name) && !seen.has(name)) {
       seen.add(name)
       // One parent: the tree's root. More than one (multiple inheritance): no single field says it.
       if (row.parents.length === 0) root = name

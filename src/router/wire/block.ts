@@ -1,8 +1,10 @@
 import { SwitchyardError } from '../../errors.ts'
 import type { CancelSignal } from '../../shard/wire/cancel.ts'
 import type { StatementDescription } from '../../shard/wire/connection.ts'
+import type { ShardRelations } from '../cache/relations.ts'
 import type { IsolationLevel } from '../execute.ts'
 import { beginPinned, type PinnedOptions, type PinnedTransaction } from '../pinned.ts'
+import type { Classified } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
 import { checkStatements, rateLimit, type TenantRequestDeps } from '../tenant-request.ts'
 
@@ -87,9 +89,13 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
     ): Promise<StatementResult[]> {
       if (failed || pinned?.status === 'E') throw aborted()
       try {
-        const kinds = await checkStatements(deps, tenant, statements, params, signal)
-        if (kinds.includes('write')) wrote = true
-        return await (await openCounted(signal)).run(statements, params, signal)
+        const classified = await checkStatements(deps, tenant, statements, params, signal)
+        const transaction = await openCounted(signal)
+        // A read of a tenant schema's own function (named like a catalog one) may write: in a block it
+        // runs read-write on the primary, where nothing refuses it.
+        const relations = deps.readCache?.relations(transaction.route.shard)
+        if (classified.some((statement) => mayWrite(statement, relations))) wrote = true
+        return await transaction.run(statements, params, signal)
       } catch (error) {
         failed = true
         throw error
@@ -261,3 +267,9 @@ const aborted = () =>
 const noBlock = () => ({ code: '25P01', message: 'there is no transaction in progress' })
 const unsupported = (what: string) =>
   new SwitchyardError('feature_not_supported', `${what} is not supported through the router`)
+
+/** A write, or a read that may call a function of the tenant schemas (any, while they are not known). */
+function mayWrite(statement: Classified, relations: ShardRelations | undefined): boolean {
+  if (statement.kind === 'write') return true
+  return statement.calls.some((name) => !relations || relations.functions.has(name))
+}
