@@ -5,7 +5,7 @@ import { runMove, startMove } from '../src/migrate-tenant/mover.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
 import { moverDeps } from './move-support.ts'
-import { query } from './router-support.ts'
+import { post, query } from './router-support.ts'
 import { cli, eventually, shard } from './support.ts'
 
 const SHARD = 'shard-1'
@@ -509,6 +509,30 @@ describe('the read cache against what the parse cannot see (the shard catalog)',
         expect(answer.headers.get('x-switchyard-cache'), sql).toBe('bypass')
       }
   })
+})
+
+it("over Neon's /sql too: hits, and a write is never followed by an older answer", async () => {
+  const router = await startTestRouter({ cache: CACHE })
+  const tenant = await tenantWithKey(SHARD)
+  const headers = {
+    'Neon-Connection-String': `postgresql://${tenant.id}:${encodeURIComponent(tenant.key)}@router.local/app`,
+  }
+  const sql = (query: string, params: unknown[] = []) =>
+    post<{ rows: { name: string }[] }>(router, '/sql', { query, params }, headers)
+  const made = await sql('insert into businesses (tenant_id, id, name) values ($1, $1, $2)', [
+    tenant.id,
+    'neon',
+  ])
+  expect(made.status, JSON.stringify(made.body)).toBe(200)
+  await eventually(async () => {
+    const read = await sql('select name from businesses')
+    expect(read.body.rows).toEqual([{ name: 'neon' }])
+    return read.headers.get('x-switchyard-cache') === 'hit' || undefined
+  })
+  expect((await sql("update businesses set name = 'neon 2' where tenant_id = $1", [tenant.id])).status).toBe(
+    200,
+  )
+  expect((await sql('select name from businesses')).body.rows).toEqual([{ name: 'neon 2' }])
 })
 
 /** A node-postgres client of `tenant` on the router's PostgreSQL port. */
