@@ -471,19 +471,6 @@ describe('the read cache against what the parse cannot see (the shard catalog)',
     expect(await read(notes)).toEqual(before.map(([note]) => [`${note}~`]))
   })
 
-  it("a BEGIN … COMMIT block calling a tenant schema's function named like a catalog read forgets what it wrote", async () => {
-    const before = await cached(MENUS)
-    const client = await wireClient(router, tenant)
-    try {
-      await client.query('begin')
-      await client.query('select make_menu_rename()')
-      await client.query('commit')
-    } finally {
-      await client.end()
-    }
-    expect(await read(MENUS)).toEqual(before.map(([id, name]) => [id, `${name}#`]))
-  })
-
   it('a column default that writes another table forgets what it wrote', async () => {
     const notes = 'select note from menu_notes'
     const before = await cached(notes)
@@ -508,6 +495,21 @@ describe('the read cache against what the parse cannot see (the shard catalog)',
         expect(answer.status, JSON.stringify(answer.body)).toBe(200)
         expect(answer.headers.get('x-switchyard-cache'), sql).toBe('bypass')
       }
+  })
+
+  // Last: a block's COMMIT has no LSN here, so the tenant's answers are kept only from the primary for
+  // 10 minutes after it, and the tests above wait for hits.
+  it("a BEGIN … COMMIT block calling a tenant schema's function named like a catalog read forgets what it wrote", async () => {
+    const before = await cached(MENUS)
+    const client = await wireClient(router, tenant)
+    try {
+      await client.query('begin')
+      await client.query('select make_menu_rename()')
+      await client.query('commit')
+    } finally {
+      await client.end()
+    }
+    expect(await read(MENUS)).toEqual(before.map(([id, name]) => [id, `${name}#`]))
   })
 })
 
