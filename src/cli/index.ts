@@ -3,6 +3,7 @@ import * as cluster from './cluster.ts'
 import * as doctor from './doctor.ts'
 import * as keys from './keys.ts'
 import * as loadtest from './loadtest.ts'
+import * as logs from './logs.ts'
 import * as migrate from './migrate.ts'
 import * as moves from './moves.ts'
 import * as partitions from './partitions.ts'
@@ -27,6 +28,7 @@ const NOUNS = [
   keys,
   moves,
   loadtest,
+  logs,
   router,
   start,
 ]

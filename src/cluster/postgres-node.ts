@@ -20,6 +20,11 @@ export interface NodeContext {
 }
 
 export const nodeDir = (ctx: NodeContext, node: { name: string }) => path.join(ctx.home, 'nodes', node.name)
+/** Each node's server log, where `pg_ctl start -l` writes it. */
+export const nodeLog = (home: string, node: { name: string }) =>
+  path.join(home, 'nodes', node.name, 'postgres.log')
+/** The nodes' log line prefix: time with milliseconds, process, then who (pgBadger is told it). */
+export const LOG_LINE_PREFIX = '%m [%p] user=%u,db=%d,app=%a,client=%h '
 export const dataDir = (ctx: NodeContext, node: { name: string }) => path.join(nodeDir(ctx, node), 'data')
 
 /** Creates a folder owned by the server user, so PostgreSQL (never root) can write in it. */
@@ -83,7 +88,14 @@ export async function writeServerConfig(
     shared_preload_libraries: "'pg_stat_statements'",
     fsync: ctx.durable ? 'on' : 'off',
     full_page_writes: ctx.durable ? 'on' : 'off',
+    // What pgBadger reads (`switchyard logs report`): every statement over the seed's 100 ms, with who
+    // ran it; lock waits past deadlock_timeout; every temporary file; in English, whatever the locale.
     log_min_duration_statement: 100,
+    log_line_prefix: quote(LOG_LINE_PREFIX),
+    log_lock_waits: 'on',
+    log_temp_files: 0,
+    log_checkpoints: 'on',
+    lc_messages: "'C'",
     ssl: ctx.tls ? 'on' : 'off',
   }
   if (ctx.tls) {
@@ -132,7 +144,7 @@ export async function startNode(ctx: NodeContext, node: PostgresNode): Promise<'
       `${node.name}: port ${node.port} is taken by a process that is not this cluster's`,
     )
   }
-  const log = path.join(nodeDir(ctx, node), 'postgres.log')
+  const log = nodeLog(ctx.home, node)
   await runChecked(
     'node_start_failed',
     ctx.binaries.pgCtl,
