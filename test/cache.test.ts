@@ -248,7 +248,15 @@ describe("writes outside the routers: a move's cutover and set-limits", () => {
       expect((await rename('v2')).status).toBe(200)
       // Without it the router cannot tell the replica is behind the write (read-your-writes is lost).
       await redis.del(`switchyard:lsn:${tenant.id}:${SHARD}`)
-      await query(router, tenant, 'select name from businesses', [])
+      // The case under test: the miss ran on the replica that lacks v2 (and is not kept).
+      const lagging = await query<{ rows: { name: string }[] }>(
+        router,
+        tenant,
+        'select name from businesses',
+        [],
+      )
+      expect(lagging.headers.get('x-switchyard-node')).toBe(`${SHARD}-replica-1`)
+      expect(lagging.body.rows).toEqual([{ name: 'v1' }])
     } finally {
       await replica`select pg_wal_replay_resume()`
     }

@@ -89,10 +89,12 @@ export async function migrateAll(
 /**
  * A migration may have changed any tenant's rows or tables outside the routers: no cached read may
  * outlive it, routers read the shards' catalogs again, and answers read on a replica are kept only once
- * it replayed the change (each shard primary's LSN now). True when done (or no Redis is configured).
+ * it replayed the change (each shard primary's LSN now). True when done (or no Redis is configured, or
+ * the cache is off).
  */
 export async function forgetCachedReads(topology: Topology): Promise<boolean> {
-  if (!topology.redis) return true
+  // With the cache off (on every router at once, docs/CACHE.md) nothing is kept to forget.
+  if (!topology.redis || !topology.router.cache.enabled) return true
   const floors = new Map<string, bigint | null>()
   await Promise.all(
     topology.shards.map(async (shard) => {

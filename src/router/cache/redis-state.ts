@@ -18,7 +18,7 @@ export interface RedisInstance {
  * Which Redis answers, read on every (re)connect. A Redis that loaded its data from disk, or that took
  * over from another, may hold versions from before writes that were acknowledged: answers kept then
  * come only from primaries for a while. A Redis that may evict keys (maxmemory with a policy other
- * than noeviction) could drop a versions hash or a floor: the cache keeps nothing there (`evicts`).
+ * than noeviction) could drop a versions hash or a floor: the cache keeps nothing there (and says so).
  */
 export function watchInstance(redis: Redis | undefined, warn: (message: string) => void) {
   let current: RedisInstance | undefined

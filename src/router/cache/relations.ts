@@ -212,6 +212,7 @@ const LOAD_TIMEOUT_MS = 10_000
 export function createRelationsBook(
   load: (shard: string) => Promise<RelationsCatalog>,
   dependencies: Readonly<Record<string, readonly string[]>>,
+  warn: (message: string) => void = () => {},
   maxAgeMs = RELATIONS_MAX_AGE_MS,
 ) {
   const known = new Map<string, ShardRelations>()
@@ -231,9 +232,11 @@ export function createRelationsBook(
         known.set(shard, shardRelations(catalog, epoch, dependencies))
         failedAt.delete(shard)
       })
-      .catch(() => {
+      .catch((error: unknown) => {
         known.delete(shard)
         failedAt.set(shard, Date.now())
+        // Until it is read, the shard's reads are not cached: say why (a login, a shard away).
+        warn(`the read cache could not read ${shard}'s catalog: ${(error as Error).message}`)
       })
       .finally(() => {
         clearTimeout(timer)

@@ -63,6 +63,8 @@ export interface CacheCounters {
   evicted(bytes: number): void
   /** An answer not kept: over maxEntryBytes, over its tenant's Redis budget, or read where it may be old. */
   refused(reason: 'too_large' | 'over_budget' | 'replica_behind'): void
+  /** A write's bump Redis did not take: other routers may serve older answers until it is made. */
+  bumpFailed(): void
 }
 
 /**
@@ -82,7 +84,7 @@ export function createAnswerCache(
 ) {
   const local = createByteLru(config.localBytes, counters.evicted)
   const inFlight = new Map<string, Promise<Ran>>()
-  const book = createRelationsBook(loadRelations, config.dependencies)
+  const book = createRelationsBook(loadRelations, config.dependencies, (message) => options.warn?.(message))
   /** Tenants whose last bump failed: not cached here until then (one small entry per such tenant). */
   const unsafeUntil = new Map<string, number>()
   const longestTtlMs = Math.max(config.maxAskedSeconds, ...Object.values(config.tables)) * 1000
@@ -226,6 +228,8 @@ export function createAnswerCache(
       // retries for the other routers. (Until then they may serve older answers: docs/CACHE.md.)
       unsafeUntil.set(tenant, Date.now() + longestTtlMs)
       owed.add(tenant)
+      counters.bumpFailed()
+      options.warn?.(`a read cache bump was not taken by Redis: owed for tenant ${tenant}, retried`)
     },
   }
 
@@ -368,5 +372,6 @@ export function cacheCounters(
       each(fields, (table) => metrics.cacheBytes.inc({ table, event: 'stored' }, bytes)),
     evicted: (bytes) => metrics.cacheBytes.inc({ table: '', event: 'evicted' }, bytes),
     refused: (reason) => metrics.cacheLookups.inc({ table: '', result: reason }),
+    bumpFailed: () => metrics.cacheLookups.inc({ table: '', result: 'bump_failed' }),
   }
 }
