@@ -226,10 +226,13 @@ export function createAnswerCache(
       // A bump that did not happen (Redis away, out of memory): this router caches nothing of the tenant
       // until every answer that may predate the write has expired or the owed bump is made, which it
       // retries for the other routers. (Until then they may serve older answers: docs/CACHE.md.)
+      // Logged once per tenant while it stays owed: a Redis outage must not flood the log per write.
+      const known = (unsafeUntil.get(tenant) ?? 0) > Date.now()
       unsafeUntil.set(tenant, Date.now() + longestTtlMs)
       owed.add(tenant)
       counters.bumpFailed()
-      options.warn?.(`a read cache bump was not taken by Redis: owed for tenant ${tenant}, retried`)
+      if (!known)
+        options.warn?.(`a read cache bump was not taken by Redis: owed for tenant ${tenant}, retried`)
     },
   }
 
