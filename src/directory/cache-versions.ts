@@ -32,15 +32,19 @@ export const PRIMARY_FIELD = 'primary'
 /** The versions hash's generation field: random, set when the hash is made, part of every answer's key. */
 export const GENERATION_FIELD = 'gen'
 
+/** Lua: Redis's clock in milliseconds as `now` (one clock for every router's expiries and windows). */
+export const NOW_MS = `
+local t = redis.call('time')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+`
+
 /**
  * Makes the hash if it is gone: a new random generation, so counters that restart never rebuild an old
  * key. HSETNX runs on every call: when Redis refuses writes (out of memory) the caller fails closed.
  * Leaves the time (ms, Redis's clock) in \`now\`.
  */
 export const ENSURE_HASH = `
-local t = redis.call('time')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if redis.call('hsetnx', KEYS[1], '${GENERATION_FIELD}', ARGV[1]) == 1 then
+${NOW_MS}if redis.call('hsetnx', KEYS[1], '${GENERATION_FIELD}', ARGV[1]) == 1 then
   redis.call('expire', KEYS[1], ${VERSIONS_TTL_SECONDS})
 end
 `
@@ -99,9 +103,7 @@ export async function bumpTenantCache(redis: Redis, tenant: string): Promise<boo
 
 /** A shard's floor: the LSN given (kept if higher), or, with none known, answers from its primary only for a while. */
 const RAISE_FLOOR = `
-local t = redis.call('time')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if ARGV[1] == '' then
+${NOW_MS}if ARGV[1] == '' then
   redis.call('hset', KEYS[1], '${PRIMARY_FIELD}', now + ${PRIMARY_ONLY_MS})
 elseif tonumber(ARGV[1]) > tonumber(redis.call('hget', KEYS[1], 'lsn') or '0') then
   redis.call('hset', KEYS[1], 'lsn', ARGV[1])

@@ -10,6 +10,7 @@ import {
   GENERATION_FIELD,
   lsnField,
   NAMESPACE_FIELD,
+  NOW_MS,
   PRIMARY_FIELD,
   shardFloorKey,
   tableField,
@@ -308,9 +309,7 @@ const ENTRY_OVERHEAD = 250
  * and the set's member) and an overhead. Returns 1 when kept.
  */
 const STORE = `
-local t = redis.call('time')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local ttl = tonumber(ARGV[2])
+${NOW_MS}local ttl = tonumber(ARGV[2])
 local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
 if #gone > 0 then
   local freed = 0
