@@ -1,3 +1,4 @@
+import pg from 'pg'
 import { inject } from 'vitest'
 import { startClusterNode, stopClusterNode } from '../src/cluster/launcher.ts'
 import type { RunningRouter } from '../src/router/server.ts'
@@ -49,6 +50,16 @@ export async function post<T = unknown>(
   } catch {}
   return { status: response.status, headers: response.headers, body: parsed as T }
 }
+
+/** A node-postgres client (not connected yet) for `tenant` on the router's PostgreSQL port. */
+export const wireClient = (router: RunningRouter, tenant: TestTenant) =>
+  new pg.Client({
+    host: '127.0.0.1',
+    port: router.pgPort as number,
+    user: tenant.id,
+    password: tenant.key,
+    database: 'switchyard',
+  })
 
 export const home = () => inject('home')
 

@@ -12,6 +12,7 @@ import * as router from './router.ts'
 import * as shards from './shards.ts'
 import * as start from './start.ts'
 import * as tenants from './tenants.ts'
+import * as top from './top.ts'
 
 /**
  * Every noun of `switchyard`, one entry each, in the order `--help` lists them. A new noun is a file
@@ -23,6 +24,7 @@ const NOUNS = [
   doctor,
   tenants,
   shards,
+  top,
   partitions,
   rebalance,
   keys,

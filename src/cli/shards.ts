@@ -1,9 +1,12 @@
 import type { Command } from 'commander'
+import { z } from 'zod'
 import { clusterStatus } from '../cluster/launcher.ts'
 import type { Topology } from '../config/topology.ts'
 import { withDirectory } from '../directory/connection.ts'
+import { SwitchyardError } from '../errors.ts'
 import { drainShard, undrainShard } from '../placement/plans.ts'
 import { type ReplicaLags, type ShardStats, shardStats } from '../placement/stats.ts'
+import { readShardStatements, type ShardStatements } from '../shard/stat-statements.ts'
 import { formatBytes, json, printTable, say, shows } from './output.ts'
 import { printPlan } from './rebalance.ts'
 
@@ -20,6 +23,19 @@ export function register(program: Command): void {
         (topology) =>
           withDirectory(topology, (directory) => shardStats(directory, topology, statusLags(topology))),
         printShards,
+      ),
+    )
+  shards
+    .command('top')
+    .description(
+      "pg_stat_statements of every shard primary and replica: each node's statements with the most execution time",
+    )
+    .option('--limit <n>', 'statements per node', '10')
+    .addOption(json)
+    .action(
+      shows(
+        (topology, options: { limit: string }) => readShardStatements(topology, nodeLimit(options.limit)),
+        (read) => printShardStatements(read),
       ),
     )
   shards
@@ -62,6 +78,26 @@ function printShards(stats: ShardStats[]) {
     error: s.error ?? '',
   }))
   printTable(rows, ['id', 'state', 'tenants', 'rows', 'bytes', 'replicaLag', 'error'])
+}
+
+/** `shards top --limit`: statements per node. */
+function nodeLimit(value: string): number {
+  const parsed = z.coerce.number().int().min(1).max(1000).safeParse(value)
+  if (!parsed.success)
+    throw new SwitchyardError(
+      'invalid_input',
+      `--limit: ${JSON.stringify(value)} is not a whole number from 1 to 1000`,
+    )
+  return parsed.data
+}
+
+function printShardStatements(read: ShardStatements) {
+  const rows = read.statements.map((row) => ({
+    ...row,
+    query: row.query.length > 60 ? `${row.query.slice(0, 59)}…` : row.query,
+  }))
+  printTable(rows, ['node', 'role', 'user', 'calls', 'totalMs', 'meanMs', 'maxMs', 'rows', 'query'])
+  for (const node of read.nodes) if (node.error) say(`${node.name}: not read (${node.error})`)
 }
 
 /** `cluster status`'s replica lag: every replica's replay position against its primary's. */

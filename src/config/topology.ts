@@ -225,6 +225,24 @@ export const topologySchema = z
           })
           .prefault({}),
         /**
+         * Per-tenant statement statistics (issue 18): calls, errors, time, p99 and rows per tenant and
+         * statement fingerprint, sent to Redis every `flushMs` and merged there over every router
+         * (`switchyard top`, `GET /admin/v1/stats/statements`). Nothing is kept without Redis.
+         */
+        statementStats: z
+          .strictObject({
+            enabled: z.boolean().default(true),
+            /**
+             * Fingerprints kept per tenant, in this router between flushes and in Redis per hour; the
+             * tenant's further statements count in one `other` row.
+             */
+            fingerprintsPerTenant: z.coerce.number().int().min(1).max(10_000).default(100),
+            /** Tenants this router keeps counts of between flushes; statements of further tenants are not counted. */
+            tenants: z.coerce.number().int().min(1).default(10_000),
+            flushMs: z.coerce.number().int().min(10).default(1_000),
+          })
+          .prefault({}),
+        /**
          * How often this router runs `partitions ensure` on every shard (and once at start), so monthly
          * partitioned tables always have `partitionMonthsAhead` months ahead; 0 turns it off. 12, as the
          * example's migration makes: a month gets its partition long before most of its bookings, which

@@ -1,4 +1,5 @@
 import { Counter, Histogram, type Registry } from 'prom-client'
+import { FINISHED_MOVE_STATES } from '../directory/move-states.ts'
 
 const created = new WeakMap<Registry, MoverMetrics>()
 
@@ -17,7 +18,17 @@ export function createMoverMetrics(registry: Registry): MoverMetrics {
 
 function register(registry: Registry) {
   const registers = [registry]
+  const moves = new Counter({
+    name: 'switchyard_moves_total',
+    help: 'Moves finished, by outcome',
+    labelNames: ['outcome'] as const,
+    registers,
+  })
+  // Each outcome at 0 from the start: a series that first appears at 1 shows Prometheus no increase,
+  // so a router's first move would be missing from increase() and rate().
+  for (const outcome of FINISHED_MOVE_STATES) moves.inc({ outcome }, 0)
   return {
+    moves,
     phaseSeconds: new Histogram({
       name: 'switchyard_move_phase_seconds',
       help: 'Time spent in each phase of a tenant move',
@@ -40,12 +51,6 @@ function register(registry: Registry) {
       name: 'switchyard_move_fence_blockers_total',
       help: "Tenant transactions a move's fence cut short after its grace (query cancelled, or session terminated)",
       labelNames: ['action'] as const,
-      registers,
-    }),
-    moves: new Counter({
-      name: 'switchyard_moves_total',
-      help: 'Moves finished, by outcome',
-      labelNames: ['outcome'] as const,
       registers,
     }),
   }

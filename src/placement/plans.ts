@@ -210,6 +210,18 @@ async function readPlan(sql: Queries, id: string): Promise<StoredPlan> {
   return { ...plan, moves: moves.map((m) => ({ ...m, bytes: Number(m.bytes) })) }
 }
 
+/** The latest plans first, without their moves (`GET /admin/v1/plans`, the console's list). */
+export async function listPlans(
+  directory: Directory,
+  limit = 50,
+): Promise<(Omit<StoredPlan, 'moves'> & { moveCount: number })[]> {
+  return directory.sql<(Omit<StoredPlan, 'moves'> & { moveCount: number })[]>`
+    select id, strategy, state, drain_shard as shard, balanced, reason, before, after, error,
+           created_at as "createdAt", updated_at as "updatedAt", finished_at as "finishedAt",
+           (select count(*)::int from rebalance_plan_moves m where m.plan_id = p.id) as "moveCount"
+    from rebalance_plans p order by created_at desc, id desc limit ${limit}`
+}
+
 /** A plan by id, or the latest one when no id is given. */
 export async function findPlan(directory: Directory, id?: unknown): Promise<StoredPlan> {
   if (id !== undefined) return readPlan(directory.sql, parsePlanId(id))

@@ -14,19 +14,23 @@ import type { Outgoing, UnreadAnswers } from './answers.ts'
 import { assertTenantAllowed, type KeyCheck } from './auth.ts'
 import { parseCacheAsk } from './cache/plan.ts'
 import type { AnswerCache } from './cache/store.ts'
-import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched } from './dispatch.ts'
+import { createConsole } from './console/index.ts'
+import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched, failedOn } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import { HTTP_PROTOCOLS, type ProtocolRequest } from './protocols/index.ts'
 import { normalizeParams } from './protocols/pg-proxy.ts'
+import type { StatementStats } from './stats/recorder.ts'
 import { runTenantRequest } from './tenant-request.ts'
 
 // The admin API takes any object with the registry; the router passes its whole Metrics.
-export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics'> {
+export interface RouterApp extends DispatchDeps, Omit<AdminDeps, 'metrics' | 'pools'> {
   topology: Topology
   keys: KeyCheck
   answers: UnreadAnswers
   /** Read answers cached per tenant in Redis (src/router/cache); absent without Redis. */
   readCache?: AnswerCache | undefined
+  /** Per-tenant statement statistics (src/router/stats); absent without Redis or when turned off. */
+  statementStats?: StatementStats | undefined
   /** False while starting and once shutting down: /readyz answers 503. */
   ready(): boolean
 }
@@ -126,6 +130,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
   }
 
   app.route('/admin/v1', createAdminApi(deps))
+  app.route('/console', createConsole())
 
   app.notFound((c) =>
     c.json(
@@ -140,6 +145,13 @@ export function createApp(deps: RouterApp): Hono<Env> {
     // A tenant request's headers so far (its request id, and the rate limit once admission answered).
     for (const [name, value] of Object.entries(trace.headers)) c.header(name, value)
     const known = toSwitchyardError(error)
+    // A request that failed on a node is counted under that node's shard and role, not `none`.
+    const node = failedOn(error)
+    if (node) {
+      trace.shard = node.shard
+      trace.node = node.name
+      trace.role = node.role
+    }
     if (known.code === 'internal')
       deps.logger.error({ err: error, requestId: trace.requestId }, 'internal error')
     deps.metrics.errors.inc({

@@ -105,6 +105,30 @@ const sqlstate = (error: unknown) => (error as { code?: string })?.code
  * write (retry on the primary), a primary that is gone (fail fast with 503).
  */
 export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promise<Dispatched> {
+  const tried: { node?: ShardNode } = {}
+  try {
+    return await dispatchOnNodes(deps, tx, tried)
+  } catch (error) {
+    if (tried.node && typeof error === 'object' && error !== null) lastTried.set(error, tried.node)
+    throw error
+  }
+}
+
+/**
+ * The node a failed request was last sent to, if it got that far: its request metrics and log line are
+ * labelled with that shard and role (errors say nothing of where they happened, and the route is known
+ * only to a request that succeeded).
+ */
+export const failedOn = (error: unknown): ShardNode | undefined =>
+  typeof error === 'object' && error !== null ? lastTried.get(error) : undefined
+
+const lastTried = new WeakMap<object, ShardNode>()
+
+async function dispatchOnNodes(
+  deps: DispatchDeps,
+  tx: TenantTransaction,
+  tried: { node?: ShardNode },
+): Promise<Dispatched> {
   const tenant = tx.route.tenant
   const deadline = Date.now() + deps.bufferWindowMs
   let route = tx.route
@@ -126,6 +150,7 @@ export async function dispatch(deps: DispatchDeps, tx: TenantTransaction): Promi
     const node = write
       ? deps.routing.primary(route.shard)
       : deps.routing.forRead(route.shard, { consistency, lastWriteLsn: tx.lastWriteLsn }, avoid)
+    tried.node = node
     if (
       node.role === 'primary' &&
       !deps.monitor.health(node.name).healthy &&

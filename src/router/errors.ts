@@ -52,6 +52,8 @@ const STATUS: Record<string, number> = {
   router_busy: 503,
   // GET /metrics of a worker of `router --workers N`: the sum over the workers could not be gathered.
   metrics_unavailable: 503,
+  // Statement statistics live in Redis: none configured, or it did not answer.
+  stats_unavailable: 503,
   query_timeout: 504,
 }
 

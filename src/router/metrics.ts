@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
 import type { NodePools } from '../shard/pools.ts'
+import { createBusiestTenants } from './busiest-tenants.ts'
 
 export interface MetricsOptions {
   /**
@@ -20,7 +21,18 @@ export interface MetricsOptions {
 interface NodeReadings {
   pools: NodePools
   monitor: HealthMonitor
+  /** Connections this process may open per node: its part of `router.poolSize`. */
+  poolSize: number
 }
+
+/** How many tenants `switchyard_top_tenant_requests` names: the busiest, recomputed at each scrape. */
+export const TOP_TENANTS = 10
+
+/**
+ * The refusals the dashboard's rate-limit panel shows, exported at 0 from the start: a counter series
+ * that first appears at 1 shows no increase to Prometheus, so the first refusal after a start would be lost.
+ */
+const REFUSAL_CODES = ['rate_limited', 'tenant_busy'] as const
 
 /**
  * The one metrics registry of a router process, served at /metrics. Each metric's `aggregator` says how
@@ -36,19 +48,33 @@ export function createMetrics(options: MetricsOptions = {}) {
   })
   const registers = [registry]
   let readings: NodeReadings | undefined
+  const busiest = createBusiestTenants()
   // Read when scraped rather than counted per request.
   const eachNode = (read: (node: ShardNode, from: NodeReadings) => void) => {
     const from = readings
     if (from) for (const node of from.pools.nodes) read(node, from)
   }
-  return {
+  /** A gauge per node of this process's pools, read when scraped; summed over workers. */
+  const poolGauge = (name: string, help: string, read: (node: ShardNode, from: NodeReadings) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        eachNode((node, from) => this.set({ node: node.name }, read(node, from)))
+      },
+    })
+  const metrics = {
     registry,
     /** GET /metrics: this registry, or every worker's added up. */
     scrape: options.scrape ?? (() => registry.metrics()),
     /** Where the pool and node gauges read from when scraped. */
-    readNodesFrom(pools: NodePools, monitor: HealthMonitor) {
-      readings = { pools, monitor }
+    readNodesFrom(pools: NodePools, monitor: HealthMonitor, poolSize: number) {
+      readings = { pools, monitor, poolSize }
     },
+    /** Counts one request of `tenant` for `switchyard_top_tenant_requests` (once per request: at admission). */
+    countTenantRequest: (tenant: string) => busiest.count(tenant),
     requestDuration: new Histogram({
       name: 'switchyard_request_duration_seconds',
       help: 'Request duration by protocol, shard and node role',
@@ -104,13 +130,30 @@ export function createMetrics(options: MetricsOptions = {}) {
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     }),
-    poolInUse: new Gauge({
-      name: 'switchyard_pool_connections_in_use',
-      help: 'Connections reserved by in-flight transactions, per node, as scraped',
-      labelNames: ['node'] as const,
+    poolInUse: poolGauge(
+      'switchyard_pool_connections_in_use',
+      'Connections reserved by in-flight transactions, per node, as scraped',
+      (node, { pools }) => pools.pool(node.name).reserved,
+    ),
+    poolOpen: poolGauge(
+      'switchyard_pool_connections_open',
+      'Connections open per node, in use or idle, as scraped',
+      (node, { pools }) => pools.pool(node.name).size,
+    ),
+    poolMax: poolGauge(
+      'switchyard_pool_connections_max',
+      "Connections the router may open per node (router.poolSize; each worker's part, summed)",
+      (_node, { poolSize }) => poolSize,
+    ),
+    topTenants: new Gauge({
+      name: 'switchyard_top_tenant_requests',
+      help: `Requests in the last minute of the ${TOP_TENANTS} tenants that sent this router the most, recomputed at each scrape (no other tenant has a series)`,
+      labelNames: ['tenant'] as const,
       registers,
       collect() {
-        eachNode((node, { pools }) => this.set({ node: node.name }, pools.pool(node.name).reserved))
+        // Tenants that left the top since the last scrape lose their series.
+        this.reset()
+        for (const { tenant, requests } of busiest.top(TOP_TENANTS)) this.set({ tenant }, requests)
       },
     }),
     replicaLag: new Gauge({
@@ -141,6 +184,8 @@ export function createMetrics(options: MetricsOptions = {}) {
       },
     }),
   }
+  for (const code of REFUSAL_CODES) metrics.errors.inc({ code }, 0)
+  return metrics
 }
 
 export type Metrics = ReturnType<typeof createMetrics>

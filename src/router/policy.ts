@@ -1,6 +1,7 @@
 import { hasSqlDetails, loadModule, parseSync } from 'libpg-query'
 import { createLru } from '../directory/lru.ts'
 import { SwitchyardError } from '../errors.ts'
+import { identifyStatement, type StatementIdentity } from './stats/identity.ts'
 
 /**
  * The statement policy (invariant 3): the first, fast layer. Client SQL is parsed by the real PostgreSQL
@@ -17,7 +18,11 @@ import { SwitchyardError } from '../errors.ts'
 
 export type StatementKind = 'read' | 'write'
 
-export interface Classified {
+/**
+ * The policy's verdict on an allowed statement, and its identity for statement statistics (src/router/stats):
+ * fingerprinted with the check, so the cache by SQL text and the tenant's parse turn serve both.
+ */
+export interface Classified extends StatementIdentity {
   kind: StatementKind
   command: 'select' | 'insert' | 'update' | 'delete' | 'merge'
   /**
@@ -286,6 +291,7 @@ function check(sql: string): Classified {
     volatile: facts.volatile,
     opaque: facts.opaque,
     calls: [...facts.calls].sort(),
+    ...identifyStatement(sql),
   }
 }
 

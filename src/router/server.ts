@@ -28,6 +28,7 @@ import { createMetrics, type MetricsOptions } from './metrics.ts'
 import { loadPolicy, setTenantSchemas } from './policy.ts'
 import { type PoolShare, poolShare } from './pool-division.ts'
 import { createRouting } from './routing.ts'
+import { createStatementStats } from './stats/recorder.ts'
 import { startWireServer } from './wire/server.ts'
 import { attachWebSockets } from './wire/websocket.ts'
 
@@ -85,7 +86,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     searchPath: topology.tenantSchema.schemas,
   })
   const monitor = startMonitor(nodes, config.healthIntervalMs)
-  metrics.readNodesFrom(pools, monitor)
+  metrics.readNodesFrom(pools, monitor, share.poolSize)
   const redis = topology.redis && !options.withoutRedis ? openRedis(topology.redis) : undefined
   redis?.on('error', () => {})
   // Admission sends one command per request: auto-pipelining would wrap each in its own ioredis
@@ -101,6 +102,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     },
     { hit: (layer) => metrics.routeLookups.inc({ layer }) },
   )
+  const admission = createAdmission(admissionRedis)
   let ready = false
   const app: RouterApp = {
     topology,
@@ -112,7 +114,15 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     routing: createRouting(nodes, monitor, config.maxReplicaLagBytes),
     pools,
     monitor,
-    admission: createAdmission(admissionRedis),
+    admission: {
+      ...admission,
+      // Every tenant request, by any protocol, is admitted once (its rate-limit point), refused or not:
+      // the count behind switchyard_top_tenant_requests.
+      admit(tenant, shard, limit) {
+        metrics.countTenantRequest(tenant)
+        return admission.admit(tenant, shard, limit)
+      },
+    },
     metrics,
     logger,
     bufferWindowMs: config.bufferWindowMs,
@@ -137,6 +147,10 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
             },
           )
         : undefined,
+    statementStats:
+      redis && config.statementStats.enabled
+        ? createStatementStats(redis, config.statementStats, logger)
+        : undefined,
     ready: () => ready,
   }
   await loadPolicy()
@@ -149,6 +163,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
       : await startWireServer(app, { port: pgPort, host: config.host, cancels: options.cancels }).catch(
           async (error: unknown) => {
             await Promise.all([monitor.stop(), pools.close(), routes.close(), directory.close()])
+            await app.statementStats?.close()
             redis?.disconnect()
             admissionRedis?.disconnect()
             // pgTls's files: its own error; anything else is the port.
@@ -206,6 +221,8 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
         await monitor.stop()
         await pools.close()
         await routes.close()
+        // After the last request: what it counted goes to Redis before the client does.
+        await app.statementStats?.close()
         redis?.disconnect()
         admissionRedis?.disconnect()
         await directory.close()

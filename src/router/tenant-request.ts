@@ -4,6 +4,7 @@ import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
+import type { Admission } from './admission.ts'
 import { type CacheAsk, DEFAULT_ASK, planCache } from './cache/plan.ts'
 import type { AnswerCache, Change } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
@@ -11,6 +12,7 @@ import type { IsolationLevel } from './execute.ts'
 import { type Classified, classify, classifyCached } from './policy.ts'
 import type { Statement } from './result.ts'
 import type { Consistency } from './routing.ts'
+import { recordStatements, type StatementStats } from './stats/recorder.ts'
 
 /**
  * A tenant's request as every protocol hands it over (HTTP's pg-proxy and Neon, the PostgreSQL front
@@ -39,6 +41,8 @@ export interface TenantRequestDeps extends DispatchDeps {
   topology: Topology
   /** Read answers cached per tenant (src/router/cache); absent without Redis. */
   readCache?: AnswerCache | undefined
+  /** Per-tenant statement statistics (src/router/stats); absent without Redis or when turned off. */
+  statementStats?: StatementStats | undefined
 }
 
 /** How the read cache took part in a request: answered it, ran it and kept the answer, or stood aside. */
@@ -52,6 +56,7 @@ export async function runTenantRequest(
   deps: TenantRequestDeps,
   request: TenantRequest,
 ): Promise<Admitted & { cache?: CacheStatus }> {
+  const started = performance.now()
   checkShapes(deps.topology.router, request.statements, request.params)
   const { tenant, signal } = request
   const route = await deps.routes.resolve(tenant)
@@ -64,6 +69,27 @@ export async function runTenantRequest(
       ? await deps.admission.admit(tenant, route.shard, limit)
       : undefined
   const classified = cached ?? (await classifyInTurn(tenant, request.statements, signal))
+  // Counted from here on (refused or unparsable statements never ran), timed from the request's start.
+  return recordStatements(
+    deps.statementStats,
+    tenant,
+    classified,
+    started,
+    () => serveClassified(deps, request, route, limit, early, classified),
+    (served) => served.outcome.results,
+  )
+}
+
+/** A tenant request whose statements the policy allowed: dispatched, or answered from the read cache. */
+async function serveClassified(
+  deps: TenantRequestDeps,
+  request: TenantRequest,
+  route: TenantRoute,
+  limit: number,
+  early: Admission | undefined,
+  classified: readonly Classified[],
+): Promise<Admitted & { cache?: CacheStatus }> {
+  const { tenant, signal } = request
   const write =
     Boolean(request.forceWrite) ||
     classified.some((statement) => statement.kind === 'write') ||

@@ -181,7 +181,12 @@ async function routerExcessPrivileges(sql: Sql, role: string): Promise<string[]>
       case when has_table_privilege(r.name, 'pg_catalog.pg_settings', 'UPDATE') then 'UPDATE on pg_settings' end,
       case when has_table_privilege(r.name, 'pg_catalog.pg_stat_activity', 'SELECT') then 'pg_stat_activity' end,
       case when has_table_privilege(r.name, 'pg_catalog.pg_locks', 'SELECT') then 'pg_locks' end,
-      case when has_table_privilege(r.name, 'pg_catalog.pg_prepared_statements', 'SELECT') then 'pg_prepared_statements' end
+      case when has_table_privilege(r.name, 'pg_catalog.pg_prepared_statements', 'SELECT') then 'pg_prepared_statements' end,
+      -- pg_stat_statements (migrations 0004 and 0008): every tenant's SQL, run as this role
+      case when has_schema_privilege(r.name, to_regnamespace('switchyard_stats'), 'USAGE') then 'USAGE on switchyard_stats' end,
+      case when exists (select 1 from pg_proc p where p.pronamespace = to_regnamespace('switchyard_stats')
+                        and has_function_privilege(r.name, p.oid, 'EXECUTE'))
+           then 'EXECUTE on switchyard_stats functions' end
     ], null) as views,
     coalesce((select array_agg('CREATE on schema ' || n.nspname order by n.nspname) from pg_namespace n
               where has_schema_privilege(r.name, n.oid, 'CREATE')), '{}') as schemas,

@@ -146,6 +146,10 @@ async function grantRouter(sql: Sql, topology: Topology): Promise<void> {
       `alter default privileges in schema ${schema} grant select, insert, update, delete on tables to ${role}`,
     )
   }
+  // pg_stat_statements (migrations 0004 and 0008): every tenant's SQL, as this role ran it. Again on every
+  // run, so a grant made by hand (or by an extension update) goes, as `doctor` asks.
+  for (const kind of ['schema', 'all tables in schema', 'all functions in schema'])
+    await sql.unsafe(`revoke all on ${kind} switchyard_stats from public, ${role}`)
   await sql.unsafe(`grant usage on schema switchyard to ${role}`)
   await sql.unsafe(
     `grant execute on function switchyard.enter(uuid, integer, boolean, jsonb, text), switchyard.current_tenant(),

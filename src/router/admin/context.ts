@@ -10,6 +10,7 @@ import type { Logger } from '../../log.ts'
 import { createMoverMetrics } from '../../migrate-tenant/metrics.ts'
 import type { MoverDeps } from '../../migrate-tenant/mover.ts'
 import type { HealthMonitor } from '../../shard/monitor.ts'
+import type { NodePools } from '../../shard/pools.ts'
 import type { KeyCheck } from '../auth.ts'
 
 /** What the admin API needs from the router it is mounted in. */
@@ -21,6 +22,8 @@ export interface AdminDeps {
   /** Invalidated after a change to a tenant, so every router sees it with the tenant's next request. */
   routes: RouteCache
   monitor: HealthMonitor
+  /** The router's node pools, for `/nodes`: absent where the API runs without a router. */
+  pools?: NodePools | undefined
   logger: Logger
   /** The router's metrics: moves started through this API report phases and stalls there. */
   metrics?: { registry: Registry } | undefined

@@ -4,12 +4,14 @@ import { SwitchyardError } from '../../errors.ts'
 import { assertAdmin, bearerKey } from '../auth.ts'
 import { type AdminDeps, adminContext } from './context.ts'
 import * as moves from './moves.ts'
+import * as nodes from './nodes.ts'
 import * as plans from './plans.ts'
 import * as shards from './shards.ts'
+import * as stats from './stats.ts'
 import * as tenants from './tenants.ts'
 
 /** Every resource of the admin API, one entry each: a new one is a file with `register` and a line here. */
-const RESOURCES = [tenants, shards, plans, moves]
+const RESOURCES = [tenants, shards, nodes, plans, moves, stats]
 
 /**
  * The operators' HTTP API, mounted at `/admin/v1` (docs/ADMIN_API.md). Admin keys only: no key is a

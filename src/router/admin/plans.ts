@@ -1,14 +1,21 @@
 import type { Hono } from 'hono'
 import { z } from 'zod'
 import { applyOptionsSchema, applyPlan } from '../../placement/executor.ts'
-import { cancelPlan, createRebalancePlan, findPlan, rebalanceStrategy } from '../../placement/plans.ts'
+import {
+  cancelPlan,
+  createRebalancePlan,
+  findPlan,
+  listPlans,
+  rebalanceStrategy,
+} from '../../placement/plans.ts'
 import { type Admin, readInput } from './context.ts'
 
 const newPlanSchema = z.strictObject({ strategy: rebalanceStrategy.default('count') })
 
-/** `/plans`: rebalance plans; store one, show it, apply it (in the background), cancel it. */
+/** `/plans`: rebalance and drain plans; list them, store one, show it, apply it (in the background), cancel it. */
 export function register(api: Hono, admin: Admin): void {
   const { directory, topology } = admin
+  api.get('/plans', async (c) => c.json({ plans: await listPlans(directory) }))
   api.post('/plans', async (c) => {
     const body = await readInput(c, newPlanSchema)
     return c.json(await createRebalancePlan(directory, topology, body.strategy), 201)

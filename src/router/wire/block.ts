@@ -6,6 +6,7 @@ import type { IsolationLevel } from '../execute.ts'
 import { beginPinned, type PinnedOptions, type PinnedTransaction } from '../pinned.ts'
 import type { Classified } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
+import { recordStatements } from '../stats/recorder.ts'
 import { checkStatements, rateLimit, type TenantRequestDeps } from '../tenant-request.ts'
 
 /** What a transaction-control statement answers: its command tag, and a warning PostgreSQL would give. */
@@ -89,13 +90,21 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
     ): Promise<StatementResult[]> {
       if (failed || pinned?.status === 'E') throw aborted()
       try {
+        const started = performance.now()
         const classified = await checkStatements(deps, tenant, statements, params, signal)
         const transaction = await openCounted(signal)
         // A read of a tenant schema's own function (named like a catalog one) may write: in a block it
         // runs read-write on the primary, where nothing refuses it.
         const relations = deps.readCache?.relations(transaction.route.shard)
         if (classified.some((statement) => mayWrite(statement, relations))) wrote = true
-        return await transaction.run(statements, params, signal)
+        return await recordStatements(
+          deps.statementStats,
+          tenant,
+          classified,
+          started,
+          () => transaction.run(statements, params, signal),
+          (results) => results,
+        )
       } catch (error) {
         failed = true
         throw error
