@@ -86,6 +86,9 @@ export async function writeServerConfig(
     hot_standby: 'on',
     hot_standby_feedback: 'on',
     shared_preload_libraries: "'pg_stat_statements'",
+    // Utility statements are kept word for word (CREATE SUBSCRIPTION's connection string, ALTER ROLE's
+    // password): `shards top` must never show them.
+    'pg_stat_statements.track_utility': 'off',
     fsync: ctx.durable ? 'on' : 'off',
     full_page_writes: ctx.durable ? 'on' : 'off',
     // What pgBadger reads (`switchyard logs report`): every statement over the seed's 100 ms, with who

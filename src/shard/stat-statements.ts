@@ -61,6 +61,8 @@ export async function readShardStatements(topology: Topology, limit: number): Pr
                    round(s.max_exec_time::numeric, 3)::float8 as "maxMs", s.rows::float8 as rows
             from switchyard_stats.pg_stat_statements s left join pg_roles r on r.oid = s.userid
             where s.dbid = (select oid from pg_database where datname = current_database())
+              -- DML only: utility statements keep their literals (passwords), whatever track_utility says.
+              and s.query ~* '^[[:space:]]*(select|insert|update|delete|with|merge|values|table)[[:space:]]'
             order by s.total_exec_time desc, s.queryid
             limit ${limit}`,
         )
