@@ -52,7 +52,7 @@ async function top(topology: Topology, flags: Record<string, string | undefined>
         'stats_unavailable',
         'statement statistics live in Redis: the topology names none',
       )
-    return readStatementStats(redis, query, slowMs)
+    return readStatementStats(redis, query)
   })
   return { hours: query.hours, slowMs, statements }
 }
@@ -64,7 +64,7 @@ function printTop(result: TopResult) {
   }
   const rows = result.statements.map((row) => ({
     ...row,
-    slow: row.slow ? `> ${result.slowMs} ms` : '',
+    slow: row.slowCalls > 0 ? `${row.slowCalls} > ${result.slowMs} ms` : '',
     query: row.query.length > QUERY_COLUMN ? `${row.query.slice(0, QUERY_COLUMN - 1)}…` : row.query,
   }))
   printTable(rows, [
@@ -82,6 +82,9 @@ function printTop(result: TopResult) {
   const slow = result.statements.filter((row) => row.slow).length
   if (slow > 0)
     say(
-      `${slow} statement(s) with a p99 over ${result.slowMs} ms (router.slowStatementMs, the seed's budget)`,
+      `${slow} statement(s) with calls over ${result.slowMs} ms (router.slowStatementMs, the seed's budget)`,
     )
+  // What the application waited: a statement's time includes the router's queue for the tenant's
+  // connections and any cutover hold, which pg_stat_statements (`shards top`) does not see.
+  say("times are the router's, from a request's arrival to its answer (queueing and cutover holds included)")
 }

@@ -239,6 +239,12 @@ export const topologySchema = z
             fingerprintsPerTenant: z.coerce.number().int().min(1).max(10_000).default(100),
             /** Tenants this router keeps counts of between flushes; statements of further tenants are not counted. */
             tenants: z.coerce.number().int().min(1).default(10_000),
+            /**
+             * Fingerprints this router keeps an hour over all tenants (each a row of counters, ~300 bytes,
+             * its text only until sent): the bound on its memory when Redis is away. Past it, statements of
+             * new fingerprints count in their tenant's `other` row.
+             */
+            maxRows: z.coerce.number().int().min(1).default(100_000),
             flushMs: z.coerce.number().int().min(10).default(1_000),
           })
           .prefault({}),

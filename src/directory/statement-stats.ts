@@ -31,8 +31,6 @@ const tenantsKey = (hour: number) => `${PREFIX}${hour}`
 const fingerprintsKey = (hour: number, tenant: string) => `${PREFIX}${hour}:${tenant}`
 const rowKey = (hour: number, tenant: string, fingerprint: string) =>
   `${PREFIX}${hour}:${tenant}:${fingerprint}`
-/** A fingerprint's normalized text, once for every tenant and hour (tenants of one app share them). */
-const queryKey = (fingerprint: string) => `${PREFIX}q:${fingerprint}`
 
 // ---- The latency histogram ----
 
@@ -81,6 +79,8 @@ export interface StatementCounts {
   rows: number
   /** Total time in microseconds: HINCRBY takes integers. */
   micros: number
+  /** Calls over the router's `slowStatementMs` (the seed's 100 ms), counted when they ended. */
+  slow: number
   histogram: Histogram
 }
 
@@ -89,6 +89,7 @@ export const emptyCounts = (): StatementCounts => ({
   errors: 0,
   rows: 0,
   micros: 0,
+  slow: 0,
   histogram: new Map(),
 })
 
@@ -97,26 +98,38 @@ export function addCounts(into: StatementCounts, from: StatementCounts): void {
   into.errors += from.errors
   into.rows += from.rows
   into.micros += from.micros
+  into.slow += from.slow
   addHistogram(into.histogram, from.histogram)
 }
 
 export interface StatementDelta {
   fingerprint: string
-  /** Normalized text (no literals, no comments), capped. */
+  /**
+   * The text shown (src/shard/shown-text.ts: no constants, no comments, capped), the tenant's own; ''
+   * when this router sent it already this hour.
+   */
   query: string
   counts: StatementCounts
 }
 
-/** Counts as one ARGV word the script splits: "calls errors rows µs bucket count bucket count …". */
+/** Counts as one ARGV word the script splits: "calls errors rows µs slow bucket count bucket count …". */
 const encode = (counts: StatementCounts) =>
-  [counts.calls, counts.errors, counts.rows, counts.micros, ...[...counts.histogram].flat()].join(' ')
+  [
+    counts.calls,
+    counts.errors,
+    counts.rows,
+    counts.micros,
+    counts.slow,
+    ...[...counts.histogram].flat(),
+  ].join(' ')
 
 /**
  * One tenant's deltas of one hour. KEYS: the hour's tenants, the tenant's fingerprints, its total row, its
- * `other` row, then each delta's row and query key. ARGV: tenant, TTL, the fingerprint cap, the total's
- * counts, then each delta's fingerprint, query and counts. A fingerprint the tenant does not have yet
- * this hour, once it has `cap`, goes into `other`: whatever the routers send, a tenant holds at most
- * cap + 2 hashes an hour.
+ * `other` row, then each delta's row. ARGV: tenant, TTL, the fingerprint cap, the total's counts, then
+ * each delta's fingerprint, shown text and counts. A fingerprint the tenant does not have yet this hour,
+ * once it has `cap`, goes into `other`: whatever the routers send, a tenant holds at most cap + 2 hashes
+ * an hour. The text is the row's field `q`, set by the first router to send one: each tenant's rows show
+ * that tenant's own text.
  */
 const FLUSH = `
 local ttl = tonumber(ARGV[2])
@@ -128,7 +141,8 @@ local function add(key, counts)
   if n[2] ~= '0' then redis.call('hincrby', key, 'errors', n[2]) end
   if n[3] ~= '0' then redis.call('hincrby', key, 'rows', n[3]) end
   if n[4] ~= '0' then redis.call('hincrby', key, 'us', n[4]) end
-  for i = 5, #n, 2 do redis.call('hincrby', key, 'b' .. n[i], n[i + 1]) end
+  if n[5] ~= '0' then redis.call('hincrby', key, 'slow', n[5]) end
+  for i = 6, #n, 2 do redis.call('hincrby', key, 'b' .. n[i], n[i + 1]) end
   redis.call('expire', key, ttl)
 end
 redis.call('sadd', KEYS[1], ARGV[1])
@@ -136,13 +150,13 @@ redis.call('expire', KEYS[1], ttl)
 add(KEYS[3], ARGV[4])
 for i = 0, (#ARGV - 4) / 3 - 1 do
   local fingerprint, query, counts = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
-  local row, text = KEYS[5 + i * 2], KEYS[6 + i * 2]
+  local row = KEYS[5 + i]
   if fingerprint == '${OTHER_FINGERPRINT}' then
     add(KEYS[4], counts)
   elseif redis.call('sismember', KEYS[2], fingerprint) == 1 or redis.call('scard', KEYS[2]) < cap then
     redis.call('sadd', KEYS[2], fingerprint)
+    if query ~= '' then redis.call('hsetnx', row, 'q', query) end
     add(row, counts)
-    redis.call('set', text, query, 'ex', ttl)
   else
     add(KEYS[4], counts)
   end
@@ -168,7 +182,7 @@ export async function flushTenant(
   const args: (string | number)[] = [tenant, STATS_TTL_SECONDS, fingerprintCap, '']
   for (const delta of deltas) {
     addCounts(total, delta.counts)
-    keys.push(rowKey(hour, tenant, delta.fingerprint), queryKey(delta.fingerprint))
+    keys.push(rowKey(hour, tenant, delta.fingerprint))
     args.push(delta.fingerprint, delta.query, encode(delta.counts))
   }
   args[3] = encode(total)
@@ -200,7 +214,7 @@ export function parseStatementQuery(input: unknown): StatementQuery {
 export interface StatementRow {
   tenant: string
   fingerprint: string
-  /** Normalized text: literals are $n, comments dropped, capped in length. */
+  /** The tenant's own statement as shown (src/shard/shown-text.ts): constants as $n, no comments, capped. */
   query: string
   calls: number
   errors: number
@@ -208,7 +222,9 @@ export interface StatementRow {
   meanMs: number
   p99Ms: number
   rows: number
-  /** Its p99 is over `slowMs` (router.slowStatementMs: the seed's 100 ms). */
+  /** Calls over router.slowStatementMs (the seed's 100 ms), as the routers counted them when they ended. */
+  slowCalls: number
+  /** At least one call was slow. */
   slow: boolean
 }
 
@@ -220,7 +236,6 @@ export interface StatementRow {
 export async function readStatementStats(
   redis: Redis,
   query: StatementQuery,
-  slowMs: number,
   now = Date.now(),
 ): Promise<StatementRow[]> {
   const current = hourOf(now)
@@ -241,39 +256,42 @@ export async function readStatementStats(
     const hashes = await Promise.all(
       wanted.map((row) => redis.hgetall(rowKey(row.hour, row.tenant, row.fingerprint))),
     )
-    return wanted.map((row, i) => ({ ...row, counts: countsOf(hashes[i] ?? {}) }))
+    return wanted.map((row, i) => ({ ...row, hash: hashes[i] ?? {} }))
   })
-  const merged = new Map<string, { tenant: string; fingerprint: string; counts: StatementCounts }>()
+  const merged = new Map<
+    string,
+    { tenant: string; fingerprint: string; query: string; counts: StatementCounts }
+  >()
   for (const row of rows) {
-    if (row.counts.calls === 0) continue
+    const counts = countsOf(row.hash)
+    if (counts.calls === 0) continue
     const key = `${row.tenant}:${row.fingerprint}`
     const into = merged.get(key) ?? {
       tenant: row.tenant,
       fingerprint: row.fingerprint,
+      query: row.fingerprint === OTHER_FINGERPRINT ? OTHER_QUERY : '',
       counts: emptyCounts(),
     }
-    addCounts(into.counts, row.counts)
+    into.query ||= row.hash.q ?? ''
+    addCounts(into.counts, counts)
     merged.set(key, into)
   }
   const ordered = [...merged.values()]
-    .map((row) => ({ ...row, ...figures(row.counts, slowMs) }))
+    .map((row) => ({ ...row, ...figures(row.counts) }))
     .sort(byOrder(query.by))
     .slice(0, query.limit)
-  const texts = await queryTexts(
-    redis,
-    ordered.map((row) => row.fingerprint),
-  )
-  return ordered.map(({ counts: _counts, ...row }) => ({
+  return ordered.map((row) => ({
     tenant: row.tenant,
     fingerprint: row.fingerprint,
-    query: texts.get(row.fingerprint) ?? '',
+    query: row.query,
     calls: row.calls,
     errors: row.errors,
     totalMs: row.totalMs,
     meanMs: row.meanMs,
     p99Ms: row.p99Ms,
     rows: row.rows,
-    slow: row.slow,
+    slowCalls: row.slowCalls,
+    slow: row.slowCalls > 0,
   }))
 }
 
@@ -318,6 +336,7 @@ function countsOf(hash: Record<string, string>): StatementCounts {
     else if (field === 'errors') counts.errors = n
     else if (field === 'rows') counts.rows = n
     else if (field === 'us') counts.micros = n
+    else if (field === 'slow') counts.slow = n
     else if (field.startsWith('b')) counts.histogram.set(Number(field.slice(1)), n)
   }
   return counts
@@ -325,17 +344,16 @@ function countsOf(hash: Record<string, string>): StatementCounts {
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000
 
-function figures(counts: StatementCounts, slowMs: number) {
+function figures(counts: StatementCounts) {
   const totalMs = counts.micros / 1000
-  const p99Ms = round(quantileMs(counts.histogram, 0.99))
   return {
     calls: counts.calls,
     errors: counts.errors,
     rows: counts.rows,
     totalMs: round(totalMs),
     meanMs: round(totalMs / counts.calls),
-    p99Ms,
-    slow: p99Ms > slowMs,
+    p99Ms: round(quantileMs(counts.histogram, 0.99)),
+    slowCalls: counts.slow,
   }
 }
 
@@ -353,18 +371,6 @@ const byOrder =
       a.fingerprint.localeCompare(b.fingerprint)
     )
   }
-
-async function queryTexts(redis: Redis, fingerprints: string[]): Promise<Map<string, string>> {
-  const texts = new Map<string, string>([[OTHER_FINGERPRINT, OTHER_QUERY]])
-  const wanted = [...new Set(fingerprints)].filter((fingerprint) => fingerprint !== OTHER_FINGERPRINT)
-  if (wanted.length === 0) return texts
-  const found = await answering(() => redis.mget(wanted.map(queryKey)))
-  wanted.forEach((fingerprint, i) => {
-    const text = found[i]
-    if (text) texts.set(fingerprint, text)
-  })
-  return texts
-}
 
 /** Redis's answer, or `stats_unavailable`: statement statistics live only there. */
 async function answering<T>(read: () => Promise<T>): Promise<T> {

@@ -291,7 +291,7 @@ function check(sql: string): Classified {
     volatile: facts.volatile,
     opaque: facts.opaque,
     calls: [...facts.calls].sort(),
-    ...identifyStatement(sql),
+    ...identifyStatement(sql, statements[0]),
   }
 }
 

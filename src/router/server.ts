@@ -149,7 +149,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
         : undefined,
     statementStats:
       redis && config.statementStats.enabled
-        ? createStatementStats(redis, config.statementStats, logger)
+        ? createStatementStats(redis, config.statementStats, config.slowStatementMs, logger)
         : undefined,
     ready: () => ready,
   }

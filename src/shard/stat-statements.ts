@@ -1,6 +1,8 @@
+import { loadModule } from 'libpg-query'
 import type { Topology } from '../config/topology.ts'
 import { rootMessage, withAdmin } from './connection.ts'
 import { primaryName, replicaName } from './nodes.ts'
+import { shownText } from './shown-text.ts'
 
 /** One pg_stat_statements entry of one shard node: the shard's own view of what ran there. */
 export interface NodeStatement {
@@ -11,8 +13,8 @@ export interface NodeStatement {
   /** The role that ran it: the router's for tenant SQL, the admin's for migrations and moves. */
   user: string
   /**
-   * PostgreSQL's normalized text (constants as $n; comments are kept, as the client sent them), whitespace
-   * collapsed, control characters as `?` (a terminal must not run them), cut at QUERY_CHARS.
+   * PostgreSQL's normalized text as the router shows its own (src/shard/shown-text.ts): constants as $n,
+   * and the comments PostgreSQL keeps dropped (an application may put anything in one), cut at QUERY_CHARS.
    */
   query: string
   calls: number
@@ -30,6 +32,7 @@ export interface ShardStatements {
 }
 
 const QUERY_CHARS = 200
+const cut = (text: string) => (text.length > QUERY_CHARS ? `${text.slice(0, QUERY_CHARS - 1)}…` : text)
 
 /**
  * pg_stat_statements of every shard primary and replica (schema `switchyard_stats`, which only the
@@ -46,6 +49,7 @@ export async function readShardStatements(topology: Topology, limit: number): Pr
       url,
     })),
   ])
+  await loadModule()
   const read = await Promise.all(
     nodes.map(async ({ url, ...node }) => {
       try {
@@ -54,8 +58,7 @@ export async function readShardStatements(topology: Topology, limit: number): Pr
           (sql) =>
             sql<Omit<NodeStatement, 'node' | 'shard' | 'role'>[]>`
             select s.queryid::text as queryid, coalesce(r.rolname, s.userid::text) as "user",
-                   left(regexp_replace(regexp_replace(s.query, '\\s+', ' ', 'g'), '[[:cntrl:]]', '?', 'g'), ${QUERY_CHARS})
-                     as query,
+                   s.query,
                    s.calls::float8 as calls, round(s.total_exec_time::numeric, 3)::float8 as "totalMs",
                    round(s.mean_exec_time::numeric, 3)::float8 as "meanMs",
                    round(s.max_exec_time::numeric, 3)::float8 as "maxMs", s.rows::float8 as rows
@@ -68,7 +71,13 @@ export async function readShardStatements(topology: Topology, limit: number): Pr
         )
         return {
           node,
-          statements: rows.map((row) => ({ node: node.name, shard: node.shard, role: node.role, ...row })),
+          statements: rows.map((row) => ({
+            node: node.name,
+            shard: node.shard,
+            role: node.role,
+            ...row,
+            query: cut(shownText(row.query)),
+          })),
         }
       } catch (error) {
         return { node: { ...node, error: rootMessage(error) }, statements: [] }

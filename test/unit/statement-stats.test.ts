@@ -7,12 +7,14 @@ import {
   emptyCounts,
   type Histogram,
   OTHER_FINGERPRINT,
+  OTHER_QUERY,
   parseStatementQuery,
   quantileMs,
 } from '../../src/directory/statement-stats.ts'
 import { classify, loadPolicy } from '../../src/router/policy.ts'
-import { identifyStatement, QUERY_CHARS, shownText } from '../../src/router/stats/identity.ts'
+import { identifyStatement } from '../../src/router/stats/identity.ts'
 import { countStatements, createStatementTables } from '../../src/router/stats/recorder.ts'
+import { NOT_SHOWN, SHOWN_CHARS, shownText } from '../../src/shard/shown-text.ts'
 
 await loadPolicy()
 
@@ -60,8 +62,8 @@ describe('the latency histogram', () => {
 })
 
 describe('counting a request', () => {
-  const a = { fingerprint: 'a', query: 'select $1' }
-  const b = { fingerprint: 'b', query: 'update t set x = $1' }
+  const a = { fingerprint: 'a', sql: 'select 1' }
+  const b = { fingerprint: 'b', sql: 'update t set x = 1' }
   const result = (rows: number, rowCount: number | null = null) => ({
     command: 'SELECT',
     rowCount,
@@ -70,7 +72,7 @@ describe('counting a request', () => {
   })
 
   it('counts one call per statement, the time shared, rows from each result', () => {
-    const counted = countStatements([a, b], 10, { results: [result(3), result(0, 7)] })
+    const counted = countStatements([a, b], 10, { results: [result(3), result(0, 7)] }, 100)
     expect(
       counted.map((entry) => [entry.identity.fingerprint, entry.counts.calls, entry.counts.rows]),
     ).toEqual([
@@ -81,22 +83,32 @@ describe('counting a request', () => {
   })
 
   it('counts a failed request up to the statement that failed, which counts the error', () => {
-    const failed = countStatements([a, b, a], 9, { failed: true, statementIndex: 1 })
+    const failed = countStatements([a, b, a], 9, { failed: true, statementIndex: 1 }, 100)
     expect(failed.map((entry) => [entry.identity.fingerprint, entry.counts.errors])).toEqual([
       ['a', 0],
       ['b', 1],
     ])
-    const unknown = countStatements([a, b], 4, { failed: true })
+    const unknown = countStatements([a, b], 4, { failed: true }, 100)
     expect(unknown.map((entry) => entry.counts.errors)).toEqual([1, 1])
+  })
+
+  it('counts a call as slow exactly when its share of the time is over the budget', () => {
+    const slowOf = (ms: number, statements = [a]) =>
+      countStatements(statements, ms, { results: [] }, 100).map((entry) => entry.counts.slow)
+    expect(slowOf(100)).toEqual([0])
+    expect(slowOf(100.01)).toEqual([1])
+    expect(slowOf(150, [a, b])).toEqual([0, 0])
+    expect(slowOf(202, [a, b])).toEqual([1, 1])
   })
 })
 
 describe("a router's counts between flushes", () => {
   const counts = (calls: number) => ({ ...emptyCounts(), calls, histogram: new Map([[10, calls]]) })
-  const identity = (i: number) => ({ fingerprint: `f${i}`, query: `select ${i}` })
+  const identity = (i: number) => ({ fingerprint: `f${i}`, sql: `select ${i}` })
+  const bounds = { tenants: 10, fingerprintsPerTenant: 3, maxRows: 1000 }
 
   it('keeps at most the cap of fingerprints per tenant; the rest count in `other`, and nothing is lost', () => {
-    const tables = createStatementTables({ tenants: 10, fingerprintsPerTenant: 3 })
+    const tables = createStatementTables(bounds)
     for (let i = 0; i < 50; i++) tables.add(7, 'tenant', identity(i % 25), counts(2))
     expect(tables.held(7, 'tenant')).toBe(4)
     const [taken] = tables.take()
@@ -108,7 +120,7 @@ describe("a router's counts between flushes", () => {
   })
 
   it('counts at most the cap of tenants, and says how many statements it left out', () => {
-    const tables = createStatementTables({ tenants: 2, fingerprintsPerTenant: 3 })
+    const tables = createStatementTables({ ...bounds, tenants: 2 })
     expect(tables.add(7, 'a', identity(1), counts(1))).toBe(true)
     expect(tables.add(7, 'b', identity(1), counts(1))).toBe(true)
     expect(tables.add(7, 'c', identity(1), counts(4))).toBe(false)
@@ -117,13 +129,55 @@ describe("a router's counts between flushes", () => {
   })
 
   it('holds the current hour and the one before; older counts are dropped', () => {
-    const tables = createStatementTables({ tenants: 2, fingerprintsPerTenant: 3 })
+    const tables = createStatementTables({ ...bounds, tenants: 2 })
     tables.add(7, 'a', identity(1), counts(1))
     tables.add(8, 'a', identity(1), counts(2))
     tables.add(9, 'a', identity(1), counts(3))
     expect(tables.takeDropped()).toBe(1)
     expect(tables.add(7, 'a', identity(1), counts(5))).toBe(false)
     expect(tables.take().map((batch) => batch.hour)).toEqual([8, 9])
+  })
+
+  it('caps fingerprints per tenant over the hour, not per flush, and builds each text once an hour', () => {
+    const tables = createStatementTables(bounds)
+    for (let i = 0; i < 3; i++) tables.add(7, 't', identity(i), counts(1))
+    const first = tables.take()[0]?.deltas ?? []
+    expect(first.map((delta) => [delta.fingerprint, delta.query])).toEqual([
+      ['f0', 'select $1'],
+      ['f1', 'select $1'],
+      ['f2', 'select $1'],
+    ])
+    tables.add(7, 't', identity(0), counts(1))
+    tables.add(7, 't', identity(9), counts(1))
+    const second = tables.take()[0]?.deltas ?? []
+    expect(second.map((delta) => [delta.fingerprint, delta.query])).toEqual([
+      ['f0', ''],
+      [OTHER_FINGERPRINT, OTHER_QUERY],
+    ])
+    // A new hour: the cap and the texts start again.
+    tables.add(8, 't', identity(9), counts(1))
+    expect(tables.take()[0]?.deltas.map((delta) => [delta.fingerprint, delta.query])).toEqual([
+      ['f9', 'select $1'],
+    ])
+  })
+
+  it('holds at most maxRows fingerprints an hour over all tenants; the rest count in `other`', () => {
+    const tables = createStatementTables({ tenants: 100, fingerprintsPerTenant: 100, maxRows: 5 })
+    for (let tenant = 0; tenant < 10; tenant++)
+      for (let i = 0; i < 10; i++) tables.add(7, `t${tenant}`, identity(i), counts(1))
+    const taken = tables.take()
+    const rows = taken.flatMap((batch) => batch.deltas)
+    expect(rows.filter((delta) => delta.fingerprint !== OTHER_FINGERPRINT)).toHaveLength(5)
+    expect(rows.reduce((sum, delta) => sum + delta.counts.calls, 0)).toBe(100)
+    expect(tables.takeDropped()).toBe(0)
+  })
+
+  it("keeps a held delta's text when Redis did not take it", () => {
+    const tables = createStatementTables(bounds)
+    tables.add(7, 't', identity(1), counts(1))
+    const [batch] = tables.take()
+    for (const delta of batch?.deltas ?? []) tables.add(7, 't', delta, delta.counts)
+    expect(tables.take()[0]?.deltas.map((delta) => delta.query)).toEqual(['select $1'])
   })
 })
 
@@ -136,28 +190,62 @@ describe("a statement's identity", () => {
     expect(classify('select * from services where id = $1').fingerprint).not.toBe(one.fingerprint)
   })
 
-  it('shows normalized text without literals or comments, and caps it', () => {
+  it('shows the text without constants or comments, and caps it', () => {
     const shown = shownText(
       "update customers set email = 'secret@example.com' /* token=abc */ where id = 42 -- pw=xyz\n and name = E'it\\'s'",
     )
     expect(shown).toBe('update customers set email = $1 where id = $2 and name = $3')
-    expect(shownText(`select $1 UESCAPE '!'`)).not.toContain("'")
+    expect(shownText(`select $1 UESCAPE '!'`)).toBe('select $1 UESCAPE $2')
     expect(shownText('select 1 as "\u001b[2J\u0007"')).toBe('select $1 as "?[2J?"')
+    // Constants wherever the grammar puts them, and the kinds libpg-query's scanner names UNKNOWN.
+    const everywhere = shownText(
+      "select count(*), B'0101', X'ff', U&'d!0061' UESCAPE '!', $q$hunter2$q$, -1.5e3, x->>'k' " +
+        "from t where json_table(x, 'lax $' COLUMNS (b int PATH $$hunter2$$)) is null",
+    )
+    expect(everywhere).toBe(
+      'select count(*), $1, $2, $3 UESCAPE $4, $5, -$6, x->>$7 from t where json_table(x, $8 COLUMNS (b int PATH $9)) is null',
+    )
     const long = shownText(
       `select ${Array.from({ length: 400 }, (_, i) => `c${i}`).join(', ')} from services`,
     )
-    expect(long).toHaveLength(QUERY_CHARS)
+    expect(long).toHaveLength(SHOWN_CHARS)
     expect(long.endsWith('…')).toBe(true)
   })
 
-  it('never throws: a statement nested past the parser stack counts as other', () => {
-    const deep = `select ${Array.from({ length: 12_000 }, (_, i) => `${i}+`).join('')}1`
-    const identity = identifyStatement(deep)
-    expect(identity.query).not.toContain('11999')
-    expect(identity.fingerprint === OTHER_FINGERPRINT || /^[0-9a-f]{16}$/.test(identity.fingerprint)).toBe(
-      true,
+  it('ignores aliases, constants, parameters and list lengths, and not the tables, columns or casts', () => {
+    const fingerprint = (sql: string) => classify(sql).fingerprint
+    const base = fingerprint('select id, name as n from customers where id in (1, 2, 3) and name = $1')
+    expect(fingerprint("SELECT id, name AS who FROM customers WHERE id IN ($1, 7) AND name = 'x'")).toBe(base)
+    expect(fingerprint('select id, name from services where id in (1) and name = $1')).not.toBe(base)
+    expect(fingerprint('select id, phone from customers where id in (1) and name = $1')).not.toBe(base)
+    expect(fingerprint('select id, name::text from customers where id in (1) and name = $1')).not.toBe(base)
+    const rows = (n: number) =>
+      fingerprint(
+        `insert into customers (name) values ${Array.from({ length: n }, (_, i) => `('c${i}')`).join(', ')}`,
+      )
+    expect(rows(1)).toBe(rows(500))
+    // In an UPDATE the names are columns, not aliases.
+    expect(fingerprint('update customers set name = $1')).not.toBe(
+      fingerprint('update customers set phone = $1'),
     )
-    expect(identifyStatement('select 1').fingerprint).toMatch(/^[0-9a-f]{16}$/)
+  })
+
+  it('never hands the parser a statement nested deeper than it can take', () => {
+    const deep = `select ${Array.from({ length: 12_000 }, (_, i) => `${i}+`).join('')}1`
+    expect(() => classify(deep)).toThrow(/nested too deeply/)
+    expect(shownText(deep)).toMatch(/^select \$1\+\$2\+/)
+    const arrays = `select ${'array['.repeat(1000)}1${']'.repeat(1000)} as x from customers`
+    expect(classify(arrays).fingerprint).toMatch(/^[0-9a-f]{16}$/)
+    expect(shownText(arrays)).toMatch(/^select array\[array/)
+    expect(identifyStatement('select 1', undefined).fingerprint).toMatch(/^[0-9a-f]{16}$/)
+  })
+
+  it('scans the whole statement when its head ends inside a constant or a comment', () => {
+    const pad = 'x'.repeat(4090)
+    expect(shownText(`select '${pad}' as a, 'hunter2' as b`)).toBe('select $1 as a, $2 as b')
+    expect(shownText(`select /* ${pad} */ 1 as a`)).toBe('select $1 as a')
+    expect(shownText(`select $t$${pad}$t$ as a`)).toBe('select $1 as a')
+    expect(shownText("select 'unterminated")).toBe(NOT_SHOWN)
   })
 })
 

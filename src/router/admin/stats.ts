@@ -13,7 +13,7 @@ export function register(api: Hono, admin: Admin): void {
   api.get('/stats/statements', async (c) => {
     const query = parseStatementQuery(c.req.query())
     const slowMs = admin.topology.router.slowStatementMs
-    const statements = await readStatementStats(statsRedis(admin), query, slowMs)
+    const statements = await readStatementStats(statsRedis(admin), query)
     return c.json({ hours: query.hours, slowMs, statements })
   })
   // The console's "requests this hour, p99" column: one total row per tenant, busiest first.

@@ -13,92 +13,129 @@ import {
 } from '../../directory/statement-stats.ts'
 import { isSwitchyardError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
+import { shownText } from '../../shard/shown-text.ts'
 import type { StatementResult } from '../result.ts'
 import type { StatementIdentity } from './identity.ts'
 
 export type StatementStatsConfig = Topology['router']['statementStats']
 
-/** One hour's counts of this router: by tenant, then by fingerprint (each with the text it is shown as). */
-type Table = Map<string, Map<string, { query: string; counts: StatementCounts }>>
+/** A row of counts and the text it is shown as ('' once the text was sent this hour). */
+interface Row {
+  query: string
+  counts: StatementCounts
+}
+
+/** One clock hour of this router: counts since the last flush, and the rows it has had this hour. */
+interface Hour {
+  /** By tenant, then by fingerprint: what the next flush sends. */
+  table: Map<string, Map<string, Row>>
+  /**
+   * The fingerprints each tenant has had a row of this hour (`other` not among them), kept across
+   * flushes: the per-tenant cap counts them, and only a fingerprint new to the hour has its text built.
+   */
+  seen: Map<string, Set<string>>
+  /** Entries in `seen`, for the router-wide bound. */
+  fingerprints: number
+}
+
+/** A row's identity: a statement's (its text built on first need) or a held delta's (its text built). */
+export type RowIdentity = { fingerprint: string } & ({ sql: string } | { query: string })
 
 /**
- * What one router counted since it last flushed, bounded: at most `tenants` tenants and, per tenant,
- * `fingerprintsPerTenant` fingerprints plus one `other` row that takes the rest, so a tenant sending
- * endless distinct SQL grows nothing. Counts of at most two clock hours are held (the current one and,
- * while Redis is away, the one before); older ones are dropped. Pure: the flush is the recorder's.
+ * What one router counted since it last flushed, bounded: at most `tenants` tenants an hour, and per
+ * tenant `fingerprintsPerTenant` fingerprints an hour plus one `other` row that takes the rest, and at
+ * most `maxRows` fingerprints an hour over all tenants (past it, statements of new fingerprints count in
+ * their tenant's `other` row), so neither a tenant sending endless distinct SQL nor endless tenants grow
+ * the router. Counts of at most two clock hours are held (the current one and, while Redis is away, the
+ * one before); older ones are dropped. Pure but for building shown text: the flush is the recorder's.
  */
 export function createStatementTables(
-  config: Pick<StatementStatsConfig, 'tenants' | 'fingerprintsPerTenant'>,
+  config: Pick<StatementStatsConfig, 'tenants' | 'fingerprintsPerTenant' | 'maxRows'>,
 ) {
-  let tables = new Map<number, Table>()
-  /** The newest hour counted in: tables of hours before the one preceding it are dropped. */
+  const hours = new Map<number, Hour>()
+  /** The newest hour counted in: hours before the one preceding it are dropped. */
   let latest = Number.NEGATIVE_INFINITY
   /** Statements not counted (tenant cap, an hour dropped) since the last `takeDropped()`. */
   let dropped = 0
 
-  function tableOf(hour: number): Table | undefined {
+  function hourOf(hour: number): Hour | undefined {
     if (hour > latest) {
       latest = hour
-      for (const [old, table] of tables)
+      for (const [old, held] of hours)
         if (old < hour - 1) {
-          dropped += callsIn(table)
-          tables.delete(old)
+          dropped += callsIn(held.table)
+          hours.delete(old)
         }
     }
     if (hour < latest - 1) return undefined
-    let table = tables.get(hour)
-    if (!table) {
-      table = new Map()
-      tables.set(hour, table)
+    let held = hours.get(hour)
+    if (!held) {
+      held = { table: new Map(), seen: new Map(), fingerprints: 0 }
+      hours.set(hour, held)
     }
-    return table
+    return held
   }
 
-  /** Adds counts under the tenant's fingerprint, or its `other` row past the cap. False: not counted. */
-  function add(hour: number, tenant: string, identity: StatementIdentity, counts: StatementCounts): boolean {
-    const table = tableOf(hour)
-    let rows = table?.get(tenant)
-    if (!rows) {
-      if (!table || table.size >= config.tenants) {
+  /** The fingerprint counted under (the tenant's own, or `other` past a cap), and whether it is new this hour. */
+  function placed(
+    held: Hour,
+    seen: Set<string>,
+    fingerprint: string,
+  ): { fingerprint: string; fresh: boolean } {
+    if (fingerprint === OTHER_FINGERPRINT || seen.has(fingerprint)) return { fingerprint, fresh: false }
+    if (seen.size >= config.fingerprintsPerTenant || held.fingerprints >= config.maxRows)
+      return { fingerprint: OTHER_FINGERPRINT, fresh: false }
+    seen.add(fingerprint)
+    held.fingerprints++
+    return { fingerprint, fresh: true }
+  }
+
+  /** Adds counts under the tenant's fingerprint, or its `other` row past a cap. False: not counted. */
+  function add(hour: number, tenant: string, identity: RowIdentity, counts: StatementCounts): boolean {
+    const held = hourOf(hour)
+    let seen = held?.seen.get(tenant)
+    if (!held || !seen) {
+      if (!held || held.seen.size >= config.tenants) {
         dropped += counts.calls
         return false
       }
+      seen = new Set()
+      held.seen.set(tenant, seen)
+    }
+    let rows = held.table.get(tenant)
+    if (!rows) {
       rows = new Map()
-      table.set(tenant, rows)
+      held.table.set(tenant, rows)
     }
-    let row = rows.get(identity.fingerprint)
+    const { fingerprint, fresh } = placed(held, seen, identity.fingerprint)
+    let row = rows.get(fingerprint)
     if (!row) {
-      const full = rows.size - (rows.has(OTHER_FINGERPRINT) ? 1 : 0) >= config.fingerprintsPerTenant
-      const fingerprint = full ? OTHER_FINGERPRINT : identity.fingerprint
-      row = rows.get(fingerprint)
-      if (!row) {
-        row = {
-          query: fingerprint === OTHER_FINGERPRINT ? OTHER_QUERY : identity.query,
-          counts: emptyCounts(),
-        }
-        rows.set(fingerprint, row)
-      }
+      row = { query: '', counts: emptyCounts() }
+      rows.set(fingerprint, row)
     }
+    if (fingerprint === OTHER_FINGERPRINT) row.query = OTHER_QUERY
+    else if ('query' in identity) row.query ||= identity.query
+    else if (fresh) row.query = shownText(identity.sql)
     addCounts(row.counts, counts)
     return true
   }
 
   return {
     add,
-    /** Everything held, by hour and tenant, handed over to be flushed; the tables start empty. */
+    /** Everything counted, by hour and tenant, handed over to be flushed; the counts start again at 0. */
     take(): { hour: number; tenant: string; deltas: StatementDelta[] }[] {
-      const taken = [...tables].flatMap(([hour, table]) =>
-        [...table].map(([tenant, rows]) => ({
+      const taken = [...hours].flatMap(([hour, held]) =>
+        [...held.table].map(([tenant, rows]) => ({
           hour,
           tenant,
           deltas: [...rows].map(([fingerprint, row]) => ({ fingerprint, ...row })),
         })),
       )
-      tables = new Map()
+      for (const held of hours.values()) held.table = new Map()
       return taken
     },
     /** Rows (fingerprints and `other`) held for a tenant in an hour. */
-    held: (hour: number, tenant: string) => tables.get(hour)?.get(tenant)?.size ?? 0,
+    held: (hour: number, tenant: string) => hours.get(hour)?.table.get(tenant)?.size ?? 0,
     takeDropped(): number {
       const count = dropped
       dropped = 0
@@ -109,7 +146,7 @@ export function createStatementTables(
 
 export type StatementTables = ReturnType<typeof createStatementTables>
 
-function callsIn(table: Table): number {
+function callsIn(table: Hour['table']): number {
   let calls = 0
   for (const rows of table.values()) for (const row of rows.values()) calls += row.counts.calls
   return calls
@@ -124,12 +161,14 @@ export type StatementsOutcome =
  * Counts each statement of one request: one call each, the request's time shared equally among them (a
  * transaction is one round trip: the router cannot time its statements apart), rows from each result.
  * A failed request counts its statements up to the one that failed, which counts an error (all of them,
- * when the error names none).
+ * when the error names none). A call whose share of the time is over `slowMs` counts as slow: exactly,
+ * not read back from a histogram bucket.
  */
 export function countStatements(
   statements: readonly StatementIdentity[],
   ms: number,
   outcome: StatementsOutcome,
+  slowMs: number,
 ): { identity: StatementIdentity; counts: StatementCounts }[] {
   const failedAt = 'failed' in outcome ? outcome.statementIndex : undefined
   const ran = failedAt === undefined ? statements : statements.slice(0, failedAt + 1)
@@ -145,6 +184,7 @@ export function countStatements(
         errors: error ? 1 : 0,
         rows: result ? (result.rowCount ?? result.rows.length) : 0,
         micros: Math.round(each * 1000),
+        slow: each > slowMs ? 1 : 0,
         histogram: new Map([[bucket, 1]]),
       },
     }
@@ -176,6 +216,7 @@ export interface StatementStats {
 export function createStatementStats(
   redis: Redis,
   config: StatementStatsConfig,
+  slowMs: number,
   logger: Logger,
 ): StatementStats {
   const tables = createStatementTables(config)
@@ -230,7 +271,7 @@ export function createStatementStats(
     record(tenant, statements, ms, outcome) {
       if (closed) return
       const hour = hourOf(Date.now())
-      for (const { identity, counts } of countStatements(statements, ms, outcome))
+      for (const { identity, counts } of countStatements(statements, ms, outcome, slowMs))
         tables.add(hour, tenant, identity, counts)
     },
     held: (tenant) => tables.held(hourOf(Date.now()), tenant),
