@@ -1,6 +1,7 @@
 import { hasSqlDetails, loadModule, parseSync } from 'libpg-query'
 import { createLru } from '../directory/lru.ts'
 import { SwitchyardError } from '../errors.ts'
+import { MAX_NESTING, nestingOf } from './nesting.ts'
 import { identifyStatement, type StatementIdentity } from './stats/identity.ts'
 
 /**
@@ -301,6 +302,12 @@ function parse(sql: string): Record<string, unknown>[] {
 
 /** The parser's statements with where each is in the text; its errors as `syntax_error`. */
 function parseRaw(sql: string): { stmt?: object; stmt_location?: number; stmt_len?: number }[] {
+  // Before the parser, never after: a tree too deep for it breaks the WASM module for every tenant.
+  const nesting = nestingOf(sql)
+  if (nesting > MAX_NESTING)
+    throw notAllowed(
+      `the statement is nested too deeply to check (up to ${nesting} levels; at most ${MAX_NESTING})`,
+    )
   try {
     return parseSync(sql).stmts ?? []
   } catch (error) {

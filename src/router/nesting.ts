@@ -1,0 +1,182 @@
+/**
+ * How deep a statement's parse tree can be, bounded from above without parsing it: the guard in front of
+ * the parser (src/router/policy.ts). libpg-query's parser is C compiled to WASM, and turns its tree into
+ * JSON recursively: a statement deep enough (a chain of ~9000 `+`, 18 KB) overflows the engine's stack
+ * inside the WASM, and the module is left broken, with its memory and stack pointer where the overflow
+ * left them. After a few hundred such statements every later parse fails ("memory access out of
+ * bounds") or hangs: one tenant would stop the router's policy for every tenant. So no statement reaches
+ * the parser unless this bound says its tree is shallow enough to be turned to JSON safely.
+ *
+ * The bound reads the text as PostgreSQL's scanner does where it matters (quoted strings, E'' escapes,
+ * dollar quotes, quoted identifiers, nested comments: text inside them never counts) and adds up what can
+ * make a tree deeper: each operator (a run of operator characters), each keyword that builds a node over
+ * another (AND, NOT, IS, COLLATE, AT, JOIN, UNION, CASE, …) and each bracket level. Commas start a new
+ * part at the same depth (a list is flat), so a 10,000-row VALUES or a 5,000-item IN list stays shallow;
+ * every operator of one part counts, wherever it is, so the bound is never below the tree's real depth.
+ */
+
+/** The deepest statement admitted: a chain of 9000 operators broke the parser, 5000 did not in 3000 runs. */
+export const MAX_NESTING = 2000
+
+const NESTING_KEYWORDS = new Set([
+  'and',
+  'or',
+  'not',
+  'is',
+  'isnull',
+  'notnull',
+  'collate',
+  'at',
+  'between',
+  'like',
+  'ilike',
+  'similar',
+  'in',
+  'overlaps',
+  'operator',
+  'escape',
+  'join',
+  'union',
+  'intersect',
+  'except',
+  'case',
+  'when',
+  'distinct',
+])
+
+const OPERATOR_CHARS = new Set('+-*/<>=~!@#%^&|`?:')
+/** PostgreSQL's ident_start: a letter, `_` or any non-ASCII character. */
+const isWordStart = (c: string) =>
+  (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c === '_' || c >= '\u0080'
+/** PostgreSQL's ident_cont: also digits and `$`. */
+const isWordChar = (c: string) => isWordStart(c) || (c >= '0' && c <= '9') || c === '$'
+
+/** One bracket level being read: its finished parts' deepest, and the part being read. */
+interface Level {
+  deepest: number
+  operators: number
+  inner: number
+}
+
+/** The upper bound on the statement's tree depth (see above); Infinity for text no scanner would finish. */
+export function nestingOf(sql: string): number {
+  const levels: Level[] = [{ deepest: 0, operators: 0, inner: 0 }]
+  const top = () => levels[levels.length - 1] as Level
+  let i = 0
+  while (i < sql.length) {
+    const c = sql[i] as string
+    const next = sql[i + 1]
+    if (c === '-' && next === '-') {
+      const end = sql.indexOf('\n', i)
+      i = end < 0 ? sql.length : end + 1
+    } else if (c === '/' && next === '*') {
+      i = afterComment(sql, i)
+    } else if (c === "'") {
+      i = afterString(sql, i, isEscapeString(sql, i))
+    } else if (c === '"') {
+      i = afterQuoted(sql, i, '"')
+    } else if (c === '$' && dollarTag(sql, i) !== undefined) {
+      // Never inside a word: the word branch takes `$` with the word (a$$b is one identifier). After a
+      // number it is a quote, as in PostgreSQL's scanner.
+      const tag = dollarTag(sql, i) as string
+      const end = sql.indexOf(tag, i + tag.length)
+      i = end < 0 ? sql.length : end + tag.length
+    } else if (c === '(' || c === '[') {
+      levels.push({ deepest: 0, operators: 0, inner: 0 })
+      i++
+    } else if (c === ')' || c === ']') {
+      if (levels.length > 1) close(levels)
+      i++
+    } else if (c === ',' || c === ';') {
+      const level = top()
+      level.deepest = deepestOf(level)
+      level.operators = 0
+      level.inner = 0
+      i++
+    } else if (OPERATOR_CHARS.has(c)) {
+      top().operators++
+      i++
+      // One run is one operator, up to a comment's start (PostgreSQL's scanner cuts it there too).
+      while (i < sql.length && OPERATOR_CHARS.has(sql[i] as string) && !startsComment(sql, i)) i++
+    } else if (isWordStart(c)) {
+      const start = i
+      while (i < sql.length && isWordChar(sql[i] as string)) i++
+      if (NESTING_KEYWORDS.has(sql.slice(start, i).toLowerCase())) top().operators++
+    } else {
+      i++
+    }
+  }
+  // Unclosed brackets (the parser refuses them) count as closed at the end.
+  while (levels.length > 1) close(levels)
+  return deepestOf(top())
+}
+
+const deepestOf = (level: Level) => Math.max(level.deepest, level.operators + level.inner)
+
+/** Ends the innermost bracket level: one deeper than its deepest part, inside its parent's current part. */
+function close(levels: Level[]): void {
+  const closed = levels.pop() as Level
+  const parent = levels[levels.length - 1] as Level
+  parent.inner = Math.max(parent.inner, 1 + deepestOf(closed))
+}
+
+const startsComment = (sql: string, i: number) =>
+  (sql[i] === '-' && sql[i + 1] === '-') || (sql[i] === '/' && sql[i + 1] === '*')
+
+/** After a C comment, which nests in PostgreSQL. */
+function afterComment(sql: string, start: number): number {
+  let depth = 0
+  let i = start
+  while (i < sql.length) {
+    if (sql[i] === '/' && sql[i + 1] === '*') {
+      depth++
+      i += 2
+    } else if (sql[i] === '*' && sql[i + 1] === '/') {
+      depth--
+      i += 2
+      if (depth === 0) return i
+    } else i++
+  }
+  return sql.length
+}
+
+/** E'…' (or e'…'): the only string where a backslash escapes the next character (standard_conforming_strings). */
+function isEscapeString(sql: string, quote: number): boolean {
+  const prefix = sql[quote - 1]
+  return (prefix === 'E' || prefix === 'e') && !(quote > 1 && isWordChar(sql[quote - 2] as string))
+}
+
+/** After a quoted string; '' is a quote inside it, and in E'' strings so is \'. */
+function afterString(sql: string, start: number, backslashes: boolean): number {
+  let i = start + 1
+  while (i < sql.length) {
+    const c = sql[i]
+    if (backslashes && c === '\\') i += 2
+    else if (c === "'") {
+      if (sql[i + 1] === "'") i += 2
+      else return i + 1
+    } else i++
+  }
+  return sql.length
+}
+
+/** After a quoted identifier ("" is a quote inside it). */
+function afterQuoted(sql: string, start: number, quote: string): number {
+  let i = start + 1
+  while (i < sql.length) {
+    if (sql[i] === quote) {
+      if (sql[i + 1] === quote) i += 2
+      else return i + 1
+    } else i++
+  }
+  return sql.length
+}
+
+/** The dollar-quote tag starting at `i` ($$ or $name$), or undefined ($1 is a parameter, not a quote). */
+function dollarTag(sql: string, i: number): string | undefined {
+  let j = i + 1
+  if (sql[j] === '$') return '$$'
+  if (!(j < sql.length && isWordStart(sql[j] as string))) return undefined
+  while (j < sql.length && isWordChar(sql[j] as string) && sql[j] !== '$') j++
+  return sql[j] === '$' ? sql.slice(i, j + 1) : undefined
+}
