@@ -777,8 +777,12 @@ describe("finding: only parses take turns: building one tenant's answers stalls 
     console.log(
       `attacker: ${answers.map((a) => `${a.status} ${a.bytes}`).join(', ')}; other tenant: ${latencies.length} requests, worst ${Math.round(worst)} ms, refused: ${refused.join(', ') || 'never'}`,
     )
-    // Not a timing assertion (the machine is shared): the figures are printed above.
-    expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 413))
+    // Not a timing assertion (the machine is shared): the figures are printed above. Each answer is
+    // refused: 413 past 2 x maxResultBytes, or, when enough of the eight are in flight at once to hold
+    // the tenant's quarter of maxUnreadBytes (64 MiB), 429 tenant_busy before it is built. Which one
+    // depends on how the shared machine schedules them; the other tenant is served either way.
+    expect(answers.filter((answer) => answer.status !== 413 && answer.status !== 429)).toEqual([])
+    expect(answers.some((answer) => answer.status === 413)).toBe(true)
     expect(refused).toEqual([])
   }, 60_000)
 })
