@@ -1535,7 +1535,11 @@ async function breakdownWith({
     ['tenant: routes.resolve (local hit)', () => deps.routes.resolve(fixture.tenant)],
     [
       'rate limit: admission.admit (Redis round trip)',
-      () => deps.admission.admit(fixture.tenant, SHARD, 2_000_000_000),
+      () =>
+        deps.admission.admit(fixture.tenant, SHARD, {
+          apiRequests: 2_000_000_000,
+          statements: 2_000_000_000,
+        }),
     ],
     ['shard: the statement alone (passthrough pool)', () => single.unsafe(POINT_READ, params), singlePid],
     [

@@ -13,7 +13,7 @@ import { type RunDeps, runLoadtest } from '../src/loadtest/run.ts'
 import { findLoadtestTenants, seedLoadtest } from '../src/loadtest/seed.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, removeTenants, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
-import { query } from './router-support.ts'
+import { newApiRequest, query } from './router-support.ts'
 import { freePorts } from './setup/topology.ts'
 import { eventually, topology } from './support.ts'
 
@@ -331,7 +331,10 @@ async function misbehave(router: RunningRouter, stopAt: number) {
   const faulty = await tenantWithKey('shard-3')
   const codes = new Set<string>()
   const send = async (tenant: TestTenant, sql: string) => {
-    const answer = await query<{ error?: { code: string } }>(router, tenant, sql)
+    // Each a new API request of the application: the sixth of the hour is refused.
+    const answer = await query<{ error?: { code: string } }>(router, tenant, sql, [], {
+      headers: newApiRequest(),
+    })
     if (answer.body.error) codes.add(answer.body.error.code)
   }
   while (performance.now() < stopAt) {

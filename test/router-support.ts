@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { inject } from 'vitest'
 import { startClusterNode, stopClusterNode } from '../src/cluster/launcher.ts'
@@ -11,6 +12,9 @@ export interface Answer<T = unknown> {
   headers: Headers
   body: T
 }
+
+/** Headers naming a new API request of the application (issue 19): the statement counts one. */
+export const newApiRequest = (): Record<string, string> => ({ 'x-switchyard-request': randomUUID() })
 
 /** POST /v1/query (drizzle pg-proxy protocol) as `tenant`. */
 export async function query<T = { rows: unknown[] }>(

@@ -6,8 +6,11 @@ import { openRedis, redisReady } from '../src/directory/redis.ts'
 import { createAdmission } from '../src/router/admission.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
-import { query } from './router-support.ts'
+import { newApiRequest, post, query } from './router-support.ts'
 import { eventually, newTenantId, shard, topology } from './support.ts'
+
+/** A quota of `n` for statements that name no API request (as every request here). */
+const untagged = (n: number) => ({ apiRequests: n, statements: n })
 
 let routerA: RunningRouter
 let routerB: RunningRouter
@@ -228,7 +231,9 @@ describe('rate limits', () => {
     const limit = 25
     const limited = await tenantWithKey('shard-2', { api_rate_limit: limit })
     const answers = await Promise.all(
-      Array.from({ length: 60 }, (_, i) => query(i % 2 ? routerA : routerB, limited, 'select 1 as one')),
+      Array.from({ length: 60 }, (_, i) =>
+        query(i % 2 ? routerA : routerB, limited, 'select 1 as one', [], { headers: newApiRequest() }),
+      ),
     )
     const passed = answers.filter((a) => a.status === 200)
     const refused = answers.filter((a) => a.status === 429)
@@ -250,13 +255,13 @@ describe('rate limits', () => {
       const admission = createAdmission(redis)
       const tenant = newTenantId()
       await admission.recordWrite(tenant, 'shard-1', 1n << 40n)
-      expect((await admission.admit(tenant, 'shard-1', 100)).lastWriteLsn).toBe(1n << 40n)
-      expect((await admission.admit(tenant, 'shard-2', 100)).lastWriteLsn).toBeNull()
+      expect((await admission.admit(tenant, 'shard-1', untagged(100))).lastWriteLsn).toBe(1n << 40n)
+      expect((await admission.admit(tenant, 'shard-2', untagged(100))).lastWriteLsn).toBeNull()
       expect(admission.localLastWrite(tenant, 'shard-2')).toBeNull()
       // Another router knows it only through Redis, per shard too.
       const other = createAdmission(redis)
-      expect((await other.admit(tenant, 'shard-1', 100)).lastWriteLsn).toBe(1n << 40n)
-      expect((await other.admit(tenant, 'shard-2', 100)).lastWriteLsn).toBeNull()
+      expect((await other.admit(tenant, 'shard-1', untagged(100))).lastWriteLsn).toBe(1n << 40n)
+      expect((await other.admit(tenant, 'shard-2', untagged(100))).lastWriteLsn).toBeNull()
     } finally {
       redis.disconnect()
     }
@@ -271,8 +276,8 @@ describe('rate limits', () => {
       await admission.recordWrite(second, 'shard-1', 42n)
       // One turn of the event loop: these go to Redis as one script call.
       const answers = await Promise.allSettled([
-        ...Array.from({ length: 10 }, () => admission.admit(first, 'shard-1', 7)),
-        ...Array.from({ length: 4 }, () => admission.admit(second, 'shard-1', 7)),
+        ...Array.from({ length: 10 }, () => admission.admit(first, 'shard-1', untagged(7))),
+        ...Array.from({ length: 4 }, () => admission.admit(second, 'shard-1', untagged(7))),
       ])
       const passed = (from: number, to: number) =>
         answers.slice(from, to).filter((answer) => answer.status === 'fulfilled') as PromiseFulfilledResult<
@@ -294,8 +299,130 @@ describe('rate limits', () => {
     const router = await startTestRouter({ rateLimitOverride: 3 })
     const tenant = await tenantWithKey('shard-3')
     const statuses = []
-    for (let i = 0; i < 5; i++) statuses.push((await query(router, tenant, 'select 1')).status)
+    for (let i = 0; i < 5; i++)
+      statuses.push((await query(router, tenant, 'select 1', [], { headers: newApiRequest() })).status)
     expect(statuses).toEqual([200, 200, 200, 429, 429])
+  })
+})
+
+describe('API requests per hour, as the seed counts them (issue 19)', () => {
+  const tag = (id: string) => ({ headers: { 'x-switchyard-request': id } })
+  const statusesOf = (answers: { status: number }[]) => answers.map((answer) => answer.status)
+
+  it('a tenant limited to 5 API requests sends 20 statements of 5 through two routers; a 6th request is 429', async () => {
+    const limited = await tenantWithKey('shard-2', { api_rate_limit: 5 })
+    const ids = Array.from({ length: 5 }, (_, i) => `${limited.id}-api-${i}`)
+    const answers = []
+    for (let i = 0; i < 20; i++)
+      answers.push(
+        await query(i % 2 ? routerA : routerB, limited, 'select 1 as one', [], tag(ids[i % 5] as string)),
+      )
+    expect(statusesOf(answers)).toEqual(answers.map(() => 200))
+    expect(answers.every((answer) => answer.headers.get('ratelimit-limit') === '5')).toBe(true)
+    expect(answers.map((answer) => answer.headers.get('ratelimit-remaining')).slice(0, 5)).toEqual([
+      '4',
+      '3',
+      '2',
+      '1',
+      '0',
+    ])
+    const sixth = await query<{ error: { code: string; message: string } }>(
+      routerA,
+      limited,
+      'select 1 as one',
+      [],
+      tag('sixth'),
+    )
+    expect(sixth.status).toBe(429)
+    expect(sixth.body.error.code).toBe('rate_limited')
+    expect(sixth.body.error.message).toContain('5 API requests per hour')
+    expect(Number(sixth.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(sixth.headers.get('ratelimit-limit')).toBe('5')
+    expect(sixth.headers.get('ratelimit-remaining')).toBe('0')
+    expect(Number(sixth.headers.get('ratelimit-reset'))).toBeGreaterThan(0)
+    // The five API requests' further statements still pass, on either router.
+    expect((await query(routerB, limited, 'select 2 as two', [], tag(ids[3] as string))).status).toBe(200)
+    // A request id that is not 1 to 128 visible ASCII characters is refused before anything counts.
+    const bad = await query<{ error: { code: string } }>(routerA, limited, 'select 1', [], tag('a b'))
+    expect([bad.status, bad.body.error.code]).toEqual([400, 'invalid_input'])
+  })
+
+  it('statements naming no API request count against their own budget (api_rate_limit x statementsPerApiRequest)', async () => {
+    const router = await startTestRouter({ statementsPerApiRequest: 2 })
+    const limited = await tenantWithKey('shard-2', { api_rate_limit: 5 })
+    const untaggedAnswers = []
+    for (let i = 0; i < 11; i++)
+      untaggedAnswers.push(await query<{ error?: { message: string } }>(router, limited, 'select 1 as one'))
+    expect(statusesOf(untaggedAnswers)).toEqual([...Array.from({ length: 10 }, () => 200), 429])
+    expect(untaggedAnswers[0]?.headers.get('ratelimit-limit')).toBe('10')
+    expect(untaggedAnswers[10]?.body.error?.message).toContain('x-switchyard-request')
+    // The API request budget is apart: still whole.
+    expect(
+      (await query(router, limited, 'select 1', [], tag('first'))).headers.get('ratelimit-remaining'),
+    ).toBe('4')
+  })
+
+  it('both hold exactly under concurrency: 50 requests at once through two routers', async () => {
+    const limited = await tenantWithKey('shard-3', { api_rate_limit: 10 })
+    // 25 API requests of 2 statements each, all at once: exactly 10 requests' statements pass, both of each.
+    const ids = Array.from({ length: 25 }, (_, i) => `concurrent-${i}`)
+    const sent = ids.flatMap((id) => [id, id])
+    const answers = await Promise.all(
+      sent.map((id, i) => query(i % 2 ? routerA : routerB, limited, 'select 1 as one', [], tag(id))),
+    )
+    const passedIds = sent.filter((_, i) => answers[i]?.status === 200)
+    expect(passedIds).toHaveLength(20)
+    expect(new Set(passedIds).size).toBe(10)
+    expect(answers.filter((answer) => answer.status === 429)).toHaveLength(30)
+    // Untagged, on a router whose budget is 10 x 2 = 20 statements: 50 at once, exactly 20 pass.
+    const budgeted = await startTestRouter({ statementsPerApiRequest: 2 })
+    const other = await tenantWithKey('shard-3', { api_rate_limit: 10 })
+    const untaggedAnswers = await Promise.all(
+      Array.from({ length: 50 }, () => query(budgeted, other, 'select 1 as one')),
+    )
+    expect(untaggedAnswers.filter((answer) => answer.status === 200)).toHaveLength(20)
+    expect(untaggedAnswers.filter((answer) => answer.status === 429)).toHaveLength(30)
+  })
+
+  it('POST /v1/limits/consume counts an API request for the application; its statements then pass', async () => {
+    const limited = await tenantWithKey('shard-1', { api_rate_limit: 2 })
+    const headers = (id?: string) => ({
+      authorization: `Bearer ${limited.key}`,
+      'x-tenant-id': limited.id,
+      ...(id ? { 'x-switchyard-request': id } : {}),
+    })
+    const consume = (id?: string) =>
+      post<{ limit: number; remaining: number; resetSeconds: number; error?: { code: string } }>(
+        routerA,
+        '/v1/limits/consume',
+        {},
+        headers(id),
+      )
+    const first = await consume('checkout-1')
+    expect(first.status).toBe(200)
+    expect(first.body).toMatchObject({ limit: 2, remaining: 1 })
+    expect(first.headers.get('ratelimit-remaining')).toBe('1')
+    // The same API request again (a retry of the middleware): not counted twice.
+    expect((await consume('checkout-1')).body.remaining).toBe(1)
+    // Its statements pass on either router; no id counts a new request each time.
+    expect((await query(routerB, limited, 'select 1', [], tag('checkout-1'))).status).toBe(200)
+    expect((await consume()).body.remaining).toBe(0)
+    const refused = await consume()
+    expect(refused.status).toBe(429)
+    expect(refused.body.error?.code).toBe('rate_limited')
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect((await query(routerA, limited, 'select 1', [], tag('checkout-1'))).status).toBe(200)
+    // Another tenant's key cannot spend this tenant's limit.
+    const stranger = await post<{ error: { code: string } }>(
+      routerA,
+      '/v1/limits/consume',
+      {},
+      {
+        ...headers(),
+        authorization: `Bearer ${alice.key}`,
+      },
+    )
+    expect(stranger.status).toBe(403)
   })
 })
 

@@ -16,6 +16,7 @@ export const ENV_OVERRIDES = {
   SWITCHYARD_ROUTER_PASSWORD: ['router', 'role', 'password'],
   SWITCHYARD_SHARDS: ['shards'],
   SWITCHYARD_RATE_LIMIT: ['router', 'rateLimitOverride'],
+  SWITCHYARD_STATEMENTS_PER_API_REQUEST: ['router', 'statementsPerApiRequest'],
   SWITCHYARD_POOL_SIZE: ['router', 'poolSize'],
   SWITCHYARD_REQUEST_TIMEOUT_MS: ['router', 'requestTimeoutMs'],
   SWITCHYARD_SHARD_SSLMODE: ['router', 'tls', 'mode'],

@@ -256,8 +256,13 @@ export const topologySchema = z
          */
         partitionKeeperIntervalMs: z.coerce.number().int().min(0).default(3_600_000),
         partitionMonthsAhead: z.coerce.number().int().min(0).max(120).default(12),
-        /** Replaces every tenant's api_rate_limit (requests per hour), e.g. for load tests. */
+        /** Replaces every tenant's api_rate_limit (API requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
+        /**
+         * Statements an hour a tenant may send without naming an API request (x-switchyard-request), per
+         * API request of its api_rate_limit: the seed's 1000 API requests make 50,000 such statements.
+         */
+        statementsPerApiRequest: z.coerce.number().int().min(1).max(10_000).default(50),
         /** TLS from this router to every shard node (docs/ROUTER.md, "TLS to the shards"). */
         tls: routerTlsSchema.prefault({}),
       })

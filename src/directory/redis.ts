@@ -24,7 +24,10 @@ export const keys = {
   invalidations: 'switchyard:invalidate',
   /** Per shard: LSNs of different servers do not compare, and a tenant that moved writes elsewhere. */
   lastWrite: (tenant: string, shard: string) => `switchyard:lsn:${tenant}:${shard}`,
+  /** Statements without an API request id, counted in the window (INCR). */
   rate: (tenant: string, window: number) => `switchyard:rate:${tenant}:${window}`,
+  /** The API requests counted in the window: a set of their ids' digests, at most the tenant's limit. */
+  apiRequests: (tenant: string, window: number) => `switchyard:api:${tenant}:${window}`,
 }
 
 /** Rate limits count requests in fixed windows of this many seconds (the seed's limits are per hour). */

@@ -23,8 +23,11 @@ export interface Drive {
   seconds: number
   connections: number
   timeoutMs: number
-  /** The next request: called once per scheduled slot. */
-  next(): { tenant: string; query: ProxyQuery; done(answer: Answer): void }
+  /**
+   * The next request: called once per scheduled slot. `apiRequest`: the application's API request the
+   * statement serves, sent as `x-switchyard-request` (the tenant's rate limit counts those).
+   */
+  next(): { tenant: string; apiRequest: string; query: ProxyQuery; done(answer: Answer): void }
 }
 
 /**
@@ -51,7 +54,7 @@ export async function driveOpenLoop(drive: Drive): Promise<{ sent: number; secon
         const at = sent * interval
         const due = start + at
         const request = drive.next()
-        const flight = send(agent, endpoint, drive, request.tenant, request.query).then((answer) =>
+        const flight = send(agent, endpoint, drive, request).then((answer) =>
           request.done({ ...answer, at, ms: performance.now() - due }),
         )
         inFlight.add(flight)
@@ -75,8 +78,7 @@ function send(
   agent: http.Agent,
   endpoint: URL,
   drive: Drive,
-  tenant: string,
-  query: ProxyQuery,
+  { tenant, apiRequest, query }: { tenant: string; apiRequest: string; query: ProxyQuery },
 ): Promise<Sent> {
   const body = JSON.stringify(query)
   return new Promise((resolve) => {
@@ -89,6 +91,7 @@ function send(
         headers: {
           authorization: `Bearer ${drive.key}`,
           'x-tenant-id': tenant,
+          'x-switchyard-request': apiRequest,
           'content-type': 'application/json',
           'content-length': Buffer.byteLength(body),
         },

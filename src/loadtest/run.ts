@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import pino from 'pino'
@@ -33,8 +34,12 @@ export interface RunDeps {
  */
 const REQUEST_TIMEOUT_MS = 30_000
 
-/** Every tenant's hourly limit when the run starts its own router: the load must not be refused as 429s. */
-const LOADTEST_RATE_LIMIT = 1_000_000_000
+/**
+ * Statements of one API request of the seed's application: a booking page reads the business, its
+ * services and its working hours. The run groups each tenant's statements in API requests of this many
+ * (x-switchyard-request), so the tenant's rate limit counts what the seed counts (issue 19).
+ */
+export const STATEMENTS_PER_API_REQUEST = 3
 
 /**
  * `switchyard loadtest run`: drives a router (its own, in this process, or `--url`) with the seed's
@@ -96,16 +101,28 @@ async function workloadTenants(deps: RunDeps, prefix: string, limit?: number): P
   return contexts
 }
 
-/**
- * The run's own router, with every tenant's rate limit lifted through the documented override
- * (`router.rateLimitOverride`, what SWITCHYARD_RATE_LIMIT sets) unless the topology already sets one.
- */
+/** The run's own router, with the topology's limits as they are: the load is counted as an application's. */
 function startOwnRouter(topology: Topology, logger: Logger) {
-  const rateLimitOverride = topology.router.rateLimitOverride ?? LOADTEST_RATE_LIMIT
-  return startRouter(
-    { ...topology, router: { ...topology.router, rateLimitOverride } },
-    { port: 0, pgPort: null, logger },
-  )
+  return startRouter(topology, { port: 0, pgPort: null, logger })
+}
+
+/**
+ * Each tenant's statements grouped in API requests of STATEMENTS_PER_API_REQUEST, in the order they are
+ * sent: the id the next statement of `tenant` names.
+ */
+function apiRequests(run: string) {
+  const current = new Map<string, { id: string; left: number }>()
+  let made = 0
+  return (tenant: string): string => {
+    let request = current.get(tenant)
+    if (!request || request.left === 0) {
+      made += 1
+      request = { id: `${run}-${made}`, left: STATEMENTS_PER_API_REQUEST }
+      current.set(tenant, request)
+    }
+    request.left -= 1
+    return request.id
+  }
 }
 
 async function drive(
@@ -120,6 +137,7 @@ async function drive(
   const recorder = createRecorder(warmupMs, new Set(moving.map((tenant) => tenant.id)))
   const nextTenant = zipfPicker(contexts, options.zipf)
   const nextOperation = operationPicker(options.writeShare)
+  const apiRequestOf = apiRequests(randomUUID())
   const progress = runProgress(options, deps.onProgress)
   const startedAt = performance.now()
   const sinceWindow = () => performance.now() - startedAt - warmupMs
@@ -152,6 +170,7 @@ async function drive(
         const operation = nextOperation()
         return {
           tenant: tenant.id,
+          apiRequest: apiRequestOf(tenant.id),
           query: operation.build(tenant),
           done(answer: Answer) {
             recorder.record(operation.name, tenant.id, answer)

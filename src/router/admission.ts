@@ -1,10 +1,52 @@
+import { createHash } from 'node:crypto'
 import { keys, RATE_WINDOW_SECONDS, type Redis, runScript } from '../directory/redis.ts'
 import { SwitchyardError } from '../errors.ts'
 import { fromSortableLsn, sortableLsn } from '../shard/lsn.ts'
 
 const WINDOW_SECONDS = RATE_WINDOW_SECONDS
 
+/**
+ * What a tenant may send an hour, in the seed's units (issue 19): its `api_rate_limit` counts the
+ * application's API requests, each of which may send several statements. A statement tagged with the API
+ * request it serves (`x-switchyard-request`, or `switchyard.request` on the PostgreSQL port) counts that
+ * request once, however many statements it sends; an untagged statement counts against `statements`.
+ */
+export interface Quota {
+  /** Distinct API requests an hour (the tenant's api_rate_limit). */
+  apiRequests: number
+  /** Statements an hour that name no API request. */
+  statements: number
+  /** The API request the statement serves, as the application named it; absent: untagged. */
+  request?: string | undefined
+}
+
+/** What an application's request id may be: 1 to 128 visible ASCII characters (a UUID, a trace id). */
+export const API_REQUEST_ID = /^[\x21-\x7e]{1,128}$/
+/** The HTTP header that names the API request a tenant request serves. */
+export const API_REQUEST_HEADER = 'x-switchyard-request'
+
+/** The request id of an HTTP request's `x-switchyard-request`, or `invalid_input`; absent is fine. */
+export function apiRequestHeader(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  if (!API_REQUEST_ID.test(value))
+    throw new SwitchyardError(
+      'invalid_input',
+      `${API_REQUEST_HEADER} must be 1 to 128 visible ASCII characters (the application's request id)`,
+    )
+  return value
+}
+
+/** The IETF draft's RateLimit headers of an admitted request (a refusal's are set where it is answered). */
+export function rateHeaders(admission: Admission): Record<string, string> {
+  return {
+    'RateLimit-Limit': String(admission.limit),
+    'RateLimit-Remaining': String(Math.max(0, admission.remaining)),
+    'RateLimit-Reset': String(admission.resetSeconds),
+  }
+}
+
 export interface Admission {
+  /** The limit the request was counted against: API requests when it named one, else statements. */
   limit: number
   remaining: number
   /** Seconds until the window resets. */
@@ -15,10 +57,11 @@ export interface Admission {
 
 export interface AdmissionControl {
   /**
-   * Counts the request against the tenant's hourly limit (throws `rate_limited` past it) and reads the
-   * tenant's last write on `shard`, the shard its route names.
+   * Counts the request against the tenant's hourly quota (throws `rate_limited` past it) and reads the
+   * tenant's last write on `shard`, the shard its route names. A request naming an API request already
+   * counted this hour passes without counting again.
    */
-  admit(tenant: string, shard: string, limit: number): Promise<Admission>
+  admit(tenant: string, shard: string, quota: Quota): Promise<Admission>
   /**
    * Records a write's LSN so every router's next read of the tenant waits for it. Awaited before the
    * write is acknowledged: a client that reads through another router right after must find it.
@@ -33,13 +76,29 @@ export interface AdmissionControl {
   overLimit(tenant: string): boolean
 }
 
-// One round trip for every admission asked for in one turn of the event loop: for each tenant (a pair
-// of keys), count the request in the current window and read the tenant's last write LSN.
+// One round trip for every admission asked for in one turn of the event loop: for each request (a pair
+// of keys; ARGV: the API request's digest or '', and its limit), count it in the current window and read
+// the tenant's last write LSN. Untagged: INCR the statement count. Tagged: an API request already in the
+// window's set passes (reply: minus the set's size); a new one joins it while the set is under the limit, so the set never
+// holds more than the limit, and past it the reply is limit + 1 (refused). Atomic: exact across routers.
 const ADMIT = `
 local replies = {}
 for i = 1, #KEYS, 2 do
-  local count = redis.call('INCR', KEYS[i])
-  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+  local item = (i + 1) / 2
+  local member, limit = ARGV[2 * item], tonumber(ARGV[2 * item + 1])
+  local count
+  if member == '' then
+    count = redis.call('INCR', KEYS[i])
+    if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+  elseif redis.call('SISMEMBER', KEYS[i], member) == 1 then
+    count = -redis.call('SCARD', KEYS[i])
+  else
+    count = redis.call('SCARD', KEYS[i]) + 1
+    if count <= limit then
+      redis.call('SADD', KEYS[i], member)
+      if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+    end
+  end
   replies[#replies + 1] = count
   replies[#replies + 1] = redis.call('GET', KEYS[i + 1]) or false
 end
@@ -63,6 +122,8 @@ return 1`
  */
 export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): AdmissionControl {
   const localCounts = new Map<string, number>()
+  /** API requests counted per tenant, at most its limit each: the fallback of the Redis set. */
+  const localRequests = new Map<string, Set<string>>()
   /** Keyed by `keys.lastWrite(tenant, shard)`. */
   const localLsn = new Map<string, bigint>()
   /** Tenants refused in a window, with that window. */
@@ -71,47 +132,60 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
   const currentWindow = () => Math.floor(Date.now() / 1000 / WINDOW_SECONDS)
   const shared = redis ? createAdmitBatches(redis) : undefined
 
-  function localAdmit(tenant: string, window: number) {
+  /** The ADMIT script's count for this process alone. */
+  function localAdmit(tenant: string, window: number, member: string, limit: number) {
     if (window !== localWindow) {
       localCounts.clear()
+      localRequests.clear()
       localWindow = window
     }
-    const count = (localCounts.get(tenant) ?? 0) + 1
-    localCounts.set(tenant, count)
+    if (member === '') {
+      const count = (localCounts.get(tenant) ?? 0) + 1
+      localCounts.set(tenant, count)
+      return count
+    }
+    const counted = localRequests.get(tenant) ?? new Set<string>()
+    localRequests.set(tenant, counted)
+    if (counted.has(member)) return -counted.size
+    const count = counted.size + 1
+    if (count <= limit) counted.add(member)
     return count
   }
 
   return {
-    async admit(tenant, shard, limit) {
+    async admit(tenant, shard, quota) {
       const now = Math.floor(Date.now() / 1000)
       const window = Math.floor(now / WINDOW_SECONDS)
       const resetSeconds = (window + 1) * WINDOW_SECONDS - now
+      const tagged = quota.request !== undefined
+      const limit = tagged ? quota.apiRequests : quota.statements
+      const member = tagged ? requestDigest(quota.request as string) : ''
       let count: number
       let sharedLsn: bigint | null = null
       try {
         if (!shared || redis?.status !== 'ready') throw new Error('redis not ready')
-        const [n, lsn] = await shared(tenant, shard, window)
+        const [n, lsn] = await shared(tenant, shard, window, member, limit)
         count = n
         sharedLsn = lsn ? fromSortableLsn(lsn) : null
       } catch {
-        count = localAdmit(tenant, window)
+        count = localAdmit(tenant, window, member, limit)
       }
       const local = localLsn.get(keys.lastWrite(tenant, shard)) ?? null
       const lastWriteLsn =
         sharedLsn === null ? local : local === null || sharedLsn > local ? sharedLsn : local
+      // Negative: an API request already counted, of -count this hour.
       if (count > limit) {
         refused.set(tenant, window)
         throw new SwitchyardError(
           'rate_limited',
-          `tenant ${tenant} is over its limit of ${limit} requests per hour`,
-          {
-            limit,
-            resetSeconds,
-          },
+          tagged
+            ? `tenant ${tenant} is over its limit of ${limit} API requests per hour`
+            : `tenant ${tenant} is over its budget of ${limit} statements per hour that name no API request (x-switchyard-request)`,
+          { limit, resetSeconds },
         )
       }
       if (refused.get(tenant) === window) refused.delete(tenant)
-      return { limit, remaining: limit - count, resetSeconds, lastWriteLsn }
+      return { limit, remaining: limit - Math.abs(count), resetSeconds, lastWriteLsn }
     },
     localLastWrite: (tenant, shard) => localLsn.get(keys.lastWrite(tenant, shard)) ?? null,
     overLimit: (tenant) => refused.get(tenant) === currentWindow(),
@@ -125,6 +199,13 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
   }
 }
 
+/**
+ * What is kept of an application's request id: a digest of 12 bytes, so a set of a tenant's limit of them
+ * stays small whatever the ids are, and the ids themselves (which may name users) are never stored.
+ */
+const requestDigest = (request: string) =>
+  createHash('sha256').update(request).digest().subarray(0, 12).toString('base64url')
+
 type AdmitReply = [count: number, lastWrite: string | null]
 
 /**
@@ -135,17 +216,18 @@ type AdmitReply = [count: number, lastWrite: string | null]
 function createAdmitBatches(redis: Redis) {
   interface Batch {
     keys: string[]
+    args: (string | number)[]
     waiters: { resolve(reply: AdmitReply): void; reject(error: unknown): void }[]
   }
-  let batch: Batch = { keys: [], waiters: [] }
+  let batch: Batch = { keys: [], args: [WINDOW_SECONDS], waiters: [] }
   let scheduled = false
 
   function flush() {
     scheduled = false
-    const { keys: batchKeys, waiters } = batch
-    batch = { keys: [], waiters: [] }
+    const { keys: batchKeys, args, waiters } = batch
+    batch = { keys: [], args: [WINDOW_SECONDS], waiters: [] }
     if (waiters.length === 0) return
-    runScript(redis, ADMIT, batchKeys, [WINDOW_SECONDS]).then(
+    runScript(redis, ADMIT, batchKeys, args).then(
       (reply) => {
         const values = reply as (number | string | null)[]
         for (const [i, waiter] of waiters.entries())
@@ -157,9 +239,11 @@ function createAdmitBatches(redis: Redis) {
     )
   }
 
-  return (tenant: string, shard: string, window: number) =>
+  return (tenant: string, shard: string, window: number, member: string, limit: number) =>
     new Promise<AdmitReply>((resolve, reject) => {
-      batch.keys.push(keys.rate(tenant, window), keys.lastWrite(tenant, shard))
+      const counter = member === '' ? keys.rate(tenant, window) : keys.apiRequests(tenant, window)
+      batch.keys.push(counter, keys.lastWrite(tenant, shard))
+      batch.args.push(member, limit)
       batch.waiters.push({ resolve, reject })
       if (batch.waiters.length >= MAX_BATCH) flush()
       else if (!scheduled) {

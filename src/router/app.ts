@@ -3,18 +3,18 @@ import type { ServerResponse } from 'node:http'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Topology } from '../config/topology.ts'
-import { parseTenantId } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import { formatLsn } from '../shard/lsn.ts'
 import { Cancellation, type CancelSignal } from '../shard/wire/cancel.ts'
 import type { AdminDeps } from './admin/context.ts'
 import { createAdminApi } from './admin/index.ts'
-import type { Admission } from './admission.ts'
+import { API_REQUEST_HEADER, apiRequestHeader, rateHeaders } from './admission.ts'
 import type { Outgoing, UnreadAnswers } from './answers.ts'
-import { assertTenantAllowed, type KeyCheck } from './auth.ts'
+import { authenticatedTenant, bearerKey, type KeyCheck } from './auth.ts'
 import { parseCacheAsk } from './cache/plan.ts'
 import type { AnswerCache } from './cache/store.ts'
 import { createConsole } from './console/index.ts'
+import { CONSUME_PATH, consumeApiRequest } from './consume.ts'
 import { CLIENT_GONE, DEADLINE, type DispatchDeps, type Dispatched, failedOn } from './dispatch.ts'
 import { retryAfter, statusOf } from './errors.ts'
 import { HTTP_PROTOCOLS, type ProtocolRequest } from './protocols/index.ts'
@@ -129,6 +129,18 @@ export function createApp(deps: RouterApp): Hono<Env> {
     })
   }
 
+  app.post(CONSUME_PATH, async (c) => {
+    const trace = c.get('trace')
+    const { tenant, admission } = await consumeApiRequest(deps, {
+      key: bearerKey(c.req.header('authorization')),
+      tenant: c.req.header('x-tenant-id'),
+      request: apiRequestHeader(c.req.header(API_REQUEST_HEADER)),
+    })
+    trace.tenant = tenant
+    Object.assign(trace.headers, rateHeaders(admission))
+    const { limit, remaining, resetSeconds } = admission
+    return c.json({ limit, remaining: Math.max(0, remaining), resetSeconds }, 200, trace.headers)
+  })
   app.route('/admin/v1', createAdminApi(deps))
   app.route('/console', createConsole())
 
@@ -239,11 +251,7 @@ async function runBounded(
   request: HttpTenantRequest,
   signal: CancelSignal,
 ): Promise<Dispatched> {
-  const key = await deps.keys.authenticate(request.key)
-  if (!request.tenant)
-    throw new SwitchyardError('invalid_input', 'the tenant is missing (x-tenant-id header)')
-  const tenant = parseTenantId(request.tenant).toLowerCase()
-  assertTenantAllowed(key, tenant)
+  const tenant = await authenticatedTenant(deps.keys, request.key, request.tenant)
   const trace = c.get('trace')
   trace.tenant = tenant
   deps.answers.admit(tenant)
@@ -252,10 +260,11 @@ async function runBounded(
     tenant,
     params: request.statements.map((statement) => normalizeParams(statement.params)),
     idempotencyKey: idempotencyKeyOf(c),
+    apiRequest: apiRequestHeader(c.req.header(API_REQUEST_HEADER)),
     cache: parseCacheAsk(c.req.header('x-switchyard-cache'), deps.topology.router.cache.maxAskedSeconds),
     signal,
   })
-  setRateHeaders(trace.headers, admission)
+  Object.assign(trace.headers, rateHeaders(admission))
   if (cache) trace.headers['x-switchyard-cache'] = cache
   trace.shard = outcome.route.shard
   trace.node = outcome.node.name
@@ -277,12 +286,6 @@ function idempotencyKeyOf(c: Context<Env>): string | undefined {
       'Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good one)',
     )
   return key
-}
-
-function setRateHeaders(headers: Record<string, string>, admission: Admission) {
-  headers['RateLimit-Limit'] = String(admission.limit)
-  headers['RateLimit-Remaining'] = String(Math.max(0, admission.remaining))
-  headers['RateLimit-Reset'] = String(admission.resetSeconds)
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Directory } from '../directory/connection.ts'
 import { type VerifiedKey, verifyKey } from '../directory/keys.ts'
 import { createLru } from '../directory/lru.ts'
+import { parseTenantId } from '../directory/tenants.ts'
 import { SwitchyardError } from '../errors.ts'
 
 export interface KeyCheck {
@@ -63,3 +64,20 @@ export function assertAdmin(key: VerifiedKey): void {
 }
 
 const unauthorized = (message: string) => new SwitchyardError('unauthorized', message)
+
+/**
+ * The tenant an HTTP request acts for: its bearer key checked, then `x-tenant-id` (a UUID) allowed by the
+ * key. Throws `unauthorized`, `invalid_input` or `forbidden`.
+ */
+export async function authenticatedTenant(
+  keys: KeyCheck,
+  presentedKey: string | undefined,
+  presentedTenant: string | undefined,
+): Promise<string> {
+  const key = await keys.authenticate(presentedKey)
+  if (!presentedTenant)
+    throw new SwitchyardError('invalid_input', 'the tenant is missing (x-tenant-id header)')
+  const tenant = parseTenantId(presentedTenant).toLowerCase()
+  assertTenantAllowed(key, tenant)
+  return tenant
+}

@@ -8,7 +8,7 @@ import type { NodePools } from '../shard/pools.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
 import { QueryCancelledError, ResultTooLargeError, type WireConnection } from '../shard/wire/connection.ts'
 import { PoolTimeoutError } from '../shard/wire/errors.ts'
-import type { Admission, AdmissionControl } from './admission.ts'
+import type { Admission, AdmissionControl, Quota } from './admission.ts'
 import {
   type Idempotency,
   type IsolationLevel,
@@ -234,7 +234,7 @@ export interface Admitted {
 export async function dispatchAdmitted(
   deps: DispatchDeps,
   tx: Omit<TenantTransaction, 'lastWriteLsn' | 'admitted'>,
-  limit: number,
+  limit: Quota,
   /** The request was admitted already (a tenant refused earlier this window is admitted before parsing). */
   early?: Admission,
 ): Promise<Admitted> {

@@ -18,7 +18,7 @@ import { cancelled, resultTooLarge, statementError } from './dispatch.ts'
 import { beginSql, enterStep, type IsolationLevel } from './execute.ts'
 import type { PostgresErrorFields } from './protocols/neon.ts'
 import type { Statement, StatementResult } from './result.ts'
-import { rateLimit, type TenantRequestDeps } from './tenant-request.ts'
+import { quotaOf, type TenantRequestDeps } from './tenant-request.ts'
 
 export interface PinnedOptions {
   isolation?: IsolationLevel | undefined
@@ -64,6 +64,7 @@ export async function beginPinned(
   tenant: string,
   options: PinnedOptions,
   signal: CancelSignal,
+  apiRequest?: string,
 ): Promise<PinnedTransaction> {
   const write = !options.readOnly
   const deadline = Date.now() + deps.bufferWindowMs
@@ -73,7 +74,7 @@ export async function beginPinned(
     const route = await deps.routes.resolve(tenant, { fresh: attempt > 0 })
     if (!admitted) {
       // A block counts once against the tenant's limit, when it starts.
-      await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+      await deps.admission.admit(tenant, route.shard, quotaOf(deps.topology, route, apiRequest))
       admitted = true
     }
     if (route.state === 'frozen' || attempt > 0) {

@@ -4,7 +4,7 @@ import type { TenantRoute } from '../directory/routes.ts'
 import { effectiveLimits } from '../directory/tenants.ts'
 import { isSwitchyardError, SwitchyardError } from '../errors.ts'
 import type { CancelSignal } from '../shard/wire/cancel.ts'
-import type { Admission } from './admission.ts'
+import type { Admission, Quota } from './admission.ts'
 import { type CacheAsk, DEFAULT_ASK, planCache } from './cache/plan.ts'
 import type { AnswerCache, Change } from './cache/store.ts'
 import { type Admitted, cancelled, type DispatchDeps, dispatchAdmitted } from './dispatch.ts'
@@ -31,6 +31,8 @@ export interface TenantRequest {
   readOnly?: boolean | undefined
   deferrable?: boolean | undefined
   idempotencyKey?: string | undefined
+  /** The application's API request these statements serve (`x-switchyard-request`): counted once an hour. */
+  apiRequest?: string | undefined
   /** What the request asks of the read cache (`x-switchyard-cache`); the tables' TTLs when absent. */
   cache?: CacheAsk | undefined
   /** Aborts at the request's deadline or when its client goes away. */
@@ -60,7 +62,7 @@ export async function runTenantRequest(
   checkShapes(deps.topology.router, request.statements, request.params)
   const { tenant, signal } = request
   const route = await deps.routes.resolve(tenant)
-  const limit = rateLimit(deps.topology, route)
+  const limit = quotaOf(deps.topology, route, request.apiRequest)
   const cached = cachedClassified(request.statements)
   // SQL to parse, or a tenant this router already refused this hour: admitted (or refused) before the
   // parse, so a tenant over its limit costs the router no parse and the shards nothing.
@@ -85,7 +87,7 @@ async function serveClassified(
   deps: TenantRequestDeps,
   request: TenantRequest,
   route: TenantRoute,
-  limit: number,
+  limit: Quota,
   early: Admission | undefined,
   classified: readonly Classified[],
 ): Promise<Admitted & { cache?: CacheStatus }> {
@@ -219,7 +221,7 @@ function dispatchTenant(
   request: TenantRequest,
   route: TenantRoute,
   write: boolean,
-  limit: number,
+  limit: Quota,
   early: Awaited<ReturnType<TenantRequestDeps['admission']['admit']>> | undefined,
 ): Promise<Admitted> {
   const { signal } = request
@@ -265,8 +267,15 @@ function requestHash(request: TenantRequest): string {
   return createHash('sha256').update(JSON.stringify(named)).digest('hex')
 }
 
-export const rateLimit = (topology: Topology, route: TenantRoute) =>
-  topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
+/**
+ * The tenant's hourly quota (src/router/admission.ts): its api_rate_limit in API requests, and for
+ * statements that name none, that many times `statementsPerApiRequest`.
+ */
+export function quotaOf(topology: Topology, route: TenantRoute, request?: string): Quota {
+  const apiRequests =
+    topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
+  return { apiRequests, statements: apiRequests * topology.router.statementsPerApiRequest, request }
+}
 
 /** Statements by count and length, parameters by count: before anything is parsed. */
 function checkShapes(config: Topology['router'], statements: Statement[], params: unknown[][]) {

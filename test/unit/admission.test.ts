@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { createAdmission } from '../../src/router/admission.ts'
 
+/** A quota of `n` for statements that name no API request (as every request here). */
+const untagged = (n: number) => ({ apiRequests: n, statements: n })
+
 // Admission without Redis: what a router does alone (and falls back to when Redis is gone). The shared
 // counting through Redis is tested against a real Redis in test/router.test.ts.
 
@@ -8,10 +11,10 @@ describe('admission without Redis', () => {
   it('admits exactly `limit` requests of a tenant in the window, then refuses with rate_limited', async () => {
     const admission = createAdmission(undefined)
     const answers = []
-    for (let i = 0; i < 3; i++) answers.push(await admission.admit('tenant-a', 'shard-1', 3))
+    for (let i = 0; i < 3; i++) answers.push(await admission.admit('tenant-a', 'shard-1', untagged(3)))
     expect(answers.map((a) => a.remaining)).toEqual([2, 1, 0])
     expect(answers.every((a) => a.resetSeconds > 0 && a.resetSeconds <= 3600)).toBe(true)
-    await expect(admission.admit('tenant-a', 'shard-1', 3)).rejects.toMatchObject({
+    await expect(admission.admit('tenant-a', 'shard-1', untagged(3))).rejects.toMatchObject({
       code: 'rate_limited',
       details: { limit: 3 },
     })
@@ -21,10 +24,34 @@ describe('admission without Redis', () => {
 
   it("counts each tenant apart: one tenant over its limit does not touch another's", async () => {
     const admission = createAdmission(undefined)
-    await admission.admit('tenant-a', 'shard-1', 1)
-    await expect(admission.admit('tenant-a', 'shard-1', 1)).rejects.toMatchObject({ code: 'rate_limited' })
+    await admission.admit('tenant-a', 'shard-1', untagged(1))
+    await expect(admission.admit('tenant-a', 'shard-1', untagged(1))).rejects.toMatchObject({
+      code: 'rate_limited',
+    })
     expect(admission.overLimit('tenant-b')).toBe(false)
-    expect((await admission.admit('tenant-b', 'shard-1', 1)).remaining).toBe(0)
+    expect((await admission.admit('tenant-b', 'shard-1', untagged(1))).remaining).toBe(0)
+  })
+
+  it('counts API requests once each: their statements pass, a new one past the limit is refused', async () => {
+    const admission = createAdmission(undefined)
+    const quota = (request?: string) => ({ apiRequests: 2, statements: 3, request })
+    const remaining = []
+    for (const request of ['a', 'a', 'b', 'a', 'b', 'b'])
+      remaining.push((await admission.admit('tenant-a', 'shard-1', quota(request))).remaining)
+    expect(remaining).toEqual([1, 1, 0, 0, 0, 0])
+    await expect(admission.admit('tenant-a', 'shard-1', quota('c'))).rejects.toMatchObject({
+      code: 'rate_limited',
+      details: { limit: 2 },
+      message: expect.stringContaining('2 API requests per hour'),
+    })
+    // Still passing: statements of the API requests already counted, and the untagged budget apart.
+    expect((await admission.admit('tenant-a', 'shard-1', quota('a'))).remaining).toBe(0)
+    for (let i = 0; i < 3; i++) await admission.admit('tenant-a', 'shard-1', quota())
+    await expect(admission.admit('tenant-a', 'shard-1', quota())).rejects.toMatchObject({
+      code: 'rate_limited',
+      details: { limit: 3 },
+      message: expect.stringContaining('x-switchyard-request'),
+    })
   })
 
   it('keeps the highest write LSN per tenant and shard, whatever order writes are recorded in', async () => {
@@ -35,7 +62,7 @@ describe('admission without Redis', () => {
     expect(admission.localLastWrite('tenant-a', 'shard-1')).toBe(200n)
     expect(admission.localLastWrite('tenant-a', 'shard-2')).toBe(50n)
     expect(admission.localLastWrite('tenant-b', 'shard-1')).toBeNull()
-    expect((await admission.admit('tenant-a', 'shard-1', 10)).lastWriteLsn).toBe(200n)
-    expect((await admission.admit('tenant-b', 'shard-1', 10)).lastWriteLsn).toBeNull()
+    expect((await admission.admit('tenant-a', 'shard-1', untagged(10))).lastWriteLsn).toBe(200n)
+    expect((await admission.admit('tenant-b', 'shard-1', untagged(10))).lastWriteLsn).toBeNull()
   })
 })

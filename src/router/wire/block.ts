@@ -7,7 +7,7 @@ import { beginPinned, type PinnedOptions, type PinnedTransaction } from '../pinn
 import type { Classified } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
 import { recordStatements } from '../stats/recorder.ts'
-import { checkStatements, rateLimit, type TenantRequestDeps } from '../tenant-request.ts'
+import { checkStatements, quotaOf, type TenantRequestDeps } from '../tenant-request.ts'
 
 /** What a transaction-control statement answers: its command tag, and a warning PostgreSQL would give. */
 export interface ControlAnswer {
@@ -20,7 +20,8 @@ export interface ControlAnswer {
  * shard connection pinned from the first statement on, pinned.ts), or failed (only ROLLBACK or ROLLBACK TO
  * a savepoint helps). A block that ran nothing costs the shards nothing.
  */
-export function createBlock(deps: TenantRequestDeps, tenant: string) {
+/** `apiRequest`: the session's `switchyard.request` now, which each use of the block is counted under. */
+export function createBlock(deps: TenantRequestDeps, tenant: string, apiRequest: () => string | undefined) {
   let active = false
   let options: PinnedOptions = {}
   let pinned: PinnedTransaction | undefined
@@ -35,7 +36,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
   async function open(signal: CancelSignal): Promise<PinnedTransaction> {
     if (pinned) return pinned
     const mine = generation
-    const opened = await beginPinned(deps, tenant, options, signal)
+    const opened = await beginPinned(deps, tenant, options, signal, apiRequest())
     if (mine !== generation || !active) {
       opened.release()
       throw new SwitchyardError('client_gone', 'the transaction block ended while it was starting')
@@ -53,7 +54,7 @@ export function createBlock(deps: TenantRequestDeps, tenant: string) {
     const transaction = await open(signal)
     if (begun) {
       const { route } = transaction
-      await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+      await deps.admission.admit(tenant, route.shard, quotaOf(deps.topology, route, apiRequest()))
     }
     return transaction
   }

@@ -20,7 +20,7 @@ import {
 import { parseClientFirst, serverFirst, verifyClientFinal } from './scram.ts'
 import type { WireDeps } from './server.ts'
 import type { ClientStream, SessionRegistry } from './session.ts'
-import { createSettings, type SessionSettings } from './settings.ts'
+import { API_REQUEST, createSettings, type SessionSettings } from './settings.ts'
 
 /** A client that logged in: its tenant, where the tenant lives, and what identifies its session. */
 export interface Login {
@@ -167,10 +167,11 @@ export function createLogin(context: LoginContext) {
       default_transaction_read_only: 'off',
       in_hot_standby: 'off',
       extra_float_digits: '1',
+      [API_REQUEST]: '',
       'default:application_name': applicationName,
     })
     for (const [name, value] of settings.values)
-      if (!name.startsWith('default:') && name !== 'extra_float_digits')
+      if (!name.startsWith('default:') && name !== 'extra_float_digits' && name !== API_REQUEST)
         parameterStatus(writer, reported(name), value)
     const secret = randomBytes(4)
     // Before BackendKeyData: past the tenant's session cap the login ends here (FATAL 53300).

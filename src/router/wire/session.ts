@@ -7,7 +7,7 @@ import type { ColumnDescription } from '../../shard/wire/messages.ts'
 import { CLIENT_GONE, DEADLINE } from '../dispatch.ts'
 import { type SplitStatement, splitStatements } from '../policy.ts'
 import type { Statement, StatementResult } from '../result.ts'
-import { checkStatements, parseInTurn, rateLimit, runTenantRequest } from '../tenant-request.ts'
+import { checkStatements, parseInTurn, quotaOf, runTenantRequest } from '../tenant-request.ts'
 import { type Block, createBlock } from './block.ts'
 import { toErrorFields } from './errors.ts'
 import { type Frame, FrameReader, MAX_STARTUP_BYTES } from './frames.ts'
@@ -30,7 +30,7 @@ import {
   rowDescription,
 } from './protocol.ts'
 import type { WireDeps } from './server.ts'
-import { localStatement, type SessionSettings, showColumn } from './settings.ts'
+import { apiRequestOf, localStatement, type SessionSettings, showColumn } from './settings.ts'
 
 /**
  * What a session keeps of a statement's parse: its type, and its tree only for what the router runs
@@ -349,7 +349,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       if (outcome === 'more') return
       session = outcome
       settings = session.settings
-      block = createBlock(deps, session.tenant)
+      block = createBlock(deps, session.tenant, () => apiRequestOf(settings))
       unregister = session.unregister
       frames.allow(config.maxBodyBytes)
       // The client left while its login finished: nothing of it stays registered.
@@ -901,7 +901,8 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
       await checkStatements(deps, tenant, checked, [], signal)
       // Where the tenant is now (it may have moved since the login): its primary's pool, its share of it.
       const route = await deps.routes.resolve(tenant)
-      if (admit) await deps.admission.admit(tenant, route.shard, rateLimit(deps.topology, route))
+      if (admit)
+        await deps.admission.admit(tenant, route.shard, quotaOf(deps.topology, route, apiRequestOf(settings)))
       return deps.describe(tenant, route.shard, list, signal)
     }, false)
   }
@@ -932,6 +933,7 @@ export function serveSession(socket: ClientStream, deps: WireDeps, registry: Ses
         statements,
         params,
         consistency: 'session',
+        apiRequest: apiRequestOf(settings),
         signal,
       }),
     )

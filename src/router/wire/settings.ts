@@ -1,4 +1,5 @@
 import { SwitchyardError } from '../../errors.ts'
+import { API_REQUEST_ID } from '../admission.ts'
 import type { SplitStatement } from '../policy.ts'
 import { commandComplete, type MessageWriter, parameterStatus, rowDescription } from './protocol.ts'
 
@@ -11,6 +12,15 @@ import { commandComplete, type MessageWriter, parameterStatus, rowDescription } 
  */
 export interface SessionSettings {
   values: Map<string, string>
+}
+
+/** The setting that names the API request a session's statements serve, and what it may hold. */
+export const API_REQUEST = 'switchyard.request'
+
+/** The API request the session's statements serve now, if it names one. */
+export function apiRequestOf(settings: SessionSettings | undefined): string | undefined {
+  const value = settings?.values.get(API_REQUEST)
+  return value ? value : undefined
 }
 
 /** Settings PostgreSQL reports to the client whenever they change (GUC_REPORT), by their lowercase name. */
@@ -27,6 +37,16 @@ const REPORTED: Record<string, string> = {
 const SETTABLE: Record<string, (value: string, settings: SessionSettings) => string> = {
   application_name: (value) => {
     if (Buffer.byteLength(value) > 63) throw refused('application_name is longer than 63 bytes')
+    return value
+  },
+  // The application's API request the next statements serve (issue 19): what x-switchyard-request is
+  // over HTTP. Counted once an hour against the tenant's api_rate_limit; '' (or RESET) names none.
+  [API_REQUEST]: (value) => {
+    if (value !== '' && !API_REQUEST_ID.test(value))
+      throw new SwitchyardError(
+        'invalid_input',
+        `${API_REQUEST} must be 1 to 128 visible ASCII characters (the application's request id)`,
+      )
     return value
   },
   // Any value: since PostgreSQL 12 every positive value means "shortest exact", which the shards use.
