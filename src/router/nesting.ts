@@ -17,6 +17,11 @@
 
 /** The deepest statement admitted: a chain of 9000 operators broke the parser, 5000 did not in 3000 runs. */
 export const MAX_NESTING = 2000
+/**
+ * What one bracket level counts: a scalar subquery level writes ~3 times the frames of a `+` (an
+ * attacker's read: 1990 nested `(select` broke the parser, 1900 did not), a function call no more.
+ */
+const BRACKET_WEIGHT = 3
 
 const NESTING_KEYWORDS = new Set([
   'and',
@@ -72,7 +77,7 @@ export function nestingOf(sql: string): number {
     } else if (c === '/' && next === '*') {
       i = afterComment(sql, i)
     } else if (c === "'") {
-      i = afterString(sql, i, isEscapeString(sql, i))
+      i = afterStrings(sql, i, isEscapeString(sql, i))
     } else if (c === '"') {
       i = afterQuoted(sql, i, '"')
     } else if (c === '$' && dollarTag(sql, i) !== undefined) {
@@ -94,10 +99,14 @@ export function nestingOf(sql: string): number {
       level.inner = 0
       i++
     } else if (OPERATOR_CHARS.has(c)) {
+      // One run is one operator, up to a comment's start (PostgreSQL's scanner cuts it there too), but
+      // every `+` and `-` of it counts too: PostgreSQL cuts trailing ones off an operator made only of
+      // `+-*/<>=` characters, so `+-+-…` is one unary operator per character, nested.
       top().operators++
-      i++
-      // One run is one operator, up to a comment's start (PostgreSQL's scanner cuts it there too).
-      while (i < sql.length && OPERATOR_CHARS.has(sql[i] as string) && !startsComment(sql, i)) i++
+      while (i < sql.length && OPERATOR_CHARS.has(sql[i] as string) && !startsComment(sql, i)) {
+        if (sql[i] === '+' || sql[i] === '-') top().operators++
+        i++
+      }
     } else if (isWordStart(c)) {
       const start = i
       while (i < sql.length && isWordChar(sql[i] as string)) i++
@@ -117,7 +126,7 @@ const deepestOf = (level: Level) => Math.max(level.deepest, level.operators + le
 function close(levels: Level[]): void {
   const closed = levels.pop() as Level
   const parent = levels[levels.length - 1] as Level
-  parent.inner = Math.max(parent.inner, 1 + deepestOf(closed))
+  parent.inner = Math.max(parent.inner, BRACKET_WEIGHT + deepestOf(closed))
 }
 
 const startsComment = (sql: string, i: number) =>
@@ -144,6 +153,39 @@ function afterComment(sql: string, start: number): number {
 function isEscapeString(sql: string, quote: number): boolean {
   const prefix = sql[quote - 1]
   return (prefix === 'E' || prefix === 'e') && !(quote > 1 && isWordChar(sql[quote - 2] as string))
+}
+
+/**
+ * After a quoted string and its continuations: PostgreSQL joins 'a' and 'b' separated by whitespace
+ * holding a newline (and `--` comments) into one constant, read in the first part's mode, so an E'' string
+ * continued on the next line still takes \' as a quote inside it.
+ */
+function afterStrings(sql: string, start: number, backslashes: boolean): number {
+  let end = afterString(sql, start, backslashes)
+  for (;;) {
+    const next = continuation(sql, end)
+    if (next === undefined) return end
+    end = afterString(sql, next, backslashes)
+  }
+}
+
+/** Where a string continues after `end` (its next quote), or undefined. */
+function continuation(sql: string, end: number): number | undefined {
+  let i = end
+  let newline = false
+  while (i < sql.length) {
+    const c = sql[i]
+    if (c === '\n' || c === '\r') {
+      newline = true
+      i++
+    } else if (c === ' ' || c === '\t' || c === '\f' || c === '\v') i++
+    else if (c === '-' && sql[i + 1] === '-' && newline) {
+      const lineEnd = sql.indexOf('\n', i)
+      if (lineEnd < 0) return undefined
+      i = lineEnd
+    } else break
+  }
+  return newline && sql[i] === "'" ? i : undefined
 }
 
 /** After a quoted string; '' is a quote inside it, and in E'' strings so is \'. */

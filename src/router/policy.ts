@@ -1,6 +1,6 @@
-import { hasSqlDetails, loadModule, parseSync } from 'libpg-query'
 import { createLru } from '../directory/lru.ts'
 import { SwitchyardError } from '../errors.ts'
+import { discardParser, isModuleFailure, loadParser, parser } from '../shard/libpg.ts'
 import { MAX_NESTING, nestingOf } from './nesting.ts'
 import { identifyStatement, type StatementIdentity } from './stats/identity.ts'
 
@@ -186,7 +186,7 @@ let loaded = false
 
 /** Loads the WASM parser. Idempotent: every caller awaits the same load. */
 export async function loadPolicy(): Promise<void> {
-  loading ??= loadModule().then(
+  loading ??= loadParser().then(
     () => {
       loaded = true
     },
@@ -238,7 +238,8 @@ export function classify(sql: string): Classified {
     try {
       outcome = Object.freeze(check(sql))
     } catch (error) {
-      if (!(error instanceof SwitchyardError)) throw error
+      // Not an outcome of the statement: the parser was being replaced (src/shard/libpg.ts).
+      if (!(error instanceof SwitchyardError) || error.code === 'router_busy') throw error
       outcome = error
     }
     if (sql.length <= CACHEABLE_LENGTH) outcomesFor(sql).set(sql, outcome)
@@ -308,15 +309,24 @@ function parseRaw(sql: string): { stmt?: object; stmt_location?: number; stmt_le
     throw notAllowed(
       `the statement is nested too deeply to check (up to ${nesting} levels; at most ${MAX_NESTING})`,
     )
+  const libpg = parser()
+  if (!libpg)
+    throw new SwitchyardError('router_busy', 'the statement parser is restarting: retry in a moment', {
+      retryAfterSeconds: 1,
+    })
   try {
-    return parseSync(sql).stmts ?? []
+    return libpg.parseSync(sql).stmts ?? []
   } catch (error) {
-    if (hasSqlDetails(error)) {
+    if (libpg.hasSqlDetails(error)) {
       const position = (error.sqlDetails?.cursorPosition ?? 0) + 1
       throw new SwitchyardError('syntax_error', `${error.message} at position ${position}`, { position })
     }
-    // libpg-query turns its tree into JSON and JSON.parse gives up on very deep trees.
-    if (error instanceof RangeError) throw notAllowed('the statement is nested too deeply to check')
+    // The module itself failed (its stack, a trap; or JSON.parse on a very deep tree): it may be broken
+    // for every later call, so it goes (src/shard/libpg.ts), and the statement is refused.
+    if (isModuleFailure(error)) {
+      discardParser()
+      throw notAllowed('the statement is nested too deeply to check')
+    }
     throw error
   }
 }

@@ -1,4 +1,4 @@
-import { scanSync } from 'libpg-query'
+import { discardParser, isModuleFailure, parser } from './libpg.ts'
 
 /**
  * The text of a statement that operators see (`switchyard top`, `shards top`, the console): never the
@@ -77,11 +77,17 @@ function isKept(token: Token, text: string): boolean {
  */
 function scanHead(sql: string): Token[] | undefined {
   const head = Buffer.byteLength(sql) > HEAD_BYTES ? Buffer.from(sql).subarray(0, HEAD_BYTES).toString() : sql
+  const libpg = parser()
+  if (!libpg) return undefined
   for (const text of head === sql ? [sql] : [head, sql]) {
     try {
       // A cut inside a multi-byte character leaves U+FFFD at the end: the scanner takes it as part of a word.
-      return (scanSync(text) as { tokens?: Token[] }).tokens ?? []
-    } catch {
+      return (libpg.scanSync(text) as { tokens?: Token[] }).tokens ?? []
+    } catch (error) {
+      if (isModuleFailure(error)) {
+        discardParser()
+        return undefined
+      }
       // An unterminated constant or comment in the head: scan the whole.
     }
   }

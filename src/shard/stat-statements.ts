@@ -1,6 +1,6 @@
-import { loadModule } from 'libpg-query'
 import type { Topology } from '../config/topology.ts'
 import { rootMessage, withAdmin } from './connection.ts'
+import { loadParser } from './libpg.ts'
 import { primaryName, replicaName } from './nodes.ts'
 import { shownText } from './shown-text.ts'
 
@@ -49,7 +49,7 @@ export async function readShardStatements(topology: Topology, limit: number): Pr
       url,
     })),
   ])
-  await loadModule()
+  await loadParser()
   const read = await Promise.all(
     nodes.map(async ({ url, ...node }) => {
       try {

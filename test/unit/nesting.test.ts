@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest'
+import { MAX_NESTING, nestingOf } from '../../src/router/nesting.ts'
+import { classify, loadPolicy } from '../../src/router/policy.ts'
+
+await loadPolicy()
+
+/** Statements whose trees broke libpg-query's parser (an attacker's read), each varied by `i`. */
+const breakers: [string, (i: number) => string][] = [
+  ['12,000 `+`', (i) => `select ${Array.from({ length: 12_000 }, () => `c${i}`).join('+')}`],
+  ['1,990 nested scalar subqueries', (i) => `select ${'(select '.repeat(1990)}${i}${')'.repeat(1990)}`],
+  ['`+-` 4,950 times: one unary operator per character', (i) => `select ${'+-'.repeat(4950)}${i}`],
+  [
+    "an E'' string continued on the next line (\\' is a quote in it)",
+    (i) => `select E'a'\n'\\' x' + ${Array.from({ length: 12_000 }, () => 'c').join('+')} --'\n/* ${i} */`,
+  ],
+]
+
+describe('the nesting guard in front of the parser (src/router/nesting.ts)', () => {
+  it.each(breakers)('refuses %s before parsing, and the parser still works', (_name, make) => {
+    for (let i = 0; i < 50; i++) {
+      expect(nestingOf(make(i))).toBeGreaterThan(MAX_NESTING)
+      expect(() => classify(make(i))).toThrow(/nested too deeply/)
+    }
+    expect(classify('select 1 as still_parses').kind).toBe('read')
+  })
+
+  it('lets through what applications send: long VALUES and IN lists, subqueries a few hundred deep', () => {
+    const values = `insert into customers (name) values ${Array.from({ length: 3000 }, (_, i) => `('c${i}')`).join(', ')}`
+    const inList = `select id from customers where id in (${Array.from({ length: 5000 }, (_, i) => i).join(', ')})`
+    const subqueries = `select ${'(select '.repeat(300)}1${')'.repeat(300)} as deep`
+    for (const sql of [values, inList, subqueries]) expect(nestingOf(sql)).toBeLessThanOrEqual(MAX_NESTING)
+    expect(classify(values).kind).toBe('write')
+    expect(classify(inList).kind).toBe('read')
+    expect(classify(subqueries).kind).toBe('read')
+  })
+
+  it('does not count what is inside quotes, dollar quotes and comments', () => {
+    const hidden = `select '${'+'.repeat(5000)}', $t$${'+'.repeat(5000)}$t$, "${'+'.repeat(50)}" /* ${'+'.repeat(5000)} */ -- ${'+'.repeat(5000)}`
+    expect(nestingOf(hidden)).toBeLessThan(10)
+  })
+})
