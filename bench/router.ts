@@ -1539,6 +1539,7 @@ async function breakdownWith({
         deps.admission.admit(fixture.tenant, SHARD, {
           apiRequests: 2_000_000_000,
           statements: 2_000_000_000,
+          perApiRequest: 1,
         }),
     ],
     ['shard: the statement alone (passthrough pool)', () => single.unsafe(POINT_READ, params), singlePid],

@@ -6,11 +6,11 @@ import { openRedis, redisReady } from '../src/directory/redis.ts'
 import { createAdmission } from '../src/router/admission.ts'
 import type { RunningRouter } from '../src/router/server.ts'
 import { connect, it, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
-import { newApiRequest, post, query } from './router-support.ts'
+import { newApiRequest, post, query, wireClient } from './router-support.ts'
 import { eventually, newTenantId, shard, topology } from './support.ts'
 
 /** A quota of `n` for statements that name no API request (as every request here). */
-const untagged = (n: number) => ({ apiRequests: n, statements: n })
+const untagged = (n: number) => ({ apiRequests: n, statements: n, perApiRequest: n })
 
 let routerA: RunningRouter
 let routerB: RunningRouter
@@ -362,6 +362,42 @@ describe('API requests per hour, as the seed counts them (issue 19)', () => {
     ).toBe('4')
   })
 
+  it('one API request id on everything buys statementsPerApiRequest of them, then the budget, then 429', async () => {
+    const router = await startTestRouter({ statementsPerApiRequest: 2 })
+    const limited = await tenantWithKey('shard-2', { api_rate_limit: 2 })
+    const answers = []
+    for (let i = 0; i < 7; i++)
+      answers.push(await query<{ error?: { message: string } }>(router, limited, 'select 1', [], tag('same')))
+    expect(statusesOf(answers)).toEqual([200, 200, 200, 200, 200, 200, 429])
+    // Two as the API request (limit 2), then four of the budget (2 x 2), then refused.
+    expect(answers.map((answer) => answer.headers.get('ratelimit-limit'))).toEqual([
+      '2',
+      '2',
+      '4',
+      '4',
+      '4',
+      '4',
+      '4',
+    ])
+    expect(answers[6]?.body.error?.message).toContain('more than 2 of one')
+    // On the PostgreSQL port too, with the session's switchyard.request.
+    const wire = await startTestRouter({ statementsPerApiRequest: 2 })
+    const other = await tenantWithKey('shard-2', { api_rate_limit: 2 })
+    const client = wireClient(wire, other)
+    await client.connect()
+    try {
+      await client.query("set switchyard.request = 'page-1'")
+      expect((await client.query('show switchyard.request')).rows).toEqual([
+        { 'switchyard.request': 'page-1' },
+      ])
+      for (let i = 0; i < 6; i++) await client.query('select 1')
+      await expect(client.query('select 1')).rejects.toMatchObject({ code: '53400' })
+      await expect(client.query("set switchyard.request = 'a b'")).rejects.toThrow(/visible ASCII/)
+    } finally {
+      await client.end()
+    }
+  })
+
   it('both hold exactly under concurrency: 50 requests at once through two routers', async () => {
     const limited = await tenantWithKey('shard-3', { api_rate_limit: 10 })
     // 25 API requests of 2 statements each, all at once: exactly 10 requests' statements pass, both of each.
@@ -412,6 +448,22 @@ describe('API requests per hour, as the seed counts them (issue 19)', () => {
     expect(refused.body.error?.code).toBe('rate_limited')
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
     expect((await query(routerA, limited, 'select 1', [], tag('checkout-1'))).status).toBe(200)
+    // Refused, and nothing counted: no key (401, before the header is looked at), a bad id, a bad tenant.
+    const refusedAs = async (extra: Record<string, string>) => {
+      const answer = await post<{ error: { code: string } }>(
+        routerB,
+        '/v1/limits/consume',
+        {},
+        { ...headers(), ...extra },
+      )
+      return [answer.status, answer.body.error.code]
+    }
+    expect(await refusedAs({ authorization: '', 'x-switchyard-request': 'a b' })).toEqual([
+      401,
+      'unauthorized',
+    ])
+    expect(await refusedAs({ 'x-switchyard-request': 'x'.repeat(129) })).toEqual([400, 'invalid_input'])
+    expect(await refusedAs({ 'x-tenant-id': 'not-a-uuid' })).toEqual([400, 'invalid_input'])
     // Another tenant's key cannot spend this tenant's limit.
     const stranger = await post<{ error: { code: string } }>(
       routerA,

@@ -85,7 +85,7 @@ function printTenant(shown: TenantDescription) {
   const requests = usage.requests
   say(
     requests.available
-      ? `requests this hour (since ${requests.windowStart}): ${requests.count} (${requests.perMinute}/min)`
+      ? `this hour (since ${requests.windowStart}): ${requests.apiRequests} API requests; ${requests.count} requests naming none (${requests.perMinute}/min)`
       : `request rate unavailable: ${requests.reason}`,
   )
 }

@@ -259,8 +259,9 @@ export const topologySchema = z
         /** Replaces every tenant's api_rate_limit (API requests per hour), e.g. for load tests. */
         rateLimitOverride: z.coerce.number().int().min(1).optional(),
         /**
-         * Statements an hour a tenant may send without naming an API request (x-switchyard-request), per
-         * API request of its api_rate_limit: the seed's 1000 API requests make 50,000 such statements.
+         * Router requests (a statement, a batch, each statement of a transaction block) one API request
+         * (x-switchyard-request) may make; past it, and for requests naming none, a tenant has a budget of
+         * this many per API request of its api_rate_limit an hour: the seed's 1000 make 50,000.
          */
         statementsPerApiRequest: z.coerce.number().int().min(1).max(10_000).default(50),
         /** TLS from this router to every shard node (docs/ROUTER.md, "TLS to the shards"). */

@@ -182,7 +182,9 @@ export async function tenantBytes(
 export type RequestRate =
   | {
       available: true
-      /** Requests the router counted for the tenant in the current rate-limit window. */
+      /** Distinct API requests (x-switchyard-request) counted in the window: what api_rate_limit limits. */
+      apiRequests: number
+      /** Router requests counted in the window that named no API request (or passed one's cap). */
       count: number
       windowStart: string
       windowSeconds: number
@@ -199,10 +201,15 @@ export async function requestRate(redis: Redis | undefined, tenant: string): Pro
   const window = Math.floor(now / RATE_WINDOW_SECONDS)
   const start = window * RATE_WINDOW_SECONDS
   try {
-    const count = Number((await redis.get(keys.rate(tenant, window))) ?? 0)
+    const [untagged, apiRequests] = await Promise.all([
+      redis.get(keys.rate(tenant, window)),
+      redis.hlen(keys.apiRequests(tenant, window)),
+    ])
+    const count = Number(untagged ?? 0)
     const minutes = Math.max(1, (now - start) / 60)
     return {
       available: true,
+      apiRequests,
       count,
       windowStart: new Date(start * 1000).toISOString(),
       windowSeconds: RATE_WINDOW_SECONDS,

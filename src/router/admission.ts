@@ -14,8 +14,13 @@ const WINDOW_SECONDS = RATE_WINDOW_SECONDS
 export interface Quota {
   /** Distinct API requests an hour (the tenant's api_rate_limit). */
   apiRequests: number
-  /** Statements an hour that name no API request. */
+  /** Router requests an hour that name no API request (a statement, a batch, a block's statement). */
   statements: number
+  /**
+   * Router requests one API request may make before the rest count as naming none: without it a tenant
+   * naming one id on everything would pay for one API request an hour and nothing else.
+   */
+  perApiRequest: number
   /** The API request the statement serves, as the application named it; absent: untagged. */
   request?: string | undefined
 }
@@ -76,31 +81,42 @@ export interface AdmissionControl {
   overLimit(tenant: string): boolean
 }
 
-// One round trip for every admission asked for in one turn of the event loop: for each request (a pair
-// of keys; ARGV: the API request's digest or '', and its limit), count it in the current window and read
-// the tenant's last write LSN. Untagged: INCR the statement count. Tagged: an API request already in the
-// window's set passes (reply: minus the set's size); a new one joins it while the set is under the limit, so the set never
-// holds more than the limit, and past it the reply is limit + 1 (refused). Atomic: exact across routers.
+// One round trip for every admission asked for in one turn of the event loop. Per request, three keys
+// (the window's API requests: a hash of id digest → router requests made; the window's count of requests
+// naming none; the tenant's last write LSN on the shard) and four ARGV (the digest or '', the API request
+// limit, the statement budget, the per-API-request cap). An API request already in the hash passes while
+// under the cap (reply: kind 1, minus the hash's size); a new one joins while the hash is under the limit
+// (kind 1, its size: past the limit it does not join and is refused), so the hash never outgrows the
+// limit. Past the cap, and without an id, the request counts against the budget (kind 0, INCR). Atomic:
+// exact across routers.
 const ADMIT = `
 local replies = {}
-for i = 1, #KEYS, 2 do
-  local item = (i + 1) / 2
-  local member, limit = ARGV[2 * item], tonumber(ARGV[2 * item + 1])
-  local count
-  if member == '' then
-    count = redis.call('INCR', KEYS[i])
-    if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-  elseif redis.call('SISMEMBER', KEYS[i], member) == 1 then
-    count = -redis.call('SCARD', KEYS[i])
-  else
-    count = redis.call('SCARD', KEYS[i]) + 1
-    if count <= limit then
-      redis.call('SADD', KEYS[i], member)
-      if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+for i = 1, #KEYS, 3 do
+  local base = (i - 1) / 3 * 4 + 1
+  local member, limit, perRequest = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 4])
+  local kind, count = 0, 0
+  if member ~= '' then
+    local used = redis.call('HGET', KEYS[i], member)
+    if not used then
+      kind = 1
+      count = redis.call('HLEN', KEYS[i]) + 1
+      if count <= limit then
+        redis.call('HSET', KEYS[i], member, 1)
+        if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+      end
+    elseif tonumber(used) < perRequest then
+      redis.call('HINCRBY', KEYS[i], member, 1)
+      kind = 1
+      count = -redis.call('HLEN', KEYS[i])
     end
   end
+  if kind == 0 then
+    count = redis.call('INCR', KEYS[i + 1])
+    if count == 1 then redis.call('EXPIRE', KEYS[i + 1], ARGV[1]) end
+  end
+  replies[#replies + 1] = kind
   replies[#replies + 1] = count
-  replies[#replies + 1] = redis.call('GET', KEYS[i + 1]) or false
+  replies[#replies + 1] = redis.call('GET', KEYS[i + 2]) or false
 end
 return replies`
 
@@ -120,10 +136,18 @@ return 1`
  * (whose replicas serve it only once they have replayed the cutover). Without Redis both fall back to this
  * process: limits then count per router instance, and read-your-writes holds per instance.
  */
-export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): AdmissionControl {
+export function createAdmission(
+  redis: Redis | undefined,
+  options: {
+    lsnTtlSeconds?: number
+    /** Each admission asked for, refused or not (the busiest-tenants gauge counts them). */
+    onAdmit?: (tenant: string) => void
+  } = {},
+): AdmissionControl {
+  const { lsnTtlSeconds = 600, onAdmit } = options
   const localCounts = new Map<string, number>()
-  /** API requests counted per tenant, at most its limit each: the fallback of the Redis set. */
-  const localRequests = new Map<string, Set<string>>()
+  /** API requests counted per tenant (digest → router requests made), at most its limit each. */
+  const localRequests = new Map<string, Map<string, number>>()
   /** Keyed by `keys.lastWrite(tenant, shard)`. */
   const localLsn = new Map<string, bigint>()
   /** Tenants refused in a window, with that window. */
@@ -132,55 +156,62 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
   const currentWindow = () => Math.floor(Date.now() / 1000 / WINDOW_SECONDS)
   const shared = redis ? createAdmitBatches(redis) : undefined
 
-  /** The ADMIT script's count for this process alone. */
-  function localAdmit(tenant: string, window: number, member: string, limit: number) {
+  /** The ADMIT script's reply for this process alone. */
+  function localAdmit(tenant: string, window: number, member: string, quota: Quota): AdmitCount {
     if (window !== localWindow) {
       localCounts.clear()
       localRequests.clear()
       localWindow = window
     }
-    if (member === '') {
-      const count = (localCounts.get(tenant) ?? 0) + 1
-      localCounts.set(tenant, count)
-      return count
+    if (member !== '') {
+      const counted = localRequests.get(tenant) ?? new Map<string, number>()
+      localRequests.set(tenant, counted)
+      const used = counted.get(member)
+      if (used === undefined) {
+        const count = counted.size + 1
+        if (count <= quota.apiRequests) counted.set(member, 1)
+        return { apiRequest: true, count }
+      }
+      if (used < quota.perApiRequest) {
+        counted.set(member, used + 1)
+        return { apiRequest: true, count: -counted.size }
+      }
     }
-    const counted = localRequests.get(tenant) ?? new Set<string>()
-    localRequests.set(tenant, counted)
-    if (counted.has(member)) return -counted.size
-    const count = counted.size + 1
-    if (count <= limit) counted.add(member)
-    return count
+    const count = (localCounts.get(tenant) ?? 0) + 1
+    localCounts.set(tenant, count)
+    return { apiRequest: false, count }
   }
 
   return {
     async admit(tenant, shard, quota) {
+      onAdmit?.(tenant)
       const now = Math.floor(Date.now() / 1000)
       const window = Math.floor(now / WINDOW_SECONDS)
       const resetSeconds = (window + 1) * WINDOW_SECONDS - now
-      const tagged = quota.request !== undefined
-      const limit = tagged ? quota.apiRequests : quota.statements
-      const member = tagged ? requestDigest(quota.request as string) : ''
-      let count: number
+      const member = quota.request === undefined ? '' : requestDigest(quota.request)
+      let counted: AdmitCount
       let sharedLsn: bigint | null = null
       try {
         if (!shared || redis?.status !== 'ready') throw new Error('redis not ready')
-        const [n, lsn] = await shared(tenant, shard, window, member, limit)
-        count = n
+        const [reply, lsn] = await shared(tenant, shard, window, member, quota)
+        counted = reply
         sharedLsn = lsn ? fromSortableLsn(lsn) : null
       } catch {
-        count = localAdmit(tenant, window, member, limit)
+        counted = localAdmit(tenant, window, member, quota)
       }
+      const { apiRequest, count } = counted
+      const limit = apiRequest ? quota.apiRequests : quota.statements
       const local = localLsn.get(keys.lastWrite(tenant, shard)) ?? null
       const lastWriteLsn =
         sharedLsn === null ? local : local === null || sharedLsn > local ? sharedLsn : local
-      // Negative: an API request already counted, of -count this hour.
+      // Negative: an API request already counted, one of -count this hour.
       if (count > limit) {
         refused.set(tenant, window)
         throw new SwitchyardError(
           'rate_limited',
-          tagged
+          apiRequest
             ? `tenant ${tenant} is over its limit of ${limit} API requests per hour`
-            : `tenant ${tenant} is over its budget of ${limit} statements per hour that name no API request (x-switchyard-request)`,
+            : `tenant ${tenant} is over its budget of ${limit} requests per hour that name no API request (x-switchyard-request), or more than ${quota.perApiRequest} of one`,
           { limit, resetSeconds },
         )
       }
@@ -206,7 +237,13 @@ export function createAdmission(redis: Redis | undefined, lsnTtlSeconds = 600): 
 const requestDigest = (request: string) =>
   createHash('sha256').update(request).digest().subarray(0, 12).toString('base64url')
 
-type AdmitReply = [count: number, lastWrite: string | null]
+/** What a request was counted as: an API request (count: the hour's; negative: one already counted), or not. */
+interface AdmitCount {
+  apiRequest: boolean
+  count: number
+}
+
+type AdmitReply = [counted: AdmitCount, lastWrite: string | null]
 
 /**
  * Admissions asked for while the event loop turns are sent together, once the turn's microtasks are
@@ -231,7 +268,10 @@ function createAdmitBatches(redis: Redis) {
       (reply) => {
         const values = reply as (number | string | null)[]
         for (const [i, waiter] of waiters.entries())
-          waiter.resolve([values[2 * i] as number, (values[2 * i + 1] as string | null) ?? null])
+          waiter.resolve([
+            { apiRequest: values[3 * i] === 1, count: values[3 * i + 1] as number },
+            (values[3 * i + 2] as string | null) ?? null,
+          ])
       },
       (error: unknown) => {
         for (const waiter of waiters) waiter.reject(error)
@@ -239,11 +279,14 @@ function createAdmitBatches(redis: Redis) {
     )
   }
 
-  return (tenant: string, shard: string, window: number, member: string, limit: number) =>
+  return (tenant: string, shard: string, window: number, member: string, quota: Quota) =>
     new Promise<AdmitReply>((resolve, reject) => {
-      const counter = member === '' ? keys.rate(tenant, window) : keys.apiRequests(tenant, window)
-      batch.keys.push(counter, keys.lastWrite(tenant, shard))
-      batch.args.push(member, limit)
+      batch.keys.push(
+        keys.apiRequests(tenant, window),
+        keys.rate(tenant, window),
+        keys.lastWrite(tenant, shard),
+      )
+      batch.args.push(member, quota.apiRequests, quota.statements, quota.perApiRequest)
       batch.waiters.push({ resolve, reject })
       if (batch.waiters.length >= MAX_BATCH) flush()
       else if (!scheduled) {

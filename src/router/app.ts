@@ -134,7 +134,7 @@ export function createApp(deps: RouterApp): Hono<Env> {
     const { tenant, admission } = await consumeApiRequest(deps, {
       key: bearerKey(c.req.header('authorization')),
       tenant: c.req.header('x-tenant-id'),
-      request: apiRequestHeader(c.req.header(API_REQUEST_HEADER)),
+      request: c.req.header(API_REQUEST_HEADER),
     })
     trace.tenant = tenant
     Object.assign(trace.headers, rateHeaders(admission))

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Topology } from '../config/topology.ts'
 import type { RouteCache } from '../directory/routes.ts'
-import type { Admission, AdmissionControl } from './admission.ts'
+import { type Admission, type AdmissionControl, apiRequestHeader } from './admission.ts'
 import { authenticatedTenant, type KeyCheck } from './auth.ts'
 import { quotaOf } from './tenant-request.ts'
 
@@ -26,8 +26,9 @@ export async function consumeApiRequest(
   presented: { key: string | undefined; tenant: string | undefined; request: string | undefined },
 ): Promise<{ tenant: string; admission: Admission }> {
   const tenant = await authenticatedTenant(deps.keys, presented.key, presented.tenant)
+  const request = apiRequestHeader(presented.request)
   // The tenant's limits and shard, as a statement's admission reads them (the shard only for its LSN).
   const route = await deps.routes.resolve(tenant)
-  const quota = quotaOf(deps.topology, route, presented.request ?? randomUUID())
+  const quota = quotaOf(deps.topology, route, request ?? randomUUID())
   return { tenant, admission: await deps.admission.admit(tenant, route.shard, quota) }
 }

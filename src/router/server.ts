@@ -102,7 +102,11 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     },
     { hit: (layer) => metrics.routeLookups.inc({ layer }) },
   )
-  const admission = createAdmission(admissionRedis)
+  // Every tenant request, by any protocol, is admitted once (its rate-limit point), refused or not: the
+  // count behind switchyard_top_tenant_requests.
+  const admission = createAdmission(admissionRedis, {
+    onAdmit: (tenant) => metrics.countTenantRequest(tenant),
+  })
   let ready = false
   const app: RouterApp = {
     topology,
@@ -114,15 +118,7 @@ export async function startRouter(topology: Topology, options: RouterOptions = {
     routing: createRouting(nodes, monitor, config.maxReplicaLagBytes),
     pools,
     monitor,
-    admission: {
-      ...admission,
-      // Every tenant request, by any protocol, is admitted once (its rate-limit point), refused or not:
-      // the count behind switchyard_top_tenant_requests.
-      admit(tenant, shard, limit) {
-        metrics.countTenantRequest(tenant)
-        return admission.admit(tenant, shard, limit)
-      },
-    },
+    admission,
     metrics,
     logger,
     bufferWindowMs: config.bufferWindowMs,

@@ -274,7 +274,8 @@ function requestHash(request: TenantRequest): string {
 export function quotaOf(topology: Topology, route: TenantRoute, request?: string): Quota {
   const apiRequests =
     topology.router.rateLimitOverride ?? route.limits.api_rate_limit ?? topology.tenantLimits.api_rate_limit
-  return { apiRequests, statements: apiRequests * topology.router.statementsPerApiRequest, request }
+  const perApiRequest = topology.router.statementsPerApiRequest
+  return { apiRequests, statements: apiRequests * perApiRequest, perApiRequest, request }
 }
 
 /** Statements by count and length, parameters by count: before anything is parsed. */

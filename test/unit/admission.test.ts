@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { createAdmission } from '../../src/router/admission.ts'
 
 /** A quota of `n` for statements that name no API request (as every request here). */
-const untagged = (n: number) => ({ apiRequests: n, statements: n })
+const untagged = (n: number) => ({ apiRequests: n, statements: n, perApiRequest: n })
 
 // Admission without Redis: what a router does alone (and falls back to when Redis is gone). The shared
 // counting through Redis is tested against a real Redis in test/router.test.ts.
@@ -34,7 +34,7 @@ describe('admission without Redis', () => {
 
   it('counts API requests once each: their statements pass, a new one past the limit is refused', async () => {
     const admission = createAdmission(undefined)
-    const quota = (request?: string) => ({ apiRequests: 2, statements: 3, request })
+    const quota = (request?: string) => ({ apiRequests: 2, statements: 3, perApiRequest: 100, request })
     const remaining = []
     for (const request of ['a', 'a', 'b', 'a', 'b', 'b'])
       remaining.push((await admission.admit('tenant-a', 'shard-1', quota(request))).remaining)
@@ -51,6 +51,18 @@ describe('admission without Redis', () => {
       code: 'rate_limited',
       details: { limit: 3 },
       message: expect.stringContaining('x-switchyard-request'),
+    })
+  })
+
+  it('one API request makes at most perApiRequest requests; the rest count against the budget', async () => {
+    const admission = createAdmission(undefined)
+    const quota = { apiRequests: 5, statements: 2, perApiRequest: 3, request: 'same' }
+    const limits = []
+    for (let i = 0; i < 5; i++) limits.push((await admission.admit('tenant-a', 'shard-1', quota)).limit)
+    expect(limits).toEqual([5, 5, 5, 2, 2])
+    await expect(admission.admit('tenant-a', 'shard-1', quota)).rejects.toMatchObject({
+      code: 'rate_limited',
+      details: { limit: 2 },
     })
   })
 

@@ -104,7 +104,9 @@ export function localStatement(
     case 'VariableShowStmt':
       return show(String(statement.node.name ?? ''), settings)
     case 'DiscardStmt':
-      // DISCARD ALL is what poolers send when a client leaves: nothing of this session is on a shard.
+      // DISCARD ALL is what poolers send when a client leaves: nothing of this session is on a shard. The
+      // API request it named goes: the pooler's next client serves another.
+      settings.values.set(API_REQUEST, '')
       return (writer) => commandComplete(writer, 'DISCARD ALL')
     default:
       return undefined
