@@ -36,8 +36,9 @@ interface Token {
 /** The shown text of `sql`: constants as $n, comments dropped, whitespace collapsed, capped. Never throws. */
 export function shownText(sql: string): string {
   // Control characters (in a quoted identifier; anywhere else the parser refused them) break the
-  // scanner's JSON, and a terminal showing `top` must not run them: `?`, before scanning.
-  const text = sql.replace(/[^\P{Cc}\t\n\r\f\v]/gu, '?')
+  // scanner's JSON, and a terminal showing `top` must not run them, nor reorder what it shows (bidi
+  // controls are format characters): `?`, before scanning.
+  const text = sql.replace(/[^\P{Cc}\t\n\r\f\v]|\p{Cf}/gu, '?')
   const tokens = scanHead(text)
   if (!tokens) return NOT_SHOWN
   const bytes = Buffer.from(text)
@@ -51,16 +52,30 @@ export function shownText(sql: string): string {
       .map((token) => Number(bytes.toString('utf8', token.start + 1, token.end)) || 0),
   )
   let end = 0
+  const kept: string[] = []
   for (const token of tokens) {
     if (COMMENTS.has(token.tokenName)) continue
     const written = bytes.toString('utf8', token.start, token.end)
+    // extract(field from …): the grammar makes the field word a string constant.
+    const field =
+      kept.length >= 2 && kept[kept.length - 1] === '(' && /^extract$/i.test(kept[kept.length - 2] ?? '')
+    const shown = isKept(token, written) && !field ? written : `$${++constants}`
+    kept.push(written)
     // One space where the client had any (or a comment), none where it had none: `count(*)`, `a.b`.
-    const part = `${token.start > end && parts.length > 0 ? ' ' : ''}${isKept(token, written) ? written : `$${++constants}`}`
+    const part = `${token.start > end && parts.length > 0 ? ' ' : ''}${shown}`
     end = token.end
     parts.push(part)
     length += part.length
     if (length > SHOWN_CHARS) break
   }
+  // Only the head was scanned: the text goes on past it.
+  if (
+    tokens.length > 0 &&
+    (tokens[tokens.length - 1]?.end ?? 0) <= HEAD_BYTES &&
+    bytes.length > HEAD_BYTES &&
+    length <= SHOWN_CHARS
+  )
+    parts.push(' …')
   return capped(parts.join(''))
 }
 

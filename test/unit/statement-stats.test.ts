@@ -246,6 +246,15 @@ describe("a statement's identity", () => {
     expect(shownText(`select /* ${pad} */ 1 as a`)).toBe('select $1 as a')
     expect(shownText(`select $t$${pad}$t$ as a`)).toBe('select $1 as a')
     expect(shownText("select 'unterminated")).toBe(NOT_SHOWN)
+    // A head cut inside a long comment still says the statement goes on.
+    expect(shownText(`select 1 from t --${'a'.repeat(4085)}\nwhere x = 1`)).toBe('select $1 from t …')
+  })
+
+  it("masks extract's field word (a constant to the grammar) and bidi controls", () => {
+    expect(shownText('select extract(hunter2 from now()) from t')).toBe(
+      'select extract($1 from now()) from t',
+    )
+    expect(shownText('select 1 as "a\u202eb\u2066"')).toBe('select $1 as "a?b?"')
   })
 })
 
