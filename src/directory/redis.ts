@@ -27,7 +27,7 @@ export const keys = {
   /** Statements without an API request id, counted in the window (INCR). */
   rate: (tenant: string, window: number) => `switchyard:rate:${tenant}:${window}`,
   /** The API requests counted in the window: a set of their ids' digests, at most the tenant's limit. */
-  apiRequests: (tenant: string, window: number) => `switchyard:api:${tenant}:${window}`,
+  apiRequests: (tenant: string, window: number) => `switchyard:apireq:${tenant}:${window}`,
 }
 
 /** Rate limits count requests in fixed windows of this many seconds (the seed's limits are per hour). */

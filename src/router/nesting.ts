@@ -41,13 +41,13 @@ const NESTING_KEYWORDS = new Set([
   'operator',
   'escape',
   'join',
-  'union',
-  'intersect',
-  'except',
   'case',
   'when',
   'distinct',
 ])
+
+/** Set operations: counted per bracket level, not per comma-separated part. */
+const SET_OPERATIONS = new Set(['union', 'intersect', 'except'])
 
 const OPERATOR_CHARS = new Set('+-*/<>=~!@#%^&|`?:')
 /** PostgreSQL's ident_start: a letter, `_` or any non-ASCII character. */
@@ -61,19 +61,21 @@ interface Level {
   deepest: number
   operators: number
   inner: number
+  /** UNION, INTERSECT, EXCEPT at this level: each nests the SELECTs before it, commas or not. */
+  setOperations: number
 }
 
 /** The upper bound on the statement's tree depth (see above); Infinity for text no scanner would finish. */
 export function nestingOf(sql: string): number {
-  const levels: Level[] = [{ deepest: 0, operators: 0, inner: 0 }]
+  const levels: Level[] = [{ deepest: 0, operators: 0, inner: 0, setOperations: 0 }]
   const top = () => levels[levels.length - 1] as Level
   let i = 0
   while (i < sql.length) {
     const c = sql[i] as string
     const next = sql[i + 1]
     if (c === '-' && next === '-') {
-      const end = sql.indexOf('\n', i)
-      i = end < 0 ? sql.length : end + 1
+      // PostgreSQL ends a -- comment at \r as well as \n.
+      i = lineEnd(sql, i) + 1
     } else if (c === '/' && next === '*') {
       i = afterComment(sql, i)
     } else if (c === "'") {
@@ -87,12 +89,13 @@ export function nestingOf(sql: string): number {
       const end = sql.indexOf(tag, i + tag.length)
       i = end < 0 ? sql.length : end + tag.length
     } else if (c === '(' || c === '[') {
-      levels.push({ deepest: 0, operators: 0, inner: 0 })
+      levels.push({ deepest: 0, operators: 0, inner: 0, setOperations: 0 })
       i++
     } else if (c === ')' || c === ']') {
       if (levels.length > 1) close(levels)
       i++
     } else if (c === ',' || c === ';') {
+      // A new part of a list at the same depth; set operations chain across the parts of their SELECTs.
       const level = top()
       level.deepest = deepestOf(level)
       level.operators = 0
@@ -102,15 +105,20 @@ export function nestingOf(sql: string): number {
       // One run is one operator, up to a comment's start (PostgreSQL's scanner cuts it there too), but
       // every `+` and `-` of it counts too: PostgreSQL cuts trailing ones off an operator made only of
       // `+-*/<>=` characters, so `+-+-…` is one unary operator per character, nested.
-      top().operators++
+      let signs = 0
+      let others = 0
       while (i < sql.length && OPERATOR_CHARS.has(sql[i] as string) && !startsComment(sql, i)) {
-        if (sql[i] === '+' || sql[i] === '-') top().operators++
+        if (sql[i] === '+' || sql[i] === '-') signs++
+        else others++
         i++
       }
+      top().operators += signs + (others > 0 ? 1 : 0)
     } else if (isWordStart(c)) {
       const start = i
       while (i < sql.length && isWordChar(sql[i] as string)) i++
-      if (NESTING_KEYWORDS.has(sql.slice(start, i).toLowerCase())) top().operators++
+      const word = sql.slice(start, i).toLowerCase()
+      if (SET_OPERATIONS.has(word)) top().setOperations++
+      else if (NESTING_KEYWORDS.has(word)) top().operators++
     } else {
       i++
     }
@@ -120,7 +128,15 @@ export function nestingOf(sql: string): number {
   return deepestOf(top())
 }
 
-const deepestOf = (level: Level) => Math.max(level.deepest, level.operators + level.inner)
+const deepestOf = (level: Level) =>
+  Math.max(level.deepest, level.operators + level.inner) + level.setOperations
+
+/** Where a -- comment starting at `i` ends: its \r or \n, or the end of the text. */
+function lineEnd(sql: string, i: number): number {
+  let j = i
+  while (j < sql.length && sql[j] !== '\n' && sql[j] !== '\r') j++
+  return j
+}
 
 /** Ends the innermost bracket level: one deeper than its deepest part, inside its parent's current part. */
 function close(levels: Level[]): void {
@@ -180,9 +196,8 @@ function continuation(sql: string, end: number): number | undefined {
       i++
     } else if (c === ' ' || c === '\t' || c === '\f' || c === '\v') i++
     else if (c === '-' && sql[i + 1] === '-' && newline) {
-      const lineEnd = sql.indexOf('\n', i)
-      if (lineEnd < 0) return undefined
-      i = lineEnd
+      i = lineEnd(sql, i)
+      if (i >= sql.length) return undefined
     } else break
   }
   return newline && sql[i] === "'" ? i : undefined

@@ -324,7 +324,7 @@ function parseRaw(sql: string): { stmt?: object; stmt_location?: number; stmt_le
     // The module itself failed (its stack, a trap; or JSON.parse on a very deep tree): it may be broken
     // for every later call, so it goes (src/shard/libpg.ts), and the statement is refused.
     if (isModuleFailure(error)) {
-      discardParser()
+      discardParser(libpg)
       throw notAllowed('the statement is nested too deeply to check')
     }
     throw error

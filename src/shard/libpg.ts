@@ -23,7 +23,7 @@ const ENTRY = pathToFileURL(
 let current: LibPgQuery | undefined
 let loading: Promise<LibPgQuery> | undefined
 let instances = 0
-/** Instances thrown away since the process started (the router logs it; tests read it). */
+/** Instances thrown away since the process started (tests read it). */
 let discarded = 0
 
 async function fresh(): Promise<LibPgQuery> {
@@ -50,14 +50,23 @@ export function loadParser(): Promise<LibPgQuery> {
   return loading
 }
 
-/** The instance to call now; undefined while a discarded one is being replaced (or before the first load). */
+/**
+ * The instance to call now; undefined while a discarded one is being replaced (or before the first load).
+ * A replacement whose load failed is tried again here, on the next statement.
+ */
 export function parser(): LibPgQuery | undefined {
+  if (!current && !loading && instances > 0) void loadParser().catch(() => {})
   return current
 }
 
-/** Drops the instance after a failure that was not a parse error, and starts loading its replacement. */
-export function discardParser(): void {
-  if (!current) return
+/**
+ * Drops `failed` (the instance a failure came from, if it is still the current one) and starts loading its
+ * replacement. A dropped instance stays in the ES module cache with its WASM memory (~6 MB): the nesting
+ * guard is what keeps this rare; an instance built from one compiled module, so that a dropped one can be
+ * collected, is still to do.
+ */
+export function discardParser(failed: LibPgQuery): void {
+  if (!current || current !== failed) return
   current = undefined
   discarded += 1
   void loadParser().catch(() => {})

@@ -100,7 +100,7 @@ function scanHead(sql: string): Token[] | undefined {
       return (libpg.scanSync(text) as { tokens?: Token[] }).tokens ?? []
     } catch (error) {
       if (isModuleFailure(error)) {
-        discardParser()
+        discardParser(libpg)
         return undefined
       }
       // An unterminated constant or comment in the head: scan the whole.

@@ -27,7 +27,7 @@ describe('the parser module, replaceable (src/shard/libpg.ts)', () => {
     }
     expect(isModuleFailure(failure)).toBe(true)
     const before = parsersDiscarded()
-    discardParser()
+    discardParser(broken)
     expect(parser()).toBeUndefined()
     expect(() => classify('select 1 as one_while_replaced')).toThrow(/restarting/)
     const replaced = await loadParser()

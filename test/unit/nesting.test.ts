@@ -13,6 +13,8 @@ const breakers: [string, (i: number) => string][] = [
     "an E'' string continued on the next line (\\' is a quote in it)",
     (i) => `select E'a'\n'\\' x' + ${Array.from({ length: 12_000 }, () => 'c').join('+')} --'\n/* ${i} */`,
   ],
+  ['a chain after a -- comment ended by \\r', (i) => `select ${i} --\r+ ${'c+'.repeat(12_000)}c`],
+  ['UNION chained over comma-separated columns', (i) => `select ${i},1${' union select 1,1'.repeat(3000)}`],
 ]
 
 describe('the nesting guard in front of the parser (src/router/nesting.ts)', () => {
