@@ -97,7 +97,7 @@ export function nestingOf(sql: string): number {
     } else if (c === ',' || c === ';') {
       // A new part of a list at the same depth; set operations chain across the parts of their SELECTs.
       const level = top()
-      level.deepest = deepestOf(level)
+      level.deepest = Math.max(level.deepest, level.operators + level.inner)
       level.operators = 0
       level.inner = 0
       i++

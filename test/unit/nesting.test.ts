@@ -30,6 +30,10 @@ describe('the nesting guard in front of the parser (src/router/nesting.ts)', () 
     const values = `insert into customers (name) values ${Array.from({ length: 3000 }, (_, i) => `('c${i}')`).join(', ')}`
     const inList = `select id from customers where id in (${Array.from({ length: 5000 }, (_, i) => i).join(', ')})`
     const subqueries = `select ${'(select '.repeat(300)}1${')'.repeat(300)} as deep`
+    // A report of 20 SELECTs of 40 columns each, joined by UNION ALL.
+    const columns = Array.from({ length: 40 }, (_, i) => `${i} as c${i}`).join(', ')
+    const unions = Array.from({ length: 20 }, () => `select ${columns} from customers`).join(' union all ')
+    expect(nestingOf(unions)).toBeLessThan(100)
     for (const sql of [values, inList, subqueries]) expect(nestingOf(sql)).toBeLessThanOrEqual(MAX_NESTING)
     expect(classify(values).kind).toBe('write')
     expect(classify(inList).kind).toBe('read')
