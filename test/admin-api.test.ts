@@ -1,9 +1,15 @@
 import { randomUUID } from 'node:crypto'
 import { describe, expect } from 'vitest'
-import { withDirectory } from '../src/directory/connection.ts'
-import { createKey } from '../src/directory/keys.ts'
 import type { RunningRouter } from '../src/router/server.ts'
-import { connect, it, removeTenants, startTestRouter, type TestTenant, tenantWithKey } from './fixtures.ts'
+import {
+  adminAndAppKeys,
+  connect,
+  it,
+  removeTenants,
+  startTestRouter,
+  type TestTenant,
+  tenantWithKey,
+} from './fixtures.ts'
 import { newApiRequest, query } from './router-support.ts'
 import { newTenantId, topology } from './support.ts'
 
@@ -16,12 +22,7 @@ const directory = () => connect(topology().directory)
 
 it.beforeAll(async () => {
   router = await startTestRouter()
-  const keys = await withDirectory(topology(), async (d) => ({
-    admin: await createKey(d, { scope: 'admin', name: 'admin-api test' }),
-    app: await createKey(d, { scope: 'app', name: 'admin-api test' }),
-  }))
-  adminKey = keys.admin.key
-  appKey = keys.app.key
+  ;({ admin: adminKey, app: appKey } = await adminAndAppKeys('admin-api test'))
 })
 
 it.afterAll(async () => {

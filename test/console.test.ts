@@ -4,10 +4,9 @@ import path from 'node:path'
 import { type Browser, chromium, type Page } from 'playwright-core'
 import { describe, expect } from 'vitest'
 import { withDirectory } from '../src/directory/connection.ts'
-import { createKey } from '../src/directory/keys.ts'
 import { addTenant } from '../src/directory/tenants.ts'
 import type { RunningRouter } from '../src/router/server.ts'
-import { connect, it, removeTenants, startTestRouter, tenantWithKey } from './fixtures.ts'
+import { adminAndAppKeys, connect, it, removeTenants, startTestRouter, tenantWithKey } from './fixtures.ts'
 import { seededTenant } from './move-support.ts'
 import { query } from './router-support.ts'
 import { newTenantId, topology } from './support.ts'
@@ -31,12 +30,7 @@ const directory = () => connect(topology().directory)
 
 it.beforeAll(async () => {
   router = await startTestRouter()
-  const keys = await withDirectory(topology(), async (d) => ({
-    admin: await createKey(d, { scope: 'admin', name: 'console test' }),
-    app: await createKey(d, { scope: 'app', name: 'console test' }),
-  }))
-  adminKey = keys.admin.key
-  appKey = keys.app.key
+  ;({ admin: adminKey, app: appKey } = await adminAndAppKeys('console test'))
   await businesses()
   mkdirSync(shots, { recursive: true })
   browser = await chromium.launch({

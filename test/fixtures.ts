@@ -142,6 +142,14 @@ export interface TestTenant {
 }
 
 /** A fresh tenant on `shard` and an app key limited to it. */
+/** An admin key and an app key (for every tenant), named after the test that makes them. */
+export async function adminAndAppKeys(name: string): Promise<{ admin: string; app: string }> {
+  return withDirectory(topology(), async (directory) => ({
+    admin: (await createKey(directory, { scope: 'admin', name })).key,
+    app: (await createKey(directory, { scope: 'app', name })).key,
+  }))
+}
+
 export async function tenantWithKey(shard: string, limits: Record<string, number> = {}): Promise<TestTenant> {
   const id = newTenantId()
   fileOpened().tenants.push(id)

@@ -26,20 +26,23 @@ export interface Quota {
 }
 
 /** What an application's request id may be: 1 to 128 visible ASCII characters (a UUID, a trace id). */
-export const API_REQUEST_ID = /^[\x21-\x7e]{1,128}$/
+const API_REQUEST_ID = /^[\x21-\x7e]{1,128}$/
 /** The HTTP header that names the API request a tenant request serves. */
 export const API_REQUEST_HEADER = 'x-switchyard-request'
 
-/** The request id of an HTTP request's `x-switchyard-request`, or `invalid_input`; absent is fine. */
-export function apiRequestHeader(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined
+/** A request id as `name` (a header, a session setting) gave it, or `invalid_input`. */
+export function checkedApiRequest(value: string, name: string): string {
   if (!API_REQUEST_ID.test(value))
     throw new SwitchyardError(
       'invalid_input',
-      `${API_REQUEST_HEADER} must be 1 to 128 visible ASCII characters (the application's request id)`,
+      `${name} must be 1 to 128 visible ASCII characters (the application's request id)`,
     )
   return value
 }
+
+/** The request id of an HTTP request's `x-switchyard-request`, or `invalid_input`; absent is fine. */
+export const apiRequestHeader = (value: string | undefined): string | undefined =>
+  value === undefined ? undefined : checkedApiRequest(value, API_REQUEST_HEADER)
 
 /** The IETF draft's RateLimit headers of an admitted request (a refusal's are set where it is answered). */
 export function rateHeaders(admission: Admission): Record<string, string> {

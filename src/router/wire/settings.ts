@@ -1,5 +1,5 @@
 import { SwitchyardError } from '../../errors.ts'
-import { API_REQUEST_ID } from '../admission.ts'
+import { checkedApiRequest } from '../admission.ts'
 import type { SplitStatement } from '../policy.ts'
 import { commandComplete, type MessageWriter, parameterStatus, rowDescription } from './protocol.ts'
 
@@ -41,14 +41,7 @@ const SETTABLE: Record<string, (value: string, settings: SessionSettings) => str
   },
   // The application's API request the next statements serve (issue 19): what x-switchyard-request is
   // over HTTP. Counted once an hour against the tenant's api_rate_limit; '' (or RESET) names none.
-  [API_REQUEST]: (value) => {
-    if (value !== '' && !API_REQUEST_ID.test(value))
-      throw new SwitchyardError(
-        'invalid_input',
-        `${API_REQUEST} must be 1 to 128 visible ASCII characters (the application's request id)`,
-      )
-    return value
-  },
+  [API_REQUEST]: (value) => (value === '' ? value : checkedApiRequest(value, API_REQUEST)),
   // Any value: since PostgreSQL 12 every positive value means "shortest exact", which the shards use.
   extra_float_digits: (value) => {
     const digits = Number(value)
