@@ -475,8 +475,8 @@ async function choosePlan(id) {
 const READS = {
   shards: [readShards, readNodes],
   tenants: [readTenants, readTenantStats],
-  moves: [readShards, readTenants, readMoves],
-  plans: [readTenants, readPlans, readPlan],
+  moves: [readShards, readTenantNames, readMoves],
+  plans: [readTenantNames, readPlans, readPlan],
 }
 
 async function readShards() {
@@ -485,8 +485,18 @@ async function readShards() {
 async function readNodes() {
   state.nodes = (await api('GET', '/nodes')).nodes
 }
+let tenantsReadAt = 0
 async function readTenants() {
   state.tenants = (await api('GET', '/tenants')).tenants
+  tenantsReadAt = Date.now()
+}
+/**
+ * The moves and plans views need the tenants only for their names (and the move form's list): read
+ * again at most once a minute, not on every 2 s poll. The tenants view reads them every time.
+ */
+async function readTenantNames() {
+  if (state.tenants.length > 0 && Date.now() - tenantsReadAt < 60_000) return
+  await readTenants()
 }
 async function readTenantStats() {
   try {
