@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { parsersDiscarded } from '../shard/libpg.ts'
 import type { HealthMonitor } from '../shard/monitor.ts'
 import type { ShardNode } from '../shard/nodes.ts'
 import type { NodePools } from '../shard/pools.ts'
@@ -115,6 +116,16 @@ export function createMetrics(options: MetricsOptions = {}) {
       name: 'switchyard_reads_rerun_total',
       help: 'Reads run again because admission reported a newer write of the tenant than the replica had replayed',
       registers,
+    }),
+    parserReplacements: new Counter({
+      name: 'switchyard_parser_replacements_total',
+      help: 'Statement parser instances replaced after a failure of the parser itself (src/shard/libpg.ts): each one refused its statement and answered router_busy for ~12 ms',
+      registers,
+      collect() {
+        // Counted where the parser lives, read here: reset and set to the process's count.
+        this.reset()
+        this.inc(parsersDiscarded())
+      },
     }),
     bufferWaits: new Histogram({
       name: 'switchyard_buffer_wait_seconds',

@@ -1,6 +1,6 @@
 import { createLru } from '../directory/lru.ts'
 import { SwitchyardError } from '../errors.ts'
-import { discardParser, isModuleFailure, loadParser, parser } from '../shard/libpg.ts'
+import { discardParser, isModuleFailure, loadParser, ParseError, parser } from '../shard/libpg.ts'
 import { MAX_NESTING, nestingOf } from './nesting.ts'
 import { identifyStatement, type StatementIdentity } from './stats/identity.ts'
 
@@ -317,8 +317,8 @@ function parseRaw(sql: string): { stmt?: object; stmt_location?: number; stmt_le
   try {
     return libpg.parseSync(sql).stmts ?? []
   } catch (error) {
-    if (libpg.hasSqlDetails(error)) {
-      const position = (error.sqlDetails?.cursorPosition ?? 0) + 1
+    if (error instanceof ParseError) {
+      const position = error.cursorPosition + 1
       throw new SwitchyardError('syntax_error', `${error.message} at position ${position}`, { position })
     }
     // The module itself failed (its stack, a trap; or JSON.parse on a very deep tree): it may be broken

@@ -1,4 +1,4 @@
-import { discardParser, isModuleFailure, parser } from './libpg.ts'
+import { discardParser, isModuleFailure, parser, type ScanToken } from './libpg.ts'
 
 /**
  * The text of a statement that operators see (`switchyard top`, `shards top`, the console): never the
@@ -26,12 +26,7 @@ const KEPT_KINDS = new Set(['IDENT', 'PARAM'])
 /** Operators and punctuation: a token of only these holds no constant. */
 const OPERATOR = /^[-+*/<>=~!@#%^&|`?(),;.:[\]]+$/
 
-interface Token {
-  tokenName: string
-  keywordKind?: number | string
-  start: number
-  end: number
-}
+type Token = ScanToken
 
 /** The shown text of `sql`: constants as $n, comments dropped, whitespace collapsed, capped. Never throws. */
 export function shownText(sql: string): string {
@@ -97,7 +92,7 @@ function scanHead(sql: string): Token[] | undefined {
   for (const text of head === sql ? [sql] : [head, sql]) {
     try {
       // A cut inside a multi-byte character leaves U+FFFD at the end: the scanner takes it as part of a word.
-      return (libpg.scanSync(text) as { tokens?: Token[] }).tokens ?? []
+      return libpg.scanSync(text).tokens ?? []
     } catch (error) {
       if (isModuleFailure(error)) {
         discardParser(libpg)
