@@ -110,12 +110,18 @@ export function startMonitor(nodes: ShardNode[], intervalMs = 200, timeoutMs = 1
   }
 }
 
+/**
+ * `promise`, or a rejection once `ms` have passed without its answer. When the timer fires, the answer
+ * may be in the socket unread: timers run before I/O in the event loop's turn, so a router stalled past
+ * `ms` (a large answer being built, a long parse) would call a node that answered in time down, and send
+ * other tenants 503s for it. The rejection waits for the turn's I/O (setImmediate runs after it).
+ */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   return Promise.race([
     promise,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+      timer = setTimeout(() => setImmediate(() => reject(new Error(`no answer within ${ms} ms`))), ms)
     }),
   ]).finally(() => clearTimeout(timer))
 }
