@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { describe, expect } from 'vitest'
-import { parseFlags, runFlags } from '../src/loadtest/options.ts'
+import { describe, expect, inject } from 'vitest'
+import { searchCapacity } from '../src/loadtest/capacity.ts'
+import { formatCapacity } from '../src/loadtest/capacity-text.ts'
+import { capacityFlags, capacityOptions, parseFlags, runFlags } from '../src/loadtest/options.ts'
 import type { LoadtestReport } from '../src/loadtest/report.ts'
 import { runLoadtest } from '../src/loadtest/run.ts'
 import { findLoadtestTenants, seedLoadtest, volumeAt } from '../src/loadtest/seed.ts'
@@ -85,10 +87,89 @@ describe('switchyard loadtest', () => {
     expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=/)
   })
 
+  it('capacity: steps up from 20 req/s with a move a step; the knee, where the time went, both clients', async ({
+    directory,
+    redis,
+  }) => {
+    // The search's router is a process of its own, started as `switchyard router` with this environment.
+    process.env.SWITCHYARD_CONFIG = inject('configFile')
+    const options = capacityOptions(
+      {
+        prefix,
+        from: '20',
+        maxRate: '40',
+        maxSteps: '2',
+        stepDuration: '5',
+        warmup: '1',
+        connections: '8',
+        moves: '1',
+        json: path.join(folder, 'capacity.json'),
+        html: path.join(folder, 'capacity.html'),
+      },
+      capacityFlags,
+    )
+    const lines: string[] = []
+    const report = await searchCapacity(
+      { topology: topology(), directory, redis, report: (line) => lines.push(line) },
+      options,
+    )
+    // 20 req/s first; 40 next if it held, 10 if it did not (a shared machine may be slow): two steps.
+    const [first, second] = report.steps
+    expect(first?.rate).toBe(20)
+    expect(second?.rate).toBe(first?.pass ? 40 : 10)
+    for (const step of report.steps) {
+      // Every request of the measured window answered, and counted once.
+      expect(step.requests).toBe(step.rate * 5)
+      expect(step.pass).toBe(step.missed.length === 0)
+      expect(step.moves).toHaveLength(1)
+      expect(step.moves[0]?.state).toBe('done')
+      // The router's CPU is read from its own process (its /metrics), the shards' from /proc.
+      expect(step.usage.routerCpu).toBeGreaterThan(0)
+      expect(step.usage.routerCpuMsPerRequest).toBeGreaterThan(0)
+      expect(step.usage.generatorCpuMsPerRequest).toBeGreaterThan(0)
+      expect(step.usage.nodes.map((node) => node.node)).toEqual(
+        expect.arrayContaining(['shard-1-primary', 'shard-1-replica-1']),
+      )
+      // Every request took a pool connection; the window's edges cut a few either way.
+      expect(step.usage.poolWaits.count).toBeGreaterThan(step.requests * 0.8)
+    }
+    expect(lines).toHaveLength(report.steps.length + (report.generatorCheck ? 1 : 0))
+    const passed = report.steps.filter((step) => step.pass)
+    if (passed.length === 0) expect(report.knee).toBeNull()
+    else {
+      const knee = report.knee
+      expect(knee?.rate).toBe(Math.max(...passed.map((step) => step.rate)))
+      // 3 statements per API request, less each tenant's last one, left open when the search ended.
+      expect(knee?.statementsPerApiRequest).toBeGreaterThan(2)
+      expect(knee?.statementsPerApiRequest).toBeLessThanOrEqual(3)
+      expect(knee?.tenantsAtApiLimit).toBe(
+        Math.floor(
+          ((knee?.rate ?? 0) / (knee?.statementsPerApiRequest ?? 1)) *
+            (3600 / report.nominal.apiRateLimitPerHour),
+        ),
+      )
+      // Both generators at the knee, no moves: the light one sent the same number of requests.
+      expect(report.generatorCheck?.standard.requests).toBe((knee?.rate ?? 0) * 5)
+      expect(report.generatorCheck?.light.requests).toBe((knee?.rate ?? 0) * 5)
+      expect(report.generatorCheck?.light.cpuMsPerRequest).toBeGreaterThan(0)
+    }
+    expect(JSON.parse(await readFile(options.json, 'utf8'))).toEqual(JSON.parse(JSON.stringify(report)))
+    const html = await readFile(options.html, 'utf8')
+    expect(html).toContain('aria-label="p99 latency by request rate"')
+    expect(html.match(/<circle /g)).toHaveLength(report.steps.length)
+    if (report.knee) expect(html).toContain(`knee ${report.knee.rate} req/s`)
+    expect(html).not.toMatch(/<script|<link[^>]+href=/)
+    expect(formatCapacity(report)).toMatch(
+      report.knee ? /^KNEE: \d+ requests\/s = \d+ tenants at/m : /^KNEE: none/m,
+    )
+  }, 240_000)
+
   it('refuses bad flags with invalid_input naming the flag', async () => {
     const answer = await cli(['loadtest', 'run', '--zipf', 'steep'])
     expect(answer.code).toBe(1)
     expect(answer.stderr).toContain('error [invalid_input]: --zipf "steep": must be a number')
+    const capacity = await cli(['loadtest', 'capacity', '--precision', '2'])
+    expect(capacity.stderr).toContain('error [invalid_input]: --precision "2": must be between 0.01 and 1')
     const seed = await cli(['loadtest', 'seed', '--tenants', '0'])
     expect(seed.stderr).toContain('error [invalid_input]: --tenants "0": must be at least 1')
   })

@@ -2,8 +2,18 @@ import type { Command } from 'commander'
 import type { Topology } from '../config/topology.ts'
 import { withDirectory } from '../directory/connection.ts'
 import { withRedis } from '../directory/redis.ts'
+import { type CapacityReport, searchCapacity } from '../loadtest/capacity.ts'
+import { formatCapacity } from '../loadtest/capacity-text.ts'
 import { loadtestLocal } from '../loadtest/local.ts'
-import { localFlags, parseFlags, runFlags, seedFlags } from '../loadtest/options.ts'
+import {
+  capacityFlags,
+  capacityOptions,
+  localCapacityFlags,
+  localFlags,
+  parseFlags,
+  runFlags,
+  seedFlags,
+} from '../loadtest/options.ts'
 import { stepPrinter } from '../loadtest/progress.ts'
 import { formatReport, type LoadtestReport } from '../loadtest/report.ts'
 import { runLoadtest } from '../loadtest/run.ts'
@@ -36,11 +46,27 @@ export function register(program: Command): void {
       )
       .option('--url <url>', 'a running router (default: start one in this process, rate limits lifted)'),
   ).action(action(run))
-  runOptions(
+  capacityOptionsOf(
     loadtest
-      .command('local')
-      .description('npm run loadtest: boot (or reuse) the local topology, migrate, seed, run with 2 moves')
-      .option('--scale <s>', 'data per tenant, as in `loadtest seed`'),
+      .command('capacity')
+      .description(
+        "capacity search: raise the open-loop rate step by step (2 moves a step) to the highest that holds the seed's targets",
+      )
+      .option('--url <url>', 'a running router (default: start one in a process of its own)')
+      .option('--zipf <s>', 'tenant skew: Zipf exponent (default 0: every tenant alike)')
+      .option('--json <file>', 'where to write the JSON report (default tmp/loadtest-capacity.json)')
+      .option('--html <file>', 'where to write the HTML report (default tmp/loadtest-capacity.html)'),
+  ).action(action(capacity))
+  capacityOptionsOf(
+    runOptions(
+      loadtest
+        .command('local')
+        .description(
+          'npm run loadtest: boot (or reuse) the local topology, migrate, seed, run with 2 moves (--capacity: the capacity search instead)',
+        )
+        .option('--scale <s>', 'data per tenant, as in `loadtest seed`')
+        .option('--capacity', 'run the capacity search (as `loadtest capacity`) instead of one run'),
+    ),
   ).action(action(local))
   loadtest
     .command('screenshot <report>')
@@ -73,6 +99,19 @@ const runOptions = (command: Command) =>
     .option('--json <file>', 'where to write the JSON report (default tmp/loadtest-report.json)')
     .option('--html <file>', 'where to write the HTML report (default tmp/loadtest-report.html)')
 
+/** The flags only the capacity search takes (`loadtest capacity`, `loadtest local --capacity`). */
+const capacityOptionsOf = (command: Command) =>
+  command
+    .option('--from <n>', 'requests per second of the first step (default nominal)')
+    .option('--max-rate <n>', 'never step above this many requests per second (default 2000)')
+    .option(
+      '--precision <share>',
+      'stop when the first failing rate is within this share of the knee (default 0.1)',
+    )
+    .option('--max-steps <n>', 'at most this many steps (default 10)')
+    .option('--step-duration <s>', 'seconds measured per step, after the warm-up (default 20)')
+    .option('--skip-generator-check', 'do not drive the knee again with the standard and the light client')
+
 async function seed(topology: Topology, flags: Record<string, unknown>) {
   const { json: _, ...given } = flags
   const options = parseFlags(seedFlags, given)
@@ -104,13 +143,47 @@ async function run(topology: Topology, flags: Record<string, unknown>) {
 }
 
 async function local(topology: Topology, flags: Record<string, unknown>) {
-  const options = parseFlags(localFlags, flags)
+  const { capacity: search, ...given } = flags
   const progress = stepPrinter()
-  const report = await loadtestLocal(topology, options, {
-    ...launch(),
-    onProgress: (p) => progress.update(p),
-  }).finally(() => progress.done())
+  const io = { ...launch(), onProgress: (p: Parameters<typeof progress.update>[0]) => progress.update(p) }
+  if (search) {
+    const options = capacityOptions(given, localCapacityFlags)
+    const report = await loadtestLocal(topology, options, io, (deps) =>
+      searchCapacity({ ...deps, report: (line) => progress.say(line) }, options),
+    ).finally(() => progress.done())
+    return printCapacity(report, options)
+  }
+  const options = parseFlags(localFlags, given)
+  const report = await loadtestLocal(topology, options, io, (deps) => runLoadtest(deps, options)).finally(
+    () => progress.done(),
+  )
   printLoadtest(report, options)
+}
+
+async function capacity(topology: Topology, flags: Record<string, unknown>) {
+  const options = capacityOptions(flags, capacityFlags)
+  const progress = stepPrinter()
+  const report = await withDirectory(topology, (directory) =>
+    withRedis(topology.redis, (redis) =>
+      searchCapacity(
+        {
+          topology,
+          directory,
+          redis,
+          onProgress: (p) => progress.update(p),
+          report: (line) => progress.say(line),
+        },
+        options,
+      ),
+    ),
+  ).finally(() => progress.done())
+  printCapacity(report, options)
+}
+
+function printCapacity(report: CapacityReport, files: { json: string; html: string }) {
+  process.stdout.write(formatCapacity(report))
+  say(`report written: ${files.json}, ${files.html}`)
+  if (!report.knee) process.exitCode = 1
 }
 
 function printLoadtest(report: LoadtestReport, files: { json: string; html: string }) {

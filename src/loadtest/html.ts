@@ -54,7 +54,7 @@ ${htmlTable(reportRows.moves(report), COLUMNS.moves)}
 `
 }
 
-function htmlTable(rows: Record<string, unknown>[], columns: string[]): string {
+export function htmlTable(rows: Record<string, unknown>[], columns: string[]): string {
   const head = columns.map((c) => `<th>${escapeHtml(c)}</th>`).join('')
   const body = rows
     .map((row) => `<tr>${columns.map((c) => `<td>${escapeHtml(String(row[c] ?? ''))}</td>`).join('')}</tr>`)
@@ -62,7 +62,7 @@ function htmlTable(rows: Record<string, unknown>[], columns: string[]): string {
   return `<table><thead><tr>${head}</tr></thead><tbody>\n${body}\n</tbody></table>`
 }
 
-const escapeHtml = (text: string) =>
+export const escapeHtml = (text: string) =>
   text.replace(
     /[&<>"']/g,
     (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
@@ -71,7 +71,7 @@ const escapeHtml = (text: string) =>
 /** JSON inside <script>: `<` escaped so no value can close the element. */
 const embedJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c')
 
-const STYLE = `
+export const STYLE = `
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1040px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
 .meta { color: #555; margin: 0 0 12px; }

@@ -23,6 +23,19 @@ const share = z.coerce
   .min(0, 'must be between 0 and 1')
   .max(1, 'must be between 0 and 1')
 
+/** Requests per second: `nominal` (every tenant at its hourly API limit) or a number. */
+function requestRate() {
+  return z
+    .union([
+      z.literal('nominal'),
+      z.coerce
+        .number({ message: 'must be a number of requests per second or "nominal"' })
+        .min(0.1, 'must be at least 0.1')
+        .max(100_000, 'must be at most 100000'),
+    ])
+    .default('nominal')
+}
+
 export const seedFlags = z.strictObject({
   tenants: count(1, 10_000).default(300),
   /** Multiplies the per-tenant customers and appointments (the seed's proportions at 1). */
@@ -47,15 +60,7 @@ export const runFlags = z.strictObject({
    * Requests per second, scheduled at fixed intervals whatever the answers do (open loop); `nominal`:
    * every tenant at its hourly API limit (the seed's 1000 req/h), the load the p99 target is set for.
    */
-  rate: z
-    .union([
-      z.literal('nominal'),
-      z.coerce
-        .number({ message: 'must be a number of requests per second or "nominal"' })
-        .min(0.1, 'must be at least 0.1')
-        .max(100_000, 'must be at most 100000'),
-    ])
-    .default('nominal'),
+  rate: requestRate(),
   connections: count(1, 1024).default(32),
   writeShare: share.default(0.2),
   /** Zipf exponent over the tenants (0: every tenant alike; 1: the first tenant gets ~1/H(n) of the load). */
@@ -74,6 +79,59 @@ export const runFlags = z.strictObject({
 export type RunOptions = z.output<typeof runFlags>
 /** A run's options once `nominal` is worked out from the tenants and their limits. */
 export type ResolvedRun = RunOptions & { rate: number }
+
+/**
+ * `loadtest capacity`: open-loop steps of `stepDuration` s (after `warmup`), each with `moves` moves; the
+ * rate doubles from `from` while steps pass, then the first failure and the last pass are bisected.
+ */
+export const capacityFlags = runFlags
+  .omit({ duration: true, rate: true, moves: true, json: true, html: true, zipf: true })
+  .extend({
+    /** The first step's rate. */
+    from: requestRate(),
+    maxRate: z.coerce
+      .number({ message: 'must be a number' })
+      .min(1, 'must be at least 1')
+      .max(100_000, 'must be at most 100000')
+      .default(2000),
+    /** Stop bisecting when the failing rate is within this share above the passing one. */
+    precision: z.coerce
+      .number({ message: 'must be a number' })
+      .min(0.01, 'must be between 0.01 and 1')
+      .max(1, 'must be between 0.01 and 1')
+      .default(0.1),
+    maxSteps: count(1, 30).default(10),
+    stepDuration: count(5, 600).default(20),
+    moves: count(0, 20).default(2),
+    /**
+     * Uniform by default: at the rates a capacity search reaches, a Zipf 1 skew sends the busiest tenant
+     * ~16% of all requests, far past the seed's api_rate_limit, and the search would find the limiter's
+     * 429s, not the machine's knee.
+     */
+    zipf: runFlags.shape.zipf.unwrap().default(0),
+    /** Skip the check of the load generator at the knee (its own drive and the light client). */
+    skipGeneratorCheck: z.boolean().default(false),
+    json: z.string().min(1).default('tmp/loadtest-capacity.json'),
+    html: z.string().min(1).default('tmp/loadtest-capacity.html'),
+  })
+export type CapacityOptions = Omit<z.output<typeof capacityFlags>, 'skipGeneratorCheck'> & {
+  generatorCheck: boolean
+}
+
+/** The flags of `loadtest capacity` (or of `local --capacity`, with its schema) as the search reads them. */
+export function capacityOptions<S extends typeof capacityFlags | typeof localCapacityFlags>(
+  flags: Record<string, unknown>,
+  schema: S,
+): Omit<z.output<S>, 'skipGeneratorCheck'> & { generatorCheck: boolean } {
+  const { skipGeneratorCheck, ...options } = parseFlags(schema, flags) as z.output<S>
+  return { ...options, generatorCheck: !skipGeneratorCheck }
+}
+
+/** `loadtest local --capacity` (`npm run loadtest -- --capacity`): the search on the local topology. */
+export const localCapacityFlags = capacityFlags.omit({ url: true }).extend({
+  tenants: count(1, 10_000).default(270),
+  scale: seedFlags.shape.scale,
+})
 
 /** `loadtest local` (what `npm run loadtest` runs): both, with room left on every shard for the moves. */
 export const localFlags = runFlags.omit({ url: true }).extend({

@@ -47,6 +47,12 @@ export function stepPrinter(stream: NodeJS.WriteStream = process.stderr) {
       lastTenth = tenth
       lastDraw = now
     },
+    /** A line of its own between progress lines (a step's outcome): kept, the bar redrawn below it. */
+    say(line: string) {
+      stream.write(stream.isTTY && lastStep ? `\r\x1b[2K${line}\n` : `${line}\n`)
+      lastStep = ''
+      lastTenth = -1
+    },
     done() {
       if (stream.isTTY && lastStep) stream.write('\n')
     },

@@ -14,7 +14,7 @@ import { reportHtml } from './html.ts'
 import { assertRoomForMoves, type MoveDuringLoad, movable, moveCandidates, moveDuringLoad } from './moves.ts'
 import type { ResolvedRun, RunOptions } from './options.ts'
 import type { StepProgress } from './progress.ts'
-import { createRecorder } from './recorder.ts'
+import { createRecorder, type Recorded } from './recorder.ts'
 import { buildReport, type LoadtestReport, nominalRate } from './report.ts'
 import { findLoadtestTenants } from './seed.ts'
 import { loadTenantContexts, operationPicker, type TenantContext, zipfPicker } from './workload.ts'
@@ -85,12 +85,16 @@ export async function runLoadtest(deps: RunDeps, options: RunOptions): Promise<L
   }
 }
 
-async function writeReport(file: string, text: string) {
+export async function writeReport(file: string, text: string) {
   await mkdir(path.dirname(path.resolve(file)), { recursive: true })
   await writeFile(file, text)
 }
 
-async function workloadTenants(deps: RunDeps, prefix: string, limit?: number): Promise<TenantContext[]> {
+export async function workloadTenants(
+  deps: RunDeps,
+  prefix: string,
+  limit?: number,
+): Promise<TenantContext[]> {
   const tenants = (await findLoadtestTenants(deps.directory, prefix)).slice(0, limit)
   const contexts = tenants.length ? await loadTenantContexts(deps.topology, tenants) : []
   if (contexts.length === 0)
@@ -110,10 +114,10 @@ function startOwnRouter(topology: Topology, logger: Logger) {
  * Each tenant's statements grouped in API requests of STATEMENTS_PER_API_REQUEST, in the order they are
  * sent: the id the next statement of `tenant` names.
  */
-function apiRequests(run: string) {
+export function apiRequests(run: string) {
   const current = new Map<string, { id: string; left: number }>()
   let made = 0
-  return (tenant: string): string => {
+  const next = (tenant: string): string => {
     let request = current.get(tenant)
     if (!request || request.left === 0) {
       made += 1
@@ -123,21 +127,37 @@ function apiRequests(run: string) {
     request.left -= 1
     return request.id
   }
+  return { next, made: () => made }
 }
 
-async function drive(
+/** What one drive saw and sent: the recorder's figures, the moves, the requests sent (warm-up included). */
+export interface Driven {
+  recorded: Recorded
+  moves: MoveDuringLoad[]
+  /** Requests sent, warm-up included. */
+  sent: number
+}
+
+/** One open-loop drive of `url` with the seed's workload over `contexts`, with its moves; see runLoadtest. */
+export async function drive(
   deps: RunDeps & { logger: Logger },
   options: ResolvedRun,
   contexts: TenantContext[],
   url: string,
   key: string,
-) {
+  extra: {
+    /** Told when the measured window opens (the warm-up is over) and when every request is answered. */
+    window?: { opened(): void; closed(): void }
+    /** Groups statements in API requests across drives (a capacity search's steps); else a new one. */
+    apiRequestOf?: ReturnType<typeof apiRequests>
+  } = {},
+): Promise<Driven> {
   const warmupMs = options.warmup * 1000
   const moving = moveCandidates(await movable(deps.directory, contexts), options.moves)
   const recorder = createRecorder(warmupMs, new Set(moving.map((tenant) => tenant.id)))
   const nextTenant = zipfPicker(contexts, options.zipf)
   const nextOperation = operationPicker(options.writeShare)
-  const apiRequestOf = apiRequests(randomUUID())
+  const apiRequestOf = extra.apiRequestOf ?? apiRequests(randomUUID())
   const progress = runProgress(options, deps.onProgress)
   const startedAt = performance.now()
   const sinceWindow = () => performance.now() - startedAt - warmupMs
@@ -157,8 +177,10 @@ async function drive(
     }),
   )
   const ticker = setInterval(() => progress.tick(performance.now() - startedAt), 250)
+  const opening = setTimeout(() => extra.window?.opened(), warmupMs)
+  let sent = 0
   try {
-    await driveOpenLoop({
+    ;({ sent } = await driveOpenLoop({
       url,
       key,
       rate: options.rate,
@@ -170,7 +192,7 @@ async function drive(
         const operation = nextOperation()
         return {
           tenant: tenant.id,
-          apiRequest: apiRequestOf(tenant.id),
+          apiRequest: apiRequestOf.next(tenant.id),
           query: operation.build(tenant),
           done(answer: Answer) {
             recorder.record(operation.name, tenant.id, answer)
@@ -179,13 +201,19 @@ async function drive(
           },
         }
       },
-    })
+    }))
   } finally {
     clearInterval(ticker)
+    clearTimeout(opening)
   }
+  extra.window?.closed()
   progress.finishing()
   progress.moves(movesDone, moves.length)
-  return { recorded: recorder.result(), moves: await Promise.all(moves) }
+  return {
+    recorded: recorder.result(),
+    moves: await Promise.all(moves),
+    sent,
+  }
 }
 
 /** A booked appointment can have its status changed later in the run, like a confirmation. */
