@@ -15,6 +15,16 @@ const breakers: [string, (i: number) => string][] = [
   ],
   ['a chain after a -- comment ended by \\r', (i) => `select ${i} --\r+ ${'c+'.repeat(12_000)}c`],
   ['UNION chained over comma-separated columns', (i) => `select ${i},1${' union select 1,1'.repeat(3000)}`],
+  [
+    // libpg-query's scanner does not continue a string across a comment: `'\'` is a string of its own.
+    "a string 'continued' across a -- comment, which libpg-query does not continue",
+    (i) => `do E'a' \n--\n'\\'; select ${'1+'.repeat(20_000)}${i} -- '\n`,
+  ],
+  [
+    '1,100 nested BEGIN ATOMIC blocks around a COLLATE chain',
+    (i) =>
+      `create procedure f${i}() ${'begin atomic '.repeat(1100)}select a${' collate c'.repeat(2400)};${' end;'.repeat(1100)}`,
+  ],
 ]
 
 describe('the nesting guard in front of the parser (src/router/nesting.ts)', () => {
