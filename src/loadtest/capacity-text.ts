@@ -30,6 +30,7 @@ export function formatCapacity(report: CapacityReport): string {
     `  router      ${share(usage.routerCpu)} (${usage.routerCpuMsPerRequest ?? '?'} ms CPU a request)`,
     `  shards      ${usage.nodes.map((node) => `${node.node} ${share(node.cpu)}`).join(', ') || '? (nodes not on this machine)'}`,
     `  generator   ${share(usage.generatorCpu)} (${usage.generatorCpuMsPerRequest} ms CPU a request; the mover runs in its process too)`,
+    `  others      ${share(usage.otherCpu)} (Redis, the directory, anything else on the machine)`,
     `  machine     ${share(usage.machineBusy)} of all cores busy`,
     `  pool waits  ${usage.poolWaits.count}, mean ${usage.poolWaits.meanMs} ms, p99 ≤ ${usage.poolWaits.p99Ms ?? '?'} ms`,
     `  replica lag at most ${usage.replicaLagMaxBytes ?? '?'} bytes`,

@@ -281,7 +281,7 @@ async function checkGenerator(
 
 export function stepLine(index: number, step: CapacityStep): string {
   const cores = (share: number | null) => (share === null ? '?' : `${(share * 100).toFixed(0)}%`)
-  return `step ${index}: ${step.rate} req/s ${step.pass ? 'PASS' : 'FAIL'} · p99 ${step.p99} ms, max ${step.max} ms, ${step.requests} requests, ${Object.values(step.errors).reduce((s, n) => s + n, 0)} errors · router CPU ${cores(step.usage.routerCpu)} of a core, machine ${cores(step.usage.machineBusy)} busy${step.missed.length ? ` · missed: ${step.missed.join('; ')}` : ''}`
+  return `step ${index}: ${step.rate} req/s ${step.pass ? 'PASS' : 'FAIL'} · p99 ${step.p99} ms, max ${step.max} ms, ${step.requests} requests, ${Object.values(step.errors).reduce((s, n) => s + n, 0)} errors · router CPU ${cores(step.usage.routerCpu)} of a core, others ${cores(step.usage.otherCpu)}, machine ${cores(step.usage.machineBusy)} busy${step.missed.length ? ` · missed: ${step.missed.join('; ')}` : ''}`
 }
 
 function machine(): CapacityReport['machine'] {

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import type { Topology } from '../config/topology.ts'
 import { primaryName, replicaName } from '../shard/nodes.ts'
@@ -39,6 +40,11 @@ export interface StepUsage {
   routerCpuMsPerRequest: number | null
   /** The machine's busy share of all its cores (1 = saturated), from /proc/stat. */
   machineBusy: number | null
+  /**
+   * CPU (share of one core) of everything else on the machine: Redis, the directory, the mover's database
+   * work, and programs that are not the project's at all. A shared machine shows up here.
+   */
+  otherCpu: number | null
   nodes: NodeUsage[]
   poolWaits: { count: number; meanMs: number; p99Ms: number | null }
   /** The most WAL bytes a replica was behind, over the step's samples (null: none reported). */
@@ -214,6 +220,21 @@ export function stepUsage(
   const generatorCpuSeconds = after.generatorCpuSeconds - before.generatorCpuSeconds
   const waits = after.poolWaits.count - before.poolWaits.count
   const lags = lagSamples.filter((lag): lag is number => lag !== null)
+  const machineBusy =
+    before.machine && after.machine && after.machine.total > before.machine.total
+      ? round((after.machine.busy - before.machine.busy) / (after.machine.total - before.machine.total), 3)
+      : null
+  const nodes = [...roles.values()]
+    .filter(({ node }) => after.nodeCpuSeconds.has(node) && before.nodeCpuSeconds.has(node))
+    .map(({ node, role }) => ({
+      node,
+      role,
+      cpu: share((after.nodeCpuSeconds.get(node) ?? 0) - (before.nodeCpuSeconds.get(node) ?? 0)),
+    }))
+  const ours =
+    (routerCpuSeconds ?? 0) / seconds +
+    generatorCpuSeconds / seconds +
+    nodes.reduce((sum, node) => sum + node.cpu, 0)
   return {
     seconds: round(seconds, 1),
     routerCpu: routerCpuSeconds === null ? null : share(routerCpuSeconds),
@@ -221,17 +242,9 @@ export function stepUsage(
     generatorCpuMsPerRequest: requests ? round((generatorCpuSeconds * 1000) / requests, 3) : 0,
     routerCpuMsPerRequest:
       routerCpuSeconds === null || !requests ? null : round((routerCpuSeconds * 1000) / requests, 3),
-    machineBusy:
-      before.machine && after.machine && after.machine.total > before.machine.total
-        ? round((after.machine.busy - before.machine.busy) / (after.machine.total - before.machine.total), 3)
-        : null,
-    nodes: [...roles.values()]
-      .filter(({ node }) => after.nodeCpuSeconds.has(node) && before.nodeCpuSeconds.has(node))
-      .map(({ node, role }) => ({
-        node,
-        role,
-        cpu: share((after.nodeCpuSeconds.get(node) ?? 0) - (before.nodeCpuSeconds.get(node) ?? 0)),
-      })),
+    machineBusy,
+    otherCpu: machineBusy === null ? null : round(Math.max(0, machineBusy * cpus() - ours), 3),
+    nodes,
     poolWaits: {
       count: waits,
       meanMs: waits
@@ -242,6 +255,8 @@ export function stepUsage(
     replicaLagMaxBytes: lags.length ? Math.max(...lags) : null,
   }
 }
+
+const cpus = () => availableParallelism()
 
 /** The upper bound of the bucket the 99th percentile wait falls in (a histogram's resolution), ms. */
 function bucketP99(before: Map<number, number>, after: Map<number, number>, count: number): number | null {
