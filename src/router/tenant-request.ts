@@ -312,12 +312,16 @@ function cachedClassified(statements: Statement[]): Classified[] | undefined {
   return verdicts
 }
 
-/** A tenant's parses: the tail of its queue, its requests in it, and the event loop time they took this second. */
+/**
+ * A tenant's parses: the tail of its queue, its requests in it, and the event loop time its parses took
+ * that it has not yet paid back (a token bucket counted as debt: paid back at PARSE_MS_PER_SECOND).
+ */
 interface Parsing {
   tail: Promise<unknown>
   queued: number
-  second: number
-  spentMs: number
+  debtMs: number
+  /** When debtMs was last paid down (performance.now()). */
+  at: number
 }
 const parsing = new Map<string, Parsing>()
 
@@ -372,8 +376,8 @@ export async function parseInTurn<T>(tenant: string, signal: CancelSignal, parse
 function queueFor(tenant: string): Parsing {
   let books = parsing.get(tenant)
   if (!books) {
-    // Kept after the queue drains, with the second's books: one small entry per tenant that ever parsed.
-    books = { tail: Promise.resolve(), queued: 0, second: 0, spentMs: 0 }
+    // Kept after the queue drains, with its debt: one small entry per tenant that ever parsed.
+    books = { tail: Promise.resolve(), queued: 0, debtMs: 0, at: performance.now() }
     parsing.set(tenant, books)
   }
   if (books.queued >= PARSE_QUEUE)
@@ -393,23 +397,30 @@ async function inTurn<T>(books: Parsing, signal: CancelSignal, parse: () => T): 
   try {
     return parse()
   } finally {
-    books.spentMs += performance.now() - started
+    books.debtMs += performance.now() - started
   }
 }
 
-/** Resolves when it is the tenant's turn to parse (the next turn of the loop, or the next second). */
+/** The tenant's debt paid down for the time since it was last: PARSE_MS_PER_SECOND for every second. */
+function payDown(books: Parsing): void {
+  const now = performance.now()
+  books.debtMs = Math.max(0, books.debtMs - ((now - books.at) * PARSE_MS_PER_SECOND) / 1000)
+  books.at = now
+}
+
+/**
+ * Resolves when it is the tenant's turn to parse: the next turn of the loop, once the tenant's parses owe
+ * less than PARSE_MS_PER_SECOND. A parse that overran (one took 2.8 s before the CTE fix: an attacker's
+ * read) is paid back in full before the next one, so no tenant takes more than its share over time.
+ */
 async function parseTurn(books: Parsing, signal: CancelSignal): Promise<void> {
   const turn = books.tail.then(async () => {
     if (signal.aborted) return
-    const now = Date.now()
-    const second = Math.floor(now / 1000)
-    if (second !== books.second) {
-      books.second = second
-      books.spentMs = 0
-    } else if (books.spentMs >= PARSE_MS_PER_SECOND) {
-      await new Promise((resolve) => setTimeout(resolve, (second + 1) * 1000 - now))
-      books.second = second + 1
-      books.spentMs = 0
+    payDown(books)
+    if (books.debtMs >= PARSE_MS_PER_SECOND) {
+      const waitMs = ((books.debtMs - PARSE_MS_PER_SECOND) * 1000) / PARSE_MS_PER_SECOND
+      await new Promise((resolve) => setTimeout(resolve, Math.ceil(waitMs) + 1))
+      payDown(books)
     }
     await new Promise<void>((resolve) => setImmediate(resolve))
   })
