@@ -111,6 +111,10 @@ const capacityOptionsOf = (command: Command) =>
     .option('--max-steps <n>', 'at most this many steps (default 10)')
     .option('--step-duration <s>', 'seconds measured per step, after the warm-up (default 20)')
     .option('--skip-generator-check', 'do not drive the knee again with the standard and the light client')
+    .option(
+      '--skip-retry',
+      'take a rate’s first failure as final (by default a failing rate is run once more)',
+    )
 
 async function seed(topology: Topology, flags: Record<string, unknown>) {
   const { json: _, ...given } = flags

@@ -56,7 +56,7 @@ const share = (value: number | null) => (value === null ? '?' : `${Math.round(va
 function stepRow(step: CapacityStep): Record<string, unknown> {
   const { usage } = step
   return {
-    rate: step.rate,
+    rate: `${step.rate}${step.retry ? ' (again)' : ''}`,
     verdict: step.pass ? 'PASS' : `FAIL: ${step.missed.join('; ')}`,
     requests: step.requests,
     errors:

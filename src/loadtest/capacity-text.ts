@@ -7,14 +7,14 @@ export function formatCapacity(report: CapacityReport): string {
   const lines = [
     `capacity: ${report.settings.tenants} tenants, ${report.settings.stepDuration} s a step after ${report.settings.warmup} s warm-up, ${report.settings.moves} moves a step, zipf ${report.settings.zipf}; targets p99 < ${report.targets.p99Ms} ms, no errors, every answer < ${report.targets.maxMs} ms`,
     '',
-    'rate req/s  verdict  requests  errors      p50 ms    p99 ms    max ms  router CPU  machine',
+    'rate req/s  verdict  requests  errors      p50 ms    p99 ms    max ms  router CPU  others  machine',
     ...report.steps.map(
       (step) =>
-        `${String(step.rate).padStart(11)}  ${(step.pass ? 'PASS' : 'FAIL').padEnd(7)}  ${String(step.requests).padStart(8)}  ${String(
+        `${`${step.retry ? 'again ' : ''}${step.rate}`.padStart(11)}  ${(step.pass ? 'PASS' : 'FAIL').padEnd(7)}  ${String(step.requests).padStart(8)}  ${String(
           Object.values(step.errors).reduce((sum, n) => sum + n, 0),
         ).padStart(
           6,
-        )}  ${String(step.p50).padStart(8)}  ${String(step.p99).padStart(8)}  ${String(step.max).padStart(8)}  ${share(step.usage.routerCpu).padStart(10)}  ${share(step.usage.machineBusy).padStart(7)}${step.missed.length ? `  ${step.missed.join('; ')}` : ''}`,
+        )}  ${String(step.p50).padStart(8)}  ${String(step.p99).padStart(8)}  ${String(step.max).padStart(8)}  ${share(step.usage.routerCpu).padStart(10)}  ${share(step.usage.otherCpu).padStart(6)}  ${share(step.usage.machineBusy).padStart(7)}${step.missed.length ? `  ${step.missed.join('; ')}` : ''}`,
     ),
     '',
   ]

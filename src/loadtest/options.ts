@@ -111,20 +111,23 @@ export const capacityFlags = runFlags
     zipf: runFlags.shape.zipf.unwrap().default(0),
     /** Skip the check of the load generator at the knee (its own drive and the light client). */
     skipGeneratorCheck: z.boolean().default(false),
+    /** Take a rate's first failure as final: by default it is run once more, and that run decides. */
+    skipRetry: z.boolean().default(false),
     json: z.string().min(1).default('tmp/loadtest-capacity.json'),
     html: z.string().min(1).default('tmp/loadtest-capacity.html'),
   })
-export type CapacityOptions = Omit<z.output<typeof capacityFlags>, 'skipGeneratorCheck'> & {
+export type CapacityOptions = Omit<z.output<typeof capacityFlags>, 'skipGeneratorCheck' | 'skipRetry'> & {
   generatorCheck: boolean
+  retry: boolean
 }
 
 /** The flags of `loadtest capacity` (or of `local --capacity`, with its schema) as the search reads them. */
 export function capacityOptions<S extends typeof capacityFlags | typeof localCapacityFlags>(
   flags: Record<string, unknown>,
   schema: S,
-): Omit<z.output<S>, 'skipGeneratorCheck'> & { generatorCheck: boolean } {
-  const { skipGeneratorCheck, ...options } = parseFlags(schema, flags) as z.output<S>
-  return { ...options, generatorCheck: !skipGeneratorCheck }
+): Omit<z.output<S>, 'skipGeneratorCheck' | 'skipRetry'> & { generatorCheck: boolean; retry: boolean } {
+  const { skipGeneratorCheck, skipRetry, ...options } = parseFlags(schema, flags) as z.output<S>
+  return { ...options, generatorCheck: !skipGeneratorCheck, retry: !skipRetry }
 }
 
 /** `loadtest local --capacity` (`npm run loadtest -- --capacity`): the search on the local topology. */

@@ -38,6 +38,7 @@ describe('the capacity search (src/loadtest/capacity.ts)', () => {
       zipf: 0,
       moves: 2,
       generatorCheck: true,
+      retry: true,
     })
     expect(capacityOptions({ skipGeneratorCheck: true, from: '40' }, capacityFlags)).toMatchObject({
       from: 40,
