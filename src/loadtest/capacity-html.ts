@@ -1,5 +1,7 @@
 import type { CapacityReport, CapacityStep } from './capacity.ts'
 import { escapeHtml, htmlTable, STYLE } from './html.ts'
+import { formatMs } from './report.ts'
+import type { StepUsage } from './usage.ts'
 
 /**
  * The capacity search as one self-contained HTML file: the verdict, a rate-vs-p99 chart with the seed's
@@ -24,10 +26,11 @@ export function capacityHtml(report: CapacityReport): string {
 <p class="${knee ? 'pass' : 'fail'}" id="knee">${escapeHtml(verdict)}</p>
 <h2>p99 by rate (targets: p99 &lt; ${report.targets.p99Ms} ms, no errors, every answer &lt; ${report.targets.maxMs} ms)</h2>
 <div class="chart">${chart(report)}</div>
+${kneeSection(report)}
+${generatorSection(report)}
 <h2>Steps, in the order run</h2>
 ${htmlTable(report.steps.map(stepRow), STEP_COLUMNS)}
-<p>CPU as a share of one core over the step (the machine: of all its cores). Pool wait p99: the bucket bound of the router's histogram.</p>
-${generatorSection(report)}
+<p>Latencies in ms from each request’s scheduled time. CPU as a share of one core over the step’s measured window (primaries, replicas: their nodes added up; machine: of all its cores). Pool wait p99: the bound of the router histogram’s bucket it falls in. A rate that failed is run again, and the second run decides.</p>
 </body>
 </html>
 `
@@ -41,17 +44,24 @@ const STEP_COLUMNS = [
   'p50',
   'p99',
   'max',
-  'router CPU',
-  'generator ms/req',
-  'shards CPU',
-  'others CPU',
-  'machine busy',
-  'pool waits',
+  'router',
+  'primaries',
+  'replicas',
+  'generator',
+  'others',
+  'machine',
+  'pool wait p99',
   'replica lag',
-  'moves',
+  'move stalls',
 ]
 
 const share = (value: number | null) => (value === null ? '?' : `${Math.round(value * 100)}%`)
+
+/** The CPU of a step's nodes of one role, added up (the knee's section has each node). */
+const roleCpu = (usage: StepUsage, role: 'primary' | 'replica') =>
+  usage.nodes.length
+    ? share(usage.nodes.filter((node) => node.role === role).reduce((sum, node) => sum + node.cpu, 0))
+    : '?'
 
 function stepRow(step: CapacityStep): Record<string, unknown> {
   const { usage } = step
@@ -59,24 +69,55 @@ function stepRow(step: CapacityStep): Record<string, unknown> {
     rate: `${step.rate}${step.retry ? ' (again)' : ''}`,
     verdict: step.pass ? 'PASS' : `FAIL: ${step.missed.join('; ')}`,
     requests: step.requests,
-    errors:
-      Object.entries(step.errors)
-        .map(([code, n]) => `${code} ${n}`)
-        .join(', ') || '0',
-    p50: step.p50,
-    p99: step.p99,
-    max: step.max,
-    'router CPU': share(usage.routerCpu),
-    'generator ms/req': usage.generatorCpuMsPerRequest,
-    'shards CPU': usage.nodes.map((node) => `${node.node} ${share(node.cpu)}`).join(', ') || '?',
-    'others CPU': share(usage.otherCpu),
-    'machine busy': share(usage.machineBusy),
-    'pool waits': `${usage.poolWaits.count}, mean ${usage.poolWaits.meanMs} ms, p99 ≤ ${usage.poolWaits.p99Ms ?? '?'} ms`,
+    errors: Object.values(step.errors).reduce((sum, n) => sum + n, 0),
+    p50: formatMs(step.p50),
+    p99: formatMs(step.p99),
+    max: formatMs(step.max),
+    router: share(usage.routerCpu),
+    primaries: roleCpu(usage, 'primary'),
+    replicas: roleCpu(usage, 'replica'),
+    generator: share(usage.generatorCpu),
+    others: share(usage.otherCpu),
+    machine: share(usage.machineBusy),
+    'pool wait p99': usage.poolWaits.p99Ms === null ? '?' : `≤ ${usage.poolWaits.p99Ms} ms`,
     'replica lag': usage.replicaLagMaxBytes === null ? '?' : `${usage.replicaLagMaxBytes} B`,
-    moves: step.moves
-      .map((move) => `${move.tenant} ${move.state} (stall ${move.stallMs ?? '?'} ms)`)
+    'move stalls': step.moves
+      .map((move) => (move.state === 'done' ? `${move.stallMs} ms` : move.state))
       .join(', '),
   }
+}
+
+/** Where the knee step's time went, one row per process or node. */
+function kneeSection(report: CapacityReport): string {
+  if (!report.knee) return ''
+  const { usage } = report.knee.step
+  const rows = [
+    {
+      part: 'router',
+      cpu: share(usage.routerCpu),
+      note: `${usage.routerCpuMsPerRequest ?? '?'} ms CPU a request`,
+    },
+    ...usage.nodes.map((node) => ({ part: node.node, cpu: share(node.cpu), note: node.role })),
+    {
+      part: 'load generator',
+      cpu: share(usage.generatorCpu),
+      note: `${usage.generatorCpuMsPerRequest} ms CPU a request (the mover runs in its process too)`,
+    },
+    {
+      part: 'others',
+      cpu: share(usage.otherCpu),
+      note: 'Redis, the directory, anything else on the machine',
+    },
+    { part: 'machine', cpu: share(usage.machineBusy), note: 'of all cores' },
+    {
+      part: 'pool waits',
+      cpu: '',
+      note: `${usage.poolWaits.count}, mean ${usage.poolWaits.meanMs} ms, p99 ≤ ${usage.poolWaits.p99Ms ?? '?'} ms`,
+    },
+    { part: 'replica lag', cpu: '', note: `at most ${usage.replicaLagMaxBytes ?? '?'} bytes` },
+  ]
+  return `<h2>Where the time went at the knee (${report.knee.rate} req/s; CPU as a share of one core)</h2>
+${htmlTable(rows, ['part', 'cpu', 'note'])}`
 }
 
 function generatorSection(report: CapacityReport): string {
@@ -128,7 +169,13 @@ function chart(report: CapacityReport): string {
   }
   parts.push(
     `<text x="${(PAD.left + WIDTH - PAD.right) / 2}" y="${HEIGHT - 8}" text-anchor="middle" font-size="12">requests/s (open loop)</text>`,
-    `<polyline fill="none" stroke="#888" points="${steps.map((s) => `${x(s.rate)},${y(s.p99)}`).join(' ')}"/>`,
+    // The line joins the runs the search went by (a failed rate's second run); the first runs are dots only.
+    `<polyline fill="none" stroke="#888" points="${steps
+      .filter(
+        (s, i) => !steps.some((other, j) => j !== i && other.rate === s.rate && other.retry && !s.retry),
+      )
+      .map((s) => `${x(s.rate)},${y(s.p99)}`)
+      .join(' ')}"/>`,
   )
   for (const step of steps)
     parts.push(

@@ -7,7 +7,7 @@ import { capacityHtml } from './capacity-html.ts'
 import { driveLight, type LightResult } from './light-drive.ts'
 import { assertRoomForMoves } from './moves.ts'
 import type { CapacityOptions, ResolvedRun } from './options.ts'
-import { buildReport, nominalRate, TARGETS } from './report.ts'
+import { buildReport, formatMs, nominalRate, TARGETS } from './report.ts'
 import { type RouterProcess, startRouterProcess } from './router-process.ts'
 import { apiRequests, drive, type RunDeps, workloadTenants, writeReport } from './run.ts'
 import {
@@ -139,9 +139,15 @@ export async function searchCapacity(deps: CapacityDeps, options: CapacityOption
       statementsSent += driven.sent
       const { latency } = report
       const missed = [
-        ...(latency.p99 < TARGETS.p99Ms ? [] : [`p99 ${latency.p99} ms ≥ ${TARGETS.p99Ms} ms`]),
-        ...(report.totals.errors === 0 ? [] : [`${report.totals.errors} errors`]),
-        ...(latency.max < TARGETS.maxMs ? [] : [`max ${latency.max} ms ≥ ${TARGETS.maxMs} ms`]),
+        ...(latency.p99 < TARGETS.p99Ms ? [] : [`p99 ${formatMs(latency.p99)} ms ≥ ${TARGETS.p99Ms} ms`]),
+        ...(report.totals.errors === 0
+          ? []
+          : [
+              `${report.totals.errors} errors (${Object.entries(report.errors)
+                .map(([code, n]) => `${code} ${n}`)
+                .join(', ')})`,
+            ]),
+        ...(latency.max < TARGETS.maxMs ? [] : [`max ${formatMs(latency.max)} ms ≥ ${TARGETS.maxMs} ms`]),
         ...report.moves
           .filter((move) => move.state !== 'done')
           .map((move) => `move of ${move.name} ${move.state}${move.error ? ` (${move.error})` : ''}`),
@@ -295,7 +301,7 @@ async function checkGenerator(
 
 export function stepLine(index: number, step: CapacityStep): string {
   const cores = (share: number | null) => (share === null ? '?' : `${(share * 100).toFixed(0)}%`)
-  return `step ${index}: ${step.rate} req/s${step.retry ? ' again' : ''} ${step.pass ? 'PASS' : 'FAIL'} · p99 ${step.p99} ms, max ${step.max} ms, ${step.requests} requests, ${Object.values(step.errors).reduce((s, n) => s + n, 0)} errors · router CPU ${cores(step.usage.routerCpu)} of a core, others ${cores(step.usage.otherCpu)}, machine ${cores(step.usage.machineBusy)} busy${step.missed.length ? ` · missed: ${step.missed.join('; ')}` : ''}`
+  return `step ${index}: ${step.rate} req/s${step.retry ? ' again' : ''} ${step.pass ? 'PASS' : 'FAIL'} · p99 ${formatMs(step.p99)} ms, max ${formatMs(step.max)} ms, ${step.requests} requests, ${Object.values(step.errors).reduce((s, n) => s + n, 0)} errors · router CPU ${cores(step.usage.routerCpu)} of a core, others ${cores(step.usage.otherCpu)}, machine ${cores(step.usage.machineBusy)} busy${step.missed.length ? ` · missed: ${step.missed.join('; ')}` : ''}`
 }
 
 function machine(): CapacityReport['machine'] {

@@ -175,7 +175,7 @@ function machine(): LoadtestReport['machine'] {
 const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits
 
 /** Milliseconds to read at a glance: 0.84, 12.3, 1019. */
-const formatMs = (ms: number) =>
+export const formatMs = (ms: number) =>
   ms >= 100 ? String(Math.round(ms)) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)
 
 /** Formats rows as aligned columns; the CLI hands in its own `table` so every command prints alike. */
