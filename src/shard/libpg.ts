@@ -152,24 +152,34 @@ let loading: Promise<PgParser> | undefined
 /** Instances thrown away since the process started: `switchyard_parser_replacements_total`. */
 let discarded = 0
 
+/** How long making an instance may take (~12 ms measured) before the load is given up and retried. */
+const LOAD_TIMEOUT_MS = 10_000
+
 /** A new instance over the one compiled module. Rejects if the engine refuses to instantiate it. */
 async function fresh(): Promise<PgParser> {
   compiled ??= engine.compile(readFileSync(join(PACKAGE, 'libpg-query.wasm')))
   const module = await compiled
   const factory = require(join(PACKAGE, 'libpg-query.js')) as Factory
-  // The factory waits for `receive` and has no way to hear of a failure: race it against one.
+  // The factory waits for `receive` and has no way to hear of a failure: race it against one, and against
+  // a deadline, so that a load that never settles is retried (on the next statement) instead of leaving
+  // every statement at 503 for good.
   let failed!: (error: unknown) => void
   const failure = new Promise<never>((_resolve, reject) => (failed = reject))
-  const wasm = await Promise.race([
-    factory({
-      instantiateWasm(imports, receive) {
-        engine.instantiate(module, imports).then(receive, failed)
-        return {}
-      },
-    }),
-    failure,
-  ])
-  return new PgParser(wasm)
+  const deadline = setTimeout(() => failed(new Error('the parser did not load in time')), LOAD_TIMEOUT_MS)
+  try {
+    const wasm = await Promise.race([
+      factory({
+        instantiateWasm(imports, receive) {
+          engine.instantiate(module, imports).then(receive, failed)
+          return {}
+        },
+      }),
+      failure,
+    ])
+    return new PgParser(wasm)
+  } finally {
+    clearTimeout(deadline)
+  }
 }
 
 /** Loads the first instance, or waits for the one replacing a discarded instance. Idempotent. */
