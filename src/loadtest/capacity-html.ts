@@ -1,6 +1,7 @@
 import type { CapacityReport, CapacityStep } from './capacity.ts'
+import { share } from './capacity-text.ts'
 import { escapeHtml, htmlTable, STYLE } from './html.ts'
-import { formatMs } from './report.ts'
+import { errorCount, formatMs } from './report.ts'
 import type { StepUsage } from './usage.ts'
 
 /**
@@ -11,7 +12,7 @@ import type { StepUsage } from './usage.ts'
 export function capacityHtml(report: CapacityReport): string {
   const { knee } = report
   const verdict = knee
-    ? `Knee: ${knee.rate} requests/s = ${knee.tenantsAtApiLimit} tenants at ${report.nominal.apiRateLimitPerHour} API requests/hour (${knee.statementsPerApiRequest} statements per API request, measured). Nominal: ${report.nominal.requestsPerSecond} req/s for ${report.nominal.tenants} tenants.`
+    ? `Knee: ${knee.rate} requests/s = ${knee.tenantsAtApiLimit} tenants at ${report.nominal.apiRateLimitPerHour} API requests/hour (${knee.statementsPerApiRequest} statements per API request over the search; ${report.nominal.tenants} tenants are seeded). Bounded by: ${knee.bound}${knee.step.retry ? '; it passed on its second run' : ''}.`
     : `No rate tried held every target; the lowest tried was ${Math.min(...report.steps.map((s) => s.rate))} req/s.`
   return `<!doctype html>
 <html lang="en">
@@ -55,8 +56,6 @@ const STEP_COLUMNS = [
   'move stalls',
 ]
 
-const share = (value: number | null) => (value === null ? '?' : `${Math.round(value * 100)}%`)
-
 /** The CPU of a step's nodes of one role, added up (the knee's section has each node). */
 const roleCpu = (usage: StepUsage, role: 'primary' | 'replica') =>
   usage.nodes.length
@@ -69,7 +68,7 @@ function stepRow(step: CapacityStep): Record<string, unknown> {
     rate: `${step.rate}${step.retry ? ' (again)' : ''}`,
     verdict: step.pass ? 'PASS' : `FAIL: ${step.missed.join('; ')}`,
     requests: step.requests,
-    errors: Object.values(step.errors).reduce((sum, n) => sum + n, 0),
+    errors: errorCount(step.errors),
     p50: formatMs(step.p50),
     p99: formatMs(step.p99),
     max: formatMs(step.max),
@@ -101,7 +100,7 @@ function kneeSection(report: CapacityReport): string {
     {
       part: 'load generator',
       cpu: share(usage.generatorCpu),
-      note: `${usage.generatorCpuMsPerRequest} ms CPU a request (the mover runs in its process too)`,
+      note: `with the mover, which runs in its process; requests sent at most ${formatMs(report.knee.step.sendLag.max)} ms late (p99 ${formatMs(report.knee.step.sendLag.p99)} ms)`,
     },
     {
       part: 'others',
@@ -123,12 +122,13 @@ ${htmlTable(rows, ['part', 'cpu', 'note'])}`
 function generatorSection(report: CapacityReport): string {
   const check = report.generatorCheck
   if (!check) return ''
+  if ('error' in check) return `<p>The load generator check did not run: ${escapeHtml(check.error)}</p>`
   const rows = [
     { client: 'standard (the search’s own)', ...check.standard },
     { client: 'light (a process of its own, requests built beforehand)', ...check.light },
-  ]
+  ].map(({ cpuMsPerRequest, ...row }) => ({ ...row, 'CPU ms a request': cpuMsPerRequest }))
   return `<h2>The load generator at the knee (${check.rate} req/s, no moves)</h2>
-${htmlTable(rows, ['client', 'requests', 'errors', 'p50', 'p99', 'max', 'cpuMsPerRequest'])}`
+${htmlTable(rows, ['client', 'requests', 'errors', 'p50', 'p99', 'max', 'CPU ms a request'])}`
 }
 
 const WIDTH = 760

@@ -37,13 +37,18 @@ export interface Drive {
  * the scheduled time: a stalled router shows up as latency, not as requests never sent (no coordinated
  * omission). Resolves when every scheduled request has been answered or has failed.
  */
-export async function driveOpenLoop(drive: Drive): Promise<{ sent: number; seconds: number }> {
+export async function driveOpenLoop(
+  drive: Drive,
+): Promise<{ sent: number; seconds: number; sendLag: { p99: number; max: number } }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: drive.connections })
   const endpoint = new URL('/v1/query', drive.url)
   const interval = 1000 / drive.rate
   const total = Math.round(drive.rate * drive.seconds)
   const start = performance.now()
   const inFlight = new Set<Promise<void>>()
+  // How late each request left after its scheduled time: the generator's own stalls, which open-loop
+  // latency would otherwise lay at the router's door.
+  const lags = new Float64Array(total)
   let sent = 0
   try {
     while (sent < total) {
@@ -53,6 +58,7 @@ export async function driveOpenLoop(drive: Drive): Promise<{ sent: number; secon
         // the first measured request would be counted as warm-up.
         const at = sent * interval
         const due = start + at
+        lags[sent] = performance.now() - due
         const request = drive.next()
         const flight = send(agent, endpoint, drive, request).then((answer) =>
           request.done({ ...answer, at, ms: performance.now() - due }),
@@ -66,7 +72,9 @@ export async function driveOpenLoop(drive: Drive): Promise<{ sent: number; secon
   } finally {
     agent.destroy()
   }
-  return { sent, seconds: (performance.now() - start) / 1000 }
+  lags.sort()
+  const p99 = lags[Math.max(0, Math.ceil(0.99 * total) - 1)] ?? 0
+  return { sent, seconds: (performance.now() - start) / 1000, sendLag: { p99, max: lags[total - 1] ?? 0 } }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))

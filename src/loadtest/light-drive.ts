@@ -20,6 +20,8 @@ export interface LightResult {
 }
 
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'light-client.ts')
+/** tsx's loader by its own path: `--import tsx` would look for it from the working folder. */
+const TSX = import.meta.resolve('tsx')
 
 /**
  * The same mix at `rate` for the step's warm-up and length, driven by the light client in a process of
@@ -63,7 +65,7 @@ export async function driveLight(input: {
 
 function runClient(args: string[], key: string): Promise<LightResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLIENT, ...args], {
+    const child = spawn(process.execPath, ['--import', TSX, CLIENT, ...args], {
       env: { ...process.env, SWITCHYARD_LOADTEST_KEY: key },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -76,7 +78,8 @@ function runClient(args: string[], key: string): Promise<LightResult> {
       said = `${said}${chunk.toString('utf8')}`.slice(-2000)
     })
     child.on('error', reject)
-    child.on('exit', (code) => {
+    // 'close', not 'exit': its output may still be in the pipe when it exits.
+    child.on('close', (code) => {
       try {
         if (code !== 0) throw new Error(said.trim())
         resolve(JSON.parse(out) as LightResult)

@@ -75,7 +75,7 @@ export function buildReport(input: ReportInput): LoadtestReport {
   const { options, recorded } = input
   const seconds = options.duration
   const requests = recorded.all.count
-  const errors = Object.values(recorded.errors).reduce((sum, n) => sum + n, 0)
+  const errors = errorCount(recorded.errors)
   const answeredReads = recorded.reads.replica + recorded.reads.primary
   const shardTotal = Object.values(recorded.shards).reduce((sum, load) => sum + load.requests, 0)
   const bookingsPerSecond = recorded.bookings / seconds
@@ -160,7 +160,7 @@ function verdicts(report: Omit<LoadtestReport, 'targets'>, rate: number): Target
   ]
 }
 
-function machine(): LoadtestReport['machine'] {
+export function machine(): LoadtestReport['machine'] {
   const cpus = os.cpus()
   return {
     cpus: cpus.length,
@@ -172,11 +172,15 @@ function machine(): LoadtestReport['machine'] {
   }
 }
 
-const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits
+export const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits
 
 /** Milliseconds to read at a glance: 0.84, 12.3, 1019. */
 export const formatMs = (ms: number) =>
   ms >= 100 ? String(Math.round(ms)) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)
+
+/** Requests that failed, whatever their code. */
+export const errorCount = (errors: Record<string, number>) =>
+  Object.values(errors).reduce((sum, n) => sum + n, 0)
 
 /** Formats rows as aligned columns; the CLI hands in its own `table` so every command prints alike. */
 export type TableFormatter = (rows: Record<string, unknown>[], columns: string[]) => string
@@ -184,7 +188,7 @@ export type TableFormatter = (rows: Record<string, unknown>[], columns: string[]
 const percent = (share: number) => `${(share * 100).toFixed(1)}%`
 
 /** Error counts as one phrase: `tenant_moving 2, timeout 1`, or `none`. */
-const describeErrors = (errors: Record<string, number>) =>
+export const describeErrors = (errors: Record<string, number>) =>
   Object.entries(errors)
     .map(([code, n]) => `${code} ${n}`)
     .join(', ') || 'none'

@@ -11,7 +11,8 @@ const READY_TIMEOUT_MS = 60_000
 
 export interface RouterProcess {
   url: string
-  pid: number
+  /** Throws `router_failed` if the router has exited: every later step would fail for that reason alone. */
+  assertRunning(): void
   close(): Promise<void>
 }
 
@@ -31,8 +32,15 @@ export async function startRouterProcess(): Promise<RouterProcess> {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
   )
-  // The last of what it said, to name why it did not start; nothing of it is printed otherwise.
+  // The last of what it said, to name why it stopped; nothing of it is printed otherwise.
   let said = ''
+  child.on('error', (error) => {
+    said = `${said}${error.message}\n`
+  })
+  // process.exit() (a second Ctrl-C, an interrupted search) must not leave a router holding the shards' pools.
+  const killOnExit = () => child.kill('SIGKILL')
+  process.once('exit', killOnExit)
+  child.once('exit', () => process.off('exit', killOnExit))
   child.stderr?.on('data', (chunk: Buffer) => {
     said = `${said}${chunk.toString('utf8')}`.slice(-2000)
   })
@@ -43,7 +51,14 @@ export async function startRouterProcess(): Promise<RouterProcess> {
     child.kill('SIGKILL')
     throw error
   }
-  return { url, pid: child.pid as number, close: () => stop(child) }
+  return {
+    url,
+    assertRunning() {
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new SwitchyardError('router_failed', `the load test's router exited: ${said.trim()}`)
+    },
+    close: () => stop(child),
+  }
 }
 
 async function untilReady(url: string, child: ChildProcess, said: () => string) {

@@ -136,6 +136,8 @@ export interface Driven {
   moves: MoveDuringLoad[]
   /** Requests sent, warm-up included. */
   sent: number
+  /** How late the generator sent them after their scheduled times, ms (warm-up included). */
+  sendLag: { p99: number; max: number }
 }
 
 /** One open-loop drive of `url` with the seed's workload over `contexts`, with its moves; see runLoadtest. */
@@ -179,8 +181,9 @@ export async function drive(
   const ticker = setInterval(() => progress.tick(performance.now() - startedAt), 250)
   const opening = setTimeout(() => extra.window?.opened(), warmupMs)
   let sent = 0
+  let sendLag = { p99: 0, max: 0 }
   try {
-    ;({ sent } = await driveOpenLoop({
+    ;({ sent, sendLag } = await driveOpenLoop({
       url,
       key,
       rate: options.rate,
@@ -213,6 +216,7 @@ export async function drive(
     recorded: recorder.result(),
     moves: await Promise.all(moves),
     sent,
+    sendLag,
   }
 }
 
