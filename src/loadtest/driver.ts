@@ -1,6 +1,15 @@
 import http from 'node:http'
 import type { ProxyQuery } from './workload.ts'
 
+/**
+ * How long a kept-alive socket may stay idle in the generator's pool: under the router's keep-alive
+ * timeout (Node's 5 s), so the router never closes a socket the generator is about to reuse. Without it
+ * Node's agent keeps idle sockets for good, ignores the server's `Keep-Alive: timeout=5` hint, and
+ * a burst after a lull (a move's cutover) reused sockets the router had just closed: `network` errors
+ * (ECONNRESET) at 150 req/s in a capacity search.
+ */
+const IDLE_SOCKET_MS = 4000
+
 /** One request's outcome, timed from when it was SCHEDULED, not from when it was sent. */
 export interface Answer {
   /** Scheduled time, ms since the drive started. */
@@ -40,7 +49,7 @@ export interface Drive {
 export async function driveOpenLoop(
   drive: Drive,
 ): Promise<{ sent: number; seconds: number; sendLag: { p99: number; max: number } }> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: drive.connections })
+  const agent = new http.Agent({ keepAlive: true, maxSockets: drive.connections, timeout: IDLE_SOCKET_MS })
   const endpoint = new URL('/v1/query', drive.url)
   const interval = 1000 / drive.rate
   const total = Math.round(drive.rate * drive.seconds)

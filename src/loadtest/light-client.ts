@@ -26,7 +26,8 @@ const planned = readFileSync(file as string, 'utf8')
   .map((line) => JSON.parse(line) as Planned)
 const rate = Number(rateText)
 const warmupMs = Number(warmupText) * 1000
-const agent = new http.Agent({ keepAlive: true, maxSockets: Number(connectionsText) })
+// Idle sockets close before the router's 5 s keep-alive does (see src/loadtest/driver.ts).
+const agent = new http.Agent({ keepAlive: true, maxSockets: Number(connectionsText), timeout: 4000 })
 const endpoint = new URL('/v1/query', url)
 const interval = 1000 / rate
 const latencies: number[] = []
