@@ -314,7 +314,8 @@ function cachedClassified(statements: Statement[]): Classified[] | undefined {
 
 /**
  * A tenant's parses: the tail of its queue, its requests in it, and the event loop time its parses took
- * that it has not yet paid back (a token bucket counted as debt: paid back at PARSE_MS_PER_SECOND).
+ * that it has not yet paid back (a token bucket counted as debt: paid back at PARSE_MS_PER_SECOND, at most
+ * MAX_PARSE_DEBT_MS owed).
  */
 interface Parsing {
   tail: Promise<unknown>
@@ -397,9 +398,17 @@ async function inTurn<T>(books: Parsing, signal: CancelSignal, parse: () => T): 
   try {
     return parse()
   } finally {
-    books.debtMs += performance.now() - started
+    books.debtMs = Math.min(MAX_PARSE_DEBT_MS, books.debtMs + performance.now() - started)
   }
 }
+
+/**
+ * The most of a tenant's parse time carried forward: with it, a tenant waits at most a second for its next
+ * turn, as it did when the budget was per calendar second, and a parse that overran still costs it that
+ * second (the old budget forgot it at the second's end). With the longest parses (~0.5 s at 64 KiB) a
+ * tenant takes about a third of the loop, no more.
+ */
+const MAX_PARSE_DEBT_MS = 2 * PARSE_MS_PER_SECOND
 
 /** The tenant's debt paid down for the time since it was last: PARSE_MS_PER_SECOND for every second. */
 function payDown(books: Parsing): void {
@@ -410,8 +419,8 @@ function payDown(books: Parsing): void {
 
 /**
  * Resolves when it is the tenant's turn to parse: the next turn of the loop, once the tenant's parses owe
- * less than PARSE_MS_PER_SECOND. A parse that overran (one took 2.8 s before the CTE fix: an attacker's
- * read) is paid back in full before the next one, so no tenant takes more than its share over time.
+ * less than PARSE_MS_PER_SECOND. A parse that overran is paid back (up to MAX_PARSE_DEBT_MS) before the
+ * next one, so a tenant whose parses are slow takes a bounded share of the loop over time.
  */
 async function parseTurn(books: Parsing, signal: CancelSignal): Promise<void> {
   const turn = books.tail.then(async () => {
