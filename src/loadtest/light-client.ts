@@ -35,7 +35,11 @@ let errors = 0
 
 function send(request: Planned, at: number, due: number): Promise<void> {
   return new Promise((resolve) => {
+    // A response that fails after it began can report twice (its 'error' and the request's): count once.
+    let counted = false
     const done = (ok: boolean) => {
+      if (counted) return
+      counted = true
       if (at >= warmupMs) {
         latencies.push(performance.now() - due)
         if (!ok) errors += 1
